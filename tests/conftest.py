@@ -1,0 +1,32 @@
+"""Shared fixtures: paths to the real FITS data and a demo archive built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of real telescope FITS files (``../shared/data/real``)."""
+    if not REAL_DATA.is_dir():
+        if IN_CI:
+            pytest.fail(f"real data missing at {REAL_DATA}")
+        pytest.skip("real data not present")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo archive (scale 1) built once for the whole test session."""
+    from vo_service.archive.demo import build_demo_archive
+
+    directory = tmp_path_factory.mktemp("demo-archive")
+    build_demo_archive(directory)
+    return directory

@@ -1,0 +1,144 @@
+"""The ``vo-service`` command: serve, index, cutout, demo-archive, worker.
+
+Each sub-command is a thin wrapper: argument parsing here, the work in the module that
+owns it, imported lazily so that ``vo-service --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from vo_service.config import Settings, load_settings
+
+log = logging.getLogger("vo_service")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    if getattr(args, "data_root", None):
+        from dataclasses import replace
+
+        settings = replace(settings, data_roots=tuple(Path(p) for p in args.data_root))
+    if getattr(args, "state_dir", None):
+        from dataclasses import replace
+
+        settings = replace(settings, state_dir=Path(args.state_dir))
+    return settings
+
+
+def ensure_demo_data(settings: Settings) -> Settings:
+    """Without configured data roots, build (once) and use the demo archive under the state dir."""
+    if settings.data_roots:
+        return settings
+    from dataclasses import replace
+
+    from vo_service.archive.demo import build_demo_archive
+
+    demo_dir = settings.state_dir / "demo-archive"
+    if not (demo_dir / ".complete").exists():
+        log.info("no data roots configured: building the demo archive in %s", demo_dir)
+        build_demo_archive(demo_dir)
+        (demo_dir / ".complete").touch()
+    return replace(settings, data_roots=(demo_dir,))
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from vo_service.archive.index import run_index
+
+    settings = _settings(args)
+    if args.demo_if_empty:
+        settings = ensure_demo_data(settings)
+    report = run_index(settings)
+    print(report.summary())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vo_service.app import create_app
+    from vo_service.archive.index import run_index
+
+    settings = _settings(args)
+    settings = ensure_demo_data(settings)
+    if args.host:
+        from dataclasses import replace
+
+        settings = replace(settings, host=args.host)
+    if args.port:
+        from dataclasses import replace
+
+        settings = replace(settings, port=args.port)
+    report = run_index(settings)
+    print(report.summary())
+    print(f"serving on http://{settings.host}:{settings.port}/")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_demo_archive(args: argparse.Namespace) -> int:
+    from vo_service.archive.demo import build_demo_archive
+
+    summary = build_demo_archive(Path(args.directory), scale=args.scale, seed=args.seed)
+    print(summary)
+    return 0
+
+
+def cmd_cutout(args: argparse.Namespace) -> int:
+    from vo_service.cutout_command import run_cutout_command
+
+    return run_cutout_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``vo-service`` command."""
+    parser = argparse.ArgumentParser(prog="vo-service", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML settings file (default: $VO_SERVICE_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-root", action="append", help="FITS tree to serve (repeatable)")
+        p.add_argument("--state-dir", help="directory for the index, cache and jobs")
+
+    p = sub.add_parser("serve", help="index the data roots and run the web service")
+    data_options(p)
+    p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("index", help="scan the data roots into the archive index")
+    data_options(p)
+    p.add_argument("--demo-if-empty", action="store_true",
+                   help="build and index the demo archive when no data root is configured")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("demo-archive", help="build a synthetic multi-instrument survey archive")
+    p.add_argument("directory", help="where to write the FITS files")
+    p.add_argument("--scale", type=int, default=1,
+                   help="size factor: 1 is small (< 300 MB), larger values give bigger tiles")
+    p.add_argument("--seed", type=int, default=42,
+                   help="random seed (the archive is deterministic)")
+    p.set_defaults(func=cmd_demo_archive)
+
+    p = sub.add_parser("cutout", help="cut stamps from local FITS files")
+    from vo_service.cutout_command import add_cutout_arguments
+
+    add_cutout_arguments(p)
+    p.set_defaults(func=cmd_cutout)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vo-service`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Settings of a vo-service instance, read from a TOML file and environment variables.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config`` or
+``VO_SERVICE_CONFIG``), then ``VO_SERVICE_*`` environment variables. Every setting is
+documented in the README ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "VO_SERVICE_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits that protect the service from requests that would exhaust it."""
+
+    max_upload_rows: int = 10_000
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_cutout_pixels: int = 4096 * 4096
+    max_sync_concurrency: int = 16
+    max_queued_jobs: int = 64
+    job_workers: int = 2
+    max_job_workers: int = 16
+    wait_cap_seconds: float = 55.0
+    default_execution_duration: int = 3600
+    default_destruction_days: float = 7.0
+    cache_bytes: int = 2 * 1024**3
+    maxrec_default: int = 10_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an instance needs to know about its data, state and public face."""
+
+    data_roots: tuple[Path, ...] = ()
+    state_dir: Path = Path("state")
+    base_url: str | None = None
+    authority: str = "vo-service.example"
+    mapping_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite archive index."""
+        return self.state_dir / "index.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Cached cutouts and their SQLite index."""
+        return self.state_dir / "cache"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """UWS job database and job result files."""
+        return self.state_dir / "jobs"
+
+
+def _coerce(value: str, like: object) -> object:
+    """Convert an environment string to the type of the default it replaces."""
+    if isinstance(like, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def _settings_from_mapping(values: Mapping[str, object], base: Settings) -> Settings:
+    """Apply a mapping of setting names (TOML keys, lower case) to ``base``."""
+    changes: dict[str, object] = {}
+    limit_changes: dict[str, object] = {}
+    for key, value in values.items():
+        if key == "limits":
+            if not isinstance(value, Mapping):
+                raise ValueError("[limits] must be a table")
+            limit_changes.update(value)
+        elif key == "data_roots":
+            roots = value.split(os.pathsep) if isinstance(value, str) else value
+            changes[key] = tuple(Path(r).expanduser() for r in roots if str(r))
+        elif key in {"state_dir", "mapping_file"}:
+            changes[key] = Path(str(value)).expanduser() if value else None
+        elif key in {f.name for f in fields(Settings)}:
+            changes[key] = value
+        else:
+            raise ValueError(f"unknown setting {key!r}")
+    limit_names = {f.name for f in fields(Limits)}
+    unknown = set(limit_changes) - limit_names
+    if unknown:
+        raise ValueError(f"unknown limit(s): {', '.join(sorted(unknown))}")
+    if limit_changes:
+        changes["limits"] = replace(base.limits, **limit_changes)
+    return replace(base, **changes)
+
+
+def load_settings(
+    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from defaults, an optional TOML file and the environment.
+
+    Environment variables are ``VO_SERVICE_<NAME>`` for top-level settings (``DATA_ROOTS``
+    is a list separated by ``os.pathsep``) and ``VO_SERVICE_LIMIT_<NAME>`` for limits.
+    """
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        with open(config_file, "rb") as handle:
+            settings = _settings_from_mapping(tomllib.load(handle), settings)
+
+    env_values: dict[str, object] = {}
+    env_limits: dict[str, object] = {}
+    defaults = Settings()
+    for f in fields(Settings):
+        raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and f.name != "limits":
+            like = getattr(defaults, f.name)
+            env_values[f.name] = raw if f.name in {"data_roots", "state_dir", "mapping_file"} \
+                else _coerce(raw, like if like is not None else "")
+    for f in fields(Limits):
+        raw = environ.get(ENV_PREFIX + "LIMIT_" + f.name.upper())
+        if raw is not None:
+            env_limits[f.name] = _coerce(raw, getattr(defaults.limits, f.name))
+    if env_limits:
+        env_values["limits"] = env_limits
+    return _settings_from_mapping(env_values, settings)

@@ -1,0 +1,114 @@
+"""Sky regions shared by every part: the SODA/SIA shapes and a centre + size box.
+
+All coordinates are ICRS degrees. These are plain values, validated on construction;
+the protocols parse text into them, the archive intersects footprints with them and the
+engine turns them into pixel boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ANGLE_UNITS_DEG = {"deg": 1.0, "arcmin": 1.0 / 60.0, "arcsec": 1.0 / 3600.0}
+
+
+class ShapeError(ValueError):
+    """A region that cannot describe a piece of sky; the message says what to fix."""
+
+
+def _check_lon_lat(lon: float, lat: float, what: str) -> None:
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise ShapeError(f"{what}: coordinates must be finite numbers, got {lon} {lat}")
+    if not 0.0 <= lon <= 360.0:
+        raise ShapeError(f"{what}: RA {lon} is outside [0, 360] degrees")
+    if not -90.0 <= lat <= 90.0:
+        raise ShapeError(f"{what}: Dec {lat} is outside [-90, 90] degrees")
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A cone: centre (ra, dec) and radius, degrees (DALI circle)."""
+
+    ra: float
+    dec: float
+    radius: float
+
+    def __post_init__(self) -> None:
+        _check_lon_lat(self.ra, self.dec, "CIRCLE")
+        if not (math.isfinite(self.radius) and 0.0 < self.radius <= 180.0):
+            raise ShapeError(f"CIRCLE: radius must be in (0, 180] degrees, got {self.radius}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A coordinate range (SODA POS RANGE); ra_min > ra_max wraps through RA = 0.
+
+    Infinite limits mean "open": RA -inf..+inf is all RA, Dec -inf..+inf all Dec.
+    """
+
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+
+    def __post_init__(self) -> None:
+        for name in ("ra_min", "ra_max", "dec_min", "dec_max"):
+            if math.isnan(getattr(self, name)):
+                raise ShapeError(f"RANGE: {name} is NaN")
+        for name in ("ra_min", "ra_max"):
+            value = getattr(self, name)
+            if math.isfinite(value) and not 0.0 <= value <= 360.0:
+                raise ShapeError(f"RANGE: {name} {value} is outside [0, 360] degrees")
+        for name in ("dec_min", "dec_max"):
+            value = getattr(self, name)
+            if math.isfinite(value) and not -90.0 <= value <= 90.0:
+                raise ShapeError(f"RANGE: {name} {value} is outside [-90, 90] degrees")
+        if self.dec_min > self.dec_max:
+            raise ShapeError("RANGE: the lower Dec limit exceeds the upper one")
+
+    @property
+    def wraps(self) -> bool:
+        """True when the RA interval runs through RA = 0 (ra_min > ra_max)."""
+        return self.ra_min > self.ra_max
+
+
+@dataclass(frozen=True)
+class Polygon:
+    """A spherical polygon, vertices (ra, dec) in degrees joined by great circles."""
+
+    vertices: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.vertices) < 3:
+            raise ShapeError(
+                f"POLYGON: needs at least 3 vertices (6 numbers), got {len(self.vertices)}"
+            )
+        for lon, lat in self.vertices:
+            _check_lon_lat(lon, lat, "POLYGON")
+
+
+@dataclass(frozen=True)
+class CenterSize:
+    """A box of width x height around (ra, dec); unit 'pix', 'arcsec', 'arcmin' or 'deg'.
+
+    This is the astrocut-style request (centre + cutout size), not a SODA shape.
+    """
+
+    ra: float
+    dec: float
+    width: float
+    height: float
+    unit: str = "pix"
+
+    def __post_init__(self) -> None:
+        _check_lon_lat(self.ra, self.dec, "position")
+        if self.unit not in ANGLE_UNITS_DEG and self.unit != "pix":
+            raise ShapeError(f"size unit must be pix, arcsec, arcmin or deg, got {self.unit!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ShapeError(f"cutout {name} must be a positive number, got {value}")
+
+
+Shape = Circle | Range | Polygon | CenterSize
