@@ -1,0 +1,185 @@
+"""The cutout cache: hits, misses, damaged files, LRU eviction, threads, processes, restarts."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from vo_service.cache import CutoutCache, make_key, source_identity
+
+
+def key_of(name: str) -> str:
+    return make_key({"test": name})
+
+
+class Counter:
+    """A compute function that records how often it ran."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.calls = 0
+
+    def __call__(self) -> bytes:
+        self.calls += 1
+        return self.content
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> CutoutCache:
+    return CutoutCache(tmp_path / "cache", max_bytes=10_000)
+
+
+def test_miss_then_hit_computes_once(cache: CutoutCache) -> None:
+    compute = Counter(b"stamp-bytes")
+    path, hit = cache.get_or_compute(key_of("a"), compute)
+    assert not hit and path.read_bytes() == b"stamp-bytes"
+    path2, hit2 = cache.get_or_compute(key_of("a"), compute)
+    assert hit2 and path2 == path and compute.calls == 1
+    assert cache.get(key_of("a")) == path
+    assert cache.get(key_of("never-stored")) is None
+
+
+def test_open_or_compute_returns_readable_file(cache: CutoutCache) -> None:
+    cached, hit = cache.open_or_compute(key_of("b"), lambda: b"x" * 1000)
+    assert not hit and b"".join(cached.iter_chunks(64)) == b"x" * 1000
+    cached, hit = cache.open_or_compute(key_of("b"), lambda: b"other")
+    assert hit and cached.size == 1000 and b"".join(cached.iter_chunks()) == b"x" * 1000
+
+
+def test_keys_are_canonical() -> None:
+    assert make_key({"a": 1, "b": [1, 2]}) == make_key({"b": [1, 2], "a": 1})
+    assert make_key({"a": 1}) != make_key({"a": 2})
+
+
+def test_changed_source_file_gets_a_new_key(tmp_path: Path) -> None:
+    source = tmp_path / "image.fits"
+    source.write_bytes(b"old pixels")
+    old = make_key({"source": source_identity(source, 0), "box": [0, 10, 0, 10]})
+    source.write_bytes(b"new pixels, longer")
+    os.utime(source, ns=(1, 2_000_000_000))
+    new = make_key({"source": source_identity(source, 0), "box": [0, 10, 0, 10]})
+    assert old != new
+    assert make_key({"source": source_identity(source, 1), "box": [0, 10, 0, 10]}) != new
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "append"])
+def test_damaged_or_missing_file_is_recomputed_not_served(cache: CutoutCache, damage: str) -> None:
+    good = bytes(range(256)) * 4
+    compute = Counter(good)
+    path, _ = cache.get_or_compute(key_of("d"), compute)
+    if damage == "truncate":
+        with open(path, "r+b") as handle:
+            handle.truncate(100)
+    elif damage == "flip":
+        with open(path, "r+b") as handle:
+            handle.seek(500)
+            byte = handle.read(1)
+            handle.seek(500)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "append":
+        with open(path, "ab") as handle:
+            handle.write(b"junk")
+    else:
+        path.unlink()
+    assert cache.get(key_of("d")) is None  # never served
+    assert key_of("d") not in cache
+    path2, hit = cache.get_or_compute(key_of("d"), compute)
+    assert not hit and compute.calls == 2 and path2.read_bytes() == good
+    assert cache.get(key_of("d")) == path2
+
+
+def test_lru_eviction_order_under_a_small_budget(tmp_path: Path) -> None:
+    cache = CutoutCache(tmp_path / "c", max_bytes=3000)
+    for name in "abc":
+        cache.put(key_of(name), name.encode() * 1000)
+    assert cache.stats().total_bytes == 3000
+    assert cache.get(key_of("a")) is not None  # a is now the most recently used
+    cache.put(key_of("d"), b"d" * 1000)  # over budget: b goes first
+    assert cache.get(key_of("b")) is None
+    assert not cache.path_for(key_of("b")).exists()
+    assert all(cache.get(key_of(n)) is not None for n in "acd")
+    cache.put(key_of("e"), b"e" * 2000)  # needs two slots: the two least recent (c, a)
+    assert cache.get(key_of("c")) is None and cache.get(key_of("a")) is None
+    assert cache.get(key_of("d")) is not None and cache.get(key_of("e")) is not None
+    assert cache.stats().total_bytes <= 3000
+
+
+def test_an_entry_larger_than_the_budget_is_kept_alone(tmp_path: Path) -> None:
+    cache = CutoutCache(tmp_path / "c", max_bytes=100)
+    cache.put(key_of("small"), b"s" * 50)
+    cache.put(key_of("big"), b"b" * 500)
+    assert cache.get(key_of("big")) is not None and cache.get(key_of("small")) is None
+
+
+def test_put_from_a_file_and_atomic_leftovers(cache: CutoutCache, tmp_path: Path) -> None:
+    source = tmp_path / "stamp.fits"
+    source.write_bytes(b"F" * 2880)
+    path = cache.put(key_of("file"), source)
+    assert path.read_bytes() == source.read_bytes() and source.exists()
+    assert not list(cache.objects_dir.rglob("*.part"))
+
+
+def test_concurrent_puts_and_gets_from_threads(tmp_path: Path) -> None:
+    cache = CutoutCache(tmp_path / "c", max_bytes=10**9)
+    counters = {i: Counter(f"content-{i}".encode() * 100) for i in range(20)}
+
+    def work(i: int) -> tuple[bytes, bool]:
+        path, hit = cache.get_or_compute(key_of(str(i % 20)), counters[i % 20])
+        return path.read_bytes(), hit
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(200)))
+    for i, (content, _) in enumerate(results):
+        assert content == f"content-{i % 20}".encode() * 100
+    assert all(c.calls == 1 for c in counters.values())  # one computation per key
+    assert cache.stats().entries == 20
+
+
+def _process_worker(directory: str, worker: int) -> int:
+    cache = CutoutCache(Path(directory), max_bytes=20_000)
+    for i in range(30):
+        name = f"{(worker * 7 + i) % 40}"
+        path, _ = cache.get_or_compute(key_of(name), lambda n=name: n.encode() * 1000)
+        cache.get(key_of(name))
+    return worker
+
+
+def test_several_processes_share_one_cache(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    CutoutCache(directory, max_bytes=20_000)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        assert sorted(pool.starmap(_process_worker, [(str(directory), w) for w in range(3)])) \
+            == [0, 1, 2]
+    cache = CutoutCache(directory, max_bytes=20_000)
+    stats = cache.stats()
+    assert 0 < stats.total_bytes <= 20_000
+    for key in cache.keys_by_recency():  # every recorded entry is intact
+        assert cache.get(key) is not None
+
+
+def test_a_restart_keeps_entries_and_their_order(tmp_path: Path) -> None:
+    first = CutoutCache(tmp_path / "c", max_bytes=3000)
+    for name in "abc":
+        first.put(key_of(name), name.encode() * 1000)
+    first.get(key_of("a"))
+    first.close()
+    second = CutoutCache(tmp_path / "c", max_bytes=3000)
+    assert second.get(key_of("b")) is not None  # b now most recent, c least
+    second.put(key_of("d"), b"d" * 1000)
+    assert second.get(key_of("c")) is None
+    assert {second.get(key_of(n)) is not None for n in "abd"} == {True}
+
+
+def test_compute_failure_stores_nothing(cache: CutoutCache) -> None:
+    def fail() -> bytes:
+        raise RuntimeError("engine failed")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_compute(key_of("f"), fail)
+    assert key_of("f") not in cache
+    assert not list(cache.objects_dir.rglob("*.part"))

@@ -1,0 +1,376 @@
+"""The cutout cache: content-addressed files plus an SQLite index with an LRU byte budget.
+
+A cache key is the sha256 of a canonical description of one product: the source image's
+identity as it is on disk *now* (path, size, mtime, HDU), the request in canonical form
+(pixel box or region, band, time, pol), the output format and its render options. A source
+file that changes gets new keys, so a stamp of an old version is never served.
+
+Files live at ``<cache_dir>/objects/<key[:2]>/<key>`` and are written atomically (temp
+file + ``os.replace``). The index (``<cache_dir>/index.sqlite``, WAL mode, sqlite-utils)
+records each file's size and sha256 and a logical "last used" clock. Every hit re-reads
+the file and checks both, so a truncated, altered or missing file is dropped and recomputed,
+never served. Writes to the index are ``BEGIN IMMEDIATE`` transactions, so several threads
+and processes can share one cache directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+_TABLE = "entries"
+
+
+def make_key(parts: Mapping[str, object]) -> str:
+    """The sha256 (hex) of a canonical JSON rendering of ``parts`` (key order irrelevant)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def source_identity(path: Path, hdu: int | None = None) -> dict[str, object]:
+    """Identity of a source image as it is on disk now: resolved path, size, mtime (ns), HDU."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "hdu": hdu}
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What the index holds now."""
+
+    entries: int
+    total_bytes: int
+    max_bytes: int
+
+
+class CachedFile:
+    """An open, verified cache file. Reading it is safe even if the entry is evicted meanwhile
+    (the open descriptor keeps the data alive on POSIX)."""
+
+    def __init__(self, handle: BinaryIO, path: Path, size: int) -> None:
+        self.handle = handle
+        self.path = path
+        self.size = size
+
+    def iter_chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        """Yield the file's bytes from the start, then close it."""
+        try:
+            self.handle.seek(0)
+            while chunk := self.handle.read(chunk_size):
+                yield chunk
+        finally:
+            self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> CachedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CutoutCache:
+    """Content-addressed cutout files under ``directory`` with an LRU byte budget.
+
+    Parameters
+    ----------
+    directory
+        Where the files and ``index.sqlite`` live (created if needed).
+    max_bytes
+        Byte budget; after each ``put`` the least recently used entries are evicted until
+        the total is within it (the entry just written is kept even if it alone is larger).
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.objects_dir = self.directory / "objects"
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        self.index_path = self.directory / "index.sqlite"
+        self._local = threading.local()
+        self._key_locks: dict[str, list] = {}
+        self._key_locks_guard = threading.Lock()
+        self._create_schema()
+
+    # -- SQLite ---------------------------------------------------------------------------
+
+    def _db(self) -> sqlite_utils.Database:
+        """One connection per thread, autocommit, explicit transactions."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(
+                self.index_path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 60000")
+            db = sqlite_utils.Database(conn)
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
+        db = self._db()
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    def _create_schema(self) -> None:
+        with self._write() as db:
+            if _TABLE not in db.table_names():
+                db[_TABLE].create(
+                    {
+                        "key": str,
+                        "size": int,
+                        "sha256": str,
+                        "created_at": float,
+                        "used_at": float,
+                        "used_seq": int,
+                        "hits": int,
+                    },
+                    pk="key",
+                )
+                db[_TABLE].create_index(["used_seq"])
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def path_for(self, key: str) -> Path:
+        """Where the file of ``key`` lives (whether or not it exists)."""
+        if len(key) < 8 or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"cache keys are lower-case hex digests, got {key!r}")
+        return self.objects_dir / key[:2] / key
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def open(self, key: str) -> CachedFile | None:
+        """Open the verified file of ``key`` and mark it used, or None on a miss.
+
+        The file is hashed through the descriptor that is returned, so the bytes a caller
+        reads are the bytes that were checked. A damaged or missing file is dropped.
+        """
+        row = self._row(key)
+        if row is None:
+            return None
+        path = self.path_for(key)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
+        except FileNotFoundError:
+            log.warning("cache file of %s is missing: dropping the entry", key)
+            self._drop(key, expected_sha256=row["sha256"])
+            return None
+        size, digest = _hash_handle(handle)
+        if size != row["size"] or digest != row["sha256"]:
+            handle.close()
+            log.warning("cache file of %s is damaged (%d bytes, recorded %d): dropping",
+                        key, size, row["size"])
+            self._drop(key, expected_sha256=row["sha256"], unlink=True)
+            return None
+        handle.seek(0)
+        self._touch(key)
+        return CachedFile(handle, path, size)
+
+    def get(self, key: str) -> Path | None:
+        """The path of the verified file of ``key`` (marked used), or None on a miss."""
+        cached = self.open(key)
+        if cached is None:
+            return None
+        cached.close()
+        return cached.path
+
+    def __contains__(self, key: str) -> bool:
+        return self._row(key) is not None
+
+    def _row(self, key: str) -> dict | None:
+        rows = list(self._db().query(f"SELECT * FROM {_TABLE} WHERE key = ?", [key]))
+        return rows[0] if rows else None
+
+    def _touch(self, key: str) -> None:
+        with self._write() as db:
+            db.execute(
+                f"UPDATE {_TABLE} SET used_at = ?, hits = hits + 1, "
+                f"used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}) "
+                "WHERE key = ?",
+                [time.time(), key],
+            )
+
+    def _drop(self, key: str, *, expected_sha256: str, unlink: bool = False) -> None:
+        """Forget ``key`` unless another writer has replaced it meanwhile."""
+        with self._write() as db:
+            db.execute(
+                f"DELETE FROM {_TABLE} WHERE key = ? AND sha256 = ?", [key, expected_sha256]
+            )
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.path_for(key).unlink()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def put(self, key: str, content: bytes | Path) -> Path:
+        """Store ``content`` (bytes, or a file to copy) under ``key`` atomically; return its path.
+
+        The file is written to a temporary name in the same directory, flushed, then renamed
+        over the final name, and only then recorded in the index. Eviction follows.
+        """
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".part", dir=path.parent)
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(content, bytes | bytearray | memoryview):
+                    out.write(content)
+                    hasher.update(content)
+                    size = len(content)
+                else:
+                    with open(content, "rb") as source:
+                        while chunk := source.read(_CHUNK):
+                            out.write(chunk)
+                            hasher.update(chunk)
+                            size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO {_TABLE} "
+                "(key, size, sha256, created_at, used_at, used_seq, hits) "
+                f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0)",
+                [key, size, hasher.hexdigest(), now, now],
+            )
+        self.evict(keep=key)
+        return path
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Remove least recently used entries until the total fits the budget; return their keys."""
+        with self._write() as db:
+            total = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM {_TABLE}").fetchone()[0]
+            if total <= self.max_bytes:
+                return []
+            victims: list[str] = []
+            for key, size in db.execute(
+                f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC"
+            ).fetchall():
+                if total <= self.max_bytes:
+                    break
+                if key == keep:
+                    continue
+                victims.append(key)
+                total -= size
+            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?", [(k,) for k in victims])
+        for key in victims:
+            with contextlib.suppress(FileNotFoundError):
+                self.path_for(key).unlink()
+        if victims:
+            log.info("cache over budget: evicted %d entries", len(victims))
+        return victims
+
+    # -- both -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """Serialise computations of one key within this process (no duplicate work)."""
+        with self._key_locks_guard:
+            entry = self._key_locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._key_locks_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._key_locks[key]
+
+    def open_or_compute(
+        self, key: str, compute: Callable[[], bytes]
+    ) -> tuple[CachedFile, bool]:
+        """Open the verified file of ``key``, computing and storing it first on a miss.
+
+        Returns the open file and whether it was a hit. ``compute`` runs at most once per
+        key at a time in this process; exceptions from it propagate and nothing is stored.
+        """
+        cached = self.open(key)
+        if cached is not None:
+            return cached, True
+        with self._key_lock(key):
+            cached = self.open(key)  # another thread may have computed it meanwhile
+            if cached is not None:
+                return cached, True
+            content = bytes(compute())
+            path = self.put(key, content)
+        # Serve the bytes just computed: the file may already be evicted by another process.
+        return CachedFile(io.BytesIO(content), path, len(content)), False
+
+    def get_or_compute(self, key: str, compute: Callable[[], bytes]) -> tuple[Path, bool]:
+        """The path of ``key``'s file, computing and storing it on a miss; and whether it hit."""
+        cached, hit = self.open_or_compute(key, compute)
+        cached.close()
+        return cached.path, hit
+
+    def stats(self) -> CacheStats:
+        """Number of entries and bytes recorded in the index."""
+        count, total = self._db().execute(
+            f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM {_TABLE}"
+        ).fetchone()
+        return CacheStats(entries=count, total_bytes=total, max_bytes=self.max_bytes)
+
+    def keys_by_recency(self) -> list[str]:
+        """Keys from least to most recently used (the eviction order)."""
+        return [r[0] for r in self._db().execute(f"SELECT key FROM {_TABLE} ORDER BY used_seq")]
+
+    def clear(self) -> None:
+        """Forget every entry and delete the files."""
+        with self._write() as db:
+            db.execute(f"DELETE FROM {_TABLE}")
+        shutil.rmtree(self.objects_dir, ignore_errors=True)
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _hash_handle(handle: BinaryIO) -> tuple[int, str]:
+    """Size and sha256 of an open file, read from its start."""
+    hasher = hashlib.sha256()
+    size = 0
+    handle.seek(0)
+    while chunk := handle.read(_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
