@@ -12,13 +12,15 @@ import io
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from astropy.io.votable import parse as parse_votable
 from astropy.io.votable.tree import Info, VOTableFile
+from astropy.io.votable.tree import TableElement as VOTableTable
 from astropy.table import Table
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
@@ -134,6 +136,29 @@ def votable_response(votable: VOTableFile | Table, *, status: int = 200,
 def load_template(name: str) -> VOTableFile:
     """Parse ``votable_templates/<name>``: the FIELDs and PARAMs of one kind of response."""
     return parse_votable(str(TEMPLATES / name), verify="exception")
+
+
+def fill_rows(table: VOTableTable, rows: Sequence[Mapping[str, object]]) -> None:
+    """Fill a template TABLE with ``rows`` (dicts by FIELD name); None or absent = null."""
+    table.create_arrays(len(rows))
+    table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
+    array = table.array
+    for field_ in table.fields:
+        name = field_.name
+        is_text = field_.datatype in ("char", "unicodeChar")
+        is_array = not is_text and field_.arraysize not in (None, "1")
+        for index, row in enumerate(rows):
+            value = row.get(name)
+            if value is None:
+                array.mask[name][index] = True
+                if is_text:
+                    array[name][index] = ""
+                elif is_array:
+                    array[name][index] = np.zeros(0)
+            else:
+                array[name][index] = np.asarray(value, dtype=float) if is_array else value
+                if isinstance(value, float) and math.isnan(value):
+                    array.mask[name][index] = True
 
 
 def error_votable(text: str, *, standard_id: str | None = None) -> VOTableFile:
