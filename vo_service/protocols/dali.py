@@ -107,6 +107,13 @@ class ServiceUnavailable(DALIError):
         self.headers.setdefault("Retry-After", str(int(retry_after)))
 
 
+def public_base_url(request: Request) -> str:
+    """The base URL written into VO documents: ``settings.base_url``, else the request's own."""
+    settings = getattr(request.app.state, "settings", None)
+    configured = getattr(settings, "base_url", None)
+    return (configured or str(request.base_url)).rstrip("/")
+
+
 # ---------------------------------------------------------------------------------------
 # VOTable output
 
