@@ -1,0 +1,46 @@
+"""The job kinds this service runs, and how a creating request picks one.
+
+A request with UPLOAD is a catalog batch job (``batch.py``); any other is a SODA async
+job (``soda_job.py``), one result per combination of ID x spatial x BAND x TIME.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vo_service.config import Settings
+from vo_service.jobs.service import JobKind
+from vo_service.jobs.store import Parameter
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What running jobs share: settings, the archive index and the cutout cache."""
+
+    settings: Settings
+    index: Any
+    cache: Any
+
+
+def make_resources(settings: Settings, index: Any, cache: Any = None) -> JobResources:
+    """Resources for job kinds; a cutout cache on ``settings.cache_dir`` unless given."""
+    if cache is None:
+        from vo_service.cache import CutoutCache
+
+        cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    return JobResources(settings, index, cache)
+
+
+def choose_kind(parameters: Sequence[Parameter]) -> str:
+    """``batch`` when the request uploads a catalog, else ``soda``."""
+    return "batch" if any(p.name == "UPLOAD" for p in parameters) else "soda"
+
+
+def job_kinds() -> dict[str, JobKind]:
+    """Every kind of job, by name."""
+    from vo_service.jobs.batch import BatchJob
+    from vo_service.jobs.soda_job import SodaJob
+
+    return {"soda": SodaJob(), "batch": BatchJob()}

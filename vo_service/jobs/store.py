@@ -1,0 +1,302 @@
+"""SQLite store of UWS jobs: their phase, times, parameters, results and progress.
+
+One database file under ``settings.jobs_dir`` in WAL mode, so that every job survives a
+restart; result files live in ``<jobs_dir>/<job id>/``. One connection shared by the
+event loop and the worker threads, serialised by a lock (every statement is short).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from vo_service.jobs.phases import Phase
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def format_time(moment: datetime) -> str:
+    """UTC time as UWS wants it: ``T``-separated, milliseconds, ``Z`` (sortable as text)."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)[:-3] + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``Z``, an offset or none = UTC); ValueError if unreadable."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def now() -> datetime:
+    """The current UTC time."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One job parameter as a UWS ``parameter`` element shows it."""
+
+    name: str
+    value: str
+    by_reference: bool = False
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One job result: a file under the job's directory, served at ``results/<result_id>``."""
+
+    result_id: str
+    file: str
+    mime_type: str
+    size: int
+
+
+@dataclass
+class JobRecord:
+    """A job's row: everything the UWS job document shows apart from lists."""
+
+    job_id: str
+    kind: str
+    phase: Phase
+    creation_time: str
+    execution_duration: int
+    destruction: str | None
+    base_url: str
+    run_id: str | None = None
+    owner_id: str | None = None
+    quote: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    attempts: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict[str, object]) -> JobRecord:
+        values = dict(row)
+        values["phase"] = Phase(values["phase"])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_JOB_COLUMNS = {
+    "job_id": str, "kind": str, "phase": str, "creation_time": str,
+    "execution_duration": int, "destruction": str, "base_url": str, "run_id": str,
+    "owner_id": str, "quote": str, "start_time": str, "end_time": str,
+    "error_type": str, "error_message": str, "progress_done": int,
+    "progress_total": int, "attempts": int,
+}
+
+
+class JobStore:
+    """Jobs, parameters and results in SQLite; files in one directory per job."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.jobs_dir / "jobs.sqlite", check_same_thread=False, isolation_level=None
+        )
+        connection.execute("PRAGMA busy_timeout = 10000")
+        self._db = sqlite_utils.Database(connection)
+        self._db.enable_wal()
+        self._lock = threading.RLock()
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        with self._lock:
+            self._db["jobs"].create(_JOB_COLUMNS, pk="job_id", if_not_exists=True)
+            self._db["parameters"].create(
+                {"job_id": str, "seq": int, "name": str, "value": str, "by_reference": int},
+                pk=("job_id", "seq"), if_not_exists=True,
+            )
+            self._db["results"].create(
+                {"job_id": str, "seq": int, "result_id": str, "file": str,
+                 "mime_type": str, "size": int},
+                pk=("job_id", "seq"), if_not_exists=True,
+            )
+            self._db["jobs"].create_index(["phase"], if_not_exists=True)
+            self._db["jobs"].create_index(["creation_time"], if_not_exists=True)
+            self._db["results"].create_index(["job_id", "result_id"], if_not_exists=True)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.conn.close()
+
+    def job_dir(self, job_id: str) -> Path:
+        """The directory holding a job's uploads and result files."""
+        return self.jobs_dir / job_id
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def create(self, job: JobRecord, parameters: Sequence[Parameter]) -> None:
+        """Store a new job and its parameters."""
+        row = {name: getattr(job, name) for name in _JOB_COLUMNS}
+        row["phase"] = str(job.phase)
+        with self._lock, self._db.conn:
+            self._db["jobs"].insert(row)
+            self._insert_parameters(job.job_id, parameters)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job, or None if there is no such job."""
+        with self._lock:
+            rows = list(self._db.query("SELECT * FROM jobs WHERE job_id = ?", [job_id]))
+        return JobRecord.from_row(rows[0]) if rows else None
+
+    def update(self, job_id: str, **changes: object) -> None:
+        """Change some columns of a job."""
+        if "phase" in changes:
+            changes["phase"] = str(changes["phase"])
+        with self._lock:
+            self._db["jobs"].update(job_id, changes)
+
+    def change_phase(
+        self, job_id: str, phase: Phase, *, only_from: Iterable[Phase], **changes: object
+    ) -> bool:
+        """Move a job to ``phase`` if it is in one of ``only_from``; True if it moved.
+
+        The check and the write are one statement, so a worker finishing a job and a
+        client aborting it cannot both win.
+        """
+        sources = [str(p) for p in only_from]
+        assignments = {"phase": str(phase), **changes}
+        sets = ", ".join(f"{name} = ?" for name in assignments)
+        marks = ", ".join("?" for _ in sources)
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE jobs SET {sets} WHERE job_id = ? AND phase IN ({marks})",
+                [*assignments.values(), job_id, *sources],
+            )
+            return cursor.rowcount == 1
+
+    def list(
+        self, *, phases: Iterable[Phase] = (), after: str | None = None,
+        last: int | None = None, owner_id: str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs filtered as the UWS job list does (§2.2.1.1), oldest first unless ``last``."""
+        where, values = [], []
+        phase_names = [str(p) for p in phases]
+        if phase_names:
+            where.append(f"phase IN ({', '.join('?' for _ in phase_names)})")
+            values.extend(phase_names)
+        else:
+            where.append("phase != ?")
+            values.append(str(Phase.ARCHIVED))
+        if after is not None:
+            where.append("creation_time > ?")
+            values.append(after)
+        if owner_id is not None:
+            where.append("owner_id = ?")
+            values.append(owner_id)
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)}"
+        if last is not None:
+            sql += " ORDER BY creation_time DESC, rowid DESC LIMIT ?"
+            values.append(last)
+        else:
+            sql += " ORDER BY creation_time, rowid"
+        with self._lock:
+            return [JobRecord.from_row(row) for row in self._db.query(sql, values)]
+
+    def expired(self, moment: str) -> list[str]:
+        """IDs of jobs whose destruction time has passed."""
+        with self._lock:
+            rows = self._db.query(
+                "SELECT job_id FROM jobs WHERE destruction IS NOT NULL AND destruction <= ?",
+                [moment],
+            )
+            return [row["job_id"] for row in rows]
+
+    def count(self, phases: Iterable[Phase]) -> int:
+        """How many jobs are in any of ``phases``."""
+        names = [str(p) for p in phases]
+        with self._lock:
+            rows = list(self._db.query(
+                f"SELECT count(*) AS n FROM jobs WHERE phase IN ({', '.join('?' * len(names))})",
+                names,
+            ))
+        return int(rows[0]["n"])
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job and remove its files."""
+        with self._lock, self._db.conn:
+            for table in ("results", "parameters", "jobs"):
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    # -- parameters -------------------------------------------------------------------
+
+    def _insert_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
+        self._db["parameters"].insert_all(
+            {"job_id": job_id, "seq": seq, "name": p.name, "value": p.value,
+             "by_reference": int(p.by_reference)}
+            for seq, p in enumerate(parameters)
+        )
+
+    def parameters(self, job_id: str) -> list[Parameter]:
+        """A job's parameters in the order they were given."""
+        with self._lock:
+            rows = self._db.query(
+                "SELECT name, value, by_reference FROM parameters WHERE job_id = ? ORDER BY seq",
+                [job_id],
+            )
+            return [Parameter(r["name"], r["value"], bool(r["by_reference"])) for r in rows]
+
+    def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
+        """Replace all of a job's parameters (allowed while it is PENDING)."""
+        with self._lock, self._db.conn:
+            self._db.execute("DELETE FROM parameters WHERE job_id = ?", [job_id])
+            self._insert_parameters(job_id, parameters)
+
+    # -- results ----------------------------------------------------------------------
+
+    def add_results(self, job_id: str, results: Sequence[ResultFile]) -> None:
+        """Append results to a job (visible at once, also while it runs)."""
+        if not results:
+            return
+        with self._lock, self._db.conn:
+            rows = list(self._db.query(
+                "SELECT coalesce(max(seq) + 1, 0) AS next FROM results WHERE job_id = ?",
+                [job_id],
+            ))
+            start = int(rows[0]["next"])
+            self._db["results"].insert_all(
+                {"job_id": job_id, "seq": start + i, "result_id": r.result_id,
+                 "file": r.file, "mime_type": r.mime_type, "size": r.size}
+                for i, r in enumerate(results)
+            )
+
+    def results(self, job_id: str) -> list[ResultFile]:
+        """A job's results in the order they appeared."""
+        with self._lock:
+            rows = self._db.query(
+                "SELECT result_id, file, mime_type, size FROM results WHERE job_id = ? "
+                "ORDER BY seq", [job_id],
+            )
+            return [ResultFile(**row) for row in rows]
+
+    def result(self, job_id: str, result_id: str) -> ResultFile | None:
+        """One result by its id, or None."""
+        with self._lock:
+            rows = list(self._db.query(
+                "SELECT result_id, file, mime_type, size FROM results "
+                "WHERE job_id = ? AND result_id = ?", [job_id, result_id],
+            ))
+        return ResultFile(**rows[0]) if rows else None
+
+    def clear_results(self, job_id: str) -> None:
+        """Forget a job's results (before it runs again after a restart)."""
+        with self._lock:
+            self._db.execute("DELETE FROM results WHERE job_id = ?", [job_id])

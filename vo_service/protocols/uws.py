@@ -1,0 +1,312 @@
+"""UWS 1.1 over HTTP: the SODA {async} job list and everything under each job.
+
+``routes()`` is mounted by app.py at ``/async``; the ``JobService`` (see
+``create_job_service``) lives on ``app.state.job_service`` and its ``start()``/``stop()``
+run in the application's lifespan. Every state change answers 303 (UWS 1.1 §2.2.3);
+errors are DALI error documents (404 unknown job, 400 bad value, 403 wrong phase).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from vo_service.config import Settings
+from vo_service.jobs import documents
+from vo_service.jobs.phases import Phase, parse_phase
+from vo_service.jobs.service import JobParameterError, JobService
+from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
+from vo_service.protocols.dali import (
+    DALIError,
+    NotFound,
+    Params,
+    UsageError,
+    error_votable,
+    parse_int,
+    read_params,
+    votable_bytes,
+)
+
+XML = "application/xml"
+TEXT = "text/plain; charset=utf-8"
+# Parameters that steer the job itself and are never stored as job parameters.
+CONTROL_PARAMETERS = {"PHASE", "RUNID"}
+SODA_ASYNC_ID = "ivo://ivoa.net/std/SODA#async-1.0"
+
+
+def create_job_service(settings: Settings, index: Any, cache: Any = None) -> JobService:
+    """The job service with the SODA and catalog (UPLOAD) job kinds.
+
+    Wire it in app.py::
+
+        app.state.job_service = create_job_service(settings, index, cache)
+        # lifespan: await app.state.job_service.start() ... await app.state.job_service.stop()
+        Mount("/async", routes=uws.routes())
+    """
+    from vo_service.jobs.kinds import choose_kind, job_kinds, make_resources
+
+    return JobService(settings, job_kinds(), choose_kind,
+                      resources=make_resources(settings, index, cache))
+
+
+def routes() -> list[BaseRoute]:
+    """The UWS resources, relative to the job list's mount point."""
+    return [
+        Route("/", job_list, methods=["GET", "POST"], name="uws_jobs"),
+        Route("/{job_id}", job_resource, methods=["GET", "POST", "DELETE"], name="uws_job"),
+        Route("/{job_id}/phase", phase_resource, methods=["GET", "POST"]),
+        Route("/{job_id}/executionduration", duration_resource, methods=["GET", "POST"]),
+        Route("/{job_id}/destruction", destruction_resource, methods=["GET", "POST"]),
+        Route("/{job_id}/quote", quote_resource, methods=["GET"]),
+        Route("/{job_id}/owner", owner_resource, methods=["GET"]),
+        Route("/{job_id}/error", error_resource, methods=["GET"]),
+        Route("/{job_id}/results", results_resource, methods=["GET"]),
+        Route("/{job_id}/results/{result_id}", result_file, methods=["GET"]),
+        Route("/{job_id}/parameters", parameters_resource, methods=["GET", "POST"]),
+    ]
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _service(request: Request) -> JobService:
+    return request.app.state.job_service
+
+
+def _list_url(request: Request) -> str:
+    """Absolute URL of the job list: the configured public base, else the request's."""
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    if settings is not None and settings.base_url:
+        return settings.base_url.rstrip("/") + "/async"
+    return str(request.url_for("uws_jobs")).rstrip("/")
+
+
+def _job(request: Request) -> JobRecord:
+    job_id = request.path_params["job_id"]
+    job = _service(request).store.get(job_id)
+    if job is None:
+        raise NotFound(f"there is no job {job_id!r} (it may have been deleted or expired)")
+    return job
+
+
+def _job_url(request: Request, job_id: str) -> str:
+    return f"{_list_url(request)}/{job_id}"
+
+
+def _see_job(request: Request, job_id: str) -> RedirectResponse:
+    return RedirectResponse(_job_url(request, job_id), status_code=303)
+
+
+def _text(value: object | None) -> Response:
+    return Response("" if value is None else f"{value}", media_type=TEXT)
+
+
+def _xml(content: bytes) -> Response:
+    return Response(content, media_type=XML)
+
+
+def _job_document(request: Request, job: JobRecord) -> Response:
+    store = _service(request).store
+    return _xml(documents.job_document(
+        job, store.parameters(job.job_id), store.results(job.job_id),
+        _job_url(request, job.job_id),
+    ))
+
+
+def _phase_action(service: JobService, job_id: str, value: str) -> None:
+    action = value.strip().upper()
+    if action == "RUN":
+        service.run(job_id)
+    elif action == "ABORT":
+        service.abort(job_id)
+    else:
+        raise UsageError(f"PHASE must be RUN or ABORT, got {value!r}")
+
+
+def _job_parameters(params: Params) -> list[Parameter]:
+    return [Parameter(name, value) for name, value in params.pairs
+            if name not in CONTROL_PARAMETERS]
+
+
+# -- the job list -----------------------------------------------------------------------
+
+
+async def job_list(request: Request) -> Response:
+    """GET: the job list (PHASE, AFTER, LAST filters); POST: create a job (303 to it)."""
+    params = await read_params(request)
+    service = _service(request)
+    if request.method == "POST":
+        return await _create(request, params, service)
+    try:
+        phases = [parse_phase(value) for value in params.get_all("PHASE")]
+    except ValueError as exc:
+        raise UsageError(f"PHASE: {exc}") from exc
+    after = params.get_single("AFTER")
+    if after is not None:
+        try:
+            after = format_time(parse_time(after))
+        except ValueError as exc:
+            raise UsageError(f"AFTER: {after!r} is not an ISO 8601 time") from exc
+    last_text = params.get_single("LAST")
+    last = parse_int("LAST", last_text, minimum=1) if last_text is not None else None
+    jobs = service.store.list(phases=phases, after=after, last=last)
+    return _xml(documents.jobs_document(jobs, _list_url(request)))
+
+
+async def _create(request: Request, params: Params, service: JobService) -> Response:
+    phase = params.get_single("PHASE")
+    if phase is not None and phase.strip().upper() not in ("RUN", "ABORT"):
+        raise UsageError(f"PHASE in a creating request may only be RUN, got {phase!r}")
+    run_id = params.get_single("RUNID")
+    if run_id is not None and len(run_id) > 64:
+        raise UsageError("RUNID is limited to 64 characters")
+    uploads = {upload.name: (upload.filename, upload.data) for upload in params.files}
+    request.scope["vo_standard_id"] = SODA_ASYNC_ID
+    try:
+        job = await run_in_threadpool(
+            service.create, _job_parameters(params), uploads,
+            base_url=_list_url(request), run_id=run_id,
+        )
+    except JobParameterError as exc:
+        raise UsageError(str(exc)) from exc
+    if phase is not None:
+        _phase_action(service, job.job_id, phase)
+    return _see_job(request, job.job_id)
+
+
+# -- one job ----------------------------------------------------------------------------
+
+
+async def job_resource(request: Request) -> Response:
+    """GET the job (blocking with WAIT, optionally PHASE); DELETE or POST ACTION=DELETE."""
+    job = _job(request)
+    service = _service(request)
+    params = await read_params(request)
+    if request.method == "DELETE" or request.method == "POST":
+        if request.method == "POST":
+            action = params.get_single("ACTION")
+            if action is None or action.upper() != "DELETE":
+                raise UsageError("POST to a job URL only accepts ACTION=DELETE; send job "
+                                 "parameters to the job's /parameters")
+        service.delete(job.job_id)
+        return RedirectResponse(_list_url(request), status_code=303)
+    wait_text = params.get_single("WAIT")
+    if wait_text is not None:
+        seconds = parse_int("WAIT", wait_text, minimum=-1)
+        phase_text = params.get_single("PHASE")
+        try:
+            phase = parse_phase(phase_text) if phase_text is not None else None
+        except ValueError as exc:
+            raise UsageError(f"PHASE: {exc}") from exc
+        job = await service.wait(job.job_id, seconds, phase) or job
+    return _job_document(request, job)
+
+
+async def phase_resource(request: Request) -> Response:
+    """GET the phase as text; POST PHASE=RUN or PHASE=ABORT (303 to the job)."""
+    job = _job(request)
+    if request.method == "GET":
+        return _text(job.phase.value)
+    params = await read_params(request)
+    value = params.get_single("PHASE")
+    if value is None:
+        raise UsageError("POST to /phase needs PHASE=RUN or PHASE=ABORT")
+    _phase_action(_service(request), job.job_id, value)
+    return _see_job(request, job.job_id)
+
+
+async def duration_resource(request: Request) -> Response:
+    """GET the execution duration (s); POST EXECUTIONDURATION (clamped to the maximum)."""
+    job = _job(request)
+    if request.method == "GET":
+        return _text(job.execution_duration)
+    params = await read_params(request)
+    value = params.get_single("EXECUTIONDURATION")
+    if value is None:
+        raise UsageError("POST to /executionduration needs EXECUTIONDURATION=<seconds>")
+    seconds = parse_int("EXECUTIONDURATION", value, minimum=0)
+    _service(request).set_execution_duration(job.job_id, seconds)
+    return _see_job(request, job.job_id)
+
+
+async def destruction_resource(request: Request) -> Response:
+    """GET the destruction time; POST DESTRUCTION (ISO 8601, clamped to the maximum)."""
+    job = _job(request)
+    if request.method == "GET":
+        return _text(job.destruction)
+    params = await read_params(request)
+    value = params.get_single("DESTRUCTION")
+    if value is None:
+        raise UsageError("POST to /destruction needs DESTRUCTION=<ISO 8601 time>")
+    try:
+        _service(request).set_destruction(job.job_id, value)
+    except ValueError as exc:
+        raise UsageError(f"DESTRUCTION: {value!r} is not an ISO 8601 time") from exc
+    return _see_job(request, job.job_id)
+
+
+async def quote_resource(request: Request) -> Response:
+    """GET the quote (expected end time), empty if unknown."""
+    return _text(_job(request).quote)
+
+
+async def owner_resource(request: Request) -> Response:
+    """GET the owner, empty for anonymous jobs."""
+    return _text(_job(request).owner_id)
+
+
+async def error_resource(request: Request) -> Response:
+    """The DALI error document of a failed job (200); 404 while the job has not failed."""
+    job = _job(request)
+    if job.phase is not Phase.ERROR:
+        raise NotFound(f"job {job.job_id} has not failed (phase {job.phase.value})")
+    text = job.error_message or "Error: the job failed"
+    body = votable_bytes(error_votable(text, standard_id=SODA_ASYNC_ID))
+    return Response(body, media_type="application/x-votable+xml")
+
+
+async def results_resource(request: Request) -> Response:
+    """The ``uws:results`` list."""
+    job = _job(request)
+    results = _service(request).store.results(job.job_id)
+    return _xml(documents.results_document(results, _job_url(request, job.job_id)))
+
+
+async def result_file(request: Request) -> Response:
+    """One result file with its MIME type."""
+    job = _job(request)
+    store = _service(request).store
+    result = store.result(job.job_id, request.path_params["result_id"])
+    path = store.job_dir(job.job_id) / result.file if result else None
+    if result is None or path is None or not Path(path).is_file():
+        raise NotFound(f"job {job.job_id} has no result {request.path_params['result_id']!r}")
+    filename = Path(result.file).name
+    return FileResponse(path, media_type=result.mime_type,
+                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+async def parameters_resource(request: Request) -> Response:
+    """GET ``uws:parameters``; POST name=value pairs while PENDING (replace those names)."""
+    job = _job(request)
+    service = _service(request)
+    if request.method == "GET":
+        return _xml(documents.parameters_document(service.store.parameters(job.job_id)))
+    if job.phase is not Phase.PENDING:
+        raise DALIError(f"job {job.job_id} is {job.phase.value}; parameters can only change "
+                        "while it is PENDING", label="UsageError", status=403)
+    params = await read_params(request)
+    if params.files:
+        raise UsageError("uploads are only accepted when the job is created")
+    changed = _job_parameters(params)
+    names = {p.name for p in changed}
+    merged = [p for p in service.store.parameters(job.job_id) if p.name not in names] + changed
+    try:
+        await run_in_threadpool(service.replace_parameters, job.job_id, merged)
+    except JobParameterError as exc:
+        raise UsageError(str(exc)) from exc
+    return _see_job(request, job.job_id)
