@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Live HTTP server fixtures (live_server, real_live_server, live_server_factory).
+pytest_plugins = ["conftest_server"]
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,86 @@
+"""Run the real vo-service application under uvicorn on a loopback port, in a thread.
+
+Tests talk to it with real clients (pyvo, httpx, a browser) exactly as a user would::
+
+    from server import LiveServer, serve_archive
+
+    with serve_archive(data_root, tmp_path) as server:
+        pyvo.dal.SIA2Service(server.base_url).search(pos=(ra, dec, 0.1))
+
+The pytest fixtures built on it (``live_server``, ``real_live_server``,
+``live_server_factory``) live in ``tests/conftest_server.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import uvicorn
+
+from vo_service.config import Limits, Settings
+
+STARTUP_SECONDS = 60
+
+
+@dataclass
+class LiveServer:
+    """A running server: ``base_url`` (no trailing slash), its ``settings`` and ``app``."""
+
+    base_url: str
+    settings: Settings
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def url(self, path: str) -> str:
+        """Absolute URL of ``path`` (``"links?ID=..."`` or ``"/links"``)."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def stop(self) -> None:
+        """Ask uvicorn to finish (lifespan shutdown runs) and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(settings: Settings) -> LiveServer:
+    """Index ``settings.data_roots``, then serve ``create_app(settings)`` on a free port."""
+    from vo_service.archive.index import run_index
+
+    from vo_service.app import create_app
+
+    run_index(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name=f"vo-service:{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start (see the log above)")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", settings, app, server, thread)
+
+
+@contextlib.contextmanager
+def serve_archive(data_root: Path, state_dir: Path, **changes: object) -> Iterator[LiveServer]:
+    """Serve the FITS tree ``data_root`` with state in ``state_dir``; ``changes`` override
+    settings (``limits=Limits(...)``, ``authority=...``)."""
+    settings = replace(Settings(), data_roots=(Path(data_root),), state_dir=Path(state_dir),
+                       limits=Limits(), **changes)
+    live = start_server(settings)
+    try:
+        yield live
+    finally:
+        live.stop()
