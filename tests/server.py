@@ -50,11 +50,10 @@ class LiveServer:
 
 def start_server(settings: Settings) -> LiveServer:
     """Index ``settings.data_roots``, then serve ``create_app(settings)`` on a free port."""
-    from vo_service.archive.index import run_index
-
     from vo_service.app import create_app
+    from vo_service.archive import index as archive_index
 
-    run_index(settings)
+    archive_index.run_index(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
