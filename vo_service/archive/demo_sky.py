@@ -1,0 +1,261 @@
+"""The synthetic sky of the demo archive: bands, a source catalog, SIP WCSs and fast rendering.
+
+Everything is a pure function of its arguments (random generators are seeded from names with
+:func:`rng_for`), so the demo archive built from it is byte-for-byte reproducible.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+AB_ZERO_UJY = 23.9  # AB magnitude of 1 microjansky: m = 23.9 - 2.5 log10(f / uJy)
+
+
+@dataclass(frozen=True)
+class Band:
+    """One filter of one instrument and the depth/PSF/sky its images imitate."""
+
+    name: str
+    instrument: str
+    telescope: str
+    wave_um: tuple[float, float, float]  # (min, effective, max) wavelength in micrometres
+    pixel_arcsec: float
+    fwhm_arcsec: float
+    depth_mag: float  # 5-sigma point-source limit
+    sky_mag_arcsec2: float
+    exptime: float
+
+    @property
+    def column(self) -> str:
+        """Name of this band's magnitude column in sources.csv (``mag_NIR_Y``)."""
+        return "mag_" + self.name.replace("-", "_")
+
+
+BANDS: tuple[Band, ...] = (
+    Band("VIS", "VIS", "Euclid", (0.55, 0.715, 0.90), 0.2, 0.30, 25.6, 22.3, 2240.0),
+    Band("NIR-Y", "NISP", "Euclid", (0.95, 1.08, 1.21), 0.4, 0.50, 24.3, 22.1, 448.0),
+    Band("NIR-J", "NISP", "Euclid", (1.17, 1.37, 1.57), 0.4, 0.52, 24.4, 22.0, 448.0),
+    Band("NIR-H", "NISP", "Euclid", (1.52, 1.77, 2.02), 0.4, 0.55, 24.3, 21.9, 448.0),
+    Band("DES-G", "DECAM", "CTIO-4m Blanco", (0.40, 0.48, 0.55), 0.3, 1.10, 25.0, 22.0, 900.0),
+    Band("DES-R", "DECAM", "CTIO-4m Blanco", (0.56, 0.64, 0.71), 0.3, 0.95, 24.7, 21.2, 900.0),
+    Band("DES-I", "DECAM", "CTIO-4m Blanco", (0.70, 0.78, 0.86), 0.3, 0.90, 24.2, 20.5, 900.0),
+    Band("DES-Z", "DECAM", "CTIO-4m Blanco", (0.85, 0.92, 1.00), 0.3, 0.90, 23.6, 19.6, 900.0),
+)
+BAND_BY_NAME = {band.name: band for band in BANDS}
+
+# Exponential profile as a mixture of 4 circular Gaussians (variances in units of r_e^2),
+# fitted once to exp(-1.678 r / r_e); mixtures convolve with a Gaussian PSF analytically.
+_EXP_VARIANCES = np.array([0.03162278, 0.11659144, 0.42986623, 1.58489319])
+_EXP_WEIGHTS = np.array([0.01815867, 0.07505963, 0.39892255, 0.50785915])
+# PSF: a Gaussian core plus a faint wide wing (variance factor, weight).
+_PSF_VARIANCES = np.array([1.0, 6.25])
+_PSF_WEIGHTS = np.array([0.92, 0.08])
+# SIP coefficients (pixel units) per instrument: small, a few tenths of a pixel at the corners.
+_SIP = {
+    "VIS": {"A_2_0": 4.1e-7, "A_1_1": -2.6e-7, "A_0_2": 1.5e-7,
+            "B_2_0": -1.8e-7, "B_1_1": 3.2e-7, "B_0_2": 5.3e-7},
+    "NISP": {"A_2_0": -6.2e-7, "A_1_1": 2.1e-7, "A_0_2": 8.4e-7,
+             "B_2_0": 3.9e-7, "B_1_1": -7.5e-7, "B_0_2": -2.2e-7},
+    "DECAM": {"A_2_0": 2.7e-7, "A_1_1": 4.4e-7, "A_0_2": -3.1e-7,
+              "B_2_0": 1.2e-7, "B_1_1": -1.9e-7, "B_0_2": 3.6e-7},
+}
+
+
+def rng_for(seed: int, *names: object) -> np.random.Generator:
+    """A random generator that depends only on the seed and the names (not on call order)."""
+    keys = [zlib.crc32(str(name).encode()) for name in names]
+    return np.random.default_rng([seed, *keys])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Sky sources (ICRS degrees); magnitudes are AB, one column per band in ``BANDS`` order."""
+
+    ids: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    is_galaxy: np.ndarray
+    mags: np.ndarray  # (n_sources, n_bands)
+    r_half_arcsec: np.ndarray  # 0 for stars
+    axis_ratio: np.ndarray
+    position_angle_deg: np.ndarray  # major axis, east of north
+    line_um: np.ndarray  # observed wavelength of an emission line (0: none)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> Catalog:
+        """The sources selected by a boolean mask or index array."""
+        return Catalog(*(getattr(self, name)[keep] for name in self.__dataclass_fields__))
+
+    def fluxes_ujy(self, band: Band) -> np.ndarray:
+        """Total flux of every source in ``band`` in microjansky."""
+        column = BANDS.index(band)
+        return 10.0 ** ((AB_ZERO_UJY - self.mags[:, column]) / 2.5)
+
+
+def make_catalog(seed: int, field: str, ra: float, dec: float, size_deg: tuple[float, float],
+                 first_id: int, density_arcmin2: float = 40.0) -> Catalog:
+    """Stars and galaxies spread uniformly over a (width, height) field, with spectral slopes.
+
+    Each source has a VIS magnitude from rising number counts and a power-law spectrum
+    f_nu ~ lambda^beta (stars bluer or redder, galaxies mostly red), which gives its magnitude
+    in every band, so colour composites look like a real survey.
+    """
+    rng = rng_for(seed, "catalog", field)
+    width, height = size_deg
+    count = int(round(density_arcmin2 * width * height * 3600.0))
+    field_wcs = tan_wcs(ra, dec, 1.0 / 3600.0, (1, 1), sip=None)
+    east = rng.uniform(-width / 2, width / 2, count) * 3600.0  # arcsec from the centre
+    north = rng.uniform(-height / 2, height / 2, count) * 3600.0
+    src_ra, src_dec = field_wcs.all_pix2world(-east, north, 0)
+    is_galaxy = rng.random(count) > 0.12
+    # Number counts N(<m) ~ 10^(0.3 m): inverse-transform sampling between 17.5 and 26.5.
+    lo, hi = 10 ** (0.3 * 17.5), 10 ** (0.3 * 26.5)
+    mag_vis = np.log10(rng.uniform(lo, hi, count)) / 0.3
+    mag_vis[~is_galaxy] = rng.uniform(16.5, 24.0, (~is_galaxy).sum())
+    slope = np.where(is_galaxy, rng.normal(1.1, 0.7, count), rng.uniform(-1.2, 2.2, count))
+    waves = np.array([band.wave_um[1] for band in BANDS])
+    mags = mag_vis[:, None] - 2.5 * slope[:, None] * np.log10(waves / BANDS[0].wave_um[1])
+    # A 4000 A break for red galaxies: fainter in the bluest DES band.
+    mags[:, 4] += np.where(is_galaxy & (slope > 1.2), rng.uniform(0.3, 1.0, count), 0.0)
+    r_half = np.where(is_galaxy, np.clip(rng.lognormal(np.log(0.45), 0.5, count)
+                                         * 10 ** (-0.08 * (mag_vis - 22)), 0.12, 2.5), 0.0)
+    has_line = is_galaxy & (rng.random(count) < 0.5)
+    line_um = np.where(has_line, 0.6563 * (1.0 + rng.uniform(0.85, 1.9, count)), 0.0)
+    return Catalog(
+        ids=np.arange(first_id, first_id + count), ra=np.mod(src_ra, 360.0), dec=src_dec,
+        is_galaxy=is_galaxy, mags=np.round(mags, 3), r_half_arcsec=np.round(r_half, 3),
+        axis_ratio=np.where(is_galaxy, rng.uniform(0.3, 1.0, count), 1.0),
+        position_angle_deg=rng.uniform(0.0, 180.0, count), line_um=np.round(line_um, 4),
+    )
+
+
+def tan_wcs(ra: float, dec: float, scale_deg: float, shape: tuple[int, int],
+            sip: dict[str, float] | None) -> WCS:
+    """A north-up TAN (or TAN-SIP) WCS centred on (ra, dec) for an image of ``shape`` (ny, nx)."""
+    return WCS(wcs_cards(ra, dec, scale_deg, shape, sip))
+
+
+def wcs_cards(ra: float, dec: float, scale_deg: float, shape: tuple[int, int],
+              sip: dict[str, float] | None) -> fits.Header:
+    """FITS WCS keywords (CD matrix; SIP forward and first-order inverse when ``sip`` is given)."""
+    suffix = "-SIP" if sip else ""
+    header = fits.Header()
+    header["WCSAXES"] = 2
+    header["CTYPE1"] = ("RA---TAN" + suffix, "gnomonic projection" + (" + SIP" if sip else ""))
+    header["CTYPE2"] = "DEC--TAN" + suffix
+    header["CUNIT1"] = "deg"
+    header["CUNIT2"] = "deg"
+    header["CRPIX1"] = (shape[1] + 1) / 2.0
+    header["CRPIX2"] = (shape[0] + 1) / 2.0
+    header["CRVAL1"] = float(ra)
+    header["CRVAL2"] = float(dec)
+    header["CD1_1"] = -scale_deg
+    header["CD1_2"] = 0.0
+    header["CD2_1"] = 0.0
+    header["CD2_2"] = scale_deg
+    header["RADESYS"] = "ICRS"
+    if sip:
+        header["A_ORDER"] = 2
+        header["B_ORDER"] = 2
+        for key, value in sip.items():
+            header[key] = value
+        # To first order the inverse polynomial is the negated forward one (error < 1e-3 pix).
+        header["AP_ORDER"] = 2
+        header["BP_ORDER"] = 2
+        for key, value in sip.items():
+            header[key[0] + "P" + key[1:]] = -value
+    return header
+
+
+def sip_for(band: Band) -> dict[str, float]:
+    """The SIP coefficients of ``band``'s instrument, varied slightly per band."""
+    factor = 1.0 + 0.1 * (BANDS.index(band) % 4)
+    return {key: value * factor for key, value in _SIP[band.instrument].items()}
+
+
+def noise_sigma(band: Band) -> float:
+    """Per-pixel sky noise (uJy) that makes a point source of ``depth_mag`` a 5-sigma detection."""
+    sigma_pix = band.fwhm_arcsec / 2.3548 / band.pixel_arcsec
+    limit_flux = 10 ** ((AB_ZERO_UJY - band.depth_mag) / 2.5)
+    return limit_flux / 5.0 / np.sqrt(4 * np.pi * sigma_pix**2)
+
+
+def sky_per_pixel(band: Band) -> float:
+    """Sky brightness per pixel in uJy (what the noise of a sky-limited image comes from)."""
+    return 10 ** ((AB_ZERO_UJY - band.sky_mag_arcsec2) / 2.5) * band.pixel_arcsec**2
+
+
+def render(wcs: WCS, shape: tuple[int, int], band: Band, catalog: Catalog,
+           fluxes: np.ndarray | None = None) -> np.ndarray:
+    """Noise-free image (float64, uJy/pixel) of the catalog seen through ``wcs`` in ``band``.
+
+    Each source is drawn only in a small postage stamp, all stamps of a kind at once: Gaussian
+    mixtures (PSF for stars, exponential disc convolved with the PSF for galaxies) evaluated with
+    numpy broadcasting, then normalised so that the stamp holds the source's total flux.
+    """
+    ny, nx = shape
+    half = int(np.ceil(4.0 / band.pixel_arcsec))  # 4" stamp radius
+    x, y = wcs.all_world2pix(catalog.ra, catalog.dec, 0)
+    inside = (x > -half) & (x < nx + half - 1) & (y > -half) & (y < ny + half - 1)
+    fluxes = catalog.fluxes_ujy(band) if fluxes is None else fluxes
+    canvas = np.zeros((ny + 4 * half, nx + 4 * half))  # image pixel p is canvas pixel p + 2 half
+    scale_arcsec = np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0
+    # Intermediate world x grows toward the east, so this maps arcsec (east, north) -> pixels.
+    to_pixels = np.linalg.inv(wcs.pixel_scale_matrix * 3600.0)
+    psf_var = (band.fwhm_arcsec / 2.3548 / scale_arcsec) ** 2
+    for galaxies in (False, True):
+        chosen = np.flatnonzero(inside & (catalog.is_galaxy == galaxies))
+        if chosen.size == 0:
+            continue
+        sources = catalog.subset(chosen)
+        weights, covariances = _mixture(sources, psf_var, to_pixels, galaxies)
+        cx, cy = np.rint(x[chosen]).astype(int), np.rint(y[chosen]).astype(int)
+        offsets = np.arange(-half, half + 1)
+        dx = (cx[:, None] + offsets[None, :]) - x[chosen][:, None]  # (n, stamp)
+        dy = (cy[:, None] + offsets[None, :]) - y[chosen][:, None]
+        stamps = np.zeros((chosen.size, offsets.size, offsets.size))
+        for weight, (cxx, cxy, cyy) in zip(weights, covariances, strict=True):
+            det = cxx * cyy - cxy**2
+            ixx, ixy, iyy = (cyy / det)[:, None, None], (-cxy / det)[:, None, None], \
+                (cxx / det)[:, None, None]
+            quad = (ixx * dx[:, None, :] ** 2 + 2 * ixy * dx[:, None, :] * dy[:, :, None]
+                    + iyy * dy[:, :, None] ** 2)
+            stamps += (weight / (2 * np.pi * np.sqrt(det)))[:, None, None] * np.exp(-0.5 * quad)
+        stamps *= (fluxes[chosen] / stamps.sum(axis=(1, 2)))[:, None, None]
+        for stamp, col, row in zip(stamps, cx, cy, strict=True):
+            canvas[row + half:row + 3 * half + 1, col + half:col + 3 * half + 1] += stamp
+    return canvas[2 * half:2 * half + ny, 2 * half:2 * half + nx]
+
+
+def _mixture(sources: Catalog, psf_var: float, to_pixels: np.ndarray, galaxies: bool
+             ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Per-component weights and pixel covariances (xx, xy, yy) of stars or galaxies."""
+    n = len(sources)
+    weights, covariances = [], []
+    if not galaxies:
+        for psf_w, psf_v in zip(_PSF_WEIGHTS, _PSF_VARIANCES, strict=True):
+            weights.append(np.full(n, psf_w))
+            covariances.append((np.full(n, psf_v * psf_var), np.zeros(n),
+                                np.full(n, psf_v * psf_var)))
+        return weights, covariances
+    theta = np.radians(sources.position_angle_deg)
+    major = np.stack([np.sin(theta), np.cos(theta)], axis=-1)  # (east, north)
+    minor = np.stack([np.cos(theta), -np.sin(theta)], axis=-1)
+    major_pix, minor_pix = major @ to_pixels.T, minor @ to_pixels.T
+    for exp_w, exp_v in zip(_EXP_WEIGHTS, _EXP_VARIANCES, strict=True):
+        var_major = exp_v * sources.r_half_arcsec**2
+        var_minor = var_major * sources.axis_ratio**2
+        cov = (var_major[:, None, None] * major_pix[:, :, None] * major_pix[:, None, :]
+               + var_minor[:, None, None] * minor_pix[:, :, None] * minor_pix[:, None, :])
+        for psf_w, psf_v in zip(_PSF_WEIGHTS, _PSF_VARIANCES, strict=True):
+            weights.append(np.full(n, exp_w * psf_w))
+            covariances.append((cov[:, 0, 0] + psf_v * psf_var, cov[:, 0, 1],
+                                cov[:, 1, 1] + psf_v * psf_var))
+    return weights, covariances
