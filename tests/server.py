@@ -83,3 +83,57 @@ def serve_archive(data_root: Path, state_dir: Path, **changes: object) -> Iterat
         yield live
     finally:
         live.stop()
+
+
+# -- validating what the server answers (no network: schemas from ../shared) ------------
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "standards" / "schemas"
+_REMOTE_SCHEMAS = {
+    "http://www.ivoa.net/xml/Xlink/xlink.xsd": "xlink.xsd",
+    "http://www.ivoa.net/xml/VOResource/v1.0": "VOResource-v1.2.xsd",
+    "http://www.ivoa.net/xml/VODataService/v1.1": "VODataService-v1.2.xsd",
+    "http://www.ivoa.net/xml/STC/stc-v1.30.xsd": "STC-v1.3.xsd",
+}
+_schemas: dict[str, object] = {}
+
+
+def load_schema(filename: str):  # -> lxml.etree.XMLSchema
+    """An XSD from ``shared/standards/schemas`` with its imports resolved locally.
+
+    ``capabilities-bundle.xsd`` validates VOSI capabilities (with ``vs:ParamHTTP``);
+    ``VOSIAvailability-v1.0.xsd``, ``VOTable-v1.4.xsd``, ``UWS.xsd`` the others.
+    """
+    from lxml import etree
+
+    class LocalSchemas(etree.Resolver):
+        def resolve(self, url, pubid, context):  # noqa: ANN001, ANN201
+            name = _REMOTE_SCHEMAS.get(url)
+            return self.resolve_filename(str(SCHEMA_DIR / name), context) if name else None
+
+    if filename not in _schemas:
+        parser = etree.XMLParser(no_network=True)
+        parser.resolvers.add(LocalSchemas())
+        _schemas[filename] = etree.XMLSchema(etree.parse(str(SCHEMA_DIR / filename), parser))
+    return _schemas[filename]
+
+
+def assert_valid_votable(document: bytes):  # -> astropy VOTableFile
+    """``document`` is VOTable 1.4, XSD-valid and parses with astropy's strict checks."""
+    import io
+
+    from astropy.io.votable import parse
+    from lxml import etree
+
+    root = etree.fromstring(document)
+    assert root.get("version") == "1.4", f"VOTable version {root.get('version')}, want 1.4"
+    load_schema("VOTable-v1.4.xsd").assertValid(root)
+    return parse(io.BytesIO(document), verify="exception")
+
+
+def query_status(votable) -> tuple[str, str]:  # noqa: ANN001
+    """(value, text) of the last QUERY_STATUS INFO of the results RESOURCE."""
+    resource = next(r for r in votable.resources if r.type == "results")
+    infos = [i for i in resource.infos if i.name == "QUERY_STATUS"]
+    if resource.tables:
+        infos += [i for i in resource.tables[0].infos if i.name == "QUERY_STATUS"]
+    return infos[-1].value, infos[-1].content or ""
