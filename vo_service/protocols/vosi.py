@@ -1,0 +1,113 @@
+"""VOSI 1.1: the capabilities and availability documents.
+
+Capabilities are assembled with lxml from the fragments in ``capabilities/`` (one
+``<capability>`` each, accessURLs written as ``{base}/<resource>``), so that the document
+is schema-valid by construction: root ``vosi:capabilities``, unqualified children, no
+default namespace (VOSI 1.1 §3.1; checklist §4).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+from lxml import etree
+from starlette.requests import Request
+from starlette.responses import Response
+
+from vo_service.protocols.dali import public_base_url
+
+CAPABILITY_DIR = Path(__file__).resolve().parents[2] / "capabilities"
+VOSI_CAP_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
+VOSI_AVAIL_NS = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
+NSMAP = {
+    "vosi": VOSI_CAP_NS,
+    "vr": "http://www.ivoa.net/xml/VOResource/v1.0",
+    "vs": "http://www.ivoa.net/xml/VODataService/v1.1",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+}
+XML_MIME = "application/xml"
+
+# The fragment files, in document order, and the resource each describes.
+FRAGMENTS = {
+    "capabilities": "10-vosi-capabilities.xml",
+    "availability": "20-vosi-availability.xml",
+    "query": "30-sia-query.xml",
+    "links": "40-datalink-links.xml",
+    "sync": "50-soda-sync.xml",
+    "async": "60-soda-async.xml",
+    "examples": "70-dali-examples.xml",
+}
+
+
+def capabilities_document(base: str, resources: Iterable[str]) -> bytes:
+    """The ``vosi:capabilities`` document for ``resources`` (keys of :data:`FRAGMENTS`)."""
+    root = etree.Element(etree.QName(VOSI_CAP_NS, "capabilities"), nsmap=NSMAP)
+    parser = etree.XMLParser(remove_comments=True, remove_blank_text=True, no_network=True)
+    wanted = set(resources)
+    for resource, filename in FRAGMENTS.items():
+        if resource not in wanted:
+            continue
+        capability = etree.parse(str(CAPABILITY_DIR / filename), parser).getroot()
+        for url in capability.iter("accessURL"):
+            url.text = (url.text or "").replace("{base}", base)
+        root.append(capability)
+    # xsi:type values name vs:/vr: types, which lxml cannot see as namespace uses.
+    etree.cleanup_namespaces(root, top_nsmap=NSMAP, keep_ns_prefixes=["vr", "vs"])
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _last_modified(request: Request) -> str:
+    started = getattr(request.app.state, "started", None) or datetime.now(UTC)
+    return format_datetime(started.astimezone(UTC), usegmt=True)
+
+
+async def capabilities(request: Request) -> Response:
+    """GET/HEAD ``/capabilities``; ``Last-Modified`` is the server start (VOSI 1.1 §3.1)."""
+    resources = getattr(request.app.state, "vo_resources", FRAGMENTS.keys())
+    body = capabilities_document(public_base_url(request), resources)
+    return Response(body, media_type=XML_MIME,
+                    headers={"Last-Modified": _last_modified(request)})
+
+
+def probe_index(index_path: Path) -> tuple[bool, str]:
+    """Can the archive index be read? Returns (available, note for the document)."""
+    if not index_path.exists():
+        return False, f"the archive index {index_path.name} does not exist yet; run the indexer"
+    try:
+        uri = f"file:{index_path}?mode=ro"
+        with sqlite3.connect(uri, uri=True, timeout=5) as connection:
+            tables = [name for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")]
+            if "images" in tables:
+                (count,) = connection.execute("SELECT count(*) FROM images").fetchone()
+                return True, f"accepting requests; {count} images indexed"
+        return True, "accepting requests"
+    except sqlite3.Error as exc:
+        return False, f"the archive index cannot be read: {exc}"
+
+
+def availability_document(available: bool, up_since: datetime | None, notes: list[str]) -> bytes:
+    """The ``vosi:availability`` document (children in XSD order: available, upSince, note)."""
+    root = etree.Element(etree.QName(VOSI_AVAIL_NS, "availability"), nsmap={"vosi": VOSI_AVAIL_NS})
+    etree.SubElement(root, etree.QName(VOSI_AVAIL_NS, "available")).text = \
+        "true" if available else "false"
+    if up_since is not None and available:
+        etree.SubElement(root, etree.QName(VOSI_AVAIL_NS, "upSince")).text = \
+            up_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for note in notes:
+        etree.SubElement(root, etree.QName(VOSI_AVAIL_NS, "note")).text = note
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+async def availability(request: Request) -> Response:
+    """GET/HEAD ``/availability``: probes the index database on every call."""
+    settings = request.app.state.settings
+    available, note = probe_index(settings.index_path)
+    if getattr(request.app.state, "draining", False):
+        available, note = False, "shutting down; not accepting new requests"
+    body = availability_document(available, getattr(request.app.state, "started", None), [note])
+    return Response(body, media_type=XML_MIME, headers={"Cache-Control": "no-cache"})
