@@ -1,0 +1,265 @@
+"""Many cutouts: many regions on one image (one open, one vectorized world->pixel call),
+many images in parallel (1-16 workers), and streamed writing to files or one archive.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time as clock
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vo_service.engine.cutout import (
+    CutoutResult,
+    Plan,
+    describe_filters,
+    describe_region,
+    make_template,
+    padded_stamp,
+    plan_cutouts,
+)
+from vo_service.engine.reading import OpenImage
+from vo_service.engine.spectral import CutoutError
+from vo_service.engine.writing import atomic_write, dtype_bitpix, empty_primary_bytes
+from vo_service.shapes import Shape
+
+MAX_WORKERS = 16
+STRIP_BYTES = 64 * 1024 * 1024  # budget of one decompressed strip of a compressed image
+
+
+def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=None,
+                 pol=None, pad: bool = False, max_pixels: int | None = None,
+                 origfile: str | None = None) -> Iterator[CutoutResult]:
+    """Cut every region from one open image; yields results (each with `.index`, its
+    position in `regions`) in the order the pixels are read, not necessarily input order.
+
+    Raises CutoutError when the image cannot answer the filters at all (e.g. BAND on a
+    velocity cube without rest frequency); per-region problems become result statuses.
+    """
+    regions = list(regions)
+    plans = plan_cutouts(image, regions, band=band, time=time, pol=pol, pad=pad,
+                         max_pixels=max_pixels)
+    filters = describe_filters(band, time, pol)
+    templates: dict[int, object] = {}
+    lookups = image.lookup_hdus
+    for index, plan in enumerate(plans):
+        if plan.read_box is None:
+            yield CutoutResult(plan.status, None, plan.message, index=index)
+    for index, pixels in _read_pixels(image, plans):
+        plan = plans[index]
+        stamp, blank = padded_stamp(image, plan, pixels) if pad else (pixels, None)
+        bitpix = dtype_bitpix(stamp.dtype)
+        template = templates.get(bitpix)
+        if template is None:
+            template = templates[bitpix] = make_template(image, origfile, bitpix)
+        region = regions[index]
+        request = describe_region(region) + (f" {filters}" if filters else "")
+        yield CutoutResult(
+            plan.status, plan.box, plan.message, stamp, index=index, request=request,
+            shape_name=type(region).__name__.upper(), template=template, blank=blank,
+            lookup_hdus=lookups,
+        )
+
+
+def _read_pixels(image: OpenImage, plans: list[Plan]) -> Iterator[tuple[int, np.ndarray]]:
+    wanted = [(index, plan.read_box) for index, plan in enumerate(plans) if plan.read_box]
+    if image.is_compressed and len(image.fits_shape) == 2 and _strips_cheaper(image, wanted):
+        yield from _read_strips(image, wanted)
+        return
+    for index, box in wanted:
+        yield index, image.read(box)
+
+
+def _strips_cheaper(image: OpenImage, wanted) -> bool:
+    """Section reads decompress every touched tile per box; a strip pass decompresses each
+    tile once. Choose strips when the summed per-box tile area exceeds the image."""
+    tile_x, tile_y = (image.tile_shape or image.fits_shape)[:2]
+    per_box = sum(
+        (-(-box.x1 // tile_x) - box.x0 // tile_x) * tile_x
+        * (-(-box.y1 // tile_y) - box.y0 // tile_y) * tile_y
+        for _, box in wanted
+    )
+    return per_box > image.fits_shape[0] * image.fits_shape[1]
+
+
+def _read_strips(image: OpenImage, wanted) -> Iterator[tuple[int, np.ndarray]]:
+    width, height = image.fits_shape[:2]
+    rows = max(1, STRIP_BYTES // max(1, width * image.dtype.itemsize))
+    pending = sorted(wanted, key=lambda item: item[1].y0)
+    while pending:
+        top = pending[0][1].y0
+        bottom = min(height, max(top + rows, pending[0][1].y1))
+        inside = [item for item in pending if item[1].y1 <= bottom]
+        strip = image.read_rows(top, bottom)
+        for index, box in inside:
+            yield index, strip[box.y0 - top:box.y1 - top, box.x0:box.x1].copy()
+        done = {id(item) for item in inside}
+        pending = [item for item in pending if id(item) not in done]
+
+
+def cut_many(path: str | Path, hdu: int | str, regions: Sequence[Shape], **options
+             ) -> list[CutoutResult]:
+    """All regions cut from one image, in input order (options as for `cut`)."""
+    with OpenImage(path, hdu) as image:
+        results = list(iter_cutouts(image, regions, **options))
+    return sorted(results, key=lambda result: result.index)
+
+
+# ---- writing many stamps -------------------------------------------------------------
+
+def write_files(results: Iterable[CutoutResult], directory: str | Path,
+                name: Callable[[CutoutResult], str]) -> dict[int, Path]:
+    """One FITS file per stamp (atomic writes); returns {result index: path}."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for result in results:
+        if result.has_stamp:
+            written[result.index] = atomic_write(directory / name(result), result.chunks())
+    return written
+
+
+class BundleWriter:
+    """Streams stamps into one ZIP (stored, no compression) or tar archive."""
+
+    def __init__(self, target: str | Path | io.BufferedIOBase, fmt: str = "zip") -> None:
+        if fmt not in ("zip", "tar"):
+            raise ValueError(f"bundle format must be zip or tar, not {fmt!r}")
+        self.fmt = fmt
+        self.count = 0
+        if fmt == "zip":
+            self._zip = zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True)
+        else:
+            if isinstance(target, str | Path):
+                self._tar = tarfile.open(target, "w")  # noqa: SIM115 - closed in close()
+            else:
+                self._tar = tarfile.open(fileobj=target, mode="w")  # noqa: SIM115
+
+    def add_bytes(self, name: str, payload: bytes) -> None:
+        if self.fmt == "zip":
+            info = zipfile.ZipInfo(name, date_time=clock.localtime()[:6])
+            info.compress_type = zipfile.ZIP_STORED
+            self._zip.writestr(info, payload)
+        else:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            info.mtime = int(clock.time())
+            self._tar.addfile(info, io.BytesIO(payload))
+        self.count += 1
+
+    def add(self, name: str, result: CutoutResult) -> None:
+        self.add_bytes(name, b"".join(result.chunks()))
+
+    def close(self) -> None:
+        (self._zip if self.fmt == "zip" else self._tar).close()
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def multi_extension_chunks(results: Iterable[CutoutResult],
+                           extname: Callable[[CutoutResult], str] | None = None
+                           ) -> Iterator[bytes]:
+    """One FITS file: empty primary HDU + one image extension per stamp (astrocut's
+    single_outfile). Lookup-table extensions get distinct EXTVERs per stamp."""
+    yield empty_primary_bytes()
+    extver_offset = 0
+    for result in results:
+        if not result.has_stamp:
+            continue
+        yield from (bytes(part) for part in result.chunks(
+            primary=False, extver_offset=extver_offset,
+            extname=extname(result) if extname else None))
+        if result.lookup_hdus:
+            extver_offset += max(int(h.header.get("EXTVER", 1)) for h in result.lookup_hdus)
+
+
+def write_multi_extension(results: Iterable[CutoutResult], path: str | Path,
+                          extname: Callable[[CutoutResult], str] | None = None) -> Path:
+    return atomic_write(path, multi_extension_chunks(results, extname))
+
+
+# ---- many images in parallel ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageTask:
+    """All regions to cut from one image HDU (picklable, for worker processes)."""
+
+    path: Path
+    hdu: int | str
+    regions: tuple[Shape, ...]
+    band: tuple[float, float] | None = None
+    time: tuple[float, float] | None = None
+    pol: tuple[str, ...] | None = None
+    pad: bool = False
+    max_pixels: int | None = None
+    origfile: str | None = None
+
+    def options(self) -> dict:
+        return {"band": self.band, "time": self.time, "pol": self.pol, "pad": self.pad,
+                "max_pixels": self.max_pixels, "origfile": self.origfile}
+
+
+@dataclass(frozen=True)
+class StampRecord:
+    """What happened to one region of a task (for manifests)."""
+
+    index: int
+    status: str
+    message: str
+    path: Path | None
+    pixel_box: tuple[tuple[int, int], ...] | None
+
+
+def cut_task(task: ImageTask) -> list[CutoutResult]:
+    """All stamps of one task in memory, input order; an unanswerable image -> 'error'."""
+    try:
+        return cut_many(task.path, task.hdu, task.regions, **task.options())
+    except (CutoutError, OSError, ValueError) as exc:
+        return [CutoutResult("error", None, str(exc), index=i) for i in range(len(task.regions))]
+
+
+def write_task_files(task: ImageTask, directory: str | Path) -> list[StampRecord]:
+    """Cut one task straight to files `<stem>_h<hdu>_<index>.fits` in `directory`."""
+    stem = f"{Path(task.path).name.split('.')[0]}_h{task.hdu}"
+    records = []
+    try:
+        with OpenImage(task.path, task.hdu) as image:
+            for result in iter_cutouts(image, task.regions, **task.options()):
+                path = None
+                if result.has_stamp:
+                    path = atomic_write(Path(directory) / f"{stem}_{result.index:05d}.fits",
+                                        result.chunks())
+                box = result.pixel_box.ranges if result.pixel_box else None
+                records.append(StampRecord(result.index, result.status, result.message, path,
+                                           box))
+    except (CutoutError, OSError, ValueError) as exc:
+        return [StampRecord(i, "error", str(exc), None, None) for i in range(len(task.regions))]
+    return sorted(records, key=lambda record: record.index)
+
+
+def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
+              processes: bool = False, args: tuple = ()) -> Iterator[tuple[int, object]]:
+    """Run `handle(task, *args)` for every task with 1-16 workers; yields (task index,
+    result) as tasks finish. Threads suit I/O-bound work (numpy and astropy release the
+    GIL while reading); processes suit CPU-bound work (decompression, many small stamps).
+    `handle` must be a module-level function when processes=True."""
+    workers = max(1, min(MAX_WORKERS, int(workers)))
+    if workers == 1 or len(tasks) <= 1:
+        for index, task in enumerate(tasks):
+            yield index, handle(task, *args)
+        return
+    pool: Executor = (ProcessPoolExecutor if processes else ThreadPoolExecutor)(workers)
+    with pool:
+        futures = {pool.submit(handle, task, *args): index for index, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

@@ -1,0 +1,125 @@
+"""Open an image HDU once and read only the pixels a cutout needs.
+
+Plain images are memory-mapped and read raw (`do_not_scale_image_data=True`), so BSCALE,
+BZERO and BLANK integers reach the output unchanged. Tile-compressed images are read
+with `CompImageHDU.section`, which decompresses only the tiles a box touches; for many
+boxes on a row-tiled image `read_rows` decompresses a strip of rows once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from vo_service.engine.geometry import PixelBox, SkyToPixel
+
+LOOKUP_EXTNAMES = ("WCSDVARR", "D2IMARR")
+
+
+class OpenImage:
+    """One image HDU of one file, opened once for many cutouts (a context manager)."""
+
+    def __init__(self, path: str | Path, hdu: int | str = 0) -> None:
+        self.path = Path(path)
+        self.hdulist = fits.open(
+            self.path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True
+        )
+        try:
+            self.hdu = self.hdulist[hdu]
+            if not isinstance(self.hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                raise ValueError(f"HDU {hdu} of {self.path.name} is not an image")
+            self.hdu_index = self.hdulist.index_of(hdu) if isinstance(hdu, str) else int(hdu)
+            self.header = self.hdu.header
+            naxis = int(self.header.get("NAXIS", 0))
+            if naxis < 2:
+                raise ValueError(f"HDU {hdu} of {self.path.name} has no image data")
+            self.fits_shape = tuple(int(self.header[f"NAXIS{i}"]) for i in range(1, naxis + 1))
+        except Exception:
+            self.hdulist.close()
+            raise
+        self.is_compressed = isinstance(self.hdu, fits.CompImageHDU)
+
+    def __enter__(self) -> OpenImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.__dict__.pop("_raw", None)
+        self.hdulist.close()
+
+    @cached_property
+    def wcs(self) -> WCS:
+        """The full WCS, with SIP, lookup-table (fobj) and DSS plate distortions."""
+        has_lookup = any(key in self.header for key in ("CPDIS1", "CPDIS2", "D2IMDIS1",
+                                                        "D2IMDIS2"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            return WCS(self.header, fobj=self.hdulist if has_lookup else None)
+
+    @cached_property
+    def sky_to_pixel(self) -> SkyToPixel:
+        return SkyToPixel(self.wcs, self.fits_shape)
+
+    @cached_property
+    def lookup_hdus(self) -> list[fits.ImageHDU]:
+        """The WCSDVARR/D2IMARR extensions the image's distortion keywords refer to."""
+        if not any(key in self.header for key in ("CPDIS1", "CPDIS2", "D2IMDIS1", "D2IMDIS2")):
+            return []
+        return [
+            fits.ImageHDU(data=np.array(hdu.data), header=hdu.header.copy())
+            for hdu in self.hdulist
+            if hdu.name in LOOKUP_EXTNAMES
+        ]
+
+    @cached_property
+    def _raw(self) -> np.ndarray | None:
+        """The memory-mapped raw array of a plain image (None for compressed/gzip)."""
+        if self.is_compressed:
+            return None
+        return self.hdu.data
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Big-endian dtype of the pixels a read returns."""
+        if self.is_compressed:
+            return np.dtype(fits.BITPIX2DTYPE[int(self.header["BITPIX"])]).newbyteorder(">")
+        return self._raw.dtype.newbyteorder(">")
+
+    def read(self, box: PixelBox) -> np.ndarray:
+        """Raw big-endian pixels of a box that lies inside the image (a copy)."""
+        slices = box.slices()
+        if self.is_compressed:
+            return _big_endian(np.asarray(self.hdu.section[slices]))
+        return _big_endian(np.array(self._raw[slices]))
+
+    def read_rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows y0..y1 (0-based, half-open) of a 2-D image at full width."""
+        if self.is_compressed:
+            return _big_endian(np.asarray(self.hdu.section[y0:y1, :]))
+        return self._raw[y0:y1, :]
+
+    @cached_property
+    def tile_shape(self) -> tuple[int, ...] | None:
+        """Compression tile shape in FITS order (ZTILEn), None for plain images."""
+        if not self.is_compressed:
+            return None
+        compressed = self.hdu._header
+        return tuple(
+            int(compressed.get(f"ZTILE{i}", 1 if i > 1 else self.fits_shape[0]))
+            for i in range(1, len(self.fits_shape) + 1)
+        )
+
+
+def _big_endian(array: np.ndarray) -> np.ndarray:
+    dtype = array.dtype
+    little = dtype.byteorder == "<" or (dtype.byteorder == "=" and np.little_endian)
+    if little and dtype.itemsize > 1:
+        return array.astype(dtype.newbyteorder(">"))
+    return array

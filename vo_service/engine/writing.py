@@ -1,0 +1,222 @@
+"""Cutout headers and FITS bytes, fast: one header template per image, bytes per stamp.
+
+The science header of the source (structural keys dropped, everything else kept) is
+rendered to card images once. Per stamp only a few cards change: NAXISn, CRPIXn (all
+alternate WCSs), DSS CNPIX1/2, IRAF LTV1/2, the CUT* pixel box and the request. Each
+stamp is then header bytes + big-endian pixel bytes + padding: valid FITS without any
+per-stamp astropy Header or WCS construction.
+
+Header cards written (1-based, inclusive pixel box in the source image):
+CUTX0/CUTX1, CUTY0/CUTY1 (axes 1, 2), CUTZ0/CUTZ1, CUTW0/CUTW1 (axes 3, 4 of cubes);
+ORIGFILE and ORIG_FLE (source file), ORIG_EXT (source HDU index), CUTSHAPE, and HISTORY
+cards with the request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+BLOCK = 2880
+STRUCTURAL = {
+    "SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS",
+    "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZCMPTYPE", "ZQUANTIZ",
+    "ZDITHER0", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZSIMPLE", "ZEXTEND", "ZBLOCKED",
+    "ZHECKSUM", "ZDATASUM", "TFIELDS", "THEAP", "END", "INHERIT",
+}
+STRUCTURAL_PATTERN = re.compile(r"^(NAXIS\d+|ZNAXIS\d+|ZTILE\d+|ZNAME\d+|ZVAL\d+|T[A-Z]+\d+)$")
+CRPIX_PATTERN = re.compile(r"^CRPIX(\d)([A-Z]?)$")
+LTV_PATTERN = re.compile(r"^LTV(\d)$")
+LOOKUP_RECORD_KEYS = {"DP1", "DP2", "D2IM1", "D2IM2"}
+CUT_NAMES = ("X", "Y", "Z", "W")
+DTYPE_BITPIX = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}
+BLANK_FOR_BITPIX = {8: 255, 16: -32768, 32: -2147483648, 64: -9223372036854775808}
+
+
+def format_value(value: object) -> str:
+    """A FITS fixed-format value field (right-justified to column 30)."""
+    if isinstance(value, bool | np.bool_):
+        return f"{'T' if value else 'F':>20}"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):>20d}"
+    if isinstance(value, float | np.floating):
+        text = repr(float(value)).upper()
+        if "E" in text and "." not in text:
+            text = text.replace("E", ".0E")
+        elif "E" not in text and "." not in text:
+            text += ".0"
+        if len(text) > 20:
+            text = f"{float(value):.15G}"
+        return f"{text:>20}"
+    quoted = "'" + f"{str(value).replace(chr(39), chr(39) * 2):<8}" + "'"
+    return f"{quoted:<20}"
+
+
+def card(key: str, value: object, comment: str = "") -> str:
+    """One 80-character card image (strings are truncated to fit one card)."""
+    text = f"{key:<8}= {format_value(value)}"
+    if comment:
+        text += f" / {comment}"
+    if len(text) > 80 and isinstance(value, str):
+        text = f"{key:<8}= " + format_value(value[:66])
+    return f"{text[:80]:<80}"
+
+
+def history_cards(text: str) -> str:
+    """HISTORY cards holding `text`, 72 characters per card."""
+    chunks = [text[i:i + 72] for i in range(0, len(text), 72)] or [""]
+    return "".join(f"HISTORY {chunk:<72}" for chunk in chunks)
+
+
+def dtype_bitpix(dtype: np.dtype) -> int:
+    return DTYPE_BITPIX[f"{dtype.kind}{dtype.itemsize}"]
+
+
+class StampHeader:
+    """Header template of one source image HDU; renders a stamp header in microseconds.
+
+    Holds only strings and numbers, so it pickles cheaply to worker processes.
+    """
+
+    def __init__(self, header: fits.Header, *, origfile: str, orig_ext: int,
+                 data_bitpix: int | None = None) -> None:
+        source_bitpix = int(header.get("BITPIX", -32))
+        self.bitpix = data_bitpix if data_bitpix is not None else source_bitpix
+        # pixels decoded to floats (quantized compressed data) are no longer scaled ints
+        drop_scaling = self.bitpix < 0 and source_bitpix > 0
+        self.has_blank = "BLANK" in header and self.bitpix > 0 and not drop_scaling
+        self.crpix: list[tuple[str, int, float]] = []
+        self.ltv: list[tuple[str, int, float, float]] = []
+        self.cnpix: list[tuple[str, int, float]] = []
+        self.lookup_records: list[tuple[str, str, str]] = []
+        self.names: dict[str, object] = {}
+        body: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for entry in header.cards:
+                key = entry.keyword
+                if key in STRUCTURAL or STRUCTURAL_PATTERN.match(key):
+                    continue
+                if key in ("BSCALE", "BZERO", "BLANK") and (drop_scaling or self.bitpix < 0
+                                                             and key == "BLANK"):
+                    continue
+                if match := CRPIX_PATTERN.match(key):
+                    self.crpix.append((key, int(match.group(1)) - 1, float(entry.value)))
+                    continue
+                if match := LTV_PATTERN.match(key):
+                    axis = int(match.group(1))
+                    scale = float(header.get(f"LTM{axis}_{axis}", 1.0))
+                    self.ltv.append((key, axis - 1, float(entry.value), scale))
+                    continue
+                if key in ("CNPIX1", "CNPIX2"):
+                    self.cnpix.append((key, int(key[-1]) - 1, float(entry.value)))
+                    continue
+                if key in LOOKUP_RECORD_KEYS and str(entry.value).startswith("EXTVER"):
+                    self.lookup_records.append((key, str(entry.value), entry.comment))
+                    continue
+                if key in ("EXTNAME", "EXTVER"):
+                    self.names[key] = entry.value
+                    continue
+                body.append(entry.image)
+        body.append(card("ORIGFILE", origfile, "source file of the cutout"))
+        body.append(card("ORIG_FLE", origfile, "source file (astrocut name)"))
+        body.append(card("ORIG_EXT", int(orig_ext), "source HDU index (0 = primary)"))
+        self.body = "".join(body)
+
+    def render(self, ranges: tuple[tuple[int, int], ...], *, primary: bool = True,
+               request: str = "", shape_name: str = "", blank: int | None = None,
+               extver_offset: int = 0, extname: str | None = None) -> bytes:
+        """Header bytes (padded, with END) of a stamp covering `ranges` (0-based, half-open,
+        FITS axis order, may extend past the image when padded)."""
+        lengths = [stop - start for start, stop in ranges]
+        head = [card("SIMPLE", True) if primary else card("XTENSION", "IMAGE")]
+        head.append(card("BITPIX", self.bitpix))
+        head.append(card("NAXIS", len(lengths)))
+        head.extend(card(f"NAXIS{i}", n) for i, n in enumerate(lengths, start=1))
+        head.append(card("EXTEND", True) if primary else card("PCOUNT", 0) + card("GCOUNT", 1))
+        if extname is not None:
+            head.append(card("EXTNAME", extname))
+        else:
+            head.extend(card(key, value) for key, value in self.names.items())
+        head.append(self.body)
+        for key, axis, value in self.crpix:
+            start = ranges[axis][0] if axis < len(ranges) else 0
+            head.append(card(key, value - start))
+        for key, axis, value, scale in self.ltv:
+            head.append(card(key, value - scale * ranges[axis][0]))
+        for key, axis, value in self.cnpix:
+            head.append(card(key, value + ranges[axis][0]))
+        for key, value, comment in self.lookup_records:
+            version = int(value.split(":")[1]) + extver_offset
+            head.append(f"{key:<8}= 'EXTVER: {version}' / {comment}"[:80].ljust(80))
+        if blank is not None and not self.has_blank:
+            head.append(card("BLANK", int(blank), "value of padding pixels"))
+        for axis, (start, stop) in enumerate(ranges[:4]):
+            name = CUT_NAMES[axis]
+            head.append(card(f"CUT{name}0", start + 1, f"first source pixel, axis {axis + 1}"))
+            head.append(card(f"CUT{name}1", stop, f"last source pixel, axis {axis + 1}"))
+        if shape_name:
+            head.append(card("CUTSHAPE", shape_name, "requested region type"))
+        if request:
+            head.append(history_cards(f"vo-service cutout: {request}"))
+        head.append(f"{'END':<80}")
+        text = "".join(head)
+        text += " " * (-len(text) % BLOCK)
+        return text.encode("ascii", errors="replace")
+
+
+def data_padding(nbytes: int) -> bytes:
+    return b"\0" * (-nbytes % BLOCK)
+
+
+def hdu_bytes(header_bytes: bytes, data: np.ndarray) -> bytes:
+    """One HDU: header + big-endian data + zero padding."""
+    raw = np.ascontiguousarray(data).tobytes()
+    return header_bytes + raw + data_padding(len(raw))
+
+
+def empty_primary_bytes(extra_cards: Iterable[str] = ()) -> bytes:
+    """A data-less primary HDU for multi-extension files."""
+    text = card("SIMPLE", True) + card("BITPIX", 8) + card("NAXIS", 0) + card("EXTEND", True)
+    text += "".join(extra_cards) + f"{'END':<80}"
+    return (text + " " * (-len(text) % BLOCK)).encode("ascii")
+
+
+def shifted_lookup_bytes(lookup_hdus: list[fits.ImageHDU], origin: tuple[int, int],
+                         extver_offset: int = 0, extname: str | None = None) -> bytes:
+    """WCSDVARR/D2IMARR extensions with CRVAL moved by the cutout origin (Paper IV)."""
+    parts = []
+    for hdu in lookup_hdus:
+        header = hdu.header.copy()
+        for axis in (1, 2):
+            if f"CRVAL{axis}" in header:
+                header[f"CRVAL{axis}"] = float(header[f"CRVAL{axis}"]) - origin[axis - 1]
+        header["EXTVER"] = int(header.get("EXTVER", 1)) + extver_offset
+        data = np.asarray(hdu.data)
+        data = data.astype(data.dtype.newbyteorder(">"))
+        header_text = header.tostring()
+        parts.append(header_text.encode("ascii") + data.tobytes() + data_padding(data.nbytes))
+    return b"".join(parts)
+
+
+def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> Path:
+    """Write chunks to `path` through a temporary file and rename (never a half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
