@@ -100,7 +100,7 @@ class Catalog:
 
 
 def make_catalog(seed: int, field: str, ra: float, dec: float, size_deg: tuple[float, float],
-                 first_id: int, density_arcmin2: float = 40.0) -> Catalog:
+                 first_id: int, density_arcmin2: float = 55.0) -> Catalog:
     """Stars and galaxies spread uniformly over a (width, height) field, with spectral slopes.
 
     Each source has a VIS magnitude from rising number counts and a power-law spectrum
@@ -124,8 +124,8 @@ def make_catalog(seed: int, field: str, ra: float, dec: float, size_deg: tuple[f
     mags = mag_vis[:, None] - 2.5 * slope[:, None] * np.log10(waves / BANDS[0].wave_um[1])
     # A 4000 A break for red galaxies: fainter in the bluest DES band.
     mags[:, 4] += np.where(is_galaxy & (slope > 1.2), rng.uniform(0.3, 1.0, count), 0.0)
-    r_half = np.where(is_galaxy, np.clip(rng.lognormal(np.log(0.45), 0.5, count)
-                                         * 10 ** (-0.08 * (mag_vis - 22)), 0.12, 2.5), 0.0)
+    r_half = np.where(is_galaxy, np.clip(rng.lognormal(np.log(0.5), 0.5, count)
+                                         * 10 ** (-0.08 * (mag_vis - 22)), 0.12, 1.2), 0.0)
     has_line = is_galaxy & (rng.random(count) < 0.5)
     line_um = np.where(has_line, 0.6563 * (1.0 + rng.uniform(0.85, 1.9, count)), 0.0)
     return Catalog(
