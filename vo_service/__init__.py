@@ -1,3 +1,17 @@
 """vo-service: a Virtual Observatory image cutout service and cutout library."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["cutout", "fits_cut"]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy exports: `vo_service.cutout` / `fits_cut` import the engine on first use."""
+    if name in ("cutout", "fits_cut"):
+        from vo_service.engine import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vo_service' has no attribute {name!r}")

@@ -1,0 +1,29 @@
+"""The cutout engine: sky regions -> exact FITS stamps (no HTTP, no jobs).
+
+Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
+`OpenImage`, `PixelBox`, `CutoutError`, `BundleWriter`, `write_multi_extension`,
+`ImageTask`, `run_tasks`, `cutout`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "cut": "cutout", "CutoutResult": "cutout", "describe_region": "cutout",
+    "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "batch",
+    "write_multi_extension": "batch", "multi_extension_chunks": "batch",
+    "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
+    "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",
+    "OpenImage": "reading", "PixelBox": "geometry", "SkyToPixel": "geometry",
+    "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",
+    "fits_cut": "api",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"vo_service.engine.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'vo_service.engine' has no attribute {name!r}")

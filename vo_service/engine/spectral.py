@@ -95,11 +95,22 @@ def barycentric_wavelengths(
     return np.atleast_1d(u.Quantity(barycentric).to_value(u.m))
 
 
-def _time_axis_mjd(wcs: WCS, axis: int, length: int) -> np.ndarray:
-    world = wcs.sub([axis + 1]).pixel_to_world(np.arange(length))
-    if isinstance(world, Time):
-        return np.atleast_1d(world.mjd)
-    raise CutoutError(f"TIME cannot be applied: axis {wcs.wcs.ctype[axis]!r} is not a time")
+def _time_axis_mjd(wcs: WCS, header: fits.Header, axis: int, length: int) -> np.ndarray:
+    """MJD of each plane of a time axis: MJDREF + value in CUNIT (FITS WCS Paper VII).
+
+    Done by hand: astropy's high-level time axis ignores CUNIT (e.g. 'd') here.
+    """
+    values = wcs.sub([axis + 1]).wcs_pix2world(np.arange(length), 0)[0]
+    if wcs.wcs.ctype[axis].upper().startswith("MJD"):
+        return np.asarray(values, dtype=float)
+    unit = u.Unit(wcs.wcs.cunit[axis] or "s")
+    if "MJDREF" in header:
+        reference = float(header["MJDREF"])
+    else:
+        reference = float(header.get("MJDREFI", 0.0)) + float(header.get("MJDREFF", 0.0))
+    if not reference and header.get("DATEREF"):
+        reference = Time(str(header["DATEREF"])).mjd
+    return reference + (np.asarray(values, dtype=float) * unit).to_value(u.day)
 
 
 def observation_interval(header: fits.Header) -> tuple[float, float] | None:
@@ -166,8 +177,8 @@ def select_axes(
         lo, hi = sorted(time)
         if time_axis is not None:
             length = int(fits_shape[time_axis])
-            start, stop = _overlapping(*_channel_edges(_time_axis_mjd(wcs, time_axis, length)),
-                                       lo, hi)
+            mjds = _time_axis_mjd(wcs, header, time_axis, length)
+            start, stop = _overlapping(*_channel_edges(mjds), lo, hi)
             if start == stop:
                 return AxisSelection(tuple(ranges), f"TIME {lo}..{hi} MJD is outside the cube")
             ranges[time_axis - 2] = (start, stop)
