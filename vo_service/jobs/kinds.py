@@ -38,9 +38,9 @@ def choose_kind(parameters: Sequence[Parameter]) -> str:
     return "batch" if any(p.name == "UPLOAD" for p in parameters) else "soda"
 
 
-def job_kinds() -> dict[str, JobKind]:
+def job_kinds(resources: JobResources) -> dict[str, JobKind]:
     """Every kind of job, by name."""
     from vo_service.jobs.batch import BatchJob
     from vo_service.jobs.soda_job import SodaJob
 
-    return {"soda": SodaJob(), "batch": BatchJob()}
+    return {"soda": SodaJob(resources), "batch": BatchJob(resources)}

@@ -50,8 +50,8 @@ def create_job_service(settings: Settings, index: Any, cache: Any = None) -> Job
     """
     from vo_service.jobs.kinds import choose_kind, job_kinds, make_resources
 
-    return JobService(settings, job_kinds(), choose_kind,
-                      resources=make_resources(settings, index, cache))
+    resources = make_resources(settings, index, cache)
+    return JobService(settings, job_kinds(resources), choose_kind, resources=resources)
 
 
 def routes() -> list[BaseRoute]:

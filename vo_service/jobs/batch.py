@@ -1,0 +1,216 @@
+"""Catalog batch jobs: plan every target x image with one vectorized index lookup, cut
+each image's targets in one pass on a worker pool, publish stamps as results as they come,
+then write the manifest VOTable and close the ZIP bundle.
+
+Every stamp goes through the cutout cache under a key of (source image identity, target
+position and size, format): a target already cut from the same image is never cut again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vo_service.catalogs import Catalog
+from vo_service.jobs.batch_cut import Outcome, StampTask, Target, cut_task
+from vo_service.jobs.batch_params import (
+    DEFAULT_SIZE_PIX,
+    BatchRequest,
+    load_catalog,
+    parse_batch_request,
+)
+from vo_service.jobs.executors import LocalExecutor, as_finished
+from vo_service.jobs.service import JobContext, JobFailed, Upload
+from vo_service.jobs.store import Parameter, ResultFile
+from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
+
+# Targets per unit of work: small enough that ABORT and progress react within a second,
+# large enough that one image open + one world->pixel call serves many stamps.
+CHUNK_TARGETS = 256
+MIME = {"fits": "application/fits", "png": "image/png"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str) -> str:
+    """``text`` made safe as a file name and URL path segment."""
+    cleaned = _UNSAFE.sub("_", text).strip("._") or "target"
+    return cleaned[:80]
+
+
+@dataclass
+class BatchPlan:
+    """All the work of a job: tasks per image, and targets that need no cutting."""
+
+    tasks: list[StampTask]
+    unmatched: list[Target]  # inside no image footprint
+    bad_rows: list[tuple[int, str, str]]  # (row, target id, problem)
+
+    @property
+    def total(self) -> int:
+        """Units of progress: one per (target, image) pair plus one per unmatched target."""
+        return sum(len(t.entries) for t in self.tasks) + len(self.unmatched) + len(
+            self.bad_rows)
+
+
+def targets_of(catalog: Catalog, request: BatchRequest) -> tuple[list[Target], list]:
+    """Good rows as Targets with their stamp size; bad rows as (row, id, problem)."""
+    problems = dict(catalog.row_problems)
+    use_column = catalog.size is not None and (request.size is None or request.size_column)
+    targets: list[Target] = []
+    for row in range(len(catalog)):
+        if row in problems:
+            continue
+        if use_column:
+            size, unit = float(catalog.size[row]), catalog.size_unit
+        else:
+            size = request.size if request.size is not None else DEFAULT_SIZE_PIX
+            unit = request.size_unit if request.size is not None else "pix"
+        if not (math.isfinite(size) and size > 0):
+            problems[row] = f"size {size} is not a positive number"
+            continue
+        targets.append(Target(row, catalog.ids[row], float(catalog.ra[row]),
+                              float(catalog.dec[row]), size, unit))
+    bad = [(row, catalog.ids[row], text) for row, text in sorted(problems.items())]
+    return targets, bad
+
+
+def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
+    """Find the images of every target at once and group the pairs per image."""
+    targets, bad = targets_of(catalog, request)
+    ra = np.array([t.ra for t in targets], dtype=float)
+    dec = np.array([t.dec for t in targets], dtype=float)
+    points, found, records = index.lookup_arrays(
+        ra, dec, collection=request.collections or None,
+        instrument=request.instruments or None, band=request.bandnames or None,
+        product_type=request.product_types or None,
+    )
+    repeated = {i for i, n in Counter(t.target_id for t in targets).items() if n > 1}
+    order = np.lexsort((points, found))
+    tasks: list[StampTask] = []
+    image_names: set[str] = set()
+    for record_index in np.unique(found):
+        chosen = order[found[order] == record_index]
+        record = records[int(record_index)]
+        image = safe_name(record.obs_id)
+        if image in image_names:  # several served HDUs of one file
+            image = f"{image}_hdu{record.hdu}"
+        image_names.add(image)
+        folder = safe_name(record.band or "no-band")
+        entries = []
+        for point in points[chosen]:
+            target = targets[int(point)]
+            stem = safe_name(target.target_id)
+            if target.target_id in repeated:
+                stem += f"_r{target.row + 1}"
+            entries.append((target, f"{folder}/{stem}__{image}"))
+        for start in range(0, len(entries), CHUNK_TARGETS):
+            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS]))
+    matched = set(points.tolist())
+    unmatched = [t for i, t in enumerate(targets) if i not in matched]
+    return BatchPlan(tasks, unmatched, bad)
+
+
+def manifest_row(target: Target | None, row: int, target_id: str, **values: object) -> dict:
+    """One manifest row; ``values`` by FIELD name."""
+    base = {"target_id": target_id, "row": row + 1,
+            "ra": target.ra if target else None, "dec": target.dec if target else None}
+    base.update(values)
+    return base
+
+
+class BatchJob:
+    """The ``batch`` job kind: a catalog uploaded with DALI UPLOAD."""
+
+    name = "batch"
+
+    def __init__(self, resources) -> None:
+        self.resources = resources
+
+    def validate(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]) -> float:
+        limits = self.resources.settings.limits
+        request = parse_batch_request(parameters, limits)
+        catalog = load_catalog(request, uploads, limits)
+        return 1.0 + 0.01 * len(catalog)
+
+    def run(self, context: JobContext) -> None:
+        settings = self.resources.settings
+        request = parse_batch_request(context.parameters, settings.limits)
+        catalog = load_catalog(request, context.uploads, settings.limits)
+        plan = plan_batch(catalog, request, self.resources.index)
+        rows: list[dict] = [
+            manifest_row(None, row, target_id, status="error", message=problem)
+            for row, target_id, problem in plan.bad_rows
+        ] + [
+            manifest_row(t, t.row, t.target_id, status="no-overlap",
+                         message="the position is inside no image matching the selection")
+            for t in plan.unmatched
+        ]
+        done = len(rows)
+        context.set_progress(done, plan.total)
+        bundle = Bundle(context.job_dir / "bundle.zip")
+        produced = 0
+        with LocalExecutor(request.workers, name=f"vo-batch-{context.job_id[:6]}") as pool:
+            work = as_finished(
+                pool, lambda task: cut_task(task, self.resources.cache, request.formats,
+                                            settings.limits.max_cutout_pixels,
+                                            context.job_dir / "stamps"),
+                plan.tasks, in_flight=request.workers * 2, should_stop=context.should_stop,
+            )
+            for task, future in work:
+                outcomes = future.result()
+                results = []
+                for outcome in outcomes:
+                    rows.append(self._row(context, task, outcome))
+                    for fmt, (relative, size) in outcome.files.items():
+                        bundle.add_file(context.job_dir / "stamps" / relative, relative)
+                        results.append(ResultFile(
+                            _result_id(relative), f"stamps/{relative}", MIME[fmt], size))
+                    produced += bool(outcome.files)
+                context.add_results(results)
+                done += len(outcomes)
+                context.set_progress(done, plan.total)
+        rows.sort(key=lambda r: (r["row"], r.get("image_id") or ""))
+        infos = {"job_id": context.job_id, "targets": str(len(catalog)),
+                 "stamps": str(produced)}
+        if context.should_stop():
+            infos["incomplete"] = "the job was stopped before every target was cut"
+        manifest_path = context.job_dir / "manifest.xml"
+        manifest_size = write_manifest(manifest_path, rows, infos=infos)
+        bundle.add_file(manifest_path, "manifest.xml")
+        bundle_size = bundle.close()
+        context.add_results([
+            ResultFile("manifest", "manifest.xml", MANIFEST_MIME, manifest_size),
+            ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size),
+        ])
+        if produced == 0 and not context.should_stop():
+            raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
+                            "a cutout; the manifest says why for each")
+
+    def _row(self, context: JobContext, task: StampTask, outcome: Outcome) -> dict:
+        record = task.record
+        fits_file = outcome.files.get("fits")
+        png_file = outcome.files.get("png")
+        primary = fits_file or png_file
+        return manifest_row(
+            outcome.target, outcome.target.row, outcome.target.target_id,
+            collection=record.obs_collection, instrument=record.instrument_name,
+            band=record.band, product_type=record.product_type,
+            image_id=record.obs_publisher_did,
+            access_url=context.result_url(_result_id(primary[0])) if primary else None,
+            content_type=(MIME["fits"] if fits_file else MIME["png"]) if primary else None,
+            preview_url=context.result_url(_result_id(png_file[0])) if png_file else None,
+            file=primary[0] if primary else None,
+            pixel_box=format_pixel_box(outcome.ranges), bytes=primary[1] if primary else None,
+            status=outcome.status, message=outcome.message or None,
+        )
+
+
+def _result_id(relative: str | Path) -> str:
+    """A stamp's result id: its path in the bundle with '/' replaced (one path segment)."""
+    return str(relative).replace("/", "_")

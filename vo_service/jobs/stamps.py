@@ -1,0 +1,29 @@
+"""Putting cached files into a job's folder without copying bytes when possible."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vo_service.cache import CachedFile
+
+
+def publish_cached(cached: CachedFile, target: Path) -> int:
+    """Hard-link a cache file to ``target``, else copy it from the open handle; its size.
+
+    A hard link survives the cache evicting the entry later and costs no space or I/O. If
+    the entry was evicted (or lives on another file system) the bytes come from the handle
+    the cache opened, which stays readable either way.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(cached.path, target)
+        return cached.size
+    except OSError:
+        with open(target, "wb") as out:
+            for chunk in cached.iter_chunks():
+                out.write(chunk)
+        return target.stat().st_size
+    finally:
+        cached.close()

@@ -1,0 +1,74 @@
+"""What a catalog batch job hands back: the manifest VOTable and the ZIP bundle.
+
+The manifest's FIELDs are defined in ``votable_templates/manifest.xml``; rows are filled
+with astropy. The bundle is written member by member into a file on disk as stamps are
+made (never built in memory), one folder per band.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from astropy.io.votable.tree import Info
+
+from vo_service.protocols.dali import fill_rows, load_template, votable_bytes
+
+MANIFEST_MIME = "application/x-votable+xml"
+ZIP_MIME = "application/zip"
+
+
+def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
+    """0-based half-open ranges as a FITS section ``[x1:x2,y1:y2]`` (1-based, inclusive)."""
+    if not ranges:
+        return None
+    return "[" + ",".join(f"{start + 1}:{stop}" for start, stop in ranges) + "]"
+
+
+def manifest_bytes(rows: Sequence[Mapping[str, object]], *,
+                   infos: Mapping[str, str] = {}) -> bytes:  # noqa: B006 - never mutated
+    """The manifest VOTable 1.4 with ``rows`` (dicts by FIELD name) and INFOs after status."""
+    votable = load_template("manifest.xml")
+    resource = votable.resources[0]
+    for name, value in infos.items():
+        resource.infos.append(Info(name=name, value=str(value)))
+    fill_rows(resource.tables[0], list(rows))
+    return votable_bytes(votable)
+
+
+def write_manifest(path: Path, rows: Sequence[Mapping[str, object]], *,
+                   infos: Mapping[str, str] = {}) -> int:  # noqa: B006 - never mutated
+    """Write the manifest atomically; return its size in bytes."""
+    content = manifest_bytes(rows, infos=infos)
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+    return len(content)
+
+
+class Bundle:
+    """A ZIP file on disk that grows member by member (stored: FITS barely compresses)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._partial = path.with_name(path.name + ".part")
+        self._zip = zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.members = 0
+
+    def add_file(self, source: Path, arcname: str) -> None:
+        """Copy ``source`` into the bundle as ``arcname`` (e.g. ``VIS/target_BGSUB.fits``)."""
+        self._zip.write(source, arcname)
+        self.members += 1
+
+    def add_bytes(self, content: bytes, arcname: str) -> None:
+        """Add a small member from memory (the manifest)."""
+        self._zip.writestr(arcname, content)
+        self.members += 1
+
+    def close(self) -> int:
+        """Finish the ZIP directory and move it into place; return its size in bytes."""
+        self._zip.close()
+        os.replace(self._partial, self.path)
+        return self.path.stat().st_size
