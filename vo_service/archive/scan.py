@@ -246,6 +246,9 @@ def _time_range(get: Any) -> tuple[float | None, float | None, float | None]:
 def _spectral_range(header: fits.Header, hdul: fits.HDUList,
                     ) -> tuple[float, float, int] | None:
     """(em_min, em_max, channels) in metres from a spectral WCS axis, when convertible."""
+    axes = max(int(header.get("NAXIS", 0) or 0), int(header.get("WCSAXES", 0) or 0))
+    if axes < 3 and not any(f"CTYPE{n}" in header for n in range(3, 10)):
+        return None  # no third axis, so no spectral one
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
