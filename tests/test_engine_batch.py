@@ -1,0 +1,214 @@
+"""Batches: one open and one world->pixel call per image, streamed bundles, parallel
+images, the Python API, and the demo archive end to end."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import warnings
+import zipfile
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.wcs import WCS, FITSFixedWarning
+
+import vo_service
+from tests import fits_factory
+from tests.test_engine_cutout import assert_wcs_round_trip
+from vo_service.engine import geometry
+from vo_service.engine.batch import (
+    BundleWriter,
+    ImageTask,
+    cut_many,
+    cut_task,
+    iter_cutouts,
+    run_tasks,
+    write_multi_extension,
+    write_task_files,
+)
+from vo_service.engine.cutout import cut
+from vo_service.engine.reading import OpenImage
+from vo_service.shapes import CenterSize, Circle, Polygon
+
+warnings.simplefilter("ignore", FITSFixedWarning)
+
+
+def targets_on(path, count: int, seed: int = 1, hdu: int = 0) -> list[CenterSize]:
+    with fits.open(path) as hdus:
+        header = hdus[hdu].header
+        wcs = WCS(header).celestial
+        nx, ny = header["NAXIS1"], header["NAXIS2"]
+    rng = np.random.default_rng(seed)
+    sky = wcs.pixel_to_world(rng.uniform(-5, nx + 5, count), rng.uniform(-5, ny + 5, count))
+    sky = sky.icrs
+    return [CenterSize(float(ra) % 360, float(dec), 12, 9) for ra, dec in
+            zip(sky.ra.deg, sky.dec.deg, strict=True)]
+
+
+def test_many_regions_one_vectorized_world_to_pixel_call(tmp_path, monkeypatch):
+    path = fits_factory.sip_image(tmp_path / "sip.fits")
+    calls = []
+    original = geometry.SkyToPixel.pixels
+
+    def counting(self, ra, dec):
+        calls.append(len(ra))
+        return original(self, ra, dec)
+
+    monkeypatch.setattr(geometry.SkyToPixel, "pixels", counting)
+    regions = targets_on(path, 60) + [Circle(150.0, 2.2, 0.005),
+                                      Polygon(((150.0, 2.2), (150.01, 2.2), (150.0, 2.21)))]
+    results = cut_many(path, 0, regions, pad=True)
+    assert len(calls) == 1 and calls[0] > len(regions)
+    assert [r.index for r in results] == list(range(len(regions)))
+    for region, result in zip(regions[::7], results[::7], strict=True):
+        single = cut(path, 0, region, pad=True)
+        assert single.status == result.status and single.pixel_box == result.pixel_box
+        if single.has_stamp:
+            assert np.array_equal(single.data, result.data, equal_nan=True)
+
+
+def test_compressed_row_tiles_strip_reads_equal_plain_reads(tmp_path):
+    plain = fits_factory.sip_image(tmp_path / "plain.fits")
+    packed = fits_factory.compressed_copy(plain, tmp_path / "packed.fits")
+    regions = targets_on(plain, 80, seed=3)  # 80 x 9 rows > 160 rows: strip mode
+    with OpenImage(packed, 1) as image:
+        assert image.tile_shape == (200, 1)
+        strips = sorted(iter_cutouts(image, regions), key=lambda r: r.index)
+    sections = [cut(packed, 1, region) for region in regions[:5]]
+    plains = cut_many(plain, 0, regions)
+    for strip, section, plain_result in zip(strips, sections + plains[5:], plains, strict=True):
+        assert strip.status == plain_result.status == section.status
+        if strip.has_stamp:
+            assert np.array_equal(strip.data, plain_result.data)
+            assert np.array_equal(section.data, plain_result.data)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_bundle_streams_valid_fits_members(tmp_path, fmt):
+    path = fits_factory.sip_image(tmp_path / "sip.fits")
+    regions = targets_on(path, 20, seed=5)
+    buffer = io.BytesIO()
+    with BundleWriter(buffer, fmt) as bundle, OpenImage(path) as image:
+        for result in iter_cutouts(image, regions):
+            if result.has_stamp:
+                bundle.add(f"stamp_{result.index:03d}.fits", result)
+    expected = {r.index: r for r in cut_many(path, 0, regions) if r.has_stamp}
+    buffer.seek(0)
+    if fmt == "zip":
+        with zipfile.ZipFile(buffer) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+    else:
+        with tarfile.open(fileobj=buffer) as archive:
+            members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    assert len(members) == len(expected) == bundle.count
+    for name, payload in members.items():
+        with fits.open(io.BytesIO(payload)) as hdus:
+            hdus.verify("exception")
+            assert np.array_equal(hdus[0].data, expected[int(name[6:9])].data)
+
+
+def test_multi_extension_file_with_lookup_tables_keeps_each_wcs(real_data, tmp_path):
+    path = real_data / "fits/images/dist_lookup.fits"
+    with fits.open(path) as hdus:
+        source = WCS(hdus[1].header, fobj=hdus)
+    targets = [source.pixel_to_world(x, y).icrs for x, y in ((20, 30), (70, 60))]
+    results = cut_many(path, 1, [CenterSize(t.ra.deg, t.dec.deg, 15, 15) for t in targets])
+    out = write_multi_extension(results, tmp_path / "multi.fits",
+                                extname=lambda r: f"STAMP{r.index}")
+    with fits.open(out) as hdus:
+        hdus.verify("exception")
+        names = [hdu.name for hdu in hdus]
+        assert names.count("WCSDVARR") == 4 and names.count("D2IMARR") == 2
+        for result in results:
+            stamp = hdus[f"STAMP{result.index}"]
+            wcs = WCS(stamp.header, fobj=hdus)
+            corner = source.all_pix2world(result.pixel_box.x0 + 14.0, result.pixel_box.y0, 0)
+            assert np.allclose(wcs.all_pix2world(14.0, 0.0, 0), corner, atol=1e-10)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_many_images_in_parallel_write_files(real_data, tmp_path, processes):
+    names = ["fits/images/HorseHead.fits", "fits/images/gc_msx_e.fits",
+             "fits/images/comp.fits", "fits/cubes/l1448_13co.fits"]
+    tasks = [ImageTask(real_data / name, 1 if "comp" in name else 0,
+                       tuple(targets_on(real_data / name, 4, hdu=1 if "comp" in name else 0)))
+             for name in names]
+    tasks.append(ImageTask(real_data / "fits/cubes/l1448_13co.fits", 0, tasks[-1].regions,
+                           band=(2.7e-3, 2.8e-3)))  # cannot answer BAND: every row an error
+    done = dict(run_tasks(tasks, write_task_files, workers=2, processes=processes,
+                          args=(tmp_path,)))
+    assert sorted(done) == list(range(len(tasks)))
+    for records in done.values():
+        assert [r.index for r in records] == [0, 1, 2, 3]
+    assert all(r.status == "error" and "rest frequency" in r.message for r in done[4])
+    written = [r.path for records in done.values() for r in records if r.path]
+    assert written and all(p.exists() for p in written)
+    with fits.open(written[0]) as hdus:
+        assert "ORIGFILE" in hdus[0].header
+    in_memory = dict(run_tasks(tasks[:2], cut_task, workers=2))
+    assert len(in_memory[0]) == 4
+
+
+def test_python_api_in_memory_to_files_and_single_file(real_data, tmp_path):
+    files = [real_data / "fits/images/gc_2mass_k.fits", real_data / "fits/images/gc_msx_e.fits"]
+    galactic = SkyCoord([359.94, 0.0] * u.deg, [-0.04, 0.0] * u.deg, frame="galactic")
+    stamps = vo_service.cutout(files, galactic, 16)
+    assert len(stamps) == 4 and all(s[0].data.shape == (16, 16) for s in stamps)
+    reference = Cutout2D(fits.getdata(files[0]), galactic[0], 16,
+                         wcs=WCS(fits.getheader(files[0])))
+    assert np.array_equal(stamps[0][0].data, reference.data)
+    paths = vo_service.cutout(files, (266.4, -28.93), (10, 20) * u.arcsec, output_dir=tmp_path)
+    assert len(paths) == 2 and all(p.exists() for p in paths)
+    single = vo_service.fits_cut(files, [(266.4, -28.93), (266.41, -28.92)], 8,
+                                 output_dir=tmp_path)
+    with fits.open(single) as hdus:
+        assert len(hdus) == 5
+    with pytest.warns(UserWarning, match="not cut"):
+        assert vo_service.cutout(files[0], (10.0, 10.0), 8) == []
+
+
+def test_demo_archive_every_image_hdu(demo_archive):
+    checked = 0
+    for path in sorted(demo_archive.rglob("*.fits")):
+        with fits.open(path) as hdus:
+            for index, hdu in enumerate(hdus):
+                if hdu.header.get("NAXIS", 0) < 2:
+                    continue
+                wcs = WCS(hdu.header, fobj=hdus)
+                ny, nx = hdu.data.shape[-2:]
+                target = wcs.celestial.pixel_to_world(nx * 0.3 + 0.21, ny * 0.6 - 0.17).icrs
+                result = cut(path, index, CenterSize(target.ra.deg, target.dec.deg, 11, 7))
+                assert result.status == "ok", (path.name, result.message)
+                plane = hdu.data.reshape((-1, ny, nx))[0]
+                reference = Cutout2D(plane, target, (7, 11), wcs=wcs.celestial)
+                stamp = result.hdu.data.reshape((-1, 7, 11))[0]
+                assert np.array_equal(stamp, reference.data, equal_nan=True), path.name
+                assert_wcs_round_trip(result, wcs)
+                checked += 1
+    assert checked >= 20
+
+
+def test_demo_archive_cube_band_and_epochs_time(demo_archive):
+    (cube,) = demo_archive.rglob("*CUBE*.fits")
+    header = fits.getheader(cube)
+    centre = WCS(header).celestial.pixel_to_world(30, 30).icrs
+    region = CenterSize(centre.ra.deg, centre.dec.deg, 10, 10)
+    waves = WCS(header).spectral.pixel_to_world(np.arange(header["NAXIS3"])).to_value(u.m)
+    result = cut(cube, 0, region, band=(waves[10], waves[19]))
+    assert result.pixel_box.ranges[2] == (10, 20)
+    assert cut(cube, 0, region, band=(3e-6, 4e-6)).status == "no-overlap"
+    epochs = sorted(demo_archive.rglob("EPOCHS/*/*.fits"))
+    mjds = [fits.getheader(path)["MJD-OBS"] for path in epochs]
+    hits = [cut(path, 0, region_near(path), time=(mjds[1] - 0.01, mjds[1] + 0.01)).status
+            for path in epochs]
+    assert hits.count("ok") == 1 and hits[1] == "ok"
+
+
+def region_near(path) -> CenterSize:
+    header = fits.getheader(path)
+    centre = WCS(header).pixel_to_world(header["NAXIS1"] / 2, header["NAXIS2"] / 2).icrs
+    return CenterSize(centre.ra.deg, centre.dec.deg, 8, 8)

@@ -1,0 +1,105 @@
+"""Every SODA shape becomes the right pixel box, in any frame and projection."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from tests import fits_factory
+from vo_service.engine.geometry import PixelBox, SkyToPixel, region_boxes
+from vo_service.shapes import CenterSize, Circle, Polygon, Range
+
+warnings.simplefilter("ignore", FITSFixedWarning)
+
+
+def mapper_for(path, hdu=0) -> SkyToPixel:
+    with fits.open(path) as hdus:
+        header = hdus[hdu].header
+        shape = tuple(header[f"NAXIS{i}"] for i in range(1, header["NAXIS"] + 1))
+        return SkyToPixel(WCS(header, fobj=hdus), shape)
+
+
+def test_positions_in_other_frames_land_on_the_same_sky(real_data):
+    for name, hdu in (("fits/images/comp.fits", 1),  # FK4 B1950, SIN
+                      ("fits/images/gc_bolocam_gps.fits", 0),  # Galactic CAR
+                      ("fits/images/ukidss_wfcam_M1.fits", 1),  # ZPN
+                      ("fits/images/M6707HH.fits", 0)):  # DSS plate solution, FK5
+        mapper = mapper_for(real_data / name, hdu)
+        xs, ys = np.array([3.0, 40.0, 100.5]), np.array([7.0, 20.0, 60.25])
+        icrs = mapper.celestial.pixel_to_world(xs, ys).icrs
+        x, y = mapper.pixels(icrs.ra.deg, icrs.dec.deg)
+        assert np.allclose(x, xs, atol=1e-6) and np.allclose(y, ys, atol=1e-6), name
+
+
+def test_circle_box_covers_the_circle_only(tmp_path):
+    path = fits_factory.sip_image(tmp_path / "sip.fits")
+    mapper = mapper_for(path)
+    centre = mapper.celestial.pixel_to_world(100, 80)
+    radius_deg = 10 / 3600  # 10 pixels of 1 arcsec
+    (box,) = region_boxes(mapper, [Circle(centre.ra.deg, centre.dec.deg, radius_deg)])
+    assert abs((box.x1 - box.x0) - 21) <= 2 and abs((box.y1 - box.y0) - 21) <= 2
+    assert box.x0 <= 100 < box.x1 and box.y0 <= 80 < box.y1
+
+
+def test_polygon_and_range_boxes(tmp_path):
+    path = fits_factory.sip_image(tmp_path / "sip.fits", rotation_deg=0.0)
+    mapper = mapper_for(path)
+    corners = mapper.celestial.pixel_to_world(np.array([20, 60, 60]), np.array([30, 30, 70]))
+    polygon = Polygon(tuple(zip(corners.ra.deg, corners.dec.deg, strict=True)))
+    (box,) = region_boxes(mapper, [polygon])
+    assert abs(box.x0 - 20) <= 1 and abs(box.x1 - 61) <= 1
+    assert abs(box.y0 - 30) <= 1 and abs(box.y1 - 71) <= 1
+    ra = np.sort(corners.ra.deg)
+    dec = np.sort(corners.dec.deg)
+    (range_box,) = region_boxes(mapper, [Range(ra[0], ra[-1], dec[0], dec[-1])])
+    assert abs(range_box.x0 - 20) <= 2 and abs(range_box.y1 - 71) <= 2
+
+
+def test_range_through_ra_zero_and_open_limits(real_data):
+    path = real_data / "fits/derived/ra0wrap_HorseHead.fits"
+    mapper = mapper_for(path)
+    wrapped, narrow_east, everything, wrong_side = region_boxes(mapper, [
+        Range(359.95, 0.05, -2.5, -2.4),
+        Range(0.0, 0.05, -2.5, -2.4),
+        Range(-math.inf, math.inf, -math.inf, math.inf),
+        Range(0.05, 359.95, -2.5, -2.4),  # all RA but a strip: both image edges inside
+    ])
+    assert wrapped.clip((891, 893)) is not None
+    assert narrow_east.x1 - narrow_east.x0 < wrapped.x1 - wrapped.x0
+    assert everything.clip((891, 893)) == PixelBox(((0, 891), (0, 893)))
+    both_edges = wrong_side.clip((891, 893))
+    assert (both_edges.x0, both_edges.x1) == (0, 891)
+    assert both_edges.y1 - both_edges.y0 < 893
+
+
+def test_region_containing_the_pole_or_the_whole_image(tmp_path):
+    mapper = mapper_for(fits_factory.pole_image(tmp_path / "pole.fits"))
+    whole, polar_cap, off = region_boxes(mapper, [
+        Circle(10.0, 89.0, 5.0),  # contains the image entirely
+        Range(-math.inf, math.inf, 89.99, 90.0),  # a cap around the pole
+        Circle(10.0, -89.0, 1.0),
+    ])
+    assert whole.clip((200, 200)) == PixelBox(((0, 200), (0, 200)))
+    assert polar_cap.x0 < 100 < polar_cap.x1 and polar_cap.y0 < 100 < polar_cap.y1
+    assert 6 <= polar_cap.x1 - polar_cap.x0 <= 9  # radius 0.01 deg = 3.6 pixels of 10"
+    assert off is None
+
+
+def test_center_size_in_pixels_and_angles_vectorized(real_data):
+    mapper = mapper_for(real_data / "fits/images/gc_bolocam_gps.fits")  # 7.2" Galactic CAR
+    centre = SkyCoord(266.40271, -28.94363, unit="deg")
+    boxes = region_boxes(mapper, [
+        CenterSize(centre.ra.deg, centre.dec.deg, 10, 20),
+        CenterSize(centre.ra.deg, centre.dec.deg, 72, 144, "arcsec"),
+        CenterSize(centre.ra.deg, centre.dec.deg, 1.2, 2.4, "arcmin"),
+        CenterSize(centre.ra.deg, centre.dec.deg, 0.02, 0.04, "deg"),
+    ])
+    for box in boxes:
+        assert (box.x1 - box.x0, box.y1 - box.y0) == (10, 20)
+    (far,) = region_boxes(mapper, [CenterSize(86.4, 28.9, 10, 10)])  # the antipode
+    assert far is None
