@@ -199,9 +199,12 @@ def _band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog
     flags[rng.integers(0, ny // 2):, column] |= 4
     x, y = wcs.all_world2pix(catalog.ra, catalog.dec, 0)
     bright = (~catalog.is_galaxy) & (catalog.mags[:, BANDS.index(band)] < 18.5)
-    halo = 6.0 / band.pixel_arcsec
+    halo = int(np.ceil(6.0 / band.pixel_arcsec))  # 6" around bright stars
     for sx, sy in zip(x[bright], y[bright], strict=True):
-        flags[np.hypot(xx * (nx - 1) - sx, yy * (ny - 1) - sy) < halo] |= 8
+        rows = slice(min(max(int(sy) - halo, 0), ny), min(max(int(sy) + halo + 2, 0), ny))
+        cols = slice(min(max(int(sx) - halo, 0), nx), min(max(int(sx) + halo + 2, 0), nx))
+        dy, dx = np.ogrid[rows, cols]
+        flags[rows, cols] |= np.where(np.hypot(dx - sx, dy - sy) < halo, 8, 0).astype(np.int32)
     flags[coverage > 1.4] |= 16
     background = sky_per_pixel(band) * (0.03 + 0.01 * np.sin(3 * xx + phase[1]) + 0.008 * yy)
     science_cards = fits.Header()
