@@ -1,0 +1,270 @@
+"""Catalog (UPLOAD) batch jobs through the real server: manifest, stamps, bundle, limits."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from lxml import etree
+from server import assert_valid_votable, load_schema
+
+from vo_service.archive.index import ArchiveIndex
+from vo_service.cache import CutoutCache
+from vo_service.engine.cutout import cut
+from vo_service.shapes import CenterSize
+
+UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0"}
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+BANDS = ["VIS", "NIR-Y"]
+OUTSIDE = [(10.0 + i, 10.0 + i) for i in range(8)]  # far from every demo field
+BAD_ROWS = [("nan", "-28.1"), ("52.9", "95"), ("abc", "-28.1"), ("52.9", "")]
+
+
+def demo_catalog(demo_archive: Path, n_sources: int = 488) -> bytes:
+    """sources.csv rows, then targets outside every footprint, then bad rows (500 total)."""
+    with open(demo_archive / "sources.csv", newline="") as handle:
+        sources = list(csv.DictReader(handle))[:n_sources]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["name", "ra", "dec"])
+    for source in sources:
+        writer.writerow([f"src{source['id']}", source["ra"], source["dec"]])
+    for number, (ra, dec) in enumerate(OUTSIDE):
+        writer.writerow([f"far{number}", ra, dec])
+    for number, (ra, dec) in enumerate(BAD_ROWS):
+        writer.writerow([f"bad{number}", ra, dec])
+    return out.getvalue().encode()
+
+
+def create(client: httpx.Client, server, data: dict, catalog: bytes | None,
+           filename: str = "targets.csv") -> httpx.Response:
+    files = {"cat": (filename, catalog, "text/csv")} if catalog is not None else None
+    return client.post(server.url("async"), data=data, files=files, follow_redirects=True)
+
+
+def job_document(client: httpx.Client, url: str, **query: str) -> etree._Element:
+    response = client.get(url, params=query)
+    assert response.status_code == 200, response.text
+    root = etree.fromstring(response.content)
+    load_schema("UWS.xsd").assertValid(root)
+    return root
+
+
+def wait_final(client: httpx.Client, url: str) -> etree._Element:
+    for _ in range(40):
+        root = job_document(client, url, WAIT="30")
+        if root.findtext("uws:phase", namespaces=UWS) not in ("PENDING", "QUEUED", "EXECUTING"):
+            return root
+    raise AssertionError("the job did not finish")
+
+
+def results_of(root: etree._Element) -> dict[str, tuple[str, str]]:
+    return {r.get("id"): (r.get(XLINK_HREF), r.get("mime-type"))
+            for r in root.iterfind("uws:results/uws:result", UWS)}
+
+
+@pytest.fixture(scope="module")
+def batch_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    from server import serve_archive
+
+    with serve_archive(demo_archive, tmp_path_factory.mktemp("batch-state")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client():
+    with httpx.Client(timeout=120) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def finished_job(batch_server, client, demo_archive):
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": BANDS, "PRODUCTTYPE": "BGSUB",
+            "SIZE": "32", "WORKERS": "2", "PHASE": "RUN", "RUNID": "catalog-test"}
+    response = create(client, batch_server, data, demo_catalog(demo_archive))
+    assert response.status_code == 200, response.text
+    url = str(response.url)
+    return url, wait_final(client, url)
+
+
+def test_catalog_job_completes_with_manifest_bundle_and_stamps(
+    finished_job, client, batch_server, demo_archive
+) -> None:
+    url, root = finished_job
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    assert root.findtext("uws:endTime", namespaces=UWS)
+    progress = root.find("uws:jobInfo/*", UWS)
+    assert progress.get("done") == progress.get("total") != "0"
+    params = [p.get("id") for p in root.iterfind("uws:parameters/uws:parameter", UWS)]
+    assert params.count("BANDNAME") == 2 and "PHASE" not in params and "RUNID" not in params
+    results = results_of(root)
+    assert results["manifest"][1] == "application/x-votable+xml"
+    assert results["bundle"][1] == "application/zip"
+    stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle")}
+    assert stamps and all(mime == "application/fits" for _, mime in stamps.values())
+
+    manifest = assert_valid_votable(client.get(results["manifest"][0]).content)
+    table = manifest.get_first_table().to_table()
+    statuses = Counter(table["status"])
+    assert set(statuses) <= {"ok", "partial", "no-overlap", "error"}
+    by_target = {}
+    for row in table:
+        by_target.setdefault(str(row["target_id"]), []).append(row)
+    assert len(by_target) == 500
+    for number in range(len(BAD_ROWS)):
+        (row,) = by_target[f"bad{number}"]
+        assert row["status"] == "error" and row["message"]
+    for number in range(len(OUTSIDE)):
+        (row,) = by_target[f"far{number}"]
+        assert row["status"] == "no-overlap"
+
+    # each good target has exactly the images the index finds for it, in the chosen bands
+    index = ArchiveIndex(batch_server.settings.index_path)
+    good = table[[str(t).startswith("src") for t in table["target_id"]]]
+    targets = sorted(set(zip(good["target_id"], good["ra"], good["dec"], strict=True)))
+    ra = np.array([t[1] for t in targets])
+    dec = np.array([t[2] for t in targets])
+    expected = Counter()
+    for position, record in index.lookup(ra, dec, band=BANDS, product_type="BGSUB"):
+        expected[(str(targets[position][0]), record.obs_publisher_did)] += 1
+    found = Counter((str(r["target_id"]), str(r["image_id"])) for r in good
+                    if r["status"] != "no-overlap")
+    assert found == expected
+    assert set(good["band"]) <= set(BANDS) and set(good["product_type"]) == {"BGSUB"}
+    assert len(stamps) == sum(1 for r in table if r["status"] in ("ok", "partial"))
+
+    # stamps are byte-identical to single cutouts of the same target
+    with_stamp = [r for r in table if r["status"] in ("ok", "partial")]
+    for row in with_stamp[:: max(1, len(with_stamp) // 6)]:
+        record = index.get(str(row["image_id"]))
+        single = cut(record.path, record.hdu, CenterSize(float(row["ra"]), float(row["dec"]),
+                                                         32, 32, "pix"))
+        served = client.get(str(row["access_url"]))
+        assert served.status_code == 200
+        assert served.headers["content-type"].startswith("application/fits")
+        assert served.content == single.fits_bytes()
+        assert int(row["bytes"]) == len(served.content)
+
+    # the bundle: one folder per band, every stamp, and the manifest
+    bundle = client.get(results["bundle"][0])
+    with zipfile.ZipFile(io.BytesIO(bundle.content)) as archive:
+        names = archive.namelist()
+        assert "manifest.xml" in names
+        folders = {name.split("/")[0] for name in names if "/" in name}
+        assert folders <= set(BANDS)
+        assert len(names) == len(stamps) + 1
+        first = with_stamp[0]
+        assert archive.read(str(first["file"])) == client.get(str(first["access_url"])).content
+
+
+def test_same_catalog_again_is_served_from_the_cache(
+    finished_job, client, batch_server, demo_archive
+) -> None:
+    url, first_root = finished_job
+    cache = CutoutCache(batch_server.settings.cache_dir, batch_server.settings.limits.cache_bytes)
+    entries_before = cache.stats().entries
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": BANDS, "PRODUCTTYPE": "BGSUB",
+            "SIZE": "32", "PHASE": "RUN"}
+    response = create(client, batch_server, data, demo_catalog(demo_archive))
+    root = wait_final(client, str(response.url))
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    assert cache.stats().entries == entries_before  # nothing was cut again
+    first, second = results_of(first_root), results_of(root)
+    assert set(first) == set(second)
+    some = sorted(k for k in first if k.endswith(".fits"))[:3]
+    for result_id in some:
+        assert client.get(first[result_id][0]).content == client.get(second[result_id][0]).content
+
+
+def test_png_previews_and_fits_both(batch_server, client, demo_archive) -> None:
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
+            "SIZE": "8", "SIZE_UNIT": "arcsec", "RESPONSEFORMAT": "both", "PHASE": "RUN"}
+    response = create(client, batch_server, data, demo_catalog(demo_archive, 10))
+    root = wait_final(client, str(response.url))
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    mimes = Counter(mime for _, mime in results_of(root).values())
+    assert mimes["image/png"] == mimes["application/fits"] > 0
+    manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
+    table = manifest.get_first_table().to_table()
+    row = next(r for r in table if r["status"] == "ok")
+    preview = client.get(str(row["preview_url"]))
+    assert preview.headers["content-type"] == "image/png"
+    assert preview.content.startswith(b"\x89PNG")
+
+
+def test_nothing_inside_any_footprint_is_an_error(batch_server, client) -> None:
+    catalog = b"id,ra,dec\na,10,10\nb,11,11\n"
+    response = create(client, batch_server, {"UPLOAD": "cat,param:cat", "PHASE": "RUN"}, catalog)
+    root = wait_final(client, str(response.url))
+    assert root.findtext("uws:phase", namespaces=UWS) == "ERROR"
+    message = root.findtext("uws:errorSummary/uws:message", namespaces=UWS)
+    assert message.startswith("UsageError: no overlap")
+    assert "manifest" in results_of(root)
+    assert client.get(f"{response.url}/error").status_code == 200
+
+
+@pytest.mark.parametrize(("data", "catalog", "fragment"), [
+    ({"UPLOAD": "cat,param:cat", "RA_COLUMN": "alpha"}, b"id,ra,dec\na,1,2\n", "alpha"),
+    ({"UPLOAD": "cat,param:cat"}, b"\x00\x01\x02 not a table \xff", "UPLOAD cat"),
+    ({"UPLOAD": "cat,param:cat"}, None, "no file"),
+    ({"UPLOAD": "cat,param:other"}, b"id,ra,dec\na,1,2\n", "other"),
+    ({"UPLOAD": "cat,http://example.org/t.csv"}, b"id,ra,dec\na,1,2\n", "URLs"),
+    ({"UPLOAD": "cat,param:cat", "WORKERS": "17"}, b"id,ra,dec\na,1,2\n", "WORKERS"),
+    ({"UPLOAD": "cat,param:cat", "SIZE_UNIT": "furlong"}, b"id,ra,dec\na,1,2\n", "SIZE_UNIT"),
+    ({"UPLOAD": "cat,param:cat", "RESPONSEFORMAT": "gif"}, b"id,ra,dec\na,1,2\n", "RESPONSE"),
+    ({"UPLOAD": "cat,param:cat", "COLOUR": "red"}, b"id,ra,dec\na,1,2\n", "COLOUR"),
+])
+def test_unusable_requests_are_refused_at_creation(
+    batch_server, client, data, catalog, fragment
+) -> None:
+    response = create(client, batch_server, data, catalog)
+    assert response.status_code == 400, response.text
+    votable = assert_valid_votable(response.content)
+    status = votable.resources[0].infos[-1]
+    assert status.value == "ERROR" and status.content.startswith("UsageError:")
+    assert fragment in status.content
+
+
+def test_more_rows_than_the_limit_are_refused(batch_server, client) -> None:
+    rows = "".join(f"t{i},{i % 360},{(i % 170) - 85}\n" for i in range(10_001))
+    response = create(client, batch_server, {"UPLOAD": "cat,param:cat"},
+                      ("id,ra,dec\n" + rows).encode())
+    assert response.status_code == 400
+    assert b"10000" in response.content or b"10,000" in response.content
+
+
+def test_abort_stops_a_big_job_and_keeps_what_was_finished(
+    batch_server, client, demo_archive
+) -> None:
+    catalog = demo_catalog(demo_archive, 1900)
+    data = {"UPLOAD": "cat,param:cat", "SIZE": "48", "WORKERS": "1", "PHASE": "RUN"}
+    response = create(client, batch_server, data, catalog)
+    url = str(response.url)
+    for _ in range(600):
+        root = job_document(client, url)
+        if len(results_of(root)) >= 5:
+            break
+        time.sleep(0.05)
+    assert root.findtext("uws:phase", namespaces=UWS) == "EXECUTING"
+    client.post(f"{url}/phase", data={"PHASE": "ABORT"})
+    root = job_document(client, url)
+    assert root.findtext("uws:phase", namespaces=UWS) == "ABORTED"
+    for _ in range(200):  # the job winds down: manifest of the finished stamps, then stops
+        results = results_of(job_document(client, url))
+        if "manifest" in results:
+            break
+        time.sleep(0.05)
+    assert "bundle" in results
+    progress = job_document(client, url).find("uws:jobInfo/*", UWS)
+    assert int(progress.get("done")) < int(progress.get("total"))
+    manifest = assert_valid_votable(client.get(results["manifest"][0]).content)
+    stamps = [r for r in manifest.get_first_table().to_table() if r["status"] == "ok"]
+    assert stamps and all(client.get(str(r["access_url"])).status_code == 200
+                          for r in stamps[:3])
