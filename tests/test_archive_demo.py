@@ -1,0 +1,88 @@
+"""The demo archive indexes to the rows its layout promises (bands, products, specials)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from vo_service.archive.index import ArchiveIndex
+
+BANDS = ("VIS", "NIR-Y", "NIR-J", "NIR-H", "DES-G", "DES-R", "DES-I", "DES-Z")
+PRODUCTS = ("BGSUB", "RMS", "FLAG", "BGMOD")
+EM_NM = {"VIS": (530, 920), "NIR-Y": (950, 1212), "NIR-J": (1168, 1567),
+         "NIR-H": (1521, 2021), "DES-G": (398, 548), "DES-R": (562, 720),
+         "DES-I": (699, 850), "DES-Z": (850, 1000)}
+
+
+@pytest.fixture(scope="module")
+def demo_index(demo_archive, tmp_path_factory) -> ArchiveIndex:
+    index = ArchiveIndex(tmp_path_factory.mktemp("demo-index") / "index.sqlite")
+    report = index.update([demo_archive])
+    assert report.failed == []
+    return index
+
+
+def test_rows_per_band_and_product(demo_index):
+    records = demo_index.records()
+    counts = Counter((r.band, r.product_type) for r in records if r.dataproduct_type == "image")
+    expected = Counter({(band, product): 4 for band in BANDS for product in PRODUCTS})
+    expected.update({("VIS", "BGSUB"): 1 + 4, ("VIS", "RMS"): 1, ("VIS", "FLAG"): 1})
+    assert counts == expected  # 4 tiles, + the MEF's three HDUs, + four epochs
+    assert {r.obs_collection for r in records} == {"EUCLID-DEMO"}
+    assert {r.calib_level for r in records if r.dataproduct_type == "image"} == {3}
+    facets = demo_index.facets()
+    assert facets["instruments"] == ["DECAM", "NISP", "VIS"]
+    assert facets["facilities"] == ["CTIO-4m Blanco", "Euclid"]
+    for record in records:
+        if record.band in EM_NM:
+            lo, hi = EM_NM[record.band]
+            assert (record.em_min, record.em_max) == (pytest.approx(lo * 1e-9),
+                                                      pytest.approx(hi * 1e-9))
+        assert record.t_min is not None and record.t_max > record.t_min
+        assert record.s_region is not None and not record.wide
+
+
+def test_compressed_tile_mef_and_cube(demo_index):
+    compressed = demo_index.records(tile="102018213")
+    assert len(compressed) == 32 and {r.hdu for r in compressed} == {1}
+    assert all("[" not in r.obs_publisher_did for r in compressed)
+    mef = [r for r in demo_index.records() if r.path.parent.name == "MEF"]
+    assert [(r.hdu, r.product_type) for r in mef] == [(1, "BGSUB"), (2, "RMS"), (3, "FLAG")]
+    assert all(r.obs_publisher_did.endswith(f"[{r.hdu}]") for r in mef)
+    (cube,) = demo_index.records(dataproduct_type="cube")
+    assert cube.em_xel == 40 and cube.shape[0] == 40
+    assert cube.em_min == pytest.approx(1.2e-6, rel=0.02)
+    assert cube.em_max == pytest.approx(1.9e-6, rel=0.02)
+
+
+def test_epochs_are_separate_observations(demo_index):
+    epochs = demo_index.records(tile="102020001")
+    assert len(epochs) == 4 and len({r.t_min for r in epochs}) == 4
+    assert demo_index.siblings(epochs[0]) == []
+    ra, dec = epochs[0].s_ra, epochs[0].s_dec
+    hits = demo_index.lookup([ra], [dec], band="VIS", product_type="BGSUB")
+    assert {r.obs_publisher_did for _, r in hits} >= {r.obs_publisher_did for r in epochs}
+
+
+def test_siblings_are_the_other_products_of_a_tile_band(demo_index):
+    (vis,) = demo_index.records(tile="102018211", band="VIS", product_type="BGSUB")
+    assert sorted(r.product_type for r in demo_index.siblings(vis)) == ["BGMOD", "FLAG", "RMS"]
+
+
+def test_lookup_across_ra_zero_and_with_filters(demo_index):
+    (tile,) = demo_index.records(tile="102159190", band="VIS", product_type="BGSUB")
+    assert tile.s_ra < 0.01 or tile.s_ra > 359.99
+    ra = np.array([0.0, 359.99, 0.01, 180.0])
+    dec = np.full(4, tile.s_dec)
+    hits = demo_index.lookup(ra, dec)
+    assert Counter(i for i, _ in hits) == {0: 32, 1: 32, 2: 32}
+    chosen = demo_index.lookup(ra, dec, band=["VIS", "NIR-H"], product_type=["BGSUB", "FLAG"])
+    assert Counter(i for i, _ in chosen) == {0: 4, 1: 4, 2: 4}
+
+
+def test_reindexing_the_demo_archive_reads_nothing(demo_index, demo_archive):
+    report = demo_index.update([demo_archive])
+    assert report.added == report.updated == report.removed == report.failed == []
+    assert report.images == 136
