@@ -49,20 +49,20 @@ from vo_service.archive.demo_sky import (
     AB_ZERO_UJY,
     BAND_BY_NAME,
     BANDS,
+    FLAG_BITS,
     Band,
     Catalog,
+    band_images,
     make_catalog,
     noise_sigma,
     render,
     rng_for,
     sip_for,
-    sky_per_pixel,
     wcs_cards,
 )
 
 COLLECTION = "EUCLID-DEMO"
 PRODUCTS = ("BGSUB", "RMS", "FLAG", "BGMOD")
-FLAG_BITS = {1: "SATURATED", 2: "COSMIC_RAY", 4: "BAD_COLUMN", 8: "STAR_HALO", 16: "LOW_COVERAGE"}
 TILE_DEG = 0.05  # tile side at scale 1
 MAIN_FIELD = ("EDF-FORNAX", 52.93, -28.09)
 RA0_FIELD = ("EQUATOR-RA0", 0.0, 1.2)
@@ -169,52 +169,6 @@ def _date_for(band: Band, tile_index: int) -> str:
                 scale="utc", precision=0).isot
 
 
-def _band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog: Catalog,
-                 fluxes: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], fits.Header]:
-    """BGSUB, RMS, FLAG and BGMOD arrays of one band seen through the WCS in ``cards``.
-
-    Returns the arrays by product name and the BGSUB-only keywords (GAIN, SATURATE).
-    """
-    wcs = WCS(cards)
-    shape = (cards["NAXIS2"], cards["NAXIS1"])
-    rng = rng_for(seed, key, band.name, "pixels")
-    model = render(wcs, shape, band, catalog, fluxes)
-    ny, nx = shape
-    yy, xx = np.linspace(0.0, 1.0, ny)[:, None], np.linspace(0.0, 1.0, nx)[None, :]
-    phase = rng.uniform(0, 2 * np.pi, 2)
-    coverage = 1.0 + 0.12 * np.sin(7 * xx + phase[0]) * np.cos(5 * yy + phase[1])
-    edge = np.minimum(np.minimum(xx, 1 - xx), np.minimum(yy, 1 - yy))
-    coverage = coverage * np.where(edge < 0.02, 1.6, 1.0)
-    sigma = noise_sigma(band)
-    gain = sky_per_pixel(band) / sigma**2  # sky-limited: sky variance = sky / gain
-    rms = np.sqrt((sigma * coverage) ** 2 + model / gain)
-    science = model + rng.standard_normal(shape) * rms
-    psf_var = (band.fwhm_arcsec / 2.3548 / band.pixel_arcsec) ** 2
-    saturate = 0.92 * 10 ** ((AB_ZERO_UJY - 17.5) / 2.5) / (2 * np.pi * psf_var)
-    flags = np.where(science >= saturate, 1, 0).astype(np.int32)
-    science = np.minimum(science, saturate)
-    hits = rng.integers(0, ny * nx, max(1, ny * nx // 5000))
-    flags.flat[hits] |= 2
-    column = rng.integers(0, nx)
-    flags[rng.integers(0, ny // 2):, column] |= 4
-    x, y = wcs.all_world2pix(catalog.ra, catalog.dec, 0)
-    bright = (~catalog.is_galaxy) & (catalog.mags[:, BANDS.index(band)] < 18.5)
-    halo = int(np.ceil(6.0 / band.pixel_arcsec))  # 6" around bright stars
-    for sx, sy in zip(x[bright], y[bright], strict=True):
-        rows = slice(min(max(int(sy) - halo, 0), ny), min(max(int(sy) + halo + 2, 0), ny))
-        cols = slice(min(max(int(sx) - halo, 0), nx), min(max(int(sx) + halo + 2, 0), nx))
-        dy, dx = np.ogrid[rows, cols]
-        flags[rows, cols] |= np.where(np.hypot(dx - sx, dy - sy) < halo, 8, 0).astype(np.int32)
-    flags[coverage > 1.4] |= 16
-    background = sky_per_pixel(band) * (0.03 + 0.01 * np.sin(3 * xx + phase[1]) + 0.008 * yy)
-    science_cards = fits.Header()
-    science_cards["GAIN"] = (round(float(gain), 3), "[electron/uJy] effective gain")
-    science_cards["SATURATE"] = (round(float(saturate), 3), "[uJy] saturation level")
-    images = {"BGSUB": science.astype(np.float32), "RMS": rms.astype(np.float32),
-              "FLAG": flags, "BGMOD": background.astype(np.float32)}
-    return images, science_cards
-
-
 def _band_cards(band: Band, centre: tuple[float, float], side_deg: float) -> fits.Header:
     """WCS cards (with NAXISn) of one band over a square footprint of ``side_deg``."""
     n = int(round(side_deg * 3600.0 / band.pixel_arcsec))
@@ -242,7 +196,7 @@ def _write_tile(root: Path, seed: int, tile: int, centre: tuple[float, float], s
     paths = []
     for band in BANDS:
         cards = _band_cards(band, centre, side)
-        images, science_cards = _band_images(seed, tile, band, cards, catalog)
+        images, science_cards = band_images(seed, tile, band, cards, catalog)
         for product in PRODUCTS:
             common = _common_cards(band, product, tile, field, _date_for(band, tile_index),
                                    band.exptime)
@@ -276,7 +230,7 @@ def _write_mef(root: Path, seed: int, centre: tuple[float, float], side: float,
     """One VIS file with SCI, RMS and FLAG extensions."""
     band = BAND_BY_NAME["VIS"]
     cards = _band_cards(band, centre, side)
-    images, science_cards = _band_images(seed, MEF_TILE, band, cards, catalog)
+    images, science_cards = band_images(seed, MEF_TILE, band, cards, catalog)
     date = _date_for(band, 5)
     hdus: list[fits.PrimaryHDU | fits.ImageHDU] = [
         fits.PrimaryHDU(header=_primary_cards(_common_cards(band, "BGSUB", MEF_TILE,
@@ -351,7 +305,7 @@ def _write_epochs(root: Path, seed: int, side: float, catalog: Catalog,
         cards = _band_cards(band, centre, side)
         fluxes = np.where(catalog.ids == variable_id, base_flux * 10 ** (-0.4 * offset),
                           base_flux)
-        images, extra = _band_images(seed, f"epoch{epoch}", band, cards, catalog, fluxes)
+        images, extra = band_images(seed, f"epoch{epoch}", band, cards, catalog, fluxes)
         extra["EPOCH"] = (epoch + 1, "visit number of this field")
         common = _common_cards(band, "BGSUB", EPOCH_TILE, EPOCH_FIELD[0], date, 560.0)
         path = (root / "euclid" / "EPOCHS" / date[:10]

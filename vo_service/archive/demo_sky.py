@@ -14,6 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 AB_ZERO_UJY = 23.9  # AB magnitude of 1 microjansky: m = 23.9 - 2.5 log10(f / uJy)
+FLAG_BITS = {1: "SATURATED", 2: "COSMIC_RAY", 4: "BAD_COLUMN", 8: "STAR_HALO", 16: "LOW_COVERAGE"}
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,52 @@ def render(wcs: WCS, shape: tuple[int, int], band: Band, catalog: Catalog,
         for stamp, col, row in zip(stamps, cx, cy, strict=True):
             canvas[row + half:row + 3 * half + 1, col + half:col + 3 * half + 1] += stamp
     return canvas[2 * half:2 * half + ny, 2 * half:2 * half + nx]
+
+
+def band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog: Catalog,
+                 fluxes: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], fits.Header]:
+    """BGSUB, RMS, FLAG and BGMOD arrays of one band seen through the WCS in ``cards``.
+
+    Returns the arrays by product name and the BGSUB-only keywords (GAIN, SATURATE).
+    """
+    wcs = WCS(cards)
+    shape = (cards["NAXIS2"], cards["NAXIS1"])
+    rng = rng_for(seed, key, band.name, "pixels")
+    model = render(wcs, shape, band, catalog, fluxes)
+    ny, nx = shape
+    yy, xx = np.linspace(0.0, 1.0, ny)[:, None], np.linspace(0.0, 1.0, nx)[None, :]
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    coverage = 1.0 + 0.12 * np.sin(7 * xx + phase[0]) * np.cos(5 * yy + phase[1])
+    edge = np.minimum(np.minimum(xx, 1 - xx), np.minimum(yy, 1 - yy))
+    coverage = coverage * np.where(edge < 0.02, 1.6, 1.0)
+    sigma = noise_sigma(band)
+    gain = sky_per_pixel(band) / sigma**2  # sky-limited: sky variance = sky / gain
+    rms = np.sqrt((sigma * coverage) ** 2 + model / gain)
+    science = model + rng.standard_normal(shape) * rms
+    psf_var = (band.fwhm_arcsec / 2.3548 / band.pixel_arcsec) ** 2
+    saturate = 0.92 * 10 ** ((AB_ZERO_UJY - 17.5) / 2.5) / (2 * np.pi * psf_var)
+    flags = np.where(science >= saturate, 1, 0).astype(np.int32)
+    science = np.minimum(science, saturate)
+    hits = rng.integers(0, ny * nx, max(1, ny * nx // 5000))
+    flags.flat[hits] |= 2
+    column = rng.integers(0, nx)
+    flags[rng.integers(0, ny // 2):, column] |= 4
+    x, y = wcs.all_world2pix(catalog.ra, catalog.dec, 0)
+    bright = (~catalog.is_galaxy) & (catalog.mags[:, BANDS.index(band)] < 18.5)
+    halo = int(np.ceil(6.0 / band.pixel_arcsec))  # 6" around bright stars
+    for sx, sy in zip(x[bright], y[bright], strict=True):
+        rows = slice(min(max(int(sy) - halo, 0), ny), min(max(int(sy) + halo + 2, 0), ny))
+        cols = slice(min(max(int(sx) - halo, 0), nx), min(max(int(sx) + halo + 2, 0), nx))
+        dy, dx = np.ogrid[rows, cols]
+        flags[rows, cols] |= np.where(np.hypot(dx - sx, dy - sy) < halo, 8, 0).astype(np.int32)
+    flags[coverage > 1.4] |= 16
+    background = sky_per_pixel(band) * (0.03 + 0.01 * np.sin(3 * xx + phase[1]) + 0.008 * yy)
+    science_cards = fits.Header()
+    science_cards["GAIN"] = (round(float(gain), 3), "[electron/uJy] effective gain")
+    science_cards["SATURATE"] = (round(float(saturate), 3), "[uJy] saturation level")
+    images = {"BGSUB": science.astype(np.float32), "RMS": rms.astype(np.float32),
+              "FLAG": flags, "BGMOD": background.astype(np.float32)}
+    return images, science_cards
 
 
 def _mixture(sources: Catalog, psf_var: float, to_pixels: np.ndarray, galaxies: bool
