@@ -1,0 +1,366 @@
+"""SODA 1.0 {sync}: cutouts of archive images over HTTP GET and POST (``/sync``).
+
+The request is parsed once into a :class:`SyncRequest`; the product (one FITS file, or a
+PNG/JPEG preview) is computed off the event loop through the cutout cache, so an
+identical request is a verified file lookup (header ``X-Cache: hit``). Decisions where
+SODA leaves a choice (DESIGN.md "Decisions", docs/soda.md):
+
+- several IDs and/or spatial shapes in one FITS request give one multi-extension file,
+  one image extension per ID x shape; for PNG/JPEG that is MultiValuedParamNotSupported;
+- POL is one filter; BAND and TIME are single-valued on sync;
+- no spatial overlap at all is 204 with an empty body (SODA §5.3); a BAND, TIME or POL
+  that selects nothing of a dataset is a 400 UsageError naming the dataset's range;
+- an ID without any filter is a 400 UsageError: never the whole file where a cutout was
+  asked for (the file itself is linked from DataLink ``#this``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from vo_service.archive.records import ImageRecord
+from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
+from vo_service.engine.batch import cut_many, multi_extension_chunks
+from vo_service.engine.cutout import CutoutResult, describe_region
+from vo_service.engine.preview import PreviewOptions
+from vo_service.engine.spectral import CutoutError
+from vo_service.engine.writing import card, empty_primary_bytes, history_cards
+from vo_service.protocols.dali import (
+    DALIError,
+    MultiValuedParamNotSupported,
+    NotFound,
+    Params,
+    ResponseFormat,
+    ServiceUnavailable,
+    UsageError,
+    error_response,
+    parse_circle,
+    parse_interval,
+    parse_polygon,
+    parse_pos,
+    parse_responseformat,
+    read_params,
+)
+from vo_service.shapes import Range, Shape
+
+log = logging.getLogger(__name__)
+
+SYNC_STANDARD_ID = "ivo://ivoa.net/std/SODA#sync-1.0"
+FITS_MIME = "application/fits"
+PREVIEW_MIMES = ("image/png", "image/jpeg")
+SPATIAL_PARAMS = ("CIRCLE", "POLYGON", "POS")
+PREVIEW_PARAMS = ("STRETCH", "LIMITS", "INVERT", "BINNING", "SIZE", "QUALITY")
+POL_LABELS = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX",
+              "POLI", "POLA")
+MAX_SYNC_CUTOUTS = 256  # ID x shape combinations in one sync response
+INLINE_BYTES = 1024 * 1024  # products up to this size are sent in one piece
+RETRY_AFTER_SECONDS = 5
+KEY_VERSION = 1  # bump when the bytes of a product change for the same request
+# The engine's text for a region outside the image, as opposed to a BAND/TIME/POL filter
+# that selects nothing (those are usage errors here).
+SPATIAL_MISS = "the region does not overlap the image"
+EVERYWHERE = Range(-math.inf, math.inf, -math.inf, math.inf)
+
+
+class NoOverlap(Exception):
+    """No requested region overlaps any requested image: SODA answers 204."""
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One SODA sync request, parsed and validated (values in SODA units)."""
+
+    ids: tuple[str, ...]
+    regions: tuple[Shape, ...]  # in request order; empty = the whole spatial extent
+    band: tuple[float, float] | None  # barycentric wavelength, m
+    time: tuple[float, float] | None  # MJD
+    pol: tuple[str, ...] | None  # one filter
+    response_format: ResponseFormat
+    preview: PreviewOptions | None  # set for image/png and image/jpeg
+    runid: str | None
+
+    @property
+    def cutout_count(self) -> int:
+        return len(self.ids) * max(1, len(self.regions))
+
+
+def _single(params: Params, name: str) -> str | None:
+    """A parameter SODA allows to repeat but this sync endpoint does not."""
+    values = params.get_all(name)
+    if len(values) > 1:
+        raise MultiValuedParamNotSupported(
+            f"{name} was given {len(values)} times; sync accepts one {name} per request "
+            "(use /async for one result per value)")
+    return values[0] if values else None
+
+
+def parse_sync_request(params: Params) -> SyncRequest:
+    """Validate the SODA parameters of a sync request (raises DALIError subclasses)."""
+    ids = tuple(value.strip() for value in params.get_all("ID"))
+    if not ids:
+        raise UsageError("ID is missing; give the publisher DID of an image, as listed by "
+                         "/query (obs_publisher_did) or /links")
+    regions: list[Shape] = []
+    for name, value in params.pairs:
+        if name == "CIRCLE":
+            regions.append(parse_circle(value))
+        elif name == "POLYGON":
+            regions.append(parse_polygon(value))
+        elif name == "POS":
+            regions.append(parse_pos(value))
+    band_text, time_text = _single(params, "BAND"), _single(params, "TIME")
+    band = parse_interval("BAND", band_text) if band_text else None
+    time = parse_interval("TIME", time_text) if time_text else None
+    pol_values = [label.strip().upper() for value in params.get_all("POL")
+                  for label in value.split()]
+    for label in pol_values:
+        if label not in POL_LABELS:
+            raise UsageError(f"POL: {label!r} is not a polarization state; use one of "
+                             + " ".join(POL_LABELS))
+    pol = tuple(sorted(set(pol_values))) if pol_values else None
+    if not regions and band is None and time is None and pol is None:
+        raise UsageError("give CIRCLE, POLYGON or POS (or BAND, TIME, POL) to say which part "
+                         "of the image to cut; the whole file is linked from /links (#this)")
+    response_format = parse_responseformat(params.get_single("RESPONSEFORMAT"),
+                                           (FITS_MIME, *PREVIEW_MIMES), default=FITS_MIME)
+    preview = None
+    if response_format.mime in PREVIEW_MIMES:
+        if len(ids) * max(1, len(regions)) > 1:
+            raise MultiValuedParamNotSupported(
+                f"RESPONSEFORMAT {response_format.mime} shows one cutout; this request asks "
+                f"for {len(ids)} ID(s) x {max(1, len(regions))} region(s). Send one ID and "
+                "one region, or ask for FITS (one extension per cutout)")
+        options = {name: params.get_single(name) for name in PREVIEW_PARAMS}
+        try:
+            preview = PreviewOptions.from_params(
+                options, fmt=response_format.mime.removeprefix("image/"))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    request = SyncRequest(ids, tuple(regions), band, time, pol, response_format, preview,
+                          params.get_single("RUNID"))
+    if request.cutout_count > MAX_SYNC_CUTOUTS:
+        raise UsageError(f"{request.cutout_count} cutouts (ID x region) in one sync request, "
+                         f"more than {MAX_SYNC_CUTOUTS}; split it or use /async")
+    return request
+
+
+# ---------------------------------------------------------------------------------------
+# Computing a product (runs in a worker thread)
+
+
+def _check_band(request: SyncRequest, record: ImageRecord) -> None:
+    """BAND outside the band of a 2-D image is a usage error, like BAND outside a cube.
+
+    The engine selects channels of cubes itself (converting the cube's spectral frame to
+    barycentric wavelength) and ignores BAND on images; for those the index's em_min/em_max
+    decide. An image without a known band lets any BAND pass.
+    """
+    if (request.band is None or len(record.shape) > 2 or record.em_min is None
+            or record.em_max is None):
+        return
+    low, high = request.band
+    if high < record.em_min or low > record.em_max:
+        raise UsageError(
+            f"BAND {low:.6g} {high:.6g} m is outside the image's spectral range "
+            f"[{record.em_min:.6g}, {record.em_max:.6g}] m of {record.obs_publisher_did}")
+
+
+def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
+               ) -> list[CutoutResult]:
+    """Every requested region cut from one image (input order); usage problems raise."""
+    _check_band(request, record)
+    regions = list(request.regions) or [EVERYWHERE]
+    try:
+        results = cut_many(record.path, record.hdu, regions, band=request.band,
+                           time=request.time, pol=list(request.pol) if request.pol else None,
+                           max_pixels=max_pixels, origfile=record.path.name)
+    except CutoutError as exc:
+        raise UsageError(f"{record.obs_publisher_did}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise NotFound(f"the file of {record.obs_publisher_did} is no longer available; "
+                       "the archive index needs a refresh") from exc
+    for result in results:
+        if result.status == "error" or (result.status == "no-overlap"
+                                        and result.message != SPATIAL_MISS):
+            raise UsageError(f"{record.obs_publisher_did}: {result.message}")
+    return results
+
+
+def make_product(request: SyncRequest, records: list[ImageRecord], max_pixels: int) -> bytes:
+    """The bytes of the response: FITS (one stamp, or a multi-extension file) or a preview.
+
+    Raises NoOverlap when no region overlaps any image.
+    """
+    outcomes = [(record, result) for record in records
+                for result in cut_record(request, record, max_pixels)]
+    stamps = [result for _, result in outcomes if result.has_stamp]
+    if not stamps:
+        raise NoOverlap()
+    if request.preview is not None:
+        return request.preview.render(stamps[0].hdu.data)
+    if request.cutout_count == 1:
+        return stamps[0].fits_bytes()
+    return multi_extension_file(request, outcomes)
+
+
+def multi_extension_file(request: SyncRequest,
+                         outcomes: list[tuple[ImageRecord, CutoutResult]]) -> bytes:
+    """One FITS file: a primary HDU listing every ID x region, then one extension
+    ``CUTOUT<n>`` per combination that overlaps (astrocut's single_outfile layout)."""
+    regions = list(request.regions) or [EVERYWHERE]
+    cards = [card("NCUTOUT", sum(r.has_stamp for _, r in outcomes), "image extensions")]
+    names: dict[int, str] = {}
+    for record, result in outcomes:
+        what = f"{record.obs_publisher_did} {describe_region(regions[result.index])}"
+        if result.has_stamp:
+            names[id(result)] = f"CUTOUT{len(names) + 1}"
+            cards.append(history_cards(f"{names[id(result)]}: {what}"))
+        else:
+            cards.append(history_cards(f"no overlap: {what}"))
+    stamps = [result for _, result in outcomes if result.has_stamp]
+    chunks = multi_extension_chunks(stamps, extname=lambda stamp: names[id(stamp)])
+    next(chunks)  # the engine's bare primary header, replaced by one that lists the cutouts
+    return empty_primary_bytes(cards) + b"".join(chunks)
+
+
+def product_key(request: SyncRequest, records: list[ImageRecord]) -> str:
+    """Cache key: the sources as they are on disk now, the canonical request and format."""
+    try:
+        sources = [source_identity(record.path, record.hdu) for record in records]
+    except FileNotFoundError as exc:
+        raise NotFound(f"a file of {', '.join(request.ids)} is no longer available; the "
+                       "archive index needs a refresh") from exc
+    return make_key({
+        "product": "soda-sync", "version": KEY_VERSION, "sources": sources,
+        "regions": [describe_region(region) for region in request.regions],
+        "band": request.band, "time": request.time, "pol": request.pol,
+        "format": request.response_format.mime,
+        "preview": request.preview.cache_key() if request.preview else None,
+    })
+
+
+def fetch_product(cache: CutoutCache, request: SyncRequest, records: list[ImageRecord],
+                  max_pixels: int) -> tuple[CachedFile, bool, str]:
+    """The cached product (computed on a miss): open file, hit flag, key."""
+    key = product_key(request, records)
+    compute: Callable[[], bytes] = partial(make_product, request, records, max_pixels)
+    cached, hit = cache.open_or_compute(key, compute)
+    return cached, hit, key
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP
+
+
+class SyncSlots:
+    """How many sync cutouts run at once (event-loop only, so a plain counter suffices)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, int(limit))
+        self.busy = 0
+
+    def try_acquire(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def release(self) -> None:
+        self.busy -= 1
+
+
+def _state(request: Request) -> tuple[object, CutoutCache, SyncSlots]:
+    """Settings, cache and slot counter of the app (created on first use when absent)."""
+    state = request.app.state
+    settings = state.settings
+    if getattr(state, "cache", None) is None:
+        state.cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    if getattr(state, "sync_slots", None) is None:
+        state.sync_slots = SyncSlots(settings.limits.max_sync_concurrency)
+    return settings, state.cache, state.sync_slots
+
+
+def download_name(request: SyncRequest, records: list[ImageRecord], key: str) -> str:
+    """A file name saying what the product is: ``<source stem>_cutout_<key8>.<ext>``."""
+    extension = {"image/png": "png", "image/jpeg": "jpg"}.get(request.response_format.mime,
+                                                              "fits")
+    if len(records) == 1:
+        stem = records[0].path.name.split(".")[0]
+        if records[0].extname or records[0].hdu:
+            stem += f"_{records[0].extname or records[0].hdu}"
+    else:
+        stem = f"{len(records)}images"
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).strip("_") or "image"
+    suffix = "cutout" if request.cutout_count == 1 else f"{request.cutout_count}cutouts"
+    return f"{stem}_{suffix}_{key[:8]}.{extension}"
+
+
+def _lookup(request: Request, ids: tuple[str, ...]) -> list[ImageRecord]:
+    index = request.app.state.index
+    records = []
+    for did in ids:
+        record = index.get(did)
+        if record is None:
+            raise NotFound(f"ID {did!r} is not in this archive; find IDs with /query "
+                           "(obs_publisher_did)")
+        records.append(record)
+    return records
+
+
+async def _sync(request: Request) -> Response:
+    settings, cache, slots = _state(request)
+    sync_request = parse_sync_request(await read_params(request))
+    records = await anyio.to_thread.run_sync(_lookup, request, sync_request.ids)
+    if not slots.try_acquire():
+        raise ServiceUnavailable(
+            f"{slots.limit} cutouts are being made already; retry in a few seconds",
+            retry_after=RETRY_AFTER_SECONDS)
+    try:
+        cached, hit, key = await anyio.to_thread.run_sync(
+            fetch_product, cache, sync_request, records, settings.limits.max_cutout_pixels)
+    except NoOverlap:
+        log.info("sync runid=%s: no overlap", sync_request.runid)
+        return Response(status_code=204)
+    finally:
+        slots.release()
+    log.info("sync runid=%s ids=%d regions=%d format=%s cache=%s bytes=%d",
+             sync_request.runid, len(sync_request.ids), len(sync_request.regions),
+             sync_request.response_format.mime, "hit" if hit else "miss", cached.size)
+    disposition = "inline" if sync_request.preview else "attachment"
+    headers = {
+        "Content-Disposition":
+            f'{disposition}; filename="{download_name(sync_request, records, key)}"',
+        "Content-Length": str(cached.size),
+        "X-Cache": "hit" if hit else "miss",
+        "ETag": f'"{key}"',
+    }
+    media_type = sync_request.response_format.content_type
+    if cached.size <= INLINE_BYTES:
+        content = await anyio.to_thread.run_sync(_read_all, cached)
+        return Response(content, media_type=media_type, headers=headers)
+    return StreamingResponse(cached.iter_chunks(), media_type=media_type, headers=headers)
+
+
+def _read_all(cached: CachedFile) -> bytes:
+    with cached:
+        cached.handle.seek(0)
+        return cached.handle.read()
+
+
+async def sync_endpoint(request: Request) -> Response:
+    """GET/POST ``/sync``: a SODA cutout, or a DALI error VOTable with the right status."""
+    request.scope["vo_standard_id"] = SYNC_STANDARD_ID
+    try:
+        return await _sync(request)
+    except DALIError as exc:
+        log.info("sync error %d: %s", exc.status, exc.text)
+        return error_response(exc, standard_id=SYNC_STANDARD_ID)
