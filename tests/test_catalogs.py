@@ -234,3 +234,13 @@ def test_utf16_votable_is_refused_with_advice() -> None:
     data = "<?xml version='1.0' encoding='UTF-16'?><VOTABLE/>".encode("utf-16")
     with pytest.raises(CatalogError, match="save it as UTF-8"):
         read_catalog(data)
+
+
+def test_parse_angle_reads_degrees_and_sexagesimal() -> None:
+    from vo_service.catalogs import parse_angle
+
+    assert parse_angle("05:35:17.3", is_ra=True) == pytest.approx(ORION_RA)
+    assert parse_angle("83.82208333", is_ra=True) == pytest.approx(ORION_RA)
+    assert parse_angle("-05 23 28", is_ra=False) == pytest.approx(ORION_DEC)
+    with pytest.raises(ValueError, match="cannot read Dec 'south' as an angle; give degrees"):
+        parse_angle("south", is_ra=False)

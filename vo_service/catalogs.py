@@ -331,6 +331,18 @@ def _angles(column, *, is_ra: bool, problems: dict[int, str]) -> np.ndarray:
     return degrees
 
 
+def parse_angle(text: str, *, is_ra: bool) -> float:
+    """Degrees from decimal degrees or sexagesimal text (RA in hours unless unit letters say
+    otherwise); ValueError with what was expected."""
+    problems: dict[int, str] = {}
+    degrees = _angles(Table({"x": np.array([text.strip()], dtype=str)})["x"], is_ra=is_ra,
+                      problems=problems)
+    if problems:
+        example = "83.82 or 05:35:17.3" if is_ra else "-5.39 or -05:23:28"
+        raise ValueError(f"{problems[0]}; give degrees or sexagesimal text, e.g. {example}")
+    return float(degrees[0])
+
+
 def _check_positions(ra: np.ndarray, dec: np.ndarray, problems: dict[int, str]) -> None:
     for row in np.flatnonzero(~np.isfinite(ra) | ~np.isfinite(dec)):
         problems.setdefault(int(row), "RA or Dec is not a finite number")
