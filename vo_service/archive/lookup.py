@@ -36,12 +36,16 @@ class SpatialIndex:
         count = len(self.polygon_indices)
         most = max((len(self.records[i].s_region or ()) for i in self.polygon_indices),
                    default=3)
-        vertices = np.zeros((count, most, 3))
-        for row, index in enumerate(self.polygon_indices):
-            region = self.records[index].s_region or ()
-            xyz = sphere.radec_to_xyz([v[0] for v in region], [v[1] for v in region])
-            vertices[row, : len(xyz)] = xyz
-            vertices[row, len(xyz):] = xyz[0]  # padding: zero-length edges never cross
+        regions = [self.records[i].s_region or () for i in self.polygon_indices]
+        lengths = np.array([len(region) for region in regions], dtype=np.int64)
+        flat = np.array([v for region in regions for v in region], dtype=float).reshape(-1, 2)
+        # Pad every polygon to ``most`` vertices by repeating its first vertex: zero-length
+        # edges never cross the test ray.
+        rank = np.arange(most)[None, :]
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        take = starts[:, None] + np.where(rank < lengths[:, None], rank, 0)
+        vertices = sphere.radec_to_xyz(flat[take, 0], flat[take, 1]) if count else np.zeros(
+            (0, most, 3))
         self.centres = sphere.normalise(vertices.mean(axis=1)) if count else np.zeros((0, 3))
         radii = (sphere.angle_deg(vertices, self.centres[:, None, :]).max(axis=1)
                  if count else np.zeros(0))

@@ -73,7 +73,7 @@ class ImageRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ImageRecord:
         """Inverse of :meth:`to_row`; ignores columns that are not fields."""
-        values = {f.name: row.get(f.name) for f in fields(cls) if f.name in row}
+        values = {name: row[name] for name in _FIELD_NAMES if name in row}
         values["path"] = Path(row["path"])
         region = row.get("s_region")
         values["s_region"] = (
@@ -97,6 +97,9 @@ class ImageRecord:
         if self.s_region is None:
             return None
         return [c for vertex in self.s_region for c in vertex]
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(ImageRecord))
 
 
 def column_types() -> dict[str, type]:
