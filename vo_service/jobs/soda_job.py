@@ -1,24 +1,22 @@
 """SODA async jobs: one result per combination of ID x spatial x BAND x TIME (SODA §3.3).
 
-POL is one filter for all outputs. A combination without overlap (or that the image cannot
-answer) still gets a result: a text/plain file starting with ``UsageError:`` (DESIGN). The
+POL is one filter for all outputs. Each combination is made exactly as ``/sync`` makes a
+single cutout (``protocols.soda.fetch_product``), so its bytes equal the sync answer and
+both share the cutout cache. A combination without overlap, or that the image cannot
+answer, still gets a result: a text/plain file starting with ``UsageError:`` (DESIGN). The
 job is COMPLETED if any cutout was made, ERROR if none could be.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from vo_service.cache import make_key, source_identity
-from vo_service.engine.cutout import cut
-from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.stamps import publish_cached
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.protocols.dali import (
+    DALIError,
     NotFound,
     UsageError,
     parse_circle,
@@ -27,59 +25,61 @@ from vo_service.protocols.dali import (
     parse_pos,
     parse_responseformat,
 )
-from vo_service.shapes import Range, Shape
+from vo_service.protocols.soda import (
+    FITS_MIME,
+    POL_LABELS,
+    NoOverlap,
+    SyncRequest,
+    fetch_product,
+)
+from vo_service.shapes import Shape
 
-POL_STATES = {"I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX", "POLI",
-              "POLA"}
 SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT"}
-WHOLE_SKY = Range(-math.inf, math.inf, -math.inf, math.inf)
 
 
-@dataclass(frozen=True)
-class SodaRequest:
-    """A SODA async request, parsed: the lists whose cartesian product is the job."""
-
-    ids: list[str]
-    regions: list[Shape]
-    bands: list[tuple[float, float] | None]
-    times: list[tuple[float, float] | None]
-    pol: list[str] | None
-
-    def combinations(self) -> list[tuple[str, Shape, tuple | None, tuple | None]]:
-        """Every (ID, region, band, time) in request order."""
-        return list(itertools.product(self.ids, self.regions, self.bands, self.times))
-
-
-def parse_soda_request(parameters: Sequence[Parameter]) -> SodaRequest:
-    """Parse and check SODA parameters; UsageError says what to fix."""
+def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
+    """One single-cutout request per combination, in request order; UsageError if bad."""
     values: dict[str, list[str]] = {}
+    regions: list[Shape] = []
     for parameter in parameters:
-        values.setdefault(parameter.name.upper(), []).append(parameter.value)
+        name = parameter.name.upper()
+        values.setdefault(name, []).append(parameter.value)
+        if name == "CIRCLE":
+            regions.append(parse_circle(parameter.value))
+        elif name == "POLYGON":
+            regions.append(parse_polygon(parameter.value))
+        elif name == "POS":
+            regions.append(parse_pos(parameter.value))
     unknown = sorted(set(values) - SODA_PARAMETERS)
     if unknown:
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a SODA job; use "
                          f"{', '.join(sorted(SODA_PARAMETERS))} (or UPLOAD for a catalog job)")
-    ids = values.get("ID", [])
+    ids = [value.strip() for value in values.get("ID", [])]
     if not ids:
         raise UsageError("a SODA job needs at least one ID (or UPLOAD=name,param:name with a "
                          "catalog for a batch job)")
-    regions: list[Shape] = [parse_pos(v) for v in values.get("POS", [])]
-    regions += [parse_circle(v) for v in values.get("CIRCLE", [])]
-    regions += [parse_polygon(v) for v in values.get("POLYGON", [])]
     bands = [parse_interval("BAND", v) for v in values.get("BAND", [])]
     times = [parse_interval("TIME", v) for v in values.get("TIME", [])]
-    pol = values.get("POL") or None
-    for state in pol or []:
-        if state not in POL_STATES:
-            raise UsageError(f"POL: {state!r} is not a polarization state; use one of "
-                             + " ".join(sorted(POL_STATES)))
+    labels = [label.strip().upper() for value in values.get("POL", []) for label in value.split()]
+    for label in labels:
+        if label not in POL_LABELS:
+            raise UsageError(f"POL: {label!r} is not a polarization state; use one of "
+                             + " ".join(POL_LABELS))
+    pol = tuple(sorted(set(labels))) if labels else None
+    if not regions and not bands and not times and pol is None:
+        raise UsageError("give CIRCLE, POLYGON or POS (or BAND, TIME, POL) to say which part "
+                         "of the images to cut")
     formats = values.get("RESPONSEFORMAT", [])
     if len(formats) > 1:
         raise UsageError("RESPONSEFORMAT is single-valued; send it once")
-    parse_responseformat(formats[0] if formats else None, ["application/fits"],
-                         default="application/fits")
-    return SodaRequest(ids, regions or [WHOLE_SKY], list(bands) or [None],
-                       list(times) or [None], pol)
+    response_format = parse_responseformat(formats[0] if formats else None, [FITS_MIME],
+                                           default=FITS_MIME)
+    return [
+        SyncRequest((did,), (region,) if region is not None else (), band, time, pol,
+                    response_format, None, None)
+        for did, region, band, time in itertools.product(
+            ids, regions or [None], bands or [None], times or [None])
+    ]
 
 
 class SodaJob:
@@ -94,62 +94,42 @@ class SodaJob:
         if uploads:
             raise UsageError("files were uploaded but UPLOAD does not name them; send "
                              "UPLOAD=name,param:name for a catalog job")
-        request = parse_soda_request(parameters)
-        index = self.resources.index
-        for did in dict.fromkeys(request.ids):
-            if index.get(did) is None:
-                raise NotFound(f"unknown ID {did!r}; find IDs with the SIA query or DataLink")
-        return 0.5 + 0.05 * len(request.combinations())
+        requests = parse_soda_requests(parameters)
+        for did in dict.fromkeys(r.ids[0] for r in requests):
+            if self.resources.index.get(did) is None:
+                raise NotFound(f"ID {did!r} is not in this archive; find IDs with /query "
+                               "(obs_publisher_did)")
+        return 0.5 + 0.05 * len(requests)
 
     def run(self, context: JobContext) -> None:
-        request = parse_soda_request(context.parameters)
-        combinations = request.combinations()
+        requests = parse_soda_requests(context.parameters)
         produced = 0
-        for number, (did, region, band, time) in enumerate(combinations, start=1):
+        for number, request in enumerate(requests, start=1):
             if context.should_stop():
                 break
-            result = self._one(context, number, did, region, band, time, request.pol)
-            produced += result.mime_type == "application/fits"
+            result = self._one(context, f"cutout-{number}", request)
+            produced += result.mime_type == FITS_MIME
             context.add_results([result])
-            context.set_progress(number, len(combinations))
+            context.set_progress(number, len(requests))
         if produced == 0 and not context.should_stop():
-            raise JobFailed(f"UsageError: no overlap: none of the {len(combinations)} "
-                            "requested cutouts overlaps its image; see the job's results")
+            raise JobFailed(f"UsageError: no overlap: none of the {len(requests)} requested "
+                            "cutouts overlaps its image; each result says why")
 
-    def _one(self, context: JobContext, number: int, did: str, region: Shape,
-             band: tuple | None, time: tuple | None, pol: list[str] | None) -> ResultFile:
-        result_id = f"cutout-{number}"
-        record = self.resources.index.get(did)
+    def _one(self, context: JobContext, result_id: str, request: SyncRequest) -> ResultFile:
+        record = self.resources.index.get(request.ids[0])
         if record is None:
-            return _text_result(context, result_id, f"UsageError: unknown ID {did!r}")
-        key = make_key({
-            "kind": "soda", "source": source_identity(record.path, record.hdu),
-            "region": repr(region), "band": band, "time": time, "pol": pol,
-            "format": "application/fits",
-        })
-        problem: list[str] = []
-
-        def compute() -> bytes:
-            result = cut(record.path, record.hdu, region, band=band, time=time, pol=pol,
-                         max_pixels=self.resources.settings.limits.max_cutout_pixels)
-            if not result.has_stamp:
-                problem.append(f"UsageError: no overlap: {result.message or result.status}")
-                raise _NoStamp()
-            return result.fits_bytes()
-
+            return _text_result(context, result_id, f"UsageError: unknown ID {request.ids[0]!r}")
         try:
-            cached, _ = self.resources.cache.open_or_compute(key, compute)
-        except _NoStamp:
-            return _text_result(context, result_id, problem[0])
-        except CutoutError as exc:
-            return _text_result(context, result_id, f"UsageError: {exc}")
+            cached, _, _ = fetch_product(self.resources.cache, request, [record],
+                                         self.resources.settings.limits.max_cutout_pixels)
+        except NoOverlap:
+            return _text_result(context, result_id, "UsageError: no overlap: the region "
+                                f"does not overlap {request.ids[0]}")
+        except DALIError as exc:
+            return _text_result(context, result_id, exc.text)
         target = context.job_dir / f"{result_id}.fits"
         size = publish_cached(cached, target)
-        return ResultFile(result_id, target.name, "application/fits", size)
-
-
-class _NoStamp(Exception):
-    """The cutout has no pixels; nothing is stored in the cache."""
+        return ResultFile(result_id, target.name, FITS_MIME, size)
 
 
 def _text_result(context: JobContext, result_id: str, text: str) -> ResultFile:
