@@ -241,8 +241,8 @@ class CutoutCache:
     def put(self, key: str, content: bytes | Path) -> Path:
         """Store ``content`` (bytes, or a file to copy) under ``key`` atomically; return its path.
 
-        The file is written to a temporary name in the same directory, flushed, then renamed
-        over the final name, and only then recorded in the index. Eviction follows.
+        The file is written to a temporary name in the same directory, then renamed over the
+        final name, and only then recorded in the index. Eviction follows.
         """
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,8 +261,8 @@ class CutoutCache:
                             out.write(chunk)
                             hasher.update(chunk)
                             size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            # No fsync: after a crash a torn file fails the sha256 check on its next hit and
+            # is recomputed, so durability would only cost time here.
             os.replace(temp_name, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
