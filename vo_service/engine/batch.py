@@ -77,15 +77,23 @@ def _read_pixels(image: OpenImage, plans: list[Plan]) -> Iterator[tuple[int, np.
 
 
 def _strips_cheaper(image: OpenImage, wanted) -> bool:
-    """Section reads decompress every touched tile per box; a strip pass decompresses each
-    tile once. Choose strips when the summed per-box tile area exceeds the image."""
+    """Section reads decompress every touched tile per box; a strip pass decompresses the
+    rows under the boxes once. Choose strips when the per-box tile area is larger."""
+    if not wanted:
+        return False
     tile_x, tile_y = (image.tile_shape or image.fits_shape)[:2]
     per_box = sum(
         (-(-box.x1 // tile_x) - box.x0 // tile_x) * tile_x
         * (-(-box.y1 // tile_y) - box.y0 // tile_y) * tile_y
         for _, box in wanted
     )
-    return per_box > image.fits_shape[0] * image.fits_shape[1]
+    covered_rows, reach = 0, -1
+    for start, stop in sorted((box.y0, box.y1) for _, box in wanted):
+        start = max(start, reach)
+        if stop > start:
+            covered_rows += stop - start
+        reach = max(reach, stop)
+    return per_box > covered_rows * image.fits_shape[0]
 
 
 def _read_strips(image: OpenImage, wanted) -> Iterator[tuple[int, np.ndarray]]:

@@ -308,12 +308,16 @@ def region_boxes(mapper: SkyToPixel, regions: Sequence[Shape]) -> list[PixelBox 
     splits = np.cumsum(counts)[:-1]
     xs, ys = np.split(all_x, splits), np.split(all_y, splits)
     cra, cdec, cradius = mapper.footprint
-    boxes: list[PixelBox | None] = []
-    for region, x, y in zip(regions, xs, ys, strict=True):
-        if isinstance(region, CenterSize):
-            boxes.append(_center_size_box(region, x, y, cra, cdec, cradius))
-        else:
-            boxes.append(_boundary_box(mapper, region, x, y, cra, cdec, cradius))
+    boxes: list[PixelBox | None] = [None] * len(regions)
+    centre_sizes = [i for i, region in enumerate(regions) if isinstance(region, CenterSize)]
+    if centre_sizes:
+        for i, box in zip(centre_sizes, _center_size_boxes(
+                [regions[i] for i in centre_sizes], [xs[i] for i in centre_sizes],
+                [ys[i] for i in centre_sizes], (cra, cdec, cradius)), strict=True):
+            boxes[i] = box
+    for i, region in enumerate(regions):
+        if not isinstance(region, CenterSize):
+            boxes[i] = _boundary_box(mapper, region, xs[i], ys[i], cra, cdec, cradius)
     return boxes
 
 
@@ -338,29 +342,49 @@ def _samples(region: Shape) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"unsupported region {region!r}")
 
 
-def _center_size_box(region: CenterSize, x, y, cra, cdec, cradius) -> PixelBox | None:
-    if not (np.isfinite(x[0]) and np.isfinite(y[0])):
-        return None
-    if region.unit == "pix":
-        width, height = round(region.width), round(region.height)
-    else:
+def _center_size_boxes(regions: list[CenterSize], xs: list[np.ndarray], ys: list[np.ndarray],
+                       footprint: tuple[float, float, float]) -> list[PixelBox | None]:
+    """Boxes of centre+size regions, vectorized over the regions."""
+    centre_x = np.array([x[0] for x in xs])
+    centre_y = np.array([y[0] for y in ys])
+    widths = np.array([region.width for region in regions], dtype=float)
+    heights = np.array([region.height for region in regions], dtype=float)
+    half_diag = np.zeros(len(regions))
+    valid = np.isfinite(centre_x) & np.isfinite(centre_y)
+    for k, region in enumerate(regions):
+        if region.unit == "pix":
+            continue
+        x, y = xs[k], ys[k]
         if not np.all(np.isfinite(x) & np.isfinite(y)):
-            return None
-        north = np.array([x[1] - x[0], y[1] - y[0]])
-        east = np.array([x[2] - x[0], y[2] - y[0]])
-        pixels_per_deg = math.sqrt(abs(north[0] * east[1] - north[1] * east[0])) / ANGLE_STEP_DEG
-        scale = ANGLE_UNITS_DEG[region.unit] * pixels_per_deg
-        width, height = round(region.width * scale), round(region.height * scale)
-    width, height = max(int(width), 1), max(int(height), 1)
-    half_diag = 0.0
-    if region.unit != "pix":
-        half_diag = math.hypot(region.width, region.height) * ANGLE_UNITS_DEG[region.unit] / 2
-    if float(angular_distance(cra, cdec, region.ra, region.dec)) > cradius + half_diag + 1.0:
-        return None  # the far side of the sky can project back onto the image
-    # the same rounding as astropy.nddata.overlap_slices, so stamps match Cutout2D
-    x0 = int(math.ceil(x[0] - width / 2.0))
-    y0 = int(math.ceil(y[0] - height / 2.0))
-    return PixelBox(((x0, x0 + width), (y0, y0 + height)))
+            valid[k] = False
+            continue
+        north = (x[1] - x[0], y[1] - y[0])
+        east = (x[2] - x[0], y[2] - y[0])
+        per_deg = math.sqrt(abs(north[0] * east[1] - north[1] * east[0])) / ANGLE_STEP_DEG
+        to_deg = ANGLE_UNITS_DEG[region.unit]
+        widths[k] *= to_deg * per_deg
+        heights[k] *= to_deg * per_deg
+        half_diag[k] = math.hypot(region.width, region.height) * to_deg / 2
+    widths = np.maximum(np.round(widths), 1).astype(np.int64)
+    heights = np.maximum(np.round(heights), 1).astype(np.int64)
+    ras = np.array([region.ra for region in regions])
+    decs = np.array([region.dec for region in regions])
+    cra, cdec, cradius = footprint
+    # the far side of the sky can project back onto the image (e.g. TAN): check distance
+    valid &= angular_distance(cra, cdec, ras, decs) <= cradius + half_diag + 1.0
+    with np.errstate(invalid="ignore"):
+        # the same rounding as astropy.nddata.overlap_slices, so stamps match Cutout2D
+        x0 = np.ceil(centre_x - widths / 2.0)
+        y0 = np.ceil(centre_y - heights / 2.0)
+    boxes: list[PixelBox | None] = []
+    for k in range(len(regions)):
+        if not valid[k]:
+            boxes.append(None)
+            continue
+        left, bottom = int(x0[k]), int(y0[k])
+        boxes.append(PixelBox(((left, left + int(widths[k])),
+                               (bottom, bottom + int(heights[k])))))
+    return boxes
 
 
 def _boundary_box(mapper, region, x, y, cra, cdec, cradius) -> PixelBox | None:

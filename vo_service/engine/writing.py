@@ -97,6 +97,7 @@ class StampHeader:
         self.cnpix: list[tuple[str, int, float]] = []
         self.lookup_records: list[tuple[str, str, str]] = []
         self.names: dict[str, object] = {}
+        self._prefixes: dict[tuple, str] = {}
         body: list[str] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -135,7 +136,36 @@ class StampHeader:
                extver_offset: int = 0, extname: str | None = None) -> bytes:
         """Header bytes (padded, with END) of a stamp covering `ranges` (0-based, half-open,
         FITS axis order, may extend past the image when padded)."""
-        lengths = [stop - start for start, stop in ranges]
+        lengths = tuple(stop - start for start, stop in ranges)
+        key = (primary, lengths, extname)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = self._prefix(primary, lengths, extname)
+        head = [prefix]
+        for name, axis, value in self.crpix:
+            start = ranges[axis][0] if axis < len(ranges) else 0
+            head.append(_number_card(name, value - start))
+        for name, axis, value, scale in self.ltv:
+            head.append(_number_card(name, value - scale * ranges[axis][0]))
+        for name, axis, value in self.cnpix:
+            head.append(_number_card(name, value + ranges[axis][0]))
+        for name, value, comment in self.lookup_records:
+            version = int(value.split(":")[1]) + extver_offset
+            head.append(f"{name:<8}= 'EXTVER: {version}' / {comment}"[:80].ljust(80))
+        if blank is not None and not self.has_blank:
+            head.append(card("BLANK", int(blank), "value of padding pixels"))
+        for axis, (start, stop) in enumerate(ranges[:4]):
+            head.append(_CUT_FORMATS[axis].format(start + 1, stop))
+        if shape_name:
+            head.append(card("CUTSHAPE", shape_name, "requested region type"))
+        if request:
+            head.append(history_cards(f"vo-service cutout: {request}"))
+        head.append(_END_CARD)
+        text = "".join(head)
+        text += " " * (-len(text) % BLOCK)
+        return text.encode("ascii", errors="replace")
+
+    def _prefix(self, primary: bool, lengths: tuple[int, ...], extname: str | None) -> str:
         head = [card("SIMPLE", True) if primary else card("XTENSION", "IMAGE")]
         head.append(card("BITPIX", self.bitpix))
         head.append(card("NAXIS", len(lengths)))
@@ -146,30 +176,19 @@ class StampHeader:
         else:
             head.extend(card(key, value) for key, value in self.names.items())
         head.append(self.body)
-        for key, axis, value in self.crpix:
-            start = ranges[axis][0] if axis < len(ranges) else 0
-            head.append(card(key, value - start))
-        for key, axis, value, scale in self.ltv:
-            head.append(card(key, value - scale * ranges[axis][0]))
-        for key, axis, value in self.cnpix:
-            head.append(card(key, value + ranges[axis][0]))
-        for key, value, comment in self.lookup_records:
-            version = int(value.split(":")[1]) + extver_offset
-            head.append(f"{key:<8}= 'EXTVER: {version}' / {comment}"[:80].ljust(80))
-        if blank is not None and not self.has_blank:
-            head.append(card("BLANK", int(blank), "value of padding pixels"))
-        for axis, (start, stop) in enumerate(ranges[:4]):
-            name = CUT_NAMES[axis]
-            head.append(card(f"CUT{name}0", start + 1, f"first source pixel, axis {axis + 1}"))
-            head.append(card(f"CUT{name}1", stop, f"last source pixel, axis {axis + 1}"))
-        if shape_name:
-            head.append(card("CUTSHAPE", shape_name, "requested region type"))
-        if request:
-            head.append(history_cards(f"vo-service cutout: {request}"))
-        head.append(f"{'END':<80}")
-        text = "".join(head)
-        text += " " * (-len(text) % BLOCK)
-        return text.encode("ascii", errors="replace")
+        return "".join(head)
+
+
+def _number_card(key: str, value: float) -> str:
+    return f"{key:<8}= {format_value(value)}".ljust(80)
+
+
+_END_CARD = f"{'END':<80}"
+_CUT_FORMATS = [  # two cards, each exactly 80 characters once the numbers are in
+    f"CUT{name}0   = {{:>20d}} / first source pixel, axis {axis + 1}".ljust(80 - 13)
+    + f"CUT{name}1   = {{:>20d}} / last source pixel, axis {axis + 1}".ljust(80 - 13)
+    for axis, name in enumerate(CUT_NAMES)
+]  # "{:>20d}" is 7 characters and becomes 20: pad the template to 67
 
 
 def data_padding(nbytes: int) -> bytes:
