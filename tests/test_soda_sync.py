@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -406,3 +407,29 @@ def test_busy_service_answers_503_with_retry_after(small_server: LiveServer) -> 
     slots.busy = 0
     assert sync(small_server, ID=record.obs_publisher_did,
                 CIRCLE=f"{record.s_ra} {record.s_dec} 0.003").status_code == 200
+
+
+def test_identical_concurrent_requests_compute_once(small_server: LiveServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = soda.make_product
+    monkeypatch.setattr(soda, "make_product", lambda *a: calls.append(1) or original(*a))
+    record = small_server.app.state.index.records()[0]
+    params = {"ID": record.obs_publisher_did, "CIRCLE": f"{record.s_ra} {record.s_dec} 0.002"}
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: sync(small_server, **params), range(8)))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1 and len(calls) == 1
+
+
+def test_large_cutouts_are_streamed_whole(real_live_server: LiveServer) -> None:
+    record = record_of(real_live_server, "fits/images/HorseHead.fits", 0)
+    with httpx.stream("GET", real_live_server.url("sync"), timeout=60, params={
+            "ID": record.obs_publisher_did,
+            "CIRCLE": f"{record.s_ra} {record.s_dec} 0.3"}) as response:
+        assert response.status_code == 200
+        content = b"".join(response.iter_bytes())
+    assert int(response.headers["content-length"]) == len(content) > soda.INLINE_BYTES
+    with fits.open(io.BytesIO(content)) as cutout:
+        assert cutout[0].data.shape == record.shape  # clipped to the image: all of it
+        assert_equals_cutout2d(record.path, 0, cutout, 0)
