@@ -23,6 +23,7 @@ from astropy.wcs import WCS
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.archive.records import ImageRecord
+from vo_service.shapes import Circle, Range
 
 TILE_DEG = 0.25
 PIXELS = 1000
@@ -99,6 +100,10 @@ def main() -> None:
         started = time.perf_counter()
         _, filtered, _ = index.lookup_arrays(ra, dec, band=["VIS", "NIR-H"])
         filtered_time = time.perf_counter() - started
+        started = time.perf_counter()
+        cone_hits, _ = index.search(pos=[Circle(0.0, 0.0, 0.5)])
+        range_hits, _ = index.search(pos=[Range(359.0, 1.0, -1.0, 1.0)], band_name=["VIS"])
+        search_time = time.perf_counter() - started
         index.close()
 
     print(f"lookup of {args.positions} positions over {args.images} images: "
@@ -106,6 +111,8 @@ def main() -> None:
     print(f"  cold (builds the in-memory grid from SQLite): {cold:.3f} s")
     print(f"  warm (median of 5):                           {warm:.3f} s")
     print(f"  warm with a band filter ({len(filtered)} pairs):    {filtered_time:.3f} s")
+    print(f"SIA search, a 0.5 deg circle ({len(cone_hits)} images) and a RANGE across RA 0 "
+          f"with BANDNAME ({len(range_hits)} images): {search_time:.3f} s for both")
 
     subset = rng.choice(len(records), size=min(args.brute_subset, len(records)), replace=False)
     coords = SkyCoord(ra, dec, unit="deg")

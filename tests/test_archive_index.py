@@ -20,6 +20,7 @@ from vo_service.archive.footprint import celestial_image
 from vo_service.archive.index import ArchiveIndex, run_index
 from vo_service.archive.mapping import load_mapping
 from vo_service.config import Settings
+from vo_service.shapes import Circle
 
 EUCLID_CARDS = {"TELESCOP": "Euclid", "INSTRUME": "VIS", "FILTER": "VIS", "OBS_COLL": "SYN",
                 "DATE-OBS": "2024-03-01T00:00:00", "EXPTIME": 600.0}
@@ -256,3 +257,24 @@ def test_readers_see_a_consistent_index_while_indexing(tmp_path):
     assert errors == []
     assert counts == sorted(counts)
     assert len(reader.lookup(np.arange(10.0, 50.0), np.zeros(40))) == 40
+
+
+def test_all_sky_map_is_indexed_as_wide_and_found_everywhere(real_data, tmp_path):
+    index = ArchiveIndex(tmp_path / "index.sqlite")
+    report = index.update([real_data / "allsky"])
+    assert report.failed == [] and report.images == 1
+    (record,) = index.records()
+    assert record.wide and record.s_region is None and record.s_fov > 300
+    rng = np.random.default_rng(3)
+    ra = rng.uniform(0, 360, 300)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 300)))
+    assert [i for i, _ in index.lookup(ra, dec)] == list(range(300))
+    assert index.search(pos=[Circle(10.0, -80.0, 0.1)])[0] == [record]
+    assert index.search(pos=[Circle(10.0, -80.0, 0.1)], collection=["elsewhere"])[0] == []
+
+
+def test_facets_list_every_value_once(real_index):
+    facets = real_index.facets()
+    assert facets["dataproduct_types"] == ["cube", "image"]
+    assert facets["pol_states"] == []
+    assert "K" in facets["bands"] and "WFCAM" in facets["instruments"]

@@ -19,7 +19,7 @@ import numpy as np
 import sqlite_utils
 from numpy.typing import ArrayLike, NDArray
 
-from vo_service.archive import regions, sphere
+from vo_service.archive import regions
 from vo_service.archive.lookup import SpatialIndex
 from vo_service.archive.mapping import ArchiveMapping, load_mapping
 from vo_service.archive.records import ImageRecord, column_types
@@ -258,16 +258,22 @@ class ArchiveIndex:
         return [r for r in found if r.obs_publisher_did != record.obs_publisher_did]
 
     def facets(self) -> dict[str, list[str]]:
-        """Distinct collections, instruments, facilities, bands and product types (sorted)."""
-        out = {}
+        """Distinct values (sorted) of: collections, instruments, facilities, bands,
+        product_types, dataproduct_types and pol_states (single states such as ``I``)."""
+        out: dict[str, list[str]] = {}
         for name, column in (("collections", "obs_collection"),
                              ("instruments", "instrument_name"),
                              ("facilities", "facility_name"), ("bands", "band"),
-                             ("product_types", "product_type")):
+                             ("product_types", "product_type"),
+                             ("dataproduct_types", "dataproduct_type"),
+                             ("pol_states", "pol_states")):
             with self._lock:
                 rows = self.db.execute(f"SELECT DISTINCT {column} FROM images "
                                        f"WHERE {column} IS NOT NULL ORDER BY {column}")
                 out[name] = [row[0] for row in rows]
+        # pol_states are lists like /I/Q/U/: offer the single states.
+        out["pol_states"] = sorted({state for states in out["pol_states"]
+                                    for state in states.split("/") if state})
         return out
 
     def count(self) -> int:
@@ -338,45 +344,21 @@ class ArchiveIndex:
         may stand for point intervals; ±inf opens an end. Null metadata never matches.
         """
         where, params = where_clause(constraints)
-        records = self._select(where, params)
-        if pos:
-            records = self._spatial_filter(records, list(pos))
+        if not pos:
+            limit = None if maxrec is None else max(maxrec, 0) + 1
+            records = self._select(where, params, limit=limit)
+        else:
+            spatial, _ = self.spatial_index()
+            hit = spatial.meeting([regions.probe_of(shape) for shape in pos])
+            records = [spatial.records[i] for i in np.flatnonzero(hit)]
+            if where != "1":
+                with self._lock:
+                    allowed = {row[0] for row in self.db.execute(
+                        f"SELECT obs_publisher_did FROM images WHERE {where}", params)}
+                records = [r for r in records if r.obs_publisher_did in allowed]
         if maxrec is not None and len(records) > maxrec:
             return records[: max(maxrec, 0)], True
         return records, False
-
-    def _spatial_filter(self, records: list[ImageRecord],
-                        shapes: list[Circle | Range | Polygon]) -> list[ImageRecord]:
-        probes = [regions.probe_of(shape) for shape in shapes]
-        spatial, _ = self.spatial_index()
-        position = {r.obs_publisher_did: i for i, r in enumerate(spatial.records)}
-        keep = []
-        for record in records:
-            if record.wide or record.s_region is None:
-                if self._wide_meets(record, probes):
-                    keep.append(record)
-                continue
-            cone = spatial.cone(position.get(record.obs_publisher_did, -1))
-            vertices = sphere.radec_to_xyz([v[0] for v in record.s_region],
-                                           [v[1] for v in record.s_region])
-            if cone is None:
-                cone = sphere.bounding_cone(vertices)
-            for probe in probes:
-                if not regions.cones_may_meet(probe, cone[0][None, :],
-                                              np.array([cone[1]]))[0]:
-                    continue
-                if regions.footprint_meets(probe, vertices):
-                    keep.append(record)
-                    break
-        return keep
-
-    @staticmethod
-    def _wide_meets(record: ImageRecord, probes: list[regions.Probe]) -> bool:
-        for probe in probes:
-            ra, dec = probe.sample_points()
-            if SpatialIndex._wide_contains(record, ra, dec).any():
-                return True
-        return False
 
 
 def run_index(settings: Any) -> IndexReport:

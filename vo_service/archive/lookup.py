@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from vo_service.archive import sphere
+from vo_service.archive import regions, sphere
 from vo_service.archive.footprint import load_celestial_image
 from vo_service.archive.records import ImageRecord
 
@@ -46,6 +46,7 @@ class SpatialIndex:
         take = starts[:, None] + np.where(rank < lengths[:, None], rank, 0)
         vertices = sphere.radec_to_xyz(flat[take, 0], flat[take, 1]) if count else np.zeros(
             (0, most, 3))
+        self.vertices, self.lengths = vertices, lengths
         self.centres = sphere.normalise(vertices.mean(axis=1)) if count else np.zeros((0, 3))
         radii = (sphere.angle_deg(vertices, self.centres[:, None, :]).max(axis=1)
                  if count else np.zeros(0))
@@ -61,12 +62,25 @@ class SpatialIndex:
     def __len__(self) -> int:
         return len(self.records)
 
-    def cone(self, record_index: int) -> tuple[NDArray[np.float64], float] | None:
-        """Bounding cone (centre vector, radius deg) of a record with a polygon, else None."""
-        rows = np.flatnonzero(self.polygon_indices == record_index)
-        if not len(rows):
-            return None
-        return self.centres[rows[0]], float(self.radii[rows[0]])
+    def vertices_of(self, row: int) -> NDArray[np.float64]:
+        """Unit vectors of the polygon in row ``row`` (of ``polygon_indices``), unpadded."""
+        return self.vertices[row, : self.lengths[row]]
+
+    def meeting(self, probes: Sequence[regions.Probe]) -> NDArray[np.bool_]:
+        """Which records' footprints meet (overlap or touch) any of the probed regions."""
+        hit = np.zeros(len(self.records), dtype=bool)
+        for probe in probes:
+            near = regions.cones_may_meet(probe, self.centres, self.radii)
+            for row in np.flatnonzero(near):
+                index = self.polygon_indices[row]
+                if not hit[index] and regions.footprint_meets(probe, self.vertices_of(row)):
+                    hit[index] = True
+            if len(self.wide_indices):
+                ra, dec = probe.sample_points()
+                for index in self.wide_indices:
+                    if not hit[index]:
+                        hit[index] = self._wide_contains(self.records[index], ra, dec).any()
+        return hit
 
     def contains(
         self, ra: ArrayLike, dec: ArrayLike, selected: NDArray[np.bool_] | None = None
