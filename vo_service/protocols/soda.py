@@ -304,11 +304,11 @@ def download_name(request: SyncRequest, records: list[ImageRecord], key: str) ->
     return f"{stem}_{suffix}_{key[:8]}.{extension}"
 
 
-def _lookup(request: Request, ids: tuple[str, ...]) -> list[ImageRecord]:
-    index = request.app.state.index
+def lookup_records(index: object, ids: tuple[str, ...]) -> list[ImageRecord]:
+    """The index records of ``ids`` in request order; an unknown ID is a 404 UsageError."""
     records = []
     for did in ids:
-        record = index.get(did)
+        record = index.get(did)  # type: ignore[attr-defined]
         if record is None:
             raise NotFound(f"ID {did!r} is not in this archive; find IDs with /query "
                            "(obs_publisher_did)")
@@ -316,17 +316,38 @@ def _lookup(request: Request, ids: tuple[str, ...]) -> list[ImageRecord]:
     return records
 
 
+@dataclass
+class _Answer:
+    records: list[ImageRecord]
+    cached: CachedFile
+    hit: bool
+    key: str
+    content: bytes | None  # the whole product when small, else None (stream ``cached``)
+
+
+def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels: int
+            ) -> _Answer:
+    """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
+    records = lookup_records(index, request.ids)
+    cached, hit, key = fetch_product(cache, request, records, max_pixels)
+    content = None
+    if cached.size <= INLINE_BYTES:
+        with cached:
+            content = cached.handle.read()
+    return _Answer(records, cached, hit, key, content)
+
+
 async def _sync(request: Request) -> Response:
     settings, cache, slots = _state(request)
     sync_request = parse_sync_request(await read_params(request))
-    records = await anyio.to_thread.run_sync(_lookup, request, sync_request.ids)
     if not slots.try_acquire():
         raise ServiceUnavailable(
             f"{slots.limit} cutouts are being made already; retry in a few seconds",
             retry_after=RETRY_AFTER_SECONDS)
     try:
-        cached, hit, key = await anyio.to_thread.run_sync(
-            fetch_product, cache, sync_request, records, settings.limits.max_cutout_pixels)
+        answer = await anyio.to_thread.run_sync(
+            _answer, request.app.state.index, cache, sync_request,
+            settings.limits.max_cutout_pixels)
     except NoOverlap:
         log.info("sync runid=%s: no overlap", sync_request.runid)
         return Response(status_code=204)
@@ -334,26 +355,21 @@ async def _sync(request: Request) -> Response:
         slots.release()
     log.info("sync runid=%s ids=%d regions=%d format=%s cache=%s bytes=%d",
              sync_request.runid, len(sync_request.ids), len(sync_request.regions),
-             sync_request.response_format.mime, "hit" if hit else "miss", cached.size)
+             sync_request.response_format.mime, "hit" if answer.hit else "miss",
+             answer.cached.size)
     disposition = "inline" if sync_request.preview else "attachment"
+    filename = download_name(sync_request, answer.records, answer.key)
     headers = {
-        "Content-Disposition":
-            f'{disposition}; filename="{download_name(sync_request, records, key)}"',
-        "Content-Length": str(cached.size),
-        "X-Cache": "hit" if hit else "miss",
-        "ETag": f'"{key}"',
+        "Content-Disposition": f'{disposition}; filename="{filename}"',
+        "Content-Length": str(answer.cached.size),
+        "X-Cache": "hit" if answer.hit else "miss",
+        "ETag": f'"{answer.key}"',
     }
     media_type = sync_request.response_format.content_type
-    if cached.size <= INLINE_BYTES:
-        content = await anyio.to_thread.run_sync(_read_all, cached)
-        return Response(content, media_type=media_type, headers=headers)
-    return StreamingResponse(cached.iter_chunks(), media_type=media_type, headers=headers)
-
-
-def _read_all(cached: CachedFile) -> bytes:
-    with cached:
-        cached.handle.seek(0)
-        return cached.handle.read()
+    if answer.content is not None:
+        return Response(answer.content, media_type=media_type, headers=headers)
+    return StreamingResponse(answer.cached.iter_chunks(), media_type=media_type,
+                             headers=headers)
 
 
 async def sync_endpoint(request: Request) -> Response:
