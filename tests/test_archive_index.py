@@ -173,6 +173,11 @@ def test_mapping_file_from_settings(tmp_path):
     index = ArchiveIndex(settings.index_path)
     assert index.facets()["collections"] == ["FIXED"]
     assert index.facets()["product_types"] == ["RAW"]
+    # Another mapping re-reads every file, even unchanged ones.
+    mapping.write_text('[defaults]\ncollection = "OTHER"\n')
+    report = run_index(settings)
+    assert len(report.updated) == 6 and report.unchanged == []
+    assert index.facets()["collections"] == ["OTHER"]
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path):
@@ -184,6 +189,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path):
     (root / "text.fits").write_text("this is not a FITS file\n" * 200)
     fits.PrimaryHDU(np.zeros((5, 5), np.float32)).writeto(root / "nowcs.fits")
     (root / "notes.txt").write_text("not looked at")
+    (root / "loop").symlink_to(root)  # a symbolic link cycle must not hang the scan
     index = ArchiveIndex(tmp_path / "index.sqlite")
     report = index.update([root])
     failed = {path.name: reason for path, reason in report.failed}
@@ -226,6 +232,12 @@ def test_reindexing_is_incremental(tmp_path):
     report = index.update([root])
     assert [p.name for p, _ in report.failed] == ["plain.fits"]
     assert index.records(instrument="CAM2") == []
+    # A root that disappeared (unmounted) keeps its rows; one dropped from the list does not.
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    report = index.update([root])
+    assert report.removed == [] and report.images == 7
+    assert "is not a directory" in report.failed[0][1]
     assert index.update([]).images == 0
 
 

@@ -109,7 +109,8 @@ class ArchiveIndex:
 
         Unchanged files (same size and mtime, same mapping and authority) are skipped,
         changed ones re-read, vanished ones (or ones under roots no longer listed) removed.
-        Unreadable files are reported in ``failed`` and skipped.
+        Unreadable files are reported in ``failed`` and skipped. A listed root that is not
+        a directory (an unmounted disk) is reported and its indexed files are kept.
         """
         mapping = mapping or load_mapping()
         report = IndexReport()
@@ -124,7 +125,11 @@ class ArchiveIndex:
                 for root in roots:
                     root = Path(root).expanduser().absolute()
                     if not root.is_dir():
-                        report.failed.append((root, "data root is not a directory"))
+                        # An unmounted disk must not empty the index: keep what it held.
+                        kept = [key for key, row in known.items() if row["root"] == str(root)]
+                        seen.update(kept)
+                        report.failed.append((root, "data root is not a directory (its "
+                                                    f"{len(kept)} indexed files are kept)"))
                         continue
                     for path in walk_fits(root):
                         key = str(path)

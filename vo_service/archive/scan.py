@@ -51,7 +51,13 @@ def is_fits_name(path: Path) -> bool:
 
 def walk_fits(root: Path) -> Iterator[Path]:
     """FITS files under ``root`` in a stable order, skipping hidden files and directories."""
+    visited: set[tuple[int, int]] = set()
     for directory, subdirs, files in os.walk(root, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in visited:  # a symbolic link loop
+            subdirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(directory) / name
