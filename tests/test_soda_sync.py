@@ -41,16 +41,8 @@ CUBE_BAND = "2.72049e-3 2.72050e-3"  # inside the cube's barycentric range
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _wire(server: LiveServer) -> None:  # TEMPORARY until app.py routes /sync
-    from starlette.routing import Route
-    if not any(getattr(r, "path", "") == "/sync" for r in server.app.router.routes):
-        server.app.router.routes.append(Route("/sync", soda.sync_endpoint,
-                                              methods=["GET", "POST"]))
-
-
 def record_of(server: LiveServer, file: str, hdu: int):
     """The index record of a served file (path relative to shared/data/real) and HDU."""
-    _wire(server)
     for record in server.app.state.index.records():
         if record.path.as_posix().endswith(file.removeprefix("fits/")) and record.hdu == hdu:
             return record
@@ -59,7 +51,6 @@ def record_of(server: LiveServer, file: str, hdu: int):
 
 def sync(server: LiveServer, method: str = "GET", **params: object) -> httpx.Response:
     """One request to /sync; list values repeat the parameter."""
-    _wire(server)
     pairs = [(k, v) for k, vs in params.items()
              for v in (vs if isinstance(vs, list) else [vs])]
     if method == "POST":

@@ -1,0 +1,243 @@
+"""Benchmark: SODA sync cutouts over HTTP under concurrent load, cache miss vs hit.
+
+Builds (once) the demo archive under ``benchmarks/data/`` (git-ignored), indexes it, starts
+the real application under uvicorn on 127.0.0.1 in a separate process with an empty cutout
+cache, and times ``GET /sync`` from 1, 4 and 16 concurrent httpx async clients for 64x64 and
+256x256 stamps of the float32 VIS mosaics:
+
+- miss: every request asks for a new position (a cutout is computed and stored);
+- hit: the same few requests again (verified file from the cache).
+
+It prints latency p50/p95, requests/s and MB/s per setting, the hit/miss speed ratio, and
+the in-process engine time of the same stamps (``engine.cut_many`` + FITS bytes, no HTTP,
+no cache) as the floor the HTTP path is compared with.
+
+Run: ``.venv/bin/python benchmarks/http_sync.py [--requests 200] [--clients 1 4 16]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+ARCHIVE = DATA / "demo-archive"
+STATE = DATA / "http-sync-state"
+SERVER_CODE = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+import uvicorn
+from vo_service.app import create_app
+from vo_service.archive.index import run_index
+from vo_service.config import Settings
+settings = replace(Settings(), data_roots=(Path(sys.argv[1]),), state_dir=Path(sys.argv[2]))
+run_index(settings)
+uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]),
+            log_level="warning", access_log=False)
+"""
+
+
+def ensure_archive() -> None:
+    """The demo archive, built once (``.complete`` marks a finished build)."""
+    if (ARCHIVE / ".complete").exists():
+        return
+    from vo_service.archive.demo import build_demo_archive
+
+    shutil.rmtree(ARCHIVE, ignore_errors=True)
+    print(f"building the demo archive in {ARCHIVE} ...", flush=True)
+    build_demo_archive(ARCHIVE)
+    (ARCHIVE / ".complete").touch()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    """The service in its own process (so the load generator does not share its GIL)."""
+    shutil.rmtree(STATE / "cache", ignore_errors=True)  # start with an empty cache
+    STATE.mkdir(parents=True, exist_ok=True)
+    log = open(STATE / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(ARCHIVE), str(STATE),
+                                str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited; see {STATE / 'server.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/availability", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("the server did not start within 300 s")
+
+
+def vis_images():
+    """(DID, path, hdu, centre, pixel scale in deg) of the plain VIS science mosaics."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from vo_service.archive.index import ArchiveIndex
+
+    index = ArchiveIndex(STATE / "index.sqlite")
+    images = []
+    for record in index.records(band="VIS", product_type="BGSUB"):
+        if len(record.shape) != 2 or min(record.shape) < 600:
+            continue
+        with fits.open(record.path) as hdul:
+            if isinstance(hdul[record.hdu], fits.CompImageHDU):
+                continue
+            wcs = WCS(hdul[record.hdu].header).celestial
+        scale = float(np.mean(proj_plane_pixel_scales(wcs)))
+        images.append((record.obs_publisher_did, record.path, record.hdu,
+                       (record.s_ra, record.s_dec), scale, wcs, record.shape))
+    index.close()
+    if not images:
+        raise RuntimeError("no plain VIS BGSUB mosaic in the demo archive")
+    return images
+
+
+def circles(images, side: int, count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """``count`` (ID, CIRCLE) requests whose stamps are ``side`` pixels across, inside."""
+    requests = []
+    for k in range(count):
+        did, _, _, _, scale, wcs, shape = images[k % len(images)]
+        margin = side
+        x = rng.uniform(margin, shape[1] - margin)
+        y = rng.uniform(margin, shape[0] - margin)
+        ra, dec = wcs.pixel_to_world_values(x, y)
+        radius = (side / 2 - 0.5) * scale
+        requests.append((did, f"{float(ra) % 360:.8f} {float(dec):.8f} {radius:.8f}"))
+    return requests
+
+
+async def run_load(base: str, requests: list[tuple[str, str]], clients: int
+                   ) -> tuple[list[float], float, int, dict[str, int]]:
+    """Send ``requests`` with ``clients`` concurrent connections; latencies (s), wall time,
+    bytes received and the X-Cache / status counts."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in requests:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    counts: dict[str, int] = {}
+    received = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal received
+        while not queue.empty():
+            did, circle = queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.get(f"{base}/sync", params={"ID": did, "CIRCLE": circle})
+            latencies.append(time.perf_counter() - started)
+            received += len(response.content)
+            label = response.headers.get("x-cache", str(response.status_code))
+            counts[label] = counts.get(label, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return latencies, wall, received, counts
+
+
+def engine_floor(images, side: int, count: int, rng: np.random.Generator) -> list[float]:
+    """In-process time of the same kind of stamp: engine cut + FITS bytes, no HTTP/cache."""
+    from vo_service.engine.batch import cut_many
+    from vo_service.protocols.dali import parse_circle
+
+    paths = {did: (path, hdu) for did, path, hdu, *_ in images}
+    times = []
+    for k, (did, circle) in enumerate(circles(images, side, count + 5, rng)):
+        path, hdu = paths[did]
+        started = time.perf_counter()
+        result = cut_many(path, hdu, [parse_circle(circle)])[0]
+        result.fits_bytes()
+        if k >= 5:  # the first calls warm imports and the page cache
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1000.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per setting")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--hit-set", type=int, default=20,
+                        help="distinct requests repeated in the hit runs")
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
+    ensure_archive()
+    port = free_port()
+    started = time.perf_counter()
+    server = start_server(port)
+    print(f"server up on 127.0.0.1:{port} in {time.perf_counter() - started:.1f} s "
+          f"(pid {server.pid}, {os.cpu_count()} cores)", flush=True)
+    base = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        images = vis_images()
+        for side in args.sizes:
+            floor = engine_floor(images, side, 50, rng)
+            rows.append((side, "engine", 1, len(floor), percentile(floor, 50),
+                         percentile(floor, 95), len(floor) / sum(floor), None, {}))
+            hot = circles(images, side, args.hit_set, rng)
+            asyncio.run(run_load(base, hot, 1))  # warm the hit set
+            for clients in args.clients:
+                for mode in ("miss", "hit"):
+                    if mode == "miss":
+                        batch = circles(images, side, args.requests, rng)
+                    else:
+                        batch = [hot[k % len(hot)] for k in range(args.requests)]
+                    latencies, wall, received, counts = asyncio.run(
+                        run_load(base, batch, clients))
+                    rows.append((side, mode, clients, len(latencies),
+                                 percentile(latencies, 50), percentile(latencies, 95),
+                                 len(latencies) / wall, received / wall / 1e6, counts))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print()
+    print(f"{'stamp':>7} {'path':>6} {'clients':>7} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'req/s':>8} {'MB/s':>7}  responses")
+    for side, mode, clients, n, p50, p95, rate, mbps, counts in rows:
+        mb = f"{mbps:7.1f}" if mbps is not None else f"{'-':>7}"
+        shown = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        print(f"{side:>4}px² {mode:>6} {clients:>7} {n:>5} {p50:8.2f} {p95:8.2f} {rate:8.1f} "
+              f"{mb}  {shown}")
+    print()
+    for side in args.sizes:
+        engine_p50 = next(r for r in rows if r[:2] == (side, "engine"))[4]
+        for clients in args.clients:
+            miss = next(r for r in rows if r[:3] == (side, "miss", clients))
+            hit = next(r for r in rows if r[:3] == (side, "hit", clients))
+            print(f"{side}px², {clients:>2} clients: throughput hit/miss x{hit[6] / miss[6]:.2f}; "
+                  f"p50 over HTTP / engine alone: miss x{miss[4] / engine_p50:.1f}, "
+                  f"hit x{hit[4] / engine_p50:.1f}")
+    print(f"\nreproduce: {sys.executable} benchmarks/http_sync.py "
+          f"--requests {args.requests} --clients {' '.join(map(str, args.clients))}")
+
+
+if __name__ == "__main__":
+    main()
