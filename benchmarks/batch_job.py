@@ -1,0 +1,173 @@
+"""Benchmark: a catalog batch job of 10,000 targets x 4 bands on the demo archive.
+
+Measures the UWS batch job end to end (catalog parsing, one index lookup, per-image
+cutting through the cache, manifest, ZIP bundle): wall time, stamps/s and peak RSS, cold
+(empty cache) and again warm (same catalog, every stamp from the cache). For scale, the
+same stamps cut one by one with astropy's Cutout2D (open + cut + write per stamp, on a
+sample) as a peer baseline.
+
+    .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
+
+Each job runs in its own process so that peak RSS belongs to that job alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BANDS = ["VIS", "NIR-Y", "NIR-J", "NIR-H"]
+SIZE_PIX = 64
+
+
+def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
+    """``n_targets`` positions: demo sources with a few arcsec of jitter, as CSV."""
+    with open(archive / "sources.csv", newline="") as handle:
+        sources = [row for row in csv.DictReader(handle) if row["field"] == "EDF-FORNAX"]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sources), n_targets)
+    jitter = rng.normal(0, 3 / 3600, (n_targets, 2))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "ra", "dec"])
+    for number, (pick, (dra, ddec)) in enumerate(zip(picks, jitter, strict=True)):
+        source = sources[pick]
+        writer.writerow([f"t{number}", f"{float(source['ra']) + dra:.7f}",
+                         f"{float(source['dec']) + ddec:.7f}"])
+    return out.getvalue().encode()
+
+
+def run_job(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
+    """Run one batch job in this process; return its figures."""
+    from vo_service.archive.index import ArchiveIndex
+    from vo_service.config import Settings
+    from vo_service.jobs.store import Parameter
+    from vo_service.protocols.uws import create_job_service
+
+    settings = Settings(data_roots=(archive,), state_dir=state)
+    index = ArchiveIndex(settings.index_path)
+    parameters = [Parameter("UPLOAD", "cat,param:cat"), Parameter("SIZE", str(SIZE_PIX)),
+                  Parameter("PRODUCTTYPE", "BGSUB"), Parameter("WORKERS", str(workers))]
+    parameters += [Parameter("BANDNAME", band) for band in BANDS]
+
+    async def main() -> dict:
+        service = create_job_service(settings, index)
+        await service.start()
+        started = time.perf_counter()
+        job = service.create(parameters, {"CAT": ("targets.csv", catalog.read_bytes())},
+                             base_url="http://localhost/async")
+        service.run(job.job_id)
+        while job.phase.value in ("PENDING", "QUEUED", "EXECUTING"):
+            job = await service.wait(job.job_id, 30, None)
+        wall = time.perf_counter() - started
+        results = service.store.results(job.job_id)
+        stamps = sum(r.mime_type == "application/fits" for r in results)
+        bundle = next(r.size for r in results if r.result_id == "bundle")
+        await service.stop()
+        return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
+                "bundle_mb": bundle / 1e6, "error": job.error_message}
+
+    figures = asyncio.run(main())
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures
+
+
+def cutout2d_baseline(state: Path, archive: Path, catalog: Path, sample: int) -> float:
+    """Stamps/s of astropy Cutout2D, one open + cut + FITS write per stamp (a sample)."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D
+    from astropy.wcs import WCS
+
+    from vo_service.archive.index import ArchiveIndex
+
+    index = ArchiveIndex(state / "index.sqlite")
+    rows = list(csv.DictReader(io.StringIO(catalog.read_text())))[:sample]
+    ra = np.array([float(r["ra"]) for r in rows])
+    dec = np.array([float(r["dec"]) for r in rows])
+    pairs = index.lookup(ra, dec, band=BANDS, product_type="BGSUB")
+    from astropy.coordinates import SkyCoord
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for position, record in pairs:
+            with fits.open(record.path, memmap=True) as hdulist:
+                hdu = hdulist[record.hdu]
+                wcs = WCS(hdu.header)
+                stamp = Cutout2D(hdu.data, SkyCoord(ra[position], dec[position], unit="deg"),
+                                 SIZE_PIX, wcs=wcs, mode="trim")
+                header = hdu.header.copy()
+                header.update(stamp.wcs.to_header(relax=True))
+                buffer = io.BytesIO()
+                fits.PrimaryHDU(stamp.data, header).writeto(buffer)
+    return len(pairs) / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="reuse/keep the archive and state here")
+    parser.add_argument("--baseline-sample", type=int, default=100,
+                        help="targets cut with Cutout2D for the peer baseline")
+    parser.add_argument("--child", nargs=3, metavar=("STATE", "ARCHIVE", "CATALOG"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        state, archive, catalog = map(Path, args.child)
+        print(json.dumps(run_job(state, archive, catalog, args.workers)))
+        return 0
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
+    archive, state = root / "archive", root / "state"
+    from vo_service.archive.demo import build_demo_archive
+    from vo_service.archive.index import run_index
+    from vo_service.config import Settings
+
+    if not (archive / "sources.csv").exists():
+        build_demo_archive(archive)
+    run_index(Settings(data_roots=(archive,), state_dir=state))
+    catalog = root / "targets.csv"
+    catalog.write_bytes(make_catalog(archive, args.targets))
+    for cached in (state / "cache").glob("*"):  # a cold start: empty cutout cache
+        subprocess.run(["rm", "-rf", str(cached)], check=True)
+
+    runs = {}
+    for label in ("cold", "warm"):
+        output = subprocess.run(
+            [sys.executable, __file__, "--workers", str(args.workers), "--child",
+             str(state), str(archive), str(catalog)],
+            check=True, capture_output=True, text=True).stdout
+        runs[label] = json.loads(output.strip().splitlines()[-1])
+    baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
+
+    print(f"batch job: {args.targets} targets x {len(BANDS)} bands (BGSUB), {SIZE_PIX} px "
+          f"stamps, {args.workers} workers, demo archive")
+    for label, figures in runs.items():
+        rate = figures["stamps"] / figures["wall_s"]
+        print(f"  {label:5s}: {figures['phase']}, {figures['stamps']} stamps in "
+              f"{figures['wall_s']:.1f} s = {rate:.0f} stamps/s, peak RSS "
+              f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB")
+    cold = runs["cold"]["stamps"] / runs["cold"]["wall_s"]
+    warm = runs["warm"]["stamps"] / runs["warm"]["wall_s"]
+    print(f"  astropy Cutout2D one by one (sample): {baseline:.0f} stamps/s")
+    print(f"  ratios: cold job / Cutout2D = {cold / baseline:.1f}x, warm / cold = "
+          f"{warm / cold:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
