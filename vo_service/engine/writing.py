@@ -14,9 +14,9 @@ cards with the request.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -225,17 +225,28 @@ def shifted_lookup_bytes(lookup_hdus: list[fits.ImageHDU], origin: tuple[int, in
     return b"".join(parts)
 
 
+_temp_counter = itertools.count()
+
+
 def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> Path:
-    """Write chunks to `path` through a temporary file and rename (never a half file)."""
+    """Write chunks to `path` through a temporary file and rename (never a half file).
+
+    The temporary name is unique per process and call (pid + counter) and opened with
+    O_EXCL, cheaper than mkstemp's random names when writing thousands of stamps.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{next(_temp_counter)}.part")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        stream = open(temp, "xb")  # noqa: SIM115 - closed below, before the rename
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(temp, "xb")  # noqa: SIM115
+    try:
+        with stream:
             for chunk in chunks:
                 stream.write(chunk)
-        os.replace(temp_name, path)
+        os.replace(temp, path)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return path
