@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from tests.archive_helpers import write_image, write_mef
 from vo_service.archive import sphere
@@ -20,6 +21,7 @@ from vo_service.archive.footprint import celestial_image
 from vo_service.archive.index import ArchiveIndex, run_index
 from vo_service.archive.mapping import load_mapping
 from vo_service.config import Settings
+from vo_service.engine.spectral import barycentric_wavelengths
 from vo_service.shapes import Circle
 
 EUCLID_CARDS = {"TELESCOP": "Euclid", "INSTRUME": "VIS", "FILTER": "VIS", "OBS_COLL": "SYN",
@@ -59,6 +61,12 @@ def test_real_file_metadata(real_data, real_index):
     assert first.facility_name == "VLA" and first.target_name == "J105007+304037"
     cube = by_id["ivo://vo-service.example/derived?derived/l1448_13co_restfrq.fits"]
     assert cube.em_xel == 53 and cube.em_min == pytest.approx(2.7204e-3, rel=1e-4)
+    # LSRK velocities -> barycentric wavelength: the same channels the engine's BAND selects
+    # (the frame shift, ~6 km/s, is larger than the cube's whole 3.5 km/s range).
+    header = fits.getheader(cube.path)
+    channels = barycentric_wavelengths(WCS(header), header, 2, 53, (cube.s_ra, cube.s_dec))
+    assert cube.em_min < channels.min() and channels.max() < cube.em_max
+    assert cube.em_max - cube.em_min < 1.05 * (channels.max() - channels.min()) * 53 / 52
     plain_cube = by_id["ivo://vo-service.example/cubes?cubes/l1448_13co.fits"]
     assert plain_cube.em_min is None  # velocity axis without a rest frequency
     mef = [r for r in by_id.values() if r.path.name == "test0.fits"]

@@ -146,7 +146,7 @@ def _records_of(hdul: fits.HDUList, path: Path, relative: str, root: Path,
         multi = len(served) > 1
         stem = re.sub(r"\.(fits|fit|fts)(\.gz|\.fz)?$|\.fz$", "", path.name, flags=re.I)
         extname = _text(header.get("EXTNAME"))
-        spectral = _spectral_range(header, hdul)
+        spectral = _spectral_range(header, hdul, (footprint.centre_ra, footprint.centre_dec))
         em_min, em_max, em_xel = spectral if spectral else (None, None, None)
         if spectral is None and assigned.band_range is not None:
             em_min, em_max = assigned.band_range.em_min, assigned.band_range.em_max
@@ -249,9 +249,15 @@ def _time_range(get: Any) -> tuple[float | None, float | None, float | None]:
     return start, end, exptime
 
 
-def _spectral_range(header: fits.Header, hdul: fits.HDUList,
+def _spectral_range(header: fits.Header, hdul: fits.HDUList, target: tuple[float, float],
                     ) -> tuple[float, float, int] | None:
-    """(em_min, em_max, channels) in metres from a spectral WCS axis, when convertible."""
+    """(em_min, em_max, channels): barycentric wavelength (m) of a spectral WCS axis.
+
+    The outer channel edges are converted to wavelength; a cube in another rest frame
+    (SPECSYS LSRK, LSRD, ...) is shifted to barycentric by the engine's own conversion, so
+    that SIA BAND searches and SODA BAND cutouts agree (an LSRK shift can exceed a whole
+    narrow cube).
+    """
     axes = max(int(header.get("NAXIS", 0) or 0), int(header.get("WCSAXES", 0) or 0))
     if axes < 3 and not any(f"CTYPE{n}" in header for n in range(3, 10)):
         return None  # no third axis, so no spectral one
@@ -266,13 +272,28 @@ def _spectral_range(header: fits.Header, hdul: fits.HDUList,
         full.pixel_shape = None  # degenerate axes beyond NAXIS break sub()
         channels = int(header.get(f"NAXIS{full.wcs.spec + 1}", 1) or 1)
         try:
-            edges = full.spectral.pixel_to_world([-0.5, channels - 0.5])
+            spectral = full.spectral
+            edges = spectral.pixel_to_world([-0.5, channels - 0.5])
             metres = edges.to(u.m, equivalencies=u.spectral()).value
+            metres = metres * _barycentric_factor(full, header, spectral, target)
         except Exception:  # velocity without rest frequency, unknown units, ...
             return None
     if not np.all(np.isfinite(metres)) or np.any(metres <= 0):
         return None
     return float(np.min(metres)), float(np.max(metres)), channels
+
+
+def _barycentric_factor(full: WCS, header: fits.Header, spectral: WCS,
+                        target: tuple[float, float]) -> float:
+    """Doppler factor from the cube's SPECSYS to barycentric wavelength (1 when already so)."""
+    specsys = str(header.get("SPECSYS", full.wcs.specsys or "BARYCENT")).strip().upper()
+    if specsys in ("BARYCENT", "HELIOCEN", "ICRS", ""):
+        return 1.0
+    from vo_service.engine.spectral import barycentric_wavelengths
+
+    native = spectral.pixel_to_world([0.0]).to(u.m, equivalencies=u.spectral()).value
+    moved = barycentric_wavelengths(full, header, full.wcs.spec, 1, target)
+    return float(moved[0] / native[0])
 
 
 def _pol_states(header: fits.Header) -> str | None:
