@@ -112,3 +112,11 @@ def test_pol_selects_stokes_planes(tmp_path):
     image = fits_factory.sip_image(tmp_path / "image.fits")
     assert cut(image, 0, region, pol=["I"]).status == "ok"
     assert cut(image, 0, region, pol=["Q"]).status == "no-overlap"
+
+
+def test_band_on_an_image_with_a_degenerate_frequency_axis(real_data):
+    path = real_data / "fits/images/first_J105007+304037.fits"  # 1.4 GHz, 2-D data, FREQ axis
+    region = CenterSize(162.52982, 30.67692, 10, 10)
+    assert cut(path, 0, region, band=(0.2, 0.22)).status == "ok"  # 21 cm
+    missed = cut(path, 0, region, band=(1e-6, 2e-6))
+    assert missed.status == "no-overlap" and "passband" in missed.message

@@ -95,6 +95,20 @@ def barycentric_wavelengths(
     return np.atleast_1d(u.Quantity(barycentric).to_value(u.m))
 
 
+def _degenerate_passband(wcs: WCS, header: fits.Header, axis: int,
+                         target: tuple[float, float]) -> tuple[float, float] | None:
+    """Wavelength interval (m) of a degenerate spectral axis (pixels -0.5..0.5), if known."""
+    pixels = np.zeros((2, wcs.naxis))
+    pixels[:, axis] = (-0.5, 0.5)
+    try:
+        values = wcs.wcs_pix2world(pixels, 0)[:, axis]
+        unit = u.Unit(wcs.wcs.cunit[axis] or "")
+        edges = (values * unit).to_value(u.m, equivalencies=u.spectral())
+    except (ValueError, u.UnitsError, TypeError):
+        return None
+    return float(np.min(edges)), float(np.max(edges))
+
+
 def _time_axis_mjd(wcs: WCS, header: fits.Header, axis: int, length: int) -> np.ndarray:
     """MJD of each plane of a time axis: MJDREF + value in CUNIT (FITS WCS Paper VII).
 
@@ -160,7 +174,13 @@ def select_axes(
         elif ctype.split("-")[0] in TIME_CTYPES:
             time_axis = axis
     if spectral_axis is not None and spectral_axis >= len(fits_shape):
-        spectral_axis = None  # a degenerate WCS axis without data pixels
+        if band is not None:  # a degenerate WCS axis without pixels: the image's passband
+            passband = _degenerate_passband(wcs, header, spectral_axis, target)
+            if passband is not None and (passband[1] < min(band) or passband[0] > max(band)):
+                return AxisSelection(tuple(ranges), (
+                    f"BAND {min(band):.6g}..{max(band):.6g} m is outside the image's "
+                    f"passband {passband[0]:.6g}..{passband[1]:.6g} m"))
+        spectral_axis = None
 
     if band is not None and spectral_axis is not None:
         lo, hi = sorted(band)

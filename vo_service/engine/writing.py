@@ -126,6 +126,11 @@ class StampHeader:
                     self.names[key] = entry.value
                     continue
                 body.append(entry.image)
+        present = {key for key, _, _ in self.crpix}
+        naxis = int(header.get("NAXIS", 0))
+        for axis in range(1, naxis + 1):  # CRPIX defaults to 0: still shift it
+            if f"CTYPE{axis}" in header and f"CRPIX{axis}" not in present:
+                self.crpix.append((f"CRPIX{axis}", axis - 1, 0.0))
         body.append(card("ORIGFILE", origfile, "source file of the cutout"))
         body.append(card("ORIG_FLE", origfile, "source file (astrocut name)"))
         body.append(card("ORIG_EXT", int(orig_ext), "source HDU index (0 = primary)"))
