@@ -183,3 +183,19 @@ def test_compute_failure_stores_nothing(cache: CutoutCache) -> None:
         cache.get_or_compute(key_of("f"), fail)
     assert key_of("f") not in cache
     assert not list(cache.objects_dir.rglob("*.part"))
+
+
+def test_sweep_removes_stray_files_but_not_entries_or_fresh_writes(cache: CutoutCache) -> None:
+    kept = cache.put(key_of("kept"), b"entry")
+    stray = cache.path_for(key_of("stray"))
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"orphan")
+    half = stray.parent / ".abc-123.part"
+    half.write_bytes(b"half")
+    fresh = stray.parent / ".fresh.part"
+    fresh.write_bytes(b"in flight")
+    for old in (stray, half, kept):
+        os.utime(old, (1, 1))
+    assert cache.sweep() == 2
+    assert kept.exists() and fresh.exists() and not stray.exists() and not half.exists()
+    assert cache.get(key_of("kept")) == kept

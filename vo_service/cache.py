@@ -111,6 +111,7 @@ class CutoutCache:
         self._key_locks: dict[str, list] = {}
         self._key_locks_guard = threading.Lock()
         self._create_schema()
+        self.sweep()
 
     # -- SQLite ---------------------------------------------------------------------------
 
@@ -345,6 +346,31 @@ class CutoutCache:
         cached, hit = self.open_or_compute(key, compute)
         cached.close()
         return cached.path, hit
+
+    def sweep(self, min_age_seconds: float = 3600.0) -> int:
+        """Delete files the index does not know (left by a crash between the rename and the
+        index insert, or half-written temporary files); returns how many were removed.
+
+        Only files older than ``min_age_seconds`` are touched, so writes in flight in other
+        processes are left alone.
+        """
+        known = {row[0] for row in self._db().execute(f"SELECT key FROM {_TABLE}")}
+        cutoff = time.time() - min_age_seconds
+        removed = 0
+        for directory in self.objects_dir.iterdir():
+            if not directory.is_dir():
+                continue
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name in known or not entry.is_file():
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+        if removed:
+            log.info("cache sweep removed %d stray files", removed)
+        return removed
 
     def stats(self) -> CacheStats:
         """Number of entries and bytes recorded in the index."""
