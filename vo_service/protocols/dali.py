@@ -24,7 +24,7 @@ from astropy.io.votable.tree import TableElement as VOTableTable
 from astropy.table import Table
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from vo_service.shapes import Circle, Polygon, Range, ShapeError
@@ -298,6 +298,8 @@ async def read_params(request: Request) -> Params:
                                  "application/x-www-form-urlencoded or multipart/form-data")
         except MultiPartException as exc:
             raise UsageError(f"malformed form body: {exc.message}") from exc
+        except ClientDisconnect as exc:  # nobody reads the answer; not a server fault
+            raise UsageError("the client closed the connection while sending") from exc
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 data = await value.read()

@@ -1,0 +1,220 @@
+"""DataLink {links}, the file and preview link targets, and the SODA descriptors."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import pytest
+import pyvo
+from astropy.io import fits
+from PIL import Image
+from pyvo.dal.adhoc import DatalinkResults, SodaQuery
+from server import LiveServer, assert_valid_votable, query_status
+
+from vo_service.archive.records import ImageRecord
+from vo_service.protocols import datalink
+
+FORNAX = (52.93, -28.09)
+LINKS_MIME = "application/x-votable+xml;content=datalink"
+
+
+@pytest.fixture(scope="module")
+def vis_bgsub(live_server: LiveServer) -> dict[str, object]:
+    """SIA columns of a VIS background-subtracted image of the central Fornax tile.
+
+    A plain dict: pytest's repr of a pyvo record on failure crashes the interpreter.
+    """
+    results = pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="VIS", PRODUCTTYPE="BGSUB", DPTYPE="image")
+    plain = [row for row in results if "MEF" not in row["obs_publisher_did"]]
+    assert len(plain) >= 1
+    row = plain[0]
+    values = {name: row[name] for name in ("obs_publisher_did", "s_ra", "s_dec", "em_min",
+                                           "em_max")}
+    values["links_url"] = row.getdataurl()
+    return values
+
+
+def links(server: LiveServer, *ids: str, method: str = "GET") -> httpx.Response:
+    if method == "POST":
+        return httpx.post(server.url("links"), data={"ID": list(ids)}, timeout=60)
+    return httpx.get(server.url("links"), params=[("ID", i) for i in ids], timeout=60)
+
+
+def test_links_of_an_image_found_with_sia(live_server: LiveServer, vis_bgsub: dict) -> None:
+    response = httpx.get(vis_bgsub["links_url"], timeout=60)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == LINKS_MIME
+    votable = assert_valid_votable(response.content)
+    resource = votable.resources[0]
+    assert resource.type == "results"
+    assert {i.name: i.value for i in resource.infos}["standardID"] == \
+        "ivo://ivoa.net/std/DataLink#links-1.1"
+    assert query_status(votable)[0] == "OK"
+    table = resource.tables[0].to_table()
+    assert table.colnames[0] == "ID"
+    assert set(table["ID"]) == {vis_bgsub["obs_publisher_did"]}
+    fields = {f.name: f for f in resource.tables[0].fields}
+    assert fields["content_length"].datatype == "long" and fields["content_length"].unit == "byte"
+
+
+def test_this_is_the_whole_fits_file(live_server: LiveServer, vis_bgsub: dict) -> None:
+    datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
+    this = list(datalinks.bysemantics("#this", include_narrower=False))
+    assert len(this) == 1
+    row = this[0]
+    assert row["content_type"] == "application/fits"
+    assert row["content_qualifier"] == "BGSUB"
+    assert "?" not in row.access_url
+    response = httpx.get(row.access_url, timeout=60)
+    assert response.status_code == 200
+    assert int(response.headers["content-length"]) == int(row["content_length"])
+    assert len(response.content) == int(row["content_length"])
+    with fits.open(io.BytesIO(response.content)) as hdul:
+        assert any(h.header.get("FILTER") == "VIS" for h in hdul)
+    head = httpx.head(row.access_url)
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_preview_is_a_png(live_server: LiveServer, vis_bgsub: dict) -> None:
+    datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
+    preview = list(datalinks.bysemantics("#preview", include_narrower=False))
+    assert len(preview) == 1 and preview[0]["content_type"] == "image/png"
+    response = httpx.get(preview[0].access_url, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG" and min(image.size) > 10
+    assert len(set(np.asarray(image).ravel().tolist())) > 10  # not a blank frame
+    again = httpx.get(preview[0].access_url, headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_auxiliary_rows_are_the_sibling_products(live_server: LiveServer, vis_bgsub: dict) -> None:
+    datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
+    auxiliary = list(datalinks.bysemantics("#auxiliary", include_narrower=False))
+    assert {row["content_qualifier"] for row in auxiliary} == {"RMS", "FLAG", "BGMOD"}
+    for row in auxiliary:
+        assert row["content_type"] == "application/fits"
+        assert row.access_url.startswith(live_server.url("files/"))
+    flag = next(row for row in auxiliary if row["content_qualifier"] == "FLAG")
+    with fits.open(io.BytesIO(httpx.get(flag.access_url, timeout=60).content)) as hdul:
+        assert any(h.header.get("PRODTYPE") == "FLAG" for h in hdul)
+
+
+def test_cutout_descriptor_is_dataset_specific(live_server: LiveServer, vis_bgsub: dict) -> None:
+    datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
+    cutout = list(datalinks.bysemantics("#cutout", include_narrower=False))
+    assert len(cutout) == 1 and cutout[0]["service_def"]
+    descriptor = datalinks.get_adhocservice_by_id(cutout[0]["service_def"])
+    assert descriptor.type == "meta" and descriptor.utype == "adhoc:service"
+    outside = {p.name: p.value for p in descriptor.params}
+    assert outside["standardID"] == "ivo://ivoa.net/std/SODA#sync-1.0"
+    assert outside["accessURL"] == live_server.url("sync")
+    inputs = {p.name: p for p in descriptor.groups[0].entries}
+    assert inputs["ID"].value == vis_bgsub["obs_publisher_did"]
+    assert inputs["ID"].ucd == "meta.ref.url;meta.curation"
+    circle = inputs["CIRCLE"]
+    assert (circle.datatype, circle.arraysize, circle.xtype, circle.unit, circle.ucd) == \
+        ("double", "3", "circle", "deg", "pos.outline;obs")
+    ra, dec, radius = np.ravel(circle.values.max)
+    assert abs(ra - vis_bgsub["s_ra"]) < 1e-6 and 0.02 < radius < 0.1
+    polygon_max = np.ravel(inputs["POLYGON"].values.max)
+    assert len(polygon_max) >= 6 and len(polygon_max) % 2 == 0
+    band = inputs["BAND"]
+    assert (band.arraysize, band.xtype, band.unit, band.ucd) == \
+        ("2", "interval", "m", "em.wl;stat.interval")
+    assert float(band.values.min) == pytest.approx(vis_bgsub["em_min"])
+    assert float(band.values.max) == pytest.approx(vis_bgsub["em_max"])
+    assert inputs["TIME"].unit == "d" and inputs["TIME"].values.min is not None
+    assert "POL" not in inputs  # no polarization axis
+    # pyvo builds a SODA query from it
+    proc = datalinks.get_first_proc()
+    assert proc["semantics"] == "#cutout"
+    query = SodaQuery.from_resource(proc, proc._get_soda_resource(),
+                                    circle=(vis_bgsub["s_ra"], vis_bgsub["s_dec"], 0.001))
+    assert query.queryurl == live_server.url("sync")
+    assert query["ID"] == vis_bgsub["obs_publisher_did"]
+    assert query["CIRCLE"].split()[2] == "0.001"
+
+
+def test_raw_descriptor_keeps_empty_values(live_server: LiveServer, vis_bgsub: dict) -> None:
+    body = httpx.get(vis_bgsub["links_url"]).text
+    assert 'name="CIRCLE" datatype="double" arraysize="3" xtype="circle" unit="deg"' in body
+    assert 'value="0 0 0"' not in body  # astropy would write zeros; clients would send them
+
+
+def test_many_ids_by_post_keep_rows_together(live_server: LiveServer) -> None:
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
+    assert len(dids) >= 4
+    unknown = "ivo://vo-service.example/EUCLID-DEMO?nothing/here.fits"
+    response = links(live_server, *dids, unknown, method="POST")
+    votable = assert_valid_votable(response.content)
+    table = votable.resources[0].tables[0].to_table()
+    order = [str(i) for i in table["ID"]]
+    blocks = [did for i, did in enumerate(order) if i == 0 or order[i - 1] != did]
+    assert blocks == [*dids, unknown]  # one block per ID, in request order
+    error = table[table["ID"] == unknown]
+    assert len(error) == 1 and error["semantics"][0] == "#this"
+    assert str(error["error_message"][0]).startswith("NotFoundFault: ")
+    descriptors = [r for r in votable.resources if r.type == "meta"]
+    assert len(descriptors) == len(dids)
+    assert len({r.ID for r in descriptors}) == len(dids)
+
+
+def test_no_id_is_an_empty_table(live_server: LiveServer) -> None:
+    response = httpx.get(live_server.url("links"))
+    assert response.status_code == 200
+    votable = assert_valid_votable(response.content)
+    assert len(votable.resources[0].tables[0].array) == 0
+
+
+def test_links_of_a_cube_and_a_compressed_tile(live_server: LiveServer) -> None:
+    service = pyvo.dal.SIA2Service(live_server.base_url)
+    cube_links = service.search(data_type="cube")[0].getdataurl()
+    datalinks = DatalinkResults.from_result_url(cube_links)
+    descriptor = datalinks.get_adhocservice_by_id(
+        next(datalinks.bysemantics("#cutout", include_narrower=False))["service_def"])
+    band = next(p for p in descriptor.groups[0].entries if p.name == "BAND")
+    assert float(band.values.min) == pytest.approx(1.2e-6, rel=0.05)
+    preview_row = next(datalinks.bysemantics("#preview", include_narrower=False))
+    preview = httpx.get(preview_row.access_url, timeout=60)
+    assert preview.status_code == 200 and preview.content[:4] == b"\x89PNG"
+    compressed = service.search(pos=(*FORNAX, 0.001), BANDNAME="VIS", PRODUCTTYPE="BGSUB",
+                                collection="EUCLID-DEMO").to_table()
+    for did in compressed["obs_publisher_did"]:
+        url = live_server.url(f"preview?ID={quote(str(did), safe='')}")
+        assert httpx.get(url, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "status", "fragment"), [
+    ("files/bm90LWEtZGlk", 404, "UsageError: no image with ID"),
+    ("files/%%%", 404, "UsageError: no file"),
+    ("preview", 400, "UsageError: ID is required"),
+    ("preview?ID=ivo://nowhere/x", 404, "UsageError: no image"),
+    ("links?ID=x&RESPONSEFORMAT=text/csv", 400, "UsageError: RESPONSEFORMAT"),
+    ("links?ID=x&MAXREC=-2", 400, "UsageError: MAXREC"),
+])
+def test_errors_are_dali_votables(live_server: LiveServer, path: str, status: int,
+                                  fragment: str) -> None:
+    response = httpx.get(live_server.url(path), timeout=60)
+    assert response.status_code == status
+    votable = assert_valid_votable(response.content)
+    value, text = query_status(votable)
+    assert value == "ERROR" and text.startswith(fragment)
+
+
+def test_file_tokens_never_touch_the_filesystem() -> None:
+    did = "ivo://a/b?../../etc/passwd"
+    token = datalink.file_token(did)
+    assert "/" not in token and datalink.did_from_token(token) == did
+
+
+def test_covering_circle_contains_every_vertex() -> None:
+    record = ImageRecord("ivo://a/b?c", "C", "c", path=__file__, hdu=0, s_ra=10.0, s_dec=-5.0,
+                         s_region=((9.9, -5.1), (10.1, -5.1), (10.1, -4.9), (9.9, -4.9)))
+    ra, dec, radius = datalink.covering_circle(record)
+    assert (ra, dec) == (10.0, -5.0) and 0.14 < radius < 0.1415

@@ -1,0 +1,300 @@
+"""DataLink 1.1 {links}: what a client can do with one image, and SODA service descriptors.
+
+For each ID the links table holds ``#this`` (the FITS file), ``#preview`` (a PNG),
+``#cutout`` (through a dataset-specific SODA descriptor with VALUES hints) and
+``#auxiliary`` rows for the sibling products of the same tile and band. Unknown IDs get a
+``NotFoundFault`` error row (DataLink §3.4). The descriptors are built with lxml, because
+astropy rewrites an empty array PARAM value (``value=""``) as zeros, which a client would
+send as a constant.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from astropy.io import fits
+from lxml import etree
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from vo_service.archive.records import ImageRecord
+from vo_service.engine.preview import render_preview
+from vo_service.protocols import dali
+
+LINKS_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.1"
+DATALINK_MIME = "application/x-votable+xml;content=datalink"
+VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
+MAX_IDS = 1000  # IDs answered per request; more give OVERFLOW (DataLink §3.3)
+PREVIEW_SIDE = 1024  # longest side of a whole-image preview, pixels
+
+
+# ---------------------------------------------------------------------------------------
+# URLs of the things a links row points to
+
+
+def file_token(did: str) -> str:
+    """The path segment under ``/files/`` naming a dataset: base64url of its DID, no padding.
+
+    The token is decoded back to a DID and looked up in the index: no part of it is ever
+    used as a filesystem path.
+    """
+    return base64.urlsafe_b64encode(did.encode()).decode().rstrip("=")
+
+
+def did_from_token(token: str) -> str:
+    """Inverse of :func:`file_token`; a malformed token is a 404 UsageError."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise dali.NotFound(f"no file is known under {token!r}") from exc
+
+
+def file_url(base: str, record: ImageRecord) -> str:
+    """Where the whole FITS file of ``record`` is downloaded."""
+    return f"{base}/files/{file_token(record.obs_publisher_did)}"
+
+
+def links_url(base: str, did: str) -> str:
+    """The DataLink document of one dataset (SIA access_url)."""
+    return f"{base}/links?ID={quote(did, safe='')}"
+
+
+def preview_url(base: str, did: str) -> str:
+    """The PNG preview of one dataset."""
+    return f"{base}/preview?ID={quote(did, safe='')}"
+
+
+# ---------------------------------------------------------------------------------------
+# Service descriptors (DataLink 1.1 §4, SODA 1.0 §3; checklist §5.3, §8, §9)
+
+
+def _number(value: float) -> str:
+    return f"{value:.10g}"
+
+
+def covering_circle(record: ImageRecord) -> tuple[float, float, float] | None:
+    """A near-minimal circle (ra, dec, radius in deg) around the footprint, or None."""
+    if record.s_ra is None or record.s_dec is None:
+        return None
+    if record.s_region:
+        ra0, dec0 = np.radians(record.s_ra), np.radians(record.s_dec)
+        ra, dec = np.radians(np.array(record.s_region).T)
+        cos_distance = (np.sin(dec0) * np.sin(dec)
+                        + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0))
+        radius = float(np.degrees(np.arccos(np.clip(cos_distance, -1, 1))).max())
+    elif record.s_fov:
+        radius = record.s_fov / 2
+    else:
+        return None
+    return record.s_ra, record.s_dec, min(180.0, radius * (1 + 1e-6) + 1e-9)
+
+
+def _values(param: etree._Element, *, minimum: str | None = None, maximum: str | None = None,
+            options: Iterable[str] = ()) -> None:
+    values = etree.SubElement(param, f"{{{VOTABLE_NS}}}VALUES")
+    if minimum is not None:
+        etree.SubElement(values, f"{{{VOTABLE_NS}}}MIN", value=minimum)
+    if maximum is not None:
+        etree.SubElement(values, f"{{{VOTABLE_NS}}}MAX", value=maximum)
+    for option in options:
+        etree.SubElement(values, f"{{{VOTABLE_NS}}}OPTION", value=option)
+
+
+def _template_descriptor() -> etree._Element:
+    tree = etree.parse(str(dali.TEMPLATES / "soda_descriptor.xml"),
+                       etree.XMLParser(remove_comments=True, remove_blank_text=True))
+    return tree.getroot().find(f"{{{VOTABLE_NS}}}RESOURCE[@type='meta']")
+
+
+def soda_descriptor(base: str, *, resource_id: str, record: ImageRecord | None = None,
+                    id_ref: str | None = None) -> etree._Element:
+    """A SODA sync descriptor RESOURCE.
+
+    With ``record`` it is dataset-specific: ID fixed, CIRCLE/POLYGON ``MAX`` from the
+    footprint, BAND/TIME ``MIN``/``MAX``, POL ``OPTION``s (SODA §3.3; POS has no VALUES).
+    Without, it is generic: ID ``value=""`` with ``ref`` to the FIELD ``id_ref``.
+    """
+    resource = copy.deepcopy(_template_descriptor())
+    resource.set("ID", resource_id)
+    params = {p.get("name"): p for p in resource.iter(f"{{{VOTABLE_NS}}}PARAM")}
+    params["accessURL"].set("value", f"{base}/sync")
+    if record is None:
+        if id_ref:
+            params["ID"].set("ref", id_ref)
+        return resource
+    params["ID"].set("value", record.obs_publisher_did)
+    circle = covering_circle(record)
+    if circle:
+        _values(params["CIRCLE"], maximum=" ".join(_number(v) for v in circle))
+    if record.s_region:
+        _values(params["POLYGON"], maximum=" ".join(_number(v) for v in record.dali_polygon))
+    if record.em_min is not None and record.em_max is not None:
+        _values(params["BAND"], minimum=_number(record.em_min), maximum=_number(record.em_max))
+    if record.t_min is not None and record.t_max is not None:
+        _values(params["TIME"], minimum=_number(record.t_min), maximum=_number(record.t_max))
+    states = [s for s in (record.pol_states or "").split("/") if s]
+    if states:
+        _values(params["POL"], options=states)
+    else:  # SODA §3.3: declare only what applies; an unpolarised image has no POL axis
+        params["POL"].getparent().remove(params["POL"])
+    return resource
+
+
+def add_resources(document: bytes, resources: Sequence[etree._Element]) -> bytes:
+    """Insert ``resources`` as top-level RESOURCEs after the last one of a VOTable document."""
+    if not resources:
+        return document
+    root = etree.fromstring(document)
+    last = root.findall(f"{{{VOTABLE_NS}}}RESOURCE")[-1]
+    position = list(root).index(last) + 1
+    for offset, resource in enumerate(resources):
+        root.insert(position + offset, resource)
+    etree.indent(root, space=" ")
+    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# {links}
+
+
+def _describe(record: ImageRecord) -> str:
+    parts = [record.instrument_name, record.band, record.product_type]
+    what = " ".join(p for p in parts if p) or record.dataproduct_type
+    tile = f" of tile {record.tile}" if record.tile else ""
+    return f"{what} {record.dataproduct_type}{tile}"
+
+
+def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequence[ImageRecord],
+              service_id: str) -> list[dict[str, object]]:
+    """The links rows of one ID (all consecutive, DataLink §3.2)."""
+    if record is None:
+        return [{"ID": did, "semantics": "#this",
+                 "error_message": f"NotFoundFault: no image with ID {did!r} in this archive"}]
+    rows: list[dict[str, object]] = [
+        {"ID": did, "access_url": file_url(base, record), "semantics": "#this",
+         "description": f"the whole FITS file: {_describe(record)}",
+         "content_type": record.access_format, "content_length": record.file_size,
+         "content_qualifier": record.product_type, "local_semantics": "file"},
+        {"ID": did, "access_url": preview_url(base, did), "semantics": "#preview",
+         "description": "PNG preview of the whole image (binned, zscale)",
+         "content_type": "image/png", "local_semantics": "preview"},
+        {"ID": did, "service_def": service_id, "semantics": "#cutout",
+         "description": "SODA cutout of this image (CIRCLE, POLYGON or POS; BAND, TIME)",
+         "content_type": "application/fits", "local_semantics": "cutout"},
+    ]
+    for sibling in siblings:
+        rows.append({
+            "ID": did, "access_url": file_url(base, sibling), "semantics": "#auxiliary",
+            "description": f"{sibling.product_type or 'related'} product of the same tile and "
+                           f"band: {_describe(sibling)} ({sibling.obs_publisher_did})",
+            "content_type": sibling.access_format, "content_length": sibling.file_size,
+            "content_qualifier": sibling.product_type,
+            "local_semantics": (sibling.product_type or "auxiliary").lower(),
+        })
+    return rows
+
+
+async def links_endpoint(request: Request) -> Response:
+    """GET/POST ``/links``: the DataLink document of one or many IDs."""
+    request.scope["vo_standard_id"] = LINKS_STANDARD_ID
+    params = await dali.read_params(request)
+    requested = dali.parse_responseformat(
+        params.get_single("RESPONSEFORMAT"), [dali.VOTABLE_MIME], default=dali.VOTABLE_MIME)
+    content_type = DATALINK_MIME if params.get_single("RESPONSEFORMAT") is None \
+        or requested.content_type == dali.VOTABLE_MIME else requested.content_type
+    maxrec_text = params.get_single("MAXREC")
+    id_cap = MAX_IDS if maxrec_text is None else min(
+        MAX_IDS, dali.parse_int("MAXREC", maxrec_text, minimum=0))
+    ids = params.get_all("ID")
+    answered, overflow = ids[:id_cap], len(ids) > id_cap
+    base = dali.public_base_url(request)
+    index = request.app.state.index
+
+    rows: list[dict[str, object]] = []
+    descriptors: list[etree._Element] = []
+    for number, did in enumerate(answered, start=1):
+        record = index.get(did)
+        service_id = f"soda-{number}"
+        siblings = index.siblings(record) if record is not None else []
+        rows.extend(link_rows(base, did, record, siblings, service_id))
+        if record is not None:
+            descriptors.append(soda_descriptor(base, resource_id=service_id, record=record))
+
+    votable = dali.load_template("datalink_links.xml")
+    dali.fill_rows(votable.resources[0].tables[0], rows)
+    if overflow:
+        status = next(i for i in votable.resources[0].infos if i.name == "QUERY_STATUS")
+        status.value = "OVERFLOW"
+        status.content = f"only the first {id_cap} IDs were answered; send the rest again"
+    body = add_resources(dali.votable_bytes(votable), descriptors)
+    return Response(body, media_type=content_type)
+
+
+# ---------------------------------------------------------------------------------------
+# Link targets: the file itself and its preview
+
+
+def _record_or_404(request: Request, did: str) -> ImageRecord:
+    record = request.app.state.index.get(did)
+    if record is None:
+        raise dali.NotFound(f"no image with ID {did!r} in this archive")
+    return record
+
+
+async def file_endpoint(request: Request) -> Response:
+    """GET/HEAD ``/files/<token>``: the whole FITS file of a dataset, streamed."""
+    record = _record_or_404(request, did_from_token(request.path_params["token"]))
+    if not record.path.is_file():
+        raise dali.NotFound(f"the file of {record.obs_publisher_did!r} is no longer on disk; "
+                            "the index needs a refresh")
+    return FileResponse(record.path, media_type=record.access_format,
+                        filename=record.path.name, content_disposition_type="attachment")
+
+
+def downsampled_plane(path: Path, hdu: int, *, max_side: int = PREVIEW_SIDE,
+                      max_planes: int = 8) -> np.ndarray:
+    """Pixels of one HDU read with step slicing: at most ``max_side`` per image axis and
+    ``max_planes`` along any other axis, so a huge image is never read whole."""
+    # .section reads only the rows it needs from the file; memmap=False because astropy
+    # refuses to scale (BZERO/BSCALE) memory-mapped integer images.
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        image = hdul[hdu]
+        shape = image.shape
+        steps = [max(1, math.ceil(n / max_planes)) for n in shape[:-2]]
+        steps += [max(1, math.ceil(n / max_side)) for n in shape[-2:]]
+        return np.asarray(image.section[tuple(slice(None, None, s) for s in steps)],
+                          dtype=np.float32)
+
+
+def _render(path: Path, hdu: int, fmt: str) -> bytes:
+    return render_preview(downsampled_plane(path, hdu), fmt=fmt, limits="zscale")
+
+
+async def preview_endpoint(request: Request) -> Response:
+    """GET/HEAD ``/preview?ID=...[&RESPONSEFORMAT=image/jpeg]``: the whole image as PNG."""
+    params = await dali.read_params(request)
+    did = params.get_single("ID")
+    if did is None:
+        raise dali.UsageError("ID is required: the publisher DID of the image to preview")
+    requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
+                                          ["image/png", "image/jpeg"], default="image/png")
+    record = _record_or_404(request, did)
+    etag = f'"{file_token(did)}-{int(record.mtime)}-{requested.mime}"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    fmt = "jpeg" if requested.mime == "image/jpeg" else "png"
+    try:
+        body = await run_in_threadpool(_render, record.path, record.hdu, fmt)
+    except (OSError, ValueError) as exc:
+        raise dali.DALIError(f"the preview of {did!r} could not be rendered: {exc}") from exc
+    return Response(body, media_type=requested.content_type, headers=headers)
