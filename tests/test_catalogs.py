@@ -244,3 +244,12 @@ def test_parse_angle_reads_degrees_and_sexagesimal() -> None:
     assert parse_angle("-05 23 28", is_ra=False) == pytest.approx(ORION_DEC)
     with pytest.raises(ValueError, match="cannot read Dec 'south' as an angle; give degrees"):
         parse_angle("south", is_ra=False)
+
+
+def test_votable_with_sexagesimal_text_columns() -> None:
+    table = Table({"obj": ["orion"], "ra_text": ["05 35 17.3"], "dec_text": ["-05 23 28"]})
+    data = _votable_bytes(table, {"ra_text": "pos.eq.ra;meta.main",
+                                  "dec_text": "pos.eq.dec;meta.main"})
+    catalog = read_catalog(data)
+    assert catalog.ids == ["orion"] and catalog.row_problems == {}
+    np.testing.assert_allclose([catalog.ra[0], catalog.dec[0]], [ORION_RA, ORION_DEC])

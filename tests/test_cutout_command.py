@@ -165,3 +165,13 @@ def test_console_script_with_worker_processes(real_data, horsehead, catalog, tmp
     ]
     with Image.open(previews[0]) as image:
         assert image.format == "JPEG" and max(image.size) == 32
+
+
+def test_a_directory_means_every_fits_file_in_it(real_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["cutout", str(real_data / "fits" / "derived"), "--ra", "0.0",
+                   "--dec", "-2.458", "--size", "10", "--out", str(out), "--quiet"])
+    assert status == 0
+    # the re-pointed HorseHead straddles RA = 0; the L1448 cube is elsewhere
+    assert "1 cutouts made, 0 partial, 1 no overlap, 0 errors" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == ["0.00000-2.45800_ra0wrap_HorseHead.fits"]

@@ -33,9 +33,9 @@ RA_NAMES = ("ra", "ra_deg", "radeg", "raj2000", "_raj2000", "ra_icrs", "ra_j2000
 DEC_NAMES = ("dec", "dec_deg", "decdeg", "dej2000", "_dej2000", "decj2000", "dec_icrs",
              "dec_j2000", "dec2000", "decl", "delta", "delta_j2000", "de", "s_dec", "dec_obj",
              "target_dec", "dec_targ")
-ID_NAMES = ("id", "name", "objid", "obj_id", "object_id", "source_id", "sourceid", "target",
-            "target_name", "targetname", "object", "objname", "main_id", "designation",
-            "source", "ident", "identifier")
+ID_NAMES = ("id", "name", "objid", "obj", "src", "obj_id", "object_id", "source_id",
+            "sourceid", "target", "target_name", "targetname", "object", "objname", "main_id",
+            "designation", "source", "ident", "identifier")
 SIZE_NAMES = ("size", "cutout_size", "size_pix", "size_pixels", "size_arcsec", "size_arcmin",
               "size_deg", "width")
 SIZE_NAME_UNITS = {"arcsec": "arcsec", "arcmin": "arcmin", "deg": "deg", "pix": "pix"}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
 
 from vo_service.catalogs import CatalogError, parse_angle, read_catalog
 from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
@@ -129,7 +130,7 @@ def _fits_files(names: list[str]) -> list[Path]:
 
 def _celestial(hdu, hdul) -> bool:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", AstropyWarning)  # FITSFixed/Verify: repaired cards
         try:
             return WCS(hdu.header, fobj=hdul).has_celestial
         except Exception:  # an unparsable WCS is not a sky image
@@ -289,13 +290,19 @@ def run_job(job: Job) -> list[Outcome]:
     """Cut and write every target of one job (module level: runs in worker processes)."""
     outcomes: list[Outcome] = []
     try:
-        with OpenImage(job.task.path, job.task.hdu) as image:
+        with OpenImage(job.task.path, job.task.hdu) as image, warnings.catch_warnings():
+            # repaired header cards and NaN-ridden distortion solutions far off an image
+            # are the engine's business; the command reports per-stamp statuses instead
+            warnings.simplefilter("ignore", AstropyWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
             for result in iter_cutouts(image, job.task.regions, pad=job.task.pad):
                 outcomes.append(_write_stamp(job, result, image.header))
-    except (CutoutError, OSError, ValueError) as error:
+    except Exception as error:  # one unreadable image must not end a long run
+        message = str(error) if isinstance(error, CutoutError | OSError | ValueError) else (
+            f"{type(error).__name__}: {error}")
         done = {outcome.target for outcome in outcomes}
         outcomes += [
-            Outcome(job.first_target + i, job.image_position, "error", str(error))
+            Outcome(job.first_target + i, job.image_position, "error", message)
             for i in range(len(job.task.regions)) if job.first_target + i not in done
         ]
     return outcomes
