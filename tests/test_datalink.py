@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import pyvo
 from astropy.io import fits
+from astropy.wcs import WCS
 from PIL import Image
 from pyvo.dal.adhoc import DatalinkResults, SodaQuery
 from server import LiveServer, assert_valid_votable, query_status
@@ -218,3 +219,18 @@ def test_covering_circle_contains_every_vertex() -> None:
                          s_region=((9.9, -5.1), (10.1, -5.1), (10.1, -4.9), (9.9, -4.9)))
     ra, dec, radius = datalink.covering_circle(record)
     assert (ra, dec) == (10.0, -5.0) and 0.14 < radius < 0.1415
+
+
+def test_pyvo_cutout_through_the_descriptor(live_server: LiveServer, vis_bgsub: dict) -> None:
+    """Discovery -> links -> SODA sync cutout, all with pyvo, as a user script would."""
+    datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
+    proc = datalinks.get_first_proc()
+    ra, dec = float(vis_bgsub["s_ra"]), float(vis_bgsub["s_dec"])
+    stream = proc.processed(circle=(ra, dec, 0.002))
+    with fits.open(io.BytesIO(stream.read())) as hdul:
+        image = next(h for h in hdul if h.data is not None)
+        assert image.header["FILTER"] == "VIS"
+        assert 0 < image.data.shape[0] < 100 and 0 < image.data.shape[1] < 100
+        centre = WCS(image.header).pixel_to_world_values(
+            (image.data.shape[1] - 1) / 2, (image.data.shape[0] - 1) / 2)
+        assert abs(float(centre[0]) - ra) < 0.001 and abs(float(centre[1]) - dec) < 0.001
