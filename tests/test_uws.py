@@ -396,3 +396,19 @@ def test_pyvo_runs_waits_and_fetches(client: httpx.Client, base: str) -> None:
     assert client.get(uris[1]).text == "step 1\n"
     job.delete()
     assert client.get(url).status_code == 404
+
+
+def test_full_queue_holds_the_job_until_run_again(tmp_path: Path, client: httpx.Client) -> None:
+    settings = Settings(state_dir=tmp_path,
+                        limits=Limits(job_workers=1, max_queued_jobs=1, wait_cap_seconds=20))
+    with Server(make_app(settings)) as base:
+        busy = create(client, base, STEPS="100", STEP_SECONDS="0.05", PHASE="RUN")
+        job_doc(client, busy, WAIT="10", PHASE="QUEUED")  # until it executes
+        queued = create(client, base, STEPS="1", PHASE="RUN")
+        held = create(client, base, STEPS="1", PHASE="RUN")
+        assert phase_of(job_doc(client, queued)) == "QUEUED"
+        assert phase_of(job_doc(client, held)) == "HELD"
+        client.post(f"{busy}/phase", data={"PHASE": "ABORT"})
+        assert phase_of(wait_final(client, queued)) == "COMPLETED"
+        client.post(f"{held}/phase", data={"PHASE": "RUN"})
+        assert phase_of(wait_final(client, held)) == "COMPLETED"

@@ -71,6 +71,9 @@ def as_finished(
         done, _ = wait(list(running), timeout=poll_seconds, return_when=FIRST_COMPLETED)
         for future in done:
             yield running.pop(future), future
+        if should_stop():  # drop work that has not started; what runs finishes
+            for future in [f for f in running if f.cancel()]:
+                running.pop(future)
         fill()
 
 

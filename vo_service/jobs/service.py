@@ -179,6 +179,9 @@ class JobService:
         """Destroy jobs whose destruction time has passed, with their files."""
         for job_id in self.store.expired(format_time(now())):
             self.delete(job_id)
+        with self._guard:
+            running = list(self._aborts)
+        self.store.forget_orphans(running)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import sqlite_utils
 from vo_service.jobs.phases import Phase
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+ORPHAN_AGE_SECONDS = 3600
 
 
 def format_time(moment: datetime) -> str:
@@ -235,6 +237,26 @@ class JobStore:
             for table in ("results", "parameters", "jobs"):
                 self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def forget_orphans(self, running: Iterable[str]) -> int:
+        """Remove rows and old folders of jobs that no longer exist (deleted while running).
+
+        Jobs in ``running`` are left alone: their worker may still be writing.
+        """
+        busy = set(running)
+        with self._lock, self._db.conn:
+            known = {row["job_id"] for row in self._db.query("SELECT job_id FROM jobs")}
+            for table in ("results", "parameters"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE job_id NOT IN (SELECT job_id FROM jobs)")
+        removed = 0
+        settled = time.time() - ORPHAN_AGE_SECONDS  # spares folders of jobs being created
+        for folder in self.jobs_dir.iterdir():
+            if (folder.is_dir() and folder.name not in known and folder.name not in busy
+                    and folder.stat().st_mtime < settled):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     # -- parameters -------------------------------------------------------------------
 
