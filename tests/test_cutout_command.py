@@ -175,3 +175,49 @@ def test_a_directory_means_every_fits_file_in_it(real_data, tmp_path, capsys):
     # the re-pointed HorseHead straddles RA = 0; the L1448 cube is elsewhere
     assert "1 cutouts made, 0 partial, 1 no overlap, 0 errors" in capsys.readouterr().out
     assert [p.name for p in out.iterdir()] == ["0.00000-2.45800_ra0wrap_HorseHead.fits"]
+
+
+def _band_file(path: Path, flux: float) -> Path:
+    """A 100x100 1"/pixel TAN image at (150, 2) with a star at pixel (50, 30) of `flux`."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [50.5, 50.5]
+    wcs.wcs.cdelt = [-1 / 3600, 1 / 3600]
+    y, x = np.mgrid[:100, :100]
+    noise = np.random.default_rng(int(flux * 10)).normal(0.0, 0.01, (100, 100))
+    data = (noise + flux * np.exp(-((x - 50) ** 2 + (y - 30) ** 2) / 8.0)).astype(np.float32)
+    fits.PrimaryHDU(data, wcs.to_header()).writeto(path)
+    return path
+
+
+def test_rgb_composite_from_three_bands(tmp_path, capsys):
+    bands = [_band_file(tmp_path / f"{name}.fits", flux)
+             for name, flux in (("i", 10.0), ("r", 0.5), ("g", 0.3))]
+    out = tmp_path / "out"
+    status = main(["cutout", *map(str, bands), "--ra", "150", "--dec", "2", "--size", "80",
+                   "--rgb", "--id", "star", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "3 cutouts made" in captured.out and "1 colour composites made" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "star_g.fits", "star_i.fits", "star_r.fits", "star_rgb.png",
+    ]
+    with Image.open(out / "star_rgb.png") as composite:
+        assert composite.mode == "RGB" and composite.size == (80, 80)
+        red, green, blue = np.asarray(composite)[79 - 20, 40].astype(int)  # star at y=20
+    assert red > 200 and red > 3 * max(green, blue)
+    assert main(["cutout", *map(str, bands[:2]), "--ra", "150", "--dec", "2", "--rgb",
+                 "--out", str(out)]) == 2
+    assert "--rgb needs exactly three images (red, green, blue), got 2: i, r" in (
+        capsys.readouterr().err)
+
+
+def test_same_file_name_in_two_folders_keeps_both(horsehead, tmp_path, capsys):
+    copy = tmp_path / "copy" / "HorseHead.fits"
+    copy.parent.mkdir()
+    copy.write_bytes(horsehead.read_bytes())
+    out = tmp_path / "out"
+    assert main(["cutout", str(horsehead), str(copy), "--ra", "85.275", "--dec", "-2.458",
+                 "--size", "8", "--id", "hh", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["hh_HorseHead.fits", "hh_HorseHead_2.fits"]

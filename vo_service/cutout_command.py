@@ -28,7 +28,8 @@ from astropy.wcs import WCS
 
 from vo_service.catalogs import CatalogError, parse_angle, read_catalog
 from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
-from vo_service.engine.preview import PreviewOptions
+from vo_service.engine.composite import CompositeError, render_composite
+from vo_service.engine.preview import PreviewOptions, physical_pixels
 from vo_service.engine.reading import LOOKUP_EXTNAMES, OpenImage
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write, empty_primary_bytes
@@ -88,6 +89,9 @@ def add_cutout_arguments(parser: argparse.ArgumentParser) -> None:
                      help="fits, png, jpeg, or both (FITS + PNG)")
     out.add_argument("--single-file", action="store_true",
                      help="one multi-extension FITS file per target (all images)")
+    out.add_argument("--rgb", action="store_true",
+                     help="also a Lupton asinh colour composite per target from exactly three "
+                          "images, given in the order red, green, blue (use --pad at edges)")
     out.add_argument("--stretch", default="asinh", help="preview stretch: linear, sqrt, log, asinh")
     out.add_argument("--limits", default="zscale",
                      help="preview limits: zscale, minmax or a percentile such as 99.5")
@@ -138,7 +142,8 @@ def _celestial(hdu, hdul) -> bool:
 
 
 def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
-    images = []
+    images: list[Image] = []
+    used_labels: set[str] = set()
     for path in paths:
         try:
             with fits.open(path, lazy_load_hdus=False) as hdul:
@@ -160,6 +165,9 @@ def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
         stem = _UNSAFE.sub("_", path.name.split(".")[0])
         for index in found:
             label = stem if len(found) == 1 else f"{stem}_h{index}"
+            if label in used_labels:  # same name in two folders: keep both files' stamps
+                label = f"{label}_{sum(lbl.startswith(label) for lbl in used_labels) + 1}"
+            used_labels.add(label)
             images.append(Image(path, index, label, max(extvers, default=0)))
     return images
 
@@ -238,6 +246,7 @@ class Job:
     preview: PreviewOptions | None
     staging: Path | None  # single-file mode: extension parts are written here first
     extver_offset: int
+    rgb_staging: Path | None = None  # --rgb: each stamp's physical values (.npy) go here
 
 
 @dataclass(frozen=True)
@@ -253,14 +262,10 @@ class Outcome:
 
 def _physical(result, header: fits.Header) -> np.ndarray:
     """Preview values of a stamp: integers scaled by BSCALE/BZERO, BLANK pixels as NaN."""
-    raw = result.data
-    if raw.dtype.kind not in "iu":
-        return raw
-    values = raw.astype(np.float64)
     blank = result.blank if result.blank is not None else header.get("BLANK")
-    if blank is not None:
-        values[raw == int(blank)] = np.nan
-    return values * float(header.get("BSCALE", 1.0)) + float(header.get("BZERO", 0.0))
+    return physical_pixels(result.data, bscale=float(header.get("BSCALE", 1.0)),
+                           bzero=float(header.get("BZERO", 0.0)),
+                           blank=None if blank is None else int(blank))
 
 
 def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
@@ -276,6 +281,10 @@ def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
                                              extname=job.label[:68]))
         elif job.write_fits:
             files.append(result.write(job.out_dir / f"{stem}.fits"))
+        if job.rgb_staging is not None:
+            plane = job.rgb_staging / f"{target:07d}" / f"{job.image_position}.npy"
+            plane.parent.mkdir(parents=True, exist_ok=True)
+            np.save(plane, _physical(result, header))
         if job.preview is not None:
             suffix = "jpg" if job.preview.fmt == "jpeg" else "png"
             image_bytes = job.preview.render(_physical(result, header))
@@ -309,7 +318,8 @@ def run_job(job: Job) -> list[Outcome]:
 
 
 def _jobs(images: list[Image], targets: Targets, args: argparse.Namespace,
-          preview: PreviewOptions | None, staging: Path | None) -> list[Job]:
+          preview: PreviewOptions | None, staging: Path | None,
+          rgb_staging: Path | None) -> list[Job]:
     count = len(targets.regions)
     chunk = max(1, min(MAX_CHUNK, math.ceil(count / (4 * args.workers))))
     jobs, extver_offset = [], 0
@@ -320,7 +330,7 @@ def _jobs(images: list[Image], targets: Targets, args: argparse.Namespace,
             jobs.append(Job(task, position, image.label,
                             tuple(targets.names[start:start + chunk]), start, Path(args.out),
                             args.output_format in ("fits", "both"), preview, staging,
-                            extver_offset))
+                            extver_offset, rgb_staging))
         extver_offset += image.lookup_extvers
     return jobs
 
@@ -342,6 +352,29 @@ def _merge_single_files(staging: Path, out_dir: Path, targets: Targets) -> dict[
         merged[target] = atomic_write(out_dir / f"{targets.names[target]}.fits",
                                       [primary, *parts])
     return merged
+
+
+def _write_composites(rgb_staging: Path, out_dir: Path, targets: Targets,
+                      args: argparse.Namespace) -> tuple[int, list[str]]:
+    """One colour composite per target cut from all three images; (made, problems)."""
+    fmt = "jpeg" if args.output_format == "jpeg" else "png"
+    made, problems = 0, []
+    for folder in sorted(rgb_staging.iterdir()):
+        name = targets.names[int(folder.name)]
+        planes = [folder / f"{position}.npy" for position in range(3)]
+        if not all(plane.exists() for plane in planes):
+            problems.append(f"{name}: not in all three images, no colour composite")
+            continue
+        try:
+            image_bytes = render_composite(*(np.load(plane) for plane in planes), fmt=fmt,
+                                           size=args.preview_size)
+        except CompositeError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        suffix = "jpg" if fmt == "jpeg" else "png"
+        atomic_write(out_dir / f"{name}_rgb.{suffix}", [image_bytes])
+        made += 1
+    return made, problems
 
 
 class Progress:
@@ -411,9 +444,16 @@ def run_cutout_command(args: argparse.Namespace) -> int:
     except (UsageProblem, OSError) as error:
         print(f"vo-service cutout: error: {error}", file=sys.stderr)
         return 2
+    if args.rgb and len(images) != 3:
+        print(f"vo-service cutout: error: --rgb needs exactly three images (red, green, blue), "
+              f"got {len(images)}: {', '.join(image.label for image in images)}",
+              file=sys.stderr)
+        return 2
     single = args.single_file and args.output_format in ("fits", "both")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir)) if single else None
-    jobs = _jobs(images, targets, args, preview, staging)
+    rgb_staging = Path(tempfile.mkdtemp(prefix=".rgb-", dir=out_dir)) if args.rgb else None
+    jobs = _jobs(images, targets, args, preview, staging, rgb_staging)
+    composites: tuple[int, list[str]] | None = None
     progress = Progress(len(targets.regions) * len(images), enabled=not args.quiet)
     outcomes: list[Outcome] = []
     try:
@@ -424,10 +464,17 @@ def run_cutout_command(args: argparse.Namespace) -> int:
         progress.finish()
         if staging is not None and staging.exists():
             _merge_single_files(staging, out_dir, targets)
+        if rgb_staging is not None:
+            composites = _write_composites(rgb_staging, out_dir, targets, args)
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        for folder in (staging, rgb_staging):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     made, errors = _report(outcomes, images, targets)
+    if composites is not None:
+        for problem in composites[1][:10]:
+            print(f"colour: {problem}", file=sys.stderr)
+        print(f"{composites[0]} colour composites made")
     if made:
         print(f"written to {out_dir}")
     return 1 if errors or not made else 0
