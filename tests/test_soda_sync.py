@@ -13,6 +13,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import astropy.units as u
 import httpx
@@ -23,6 +24,7 @@ from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image
+from pyvo.dal.adhoc import DatalinkResults
 from server import LiveServer, assert_valid_votable, query_status
 
 from vo_service.config import Limits
@@ -424,3 +426,23 @@ def test_large_cutouts_are_streamed_whole(real_live_server: LiveServer) -> None:
     with fits.open(io.BytesIO(content)) as cutout:
         assert cutout[0].data.shape == record.shape  # clipped to the image: all of it
         assert_equals_cutout2d(record.path, 0, cutout, 0)
+
+
+def test_pyvo_band_from_the_descriptor_hints_selects_every_channel(
+        real_live_server: LiveServer) -> None:
+    """The BAND range DataLink advertises for a cube is accepted by /sync as a whole."""
+    record = record_of(real_live_server, CUBE, 0)
+    links = DatalinkResults.from_result_url(
+        real_live_server.url("links") + "?ID=" + quote(record.obs_publisher_did))
+    proc = links.get_first_proc()
+    band = next(p for p in links.get_adhocservice_by_ivoid(soda.SYNC_STANDARD_ID)
+                .groups[0].entries if p.name == "BAND")
+    low, high = float(band.values.min), float(band.values.max)
+    stream = proc.processed(circle=(record.s_ra, record.s_dec, 0.05) * u.deg,
+                            band=(low, high) * u.m)
+    with fits.open(io.BytesIO(stream.read())) as cutout:
+        assert cutout[0].data.shape[0] == record.shape[0]
+        assert_equals_cutout2d(record.path, 0, cutout, 0)
+    with pytest.raises(pyvo.dal.DALServiceError):  # just above the cube: a 400 UsageError
+        proc.processed(circle=(record.s_ra, record.s_dec, 0.05) * u.deg,
+                       band=(high * 1.001, high * 1.002) * u.m)
