@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import astropy.units as u
 import numpy as np
@@ -220,12 +219,15 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 @pytest.mark.parametrize("data", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["laughs", "external"])
-def test_votables_with_entity_declarations_are_refused_unexpanded(data: bytes) -> None:
-    started = time.monotonic()
+def test_votables_with_entity_declarations_are_refused_unexpanded(data: bytes,
+                                                                  monkeypatch) -> None:
+    def parser_must_not_run(*args, **kwargs):
+        raise AssertionError("the XML parser saw a document with entity declarations")
+
+    monkeypatch.setattr("vo_service.catalogs.parse_votable", parser_must_not_run)
     with pytest.raises(CatalogError, match="DOCTYPE or ENTITY declaration are refused") as error:
         read_catalog(data, filename="evil.vot")
     assert "lol" not in str(error.value) and "root:" not in str(error.value)
-    assert time.monotonic() - started < 5  # refused before any expansion (a generous bound)
     with pytest.raises(CatalogError, match="DOCTYPE or ENTITY"):
         describe_catalog(data)
 

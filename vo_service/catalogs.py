@@ -173,12 +173,13 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _read_text(data: bytes, name: str) -> tuple[Table, str, dict[int, str]]:
+def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
     """CSV/TSV with a header line; '#' lines are comments. Every cell is kept as text."""
     lines = [line for line in _decode(data).splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise CatalogError(f"{name} is empty; upload a catalog with a header line and rows")
+    _check_count(len(lines) - 1, max_rows)  # before parsing every cell
     header_line = lines[0]
     delimiter = max("\t,;|", key=header_line.count)
     if header_line.count(delimiter) == 0 and len(lines) > 1:
@@ -201,7 +202,7 @@ def _read_text(data: bytes, name: str) -> tuple[Table, str, dict[int, str]]:
     return table, "tsv" if delimiter == "\t" else "csv", problems
 
 
-def _load(data: bytes, name: str) -> tuple[Table, str, dict[int, str]]:
+def _load(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
     if not data.strip():
         raise CatalogError(f"{name} is empty; upload a catalog with a header line and rows")
     kind = _detect_format(data)
@@ -209,7 +210,7 @@ def _load(data: bytes, name: str) -> tuple[Table, str, dict[int, str]]:
         return _read_fits(data, name), "fits", {}
     if kind == "votable":
         return _read_votable(data, name), "votable", {}
-    return _read_text(data, name)
+    return _read_text(data, name, max_rows)
 
 
 # --- describing and choosing columns ---------------------------------------------------
@@ -390,12 +391,16 @@ def _ids(column, n_rows: int) -> list[str]:
     return ids
 
 
+def _check_count(n_rows: int, max_rows: int) -> None:
+    if n_rows > max_rows:
+        raise CatalogError(f"catalog has {n_rows:,} rows; the limit is {max_rows:,}; "
+                           "split it into smaller catalogs")
+
+
 def _check_rows(table: Table, name: str, max_rows: int) -> None:
     if len(table) == 0:
         raise CatalogError(f"{name} has columns but no rows; add at least one target")
-    if len(table) > max_rows:
-        raise CatalogError(f"catalog has {len(table):,} rows; the limit is {max_rows:,}; "
-                           "split it into smaller catalogs")
+    _check_count(len(table), max_rows)
 
 
 # --- public API ------------------------------------------------------------------------
@@ -423,7 +428,7 @@ def read_catalog(
         named column that does not exist; no RA/Dec column; more than ``max_rows`` rows.
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, problems = _load(data, name)
+    table, fmt, problems = _load(data, name, max_rows)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = _choose_all(
         table, ra_column, dec_column, id_column, size_column
@@ -465,7 +470,7 @@ def describe_catalog(
     Raises :class:`CatalogError` for files that cannot be read at all (as ``read_catalog``).
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, _ = _load(data, name)
+    table, fmt, _ = _load(data, name, max_rows)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = _choose_all(table, None, None, None, None)
     return CatalogSummary(fmt, len(table), _column_info(table, fmt), ra_name, dec_name,
