@@ -235,7 +235,9 @@ def main() -> None:
             print(f"{side}px², {clients:>2} clients: throughput hit/miss x{hit[6] / miss[6]:.2f}; "
                   f"p50 over HTTP / engine alone: miss x{miss[4] / engine_p50:.1f}, "
                   f"hit x{hit[4] / engine_p50:.1f}")
-    print(f"\nreproduce: {sys.executable} benchmarks/http_sync.py "
+    print("\nload average (1, 5, 15 min) at the end: "
+          + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
+    print(f"reproduce: {sys.executable} benchmarks/http_sync.py "
           f"--requests {args.requests} --clients {' '.join(map(str, args.clients))}")
 
 

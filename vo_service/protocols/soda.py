@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 SYNC_STANDARD_ID = "ivo://ivoa.net/std/SODA#sync-1.0"
 FITS_MIME = "application/fits"
 PREVIEW_MIMES = ("image/png", "image/jpeg")
-SPATIAL_PARAMS = ("CIRCLE", "POLYGON", "POS")
 PREVIEW_PARAMS = ("STRETCH", "LIMITS", "INVERT", "BINNING", "SIZE", "QUALITY")
 POL_LABELS = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX",
               "POLI", "POLA")
