@@ -160,9 +160,8 @@ def image_footprint(image: CelestialImage, samples: int = SAMPLES_PER_EDGE) -> F
         vertices = sphere.radec_to_xyz(ra, dec)
         radius = float(sphere.angle_deg(vertices, centre).max())
         if radius <= MAX_POLYGON_RADIUS_DEG:
-            vertices = sphere.counter_clockwise(vertices)
             tolerance = (scale or 1.0) / 3600.0 * SIMPLIFY_PIXELS
-            vertices = _simplify(_drop_repeats(vertices), tolerance)
+            vertices = sphere.counter_clockwise(_simplify(vertices, tolerance, samples))
             v_ra, v_dec = sphere.xyz_to_radec(vertices)
             polygon = tuple((float(a), float(b)) for a, b in zip(v_ra, v_dec, strict=True))
             return Footprint(polygon, c_ra, c_dec, radius, scale, wide=False)
@@ -176,10 +175,25 @@ def _drop_repeats(vertices: NDArray[np.float64]) -> NDArray[np.float64]:
     return vertices[keep] if keep.sum() >= 3 else vertices
 
 
-def _simplify(vertices: NDArray[np.float64], tolerance_deg: float) -> NDArray[np.float64]:
-    """Drop vertices lying within ``tolerance_deg`` of the arc joining their kept neighbours."""
-    count = len(vertices)
+def _simplify(vertices: NDArray[np.float64], tolerance_deg: float,
+              samples: int) -> NDArray[np.float64]:
+    """Drop edge samples lying within ``tolerance_deg`` of the arc joining kept neighbours.
+
+    ``vertices`` are the edge samples in pixel order (corners at multiples of ``samples``).
+    """
     limit = np.sin(np.radians(tolerance_deg))
+    corners = vertices[::samples]
+    if len(vertices) == 4 * samples and len(corners) == 4:
+        # Common case first (no distortion, straight sides): are all samples on the sides?
+        normals = np.cross(corners, np.roll(corners, -1, axis=0))
+        lengths = np.linalg.norm(normals, axis=1, keepdims=True)
+        if np.all(lengths > 1e-15):
+            side = np.arange(len(vertices)) // samples
+            offsets = np.abs(np.sum(vertices * (normals / lengths)[side], axis=1))
+            if np.all(offsets <= limit):
+                return corners
+    vertices = _drop_repeats(vertices)
+    count = len(vertices)
     kept = [0]
     for index in range(1, count):
         anchor = vertices[kept[-1]]
