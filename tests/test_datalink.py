@@ -78,6 +78,8 @@ def test_this_is_the_whole_fits_file(live_server: LiveServer, vis_bgsub: dict) -
         assert any(h.header.get("FILTER") == "VIS" for h in hdul)
     head = httpx.head(row.access_url)
     assert head.status_code == 200 and head.content == b""
+    first_block = httpx.get(row.access_url, headers={"Range": "bytes=0-2879"})
+    assert first_block.status_code == 206 and first_block.content == response.content[:2880]
 
 
 def test_preview_is_a_png(live_server: LiveServer, vis_bgsub: dict) -> None:

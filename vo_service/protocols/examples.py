@@ -30,20 +30,30 @@ def _example_values(record: ImageRecord | None) -> tuple[str, float, float]:
     return record.obs_publisher_did, record.s_ra, record.s_dec
 
 
+def _product_params(record: ImageRecord | None) -> list[tuple[str, str]]:
+    if record is not None and record.band and record.product_type:
+        return [("BANDNAME", record.band), ("PRODUCTTYPE", record.product_type)]
+    if record is not None and record.band:
+        return [("BANDNAME", record.band)]
+    return [("BANDNAME", "VIS"), ("PRODUCTTYPE", "BGSUB")]
+
+
 def example_list(record: ImageRecord | None) -> list[dict[str, object]]:
     """The examples: id, name, capability, path, description, parameters."""
     did, ra, dec = _example_values(record)
     circle = f"{ra:.5f} {dec:.5f} 0.01"
+    products = _product_params(record)
     return [
         {"id": "sia-cone", "name": "Images around a position (SIA 2)",
          "capability": "ivo://ivoa.net/std/SIA#query-2.0", "path": "query",
          "text": "All images whose footprint meets a small circle; access_url of each row "
                  "leads to its DataLink document.",
          "params": [("POS", f"CIRCLE {circle}")]},
-        {"id": "sia-products", "name": "Background-subtracted VIS images (SIA 2 extensions)",
+        {"id": "sia-products",
+         "name": "Images of one band and product type (SIA 2 extensions)",
          "capability": "ivo://ivoa.net/std/SIA#query-2.0", "path": "query",
          "text": "BANDNAME and PRODUCTTYPE select survey products by filter and kind.",
-         "params": [("BANDNAME", "VIS"), ("PRODUCTTYPE", "BGSUB")]},
+         "params": products},
         {"id": "links", "name": "What can be done with one image (DataLink)",
          "capability": "ivo://ivoa.net/std/DataLink#links-1.1", "path": "links",
          "text": "The file, a preview, the sibling products and a SODA cutout service.",
@@ -89,9 +99,13 @@ def examples_document(base: str, examples: Sequence[dict[str, object]]) -> bytes
 
 
 def _first_record(index: object) -> ImageRecord | None:
-    records = index.records()  # type: ignore[attr-defined]
-    images = [r for r in records if r.dataproduct_type == "image"] or records
-    return images[0] if images else None
+    """An image to base the examples on: a science (BGSUB) image when there is one."""
+    for filters in ({"product_type": "BGSUB", "dataproduct_type": "image"},
+                    {"dataproduct_type": "image"}, {}):
+        records = index.records(**filters)  # type: ignore[attr-defined]
+        if records:
+            return records[0]
+    return None
 
 
 async def examples_page(request: Request) -> Response:
