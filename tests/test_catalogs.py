@@ -50,6 +50,7 @@ def test_csv_with_common_names_and_sexagesimal_positions() -> None:
     np.testing.assert_allclose(catalog.ra, ORION_RA, atol=1e-6)
     np.testing.assert_allclose(catalog.dec, ORION_DEC, atol=1e-6)
     assert catalog.size_column == "size" and catalog.size_unit == "pix"
+    assert not catalog.size_unit_explicit  # a bare number: the caller's default unit applies
     assert catalog.size[0] == 32 and np.isnan(catalog.size[1])  # empty: default size
     assert catalog.row_problems == {}
 
@@ -91,8 +92,10 @@ def test_fits_table_with_units_in_radians_and_arcsec_sizes() -> None:
     assert catalog.format == "fits" and catalog.ids == ["7", "8"]
     np.testing.assert_allclose(catalog.ra, [83.8, 200.0])
     np.testing.assert_allclose(catalog.dec, [-5.39, 45.0])
-    assert catalog.size_unit == "arcsec"
+    assert catalog.size_unit == "arcsec" and catalog.size_unit_explicit
     np.testing.assert_allclose(catalog.size, [600.0, 30.0])
+    by_name = read_catalog(b"ra,dec,size_arcmin\n1,2,3\n")
+    assert (by_name.size_unit, by_name.size_unit_explicit, by_name.size[0]) == ("arcmin", True, 3)
 
 
 def test_explicit_columns_are_case_insensitive(tmp_path) -> None:

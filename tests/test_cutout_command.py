@@ -221,3 +221,13 @@ def test_same_file_name_in_two_folders_keeps_both(horsehead, tmp_path, capsys):
     assert main(["cutout", str(horsehead), str(copy), "--ra", "85.275", "--dec", "-2.458",
                  "--size", "8", "--id", "hh", "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["hh_HorseHead.fits", "hh_HorseHead_2.fits"]
+
+
+def test_unitless_size_column_takes_the_unit_option(horsehead, tmp_path, capsys):
+    catalog = tmp_path / "sizes.csv"
+    catalog.write_text("id,ra,dec,size\nwide,85.275,-2.458,30\n")
+    out = tmp_path / "out"
+    assert main(["cutout", str(horsehead), "--catalog", str(catalog), "--unit", "arcsec",
+                 "--out", str(out), "--quiet"]) == 0
+    with fits.open(out / "wide_HorseHead.fits") as hdul:
+        assert hdul[0].data.shape == (30, 30)  # 30" at 1.01"/pixel

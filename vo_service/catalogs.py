@@ -73,6 +73,7 @@ class Catalog:
     size: np.ndarray | None = None
     size_unit: str = "pix"
     row_problems: dict[int, str] = field(default_factory=dict)
+    size_unit_explicit: bool = False  # the unit came from the column's unit or name suffix
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -353,19 +354,20 @@ def _check_positions(ra: np.ndarray, dec: np.ndarray, problems: dict[int, str]) 
         problems.setdefault(int(row), f"Dec {dec[row]:g} is outside [-90, 90] degrees")
 
 
-def _sizes(column, problems: dict[int, str]) -> tuple[np.ndarray, str]:
-    """Sizes and their unit ('pix' unless the column unit or name says an angle)."""
-    unit = "pix"
-    scale = 1.0
+def _sizes(column, problems: dict[int, str]) -> tuple[np.ndarray, str, bool]:
+    """Sizes, their unit ('pix' unless the column unit or name says an angle) and whether
+    the unit was stated (by a column unit or a name suffix such as ``_arcsec``)."""
+    unit, scale, explicit = "pix", 1.0, True
     if column.unit is not None:
         try:
             scale = (1.0 * u.Unit(column.unit)).to_value(u.arcsec)
             unit = "arcsec"
         except (ValueError, u.UnitsError):
-            unit = "pix"
+            unit = "pix"  # 'pix', 'pixel' or a unit astropy does not know
     else:
         suffix = column.name.lower().rsplit("_", 1)[-1]
         unit = SIZE_NAME_UNITS.get(suffix, "pix")
+        explicit = suffix in SIZE_NAME_UNITS
     sizes = np.full(len(column), np.nan)
     for row, value in enumerate(_cells(column)):
         try:
@@ -376,7 +378,7 @@ def _sizes(column, problems: dict[int, str]) -> tuple[np.ndarray, str]:
             continue
         if not (np.isfinite(sizes[row]) and sizes[row] > 0):
             problems.setdefault(row, f"size {value!r} is not a positive number")
-    return sizes, unit
+    return sizes, unit, explicit
 
 
 def _ids(column, n_rows: int) -> list[str]:
@@ -443,9 +445,9 @@ def read_catalog(
     ra = _angles(table[ra_name], is_ra=True, problems=problems)
     dec = _angles(table[dec_name], is_ra=False, problems=problems)
     _check_positions(ra, dec, problems)
-    sizes, size_unit = (None, "pix")
+    sizes, size_unit, explicit = (None, "pix", False)
     if size_name is not None:
-        sizes, size_unit = _sizes(table[size_name], problems)
+        sizes, size_unit, explicit = _sizes(table[size_name], problems)
     return Catalog(
         format=fmt,
         columns=_column_info(table, fmt),
@@ -459,6 +461,7 @@ def read_catalog(
         size=sizes,
         size_unit=size_unit,
         row_problems=dict(sorted(problems.items())),
+        size_unit_explicit=explicit,
     )
 
 

@@ -157,7 +157,7 @@ def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
                             and int(hdu.header.get("NAXIS", 0)) >= 2
                             and hdu.name not in LOOKUP_EXTNAMES and _celestial(hdu, hdul)):
                         found.append(index)
-        except OSError as error:
+        except Exception as error:  # astropy raises several types for damaged files
             raise UsageProblem(f"{path}: not a readable FITS file ({error})") from None
         if not found:
             which = f"HDU {', '.join(map(str, wanted_hdus))}" if wanted_hdus else "no HDU"
@@ -166,7 +166,10 @@ def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
         for index in found:
             label = stem if len(found) == 1 else f"{stem}_h{index}"
             if label in used_labels:  # same name in two folders: keep both files' stamps
-                label = f"{label}_{sum(lbl.startswith(label) for lbl in used_labels) + 1}"
+                number = 2
+                while f"{label}_{number}" in used_labels:
+                    number += 1
+                label = f"{label}_{number}"
             used_labels.add(label)
             images.append(Image(path, index, label, max(extvers, default=0)))
     return images
@@ -211,7 +214,8 @@ def _targets(args: argparse.Namespace) -> Targets:
                 skipped[name] = f"row {row + 1}: {catalog.row_problems[row]}"
                 continue
             size = catalog.size[row] if catalog.size is not None else math.nan
-            w, h, unit = (size, size, catalog.size_unit) if math.isfinite(size) else (
+            size_unit = catalog.size_unit if catalog.size_unit_explicit else args.unit
+            w, h, unit = (size, size, size_unit) if math.isfinite(size) else (
                 width, height, args.unit)
             regions.append(CenterSize(float(catalog.ra[row]), float(catalog.dec[row]), w, h,
                                       unit))
