@@ -34,6 +34,9 @@ def test_rows_per_band_and_product(demo_index):
     assert {r.calib_level for r in records if r.dataproduct_type == "image"} == {3}
     facets = demo_index.facets()
     assert facets["instruments"] == ["DECAM", "NISP", "VIS"]
+    counts = demo_index.facet_counts()
+    assert counts["instruments"] == [("DECAM", 64), ("NISP", 49), ("VIS", 23)]
+    assert counts["dataproduct_types"] == [("cube", 1), ("image", 135)]
     assert facets["facilities"] == ["CTIO-4m Blanco", "Euclid"]
     for record in records:
         if record.band in EM_NM:

@@ -281,6 +281,20 @@ class ArchiveIndex:
                                     for state in states.split("/") if state})
         return out
 
+    def facet_counts(self) -> dict[str, list[tuple[str, int]]]:
+        """Like :meth:`facets`, with the number of image HDUs per value (one SQL query each)."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for name, column in (("collections", "obs_collection"),
+                             ("instruments", "instrument_name"),
+                             ("facilities", "facility_name"), ("bands", "band"),
+                             ("product_types", "product_type"),
+                             ("dataproduct_types", "dataproduct_type")):
+            with self._lock:
+                rows = self.db.execute(f"SELECT {column}, count(*) FROM images WHERE {column} "
+                                       f"IS NOT NULL GROUP BY {column} ORDER BY {column}")
+                out[name] = [(row[0], int(row[1])) for row in rows]
+        return out
+
     def count(self) -> int:
         """Number of indexed image HDUs."""
         with self._lock:
