@@ -41,6 +41,15 @@ MAX_CHUNK = 200  # targets per task: bounds memory and gives the progress bar st
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
+EXAMPLES = """examples:
+  vo-service cutout m42.fits --ra 05:35:17.3 --dec -05:23:28 --size 2 --unit arcmin
+  vo-service cutout tiles/ --catalog targets.csv --format both --workers 4 --out stamps
+  vo-service cutout i.fits r.fits g.fits --catalog targets.vot --rgb --pad --single-file
+
+exit status: 0 stamps made without errors, 1 some cutouts failed or none could be made,
+2 bad input (the message says what to fix)"""
+
+
 class UsageProblem(Exception):
     """Bad command-line input; the message says what to fix."""
 
@@ -60,6 +69,8 @@ def add_cutout_arguments(parser: argparse.ArgumentParser) -> None:
     # argparse takes "-02:20:30" for an option; every value starting with "-<digit>" is a
     # number here (no option name starts with a digit). Private, but stable since 2.7.
     parser._negative_number_matcher = re.compile(r"^-\.?\d")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="FITS images to cut (a directory means every FITS file in it)")
     where = parser.add_argument_group("targets (a position or a catalog)")
