@@ -446,3 +446,26 @@ def test_pyvo_band_from_the_descriptor_hints_selects_every_channel(
     with pytest.raises(pyvo.dal.DALServiceError):  # just above the cube: a 400 UsageError
         proc.processed(circle=(record.s_ra, record.s_dec, 0.05) * u.deg,
                        band=(high * 1.001, high * 1.002) * u.m)
+
+
+def test_open_images_are_reused_and_bounded(real_live_server: LiveServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = []
+
+    class CountingImage(soda.OpenImage):
+        def __init__(self, *args: object) -> None:
+            opened.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(soda, "OpenImage", CountingImage)
+    monkeypatch.setattr(soda, "IMAGES", soda.OpenImagePool(size=2))
+    files = ["fits/images/HorseHead.fits", "fits/images/M6707HH.fits",
+             "fits/images/sip-wcs.fits"]
+    records = [record_of(real_live_server, file, 0) for file in files]
+    for record in [records[0], records[0], records[1], records[2], records[2]]:
+        request = soda.parse_sync_request(soda.Params.from_pairs([
+            ("ID", record.obs_publisher_did),
+            ("CIRCLE", f"{record.s_ra} {record.s_dec} 0.001")]))
+        assert soda.cut_record(request, record, 10**6)[0].has_stamp
+    assert len(opened) == 3  # the repeats reused the open image
+    assert soda.IMAGES.idle_count() == 2  # HorseHead, least recently used, was closed

@@ -16,12 +16,17 @@ SODA leaves a choice (DESIGN.md "Decisions", docs/soda.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import re
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -29,9 +34,10 @@ from starlette.responses import Response, StreamingResponse
 
 from vo_service.archive.records import ImageRecord
 from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
-from vo_service.engine.batch import cut_many, multi_extension_chunks
+from vo_service.engine.batch import iter_cutouts, multi_extension_chunks
 from vo_service.engine.cutout import CutoutResult, describe_region
 from vo_service.engine.preview import PreviewOptions
+from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
 from vo_service.protocols.dali import (
@@ -173,15 +179,65 @@ def _check_band(request: SyncRequest, record: ImageRecord) -> None:
             f"[{record.em_min:.6g}, {record.em_max:.6g}] m of {record.obs_publisher_did}")
 
 
+class OpenImagePool:
+    """Images kept open between requests: opening a file and parsing its WCS is most of the
+    cost of a small cutout (about 14 ms of 16 on a SIP mosaic).
+
+    An open image is used by one thread at a time (astropy HDU and WCS objects are not
+    thread-safe): :meth:`image` lends an idle one or opens a new one, and takes it back
+    afterwards, keeping at most ``size`` idle images (least recently used closed first).
+    Images are keyed by path, HDU, size and mtime, so a changed file is opened afresh.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._idle: OrderedDict[tuple, list[OpenImage]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def image(self, path: Path, hdu: int) -> Iterator[OpenImage]:
+        stat = os.stat(path)
+        key = (str(path), hdu, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            idle = self._idle.get(key)
+            image = idle.pop() if idle else None
+        if image is None:
+            image = OpenImage(path, hdu)
+        try:
+            yield image
+        except BaseException:
+            image.close()
+            raise
+        with self._lock:
+            self._idle.setdefault(key, []).append(image)
+            self._idle.move_to_end(key)
+            surplus = sum(map(len, self._idle.values())) - self.size
+            while surplus > 0:
+                oldest_key, images = next(iter(self._idle.items()))
+                images.pop(0).close()
+                surplus -= 1
+                if not images:
+                    del self._idle[oldest_key]
+
+    def idle_count(self) -> int:
+        with self._lock:
+            return sum(map(len, self._idle.values()))
+
+
+IMAGES = OpenImagePool()
+
+
 def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
                ) -> list[CutoutResult]:
     """Every requested region cut from one image (input order); usage problems raise."""
     _check_band(request, record)
     regions = list(request.regions) or [EVERYWHERE]
     try:
-        results = cut_many(record.path, record.hdu, regions, band=request.band,
-                           time=request.time, pol=list(request.pol) if request.pol else None,
-                           max_pixels=max_pixels, origfile=record.path.name)
+        with IMAGES.image(record.path, record.hdu) as image:
+            results = sorted(iter_cutouts(
+                image, regions, band=request.band, time=request.time,
+                pol=list(request.pol) if request.pol else None, max_pixels=max_pixels,
+                origfile=record.path.name), key=lambda result: result.index)
     except CutoutError as exc:
         raise UsageError(f"{record.obs_publisher_did}: {exc}") from exc
     except FileNotFoundError as exc:
