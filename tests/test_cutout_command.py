@@ -231,3 +231,11 @@ def test_unitless_size_column_takes_the_unit_option(horsehead, tmp_path, capsys)
                  "--out", str(out), "--quiet"]) == 0
     with fits.open(out / "wide_HorseHead.fits") as hdul:
         assert hdul[0].data.shape == (30, 30)  # 30" at 1.01"/pixel
+
+
+def test_dotted_gzipped_file_names_keep_their_stem(real_data, tmp_path, capsys):
+    source = real_data / "fits" / "images" / "dss.14.29.56-62.41.05.fits.gz"
+    out = tmp_path / "out"
+    assert main(["cutout", str(source), "--ra", "14:29:56", "--dec", "-62:41:05",
+                 "--size", "10", "--id", "dss", "--out", str(out), "--quiet"]) == 0
+    assert [p.name for p in out.iterdir()] == ["dss_dss.14.29.56-62.41.05.fits"]

@@ -143,6 +143,15 @@ def _fits_files(names: list[str]) -> list[Path]:
     return paths
 
 
+def _stem(path: Path) -> str:
+    """The file name without its FITS suffix (dots inside the name are kept)."""
+    name = path.name
+    for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
 def _celestial(hdu, hdul) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)  # FITSFixed/Verify: repaired cards
@@ -173,7 +182,7 @@ def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
         if not found:
             which = f"HDU {', '.join(map(str, wanted_hdus))}" if wanted_hdus else "no HDU"
             raise UsageProblem(f"{path}: {which} is an image with a celestial WCS")
-        stem = _UNSAFE.sub("_", path.name.split(".")[0])
+        stem = _UNSAFE.sub("_", _stem(path))
         for index in found:
             label = stem if len(found) == 1 else f"{stem}_h{index}"
             if label in used_labels:  # same name in two folders: keep both files' stamps
