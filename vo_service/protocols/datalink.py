@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from vo_service.archive.index import ArchiveIndex
 from vo_service.archive.records import ImageRecord
 from vo_service.engine.preview import render_preview
 from vo_service.protocols import dali
@@ -203,6 +204,31 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
     return rows
 
 
+def links_document(index: ArchiveIndex, base: str, ids: Sequence[str], *,
+                   overflow_cap: int | None = None) -> bytes:
+    """The links VOTable of ``ids`` with one SODA descriptor per known image.
+
+    Built in one call (one thread): index lookups are blocking SQLite reads, and lxml trees
+    are best created and serialised by the same thread.
+    """
+    rows: list[dict[str, object]] = []
+    descriptors: list[etree._Element] = []
+    for number, did in enumerate(ids, start=1):
+        record = index.get(did)
+        service_id = f"soda-{number}"
+        siblings = index.siblings(record) if record is not None else []
+        rows.extend(link_rows(base, did, record, siblings, service_id))
+        if record is not None:
+            descriptors.append(soda_descriptor(base, resource_id=service_id, record=record))
+    votable = dali.load_template("datalink_links.xml")
+    dali.fill_rows(votable.resources[0].tables[0], rows)
+    if overflow_cap is not None:
+        status = next(i for i in votable.resources[0].infos if i.name == "QUERY_STATUS")
+        status.value = "OVERFLOW"
+        status.content = f"only the first {overflow_cap} IDs were answered; send the rest again"
+    return add_resources(dali.votable_bytes(votable), descriptors)
+
+
 async def links_endpoint(request: Request) -> Response:
     """GET/POST ``/links``: the DataLink document of one or many IDs."""
     request.scope["vo_standard_id"] = LINKS_STANDARD_ID
@@ -216,26 +242,9 @@ async def links_endpoint(request: Request) -> Response:
         MAX_IDS, dali.parse_int("MAXREC", maxrec_text, minimum=0))
     ids = params.get_all("ID")
     answered, overflow = ids[:id_cap], len(ids) > id_cap
-    base = dali.public_base_url(request)
-    index = request.app.state.index
-
-    rows: list[dict[str, object]] = []
-    descriptors: list[etree._Element] = []
-    for number, did in enumerate(answered, start=1):
-        record = index.get(did)
-        service_id = f"soda-{number}"
-        siblings = index.siblings(record) if record is not None else []
-        rows.extend(link_rows(base, did, record, siblings, service_id))
-        if record is not None:
-            descriptors.append(soda_descriptor(base, resource_id=service_id, record=record))
-
-    votable = dali.load_template("datalink_links.xml")
-    dali.fill_rows(votable.resources[0].tables[0], rows)
-    if overflow:
-        status = next(i for i in votable.resources[0].infos if i.name == "QUERY_STATUS")
-        status.value = "OVERFLOW"
-        status.content = f"only the first {id_cap} IDs were answered; send the rest again"
-    body = add_resources(dali.votable_bytes(votable), descriptors)
+    body = await run_in_threadpool(links_document, request.app.state.index,
+                                   dali.public_base_url(request), answered,
+                                   overflow_cap=id_cap if overflow else None)
     return Response(body, media_type=content_type)
 
 
@@ -243,8 +252,8 @@ async def links_endpoint(request: Request) -> Response:
 # Link targets: the file itself and its preview
 
 
-def _record_or_404(request: Request, did: str) -> ImageRecord:
-    record = request.app.state.index.get(did)
+async def _record_or_404(request: Request, did: str) -> ImageRecord:
+    record = await run_in_threadpool(request.app.state.index.get, did)
     if record is None:
         raise dali.NotFound(f"no image with ID {did!r} in this archive")
     return record
@@ -252,7 +261,7 @@ def _record_or_404(request: Request, did: str) -> ImageRecord:
 
 async def file_endpoint(request: Request) -> Response:
     """GET/HEAD ``/files/<token>``: the whole FITS file of a dataset, streamed."""
-    record = _record_or_404(request, did_from_token(request.path_params["token"]))
+    record = await _record_or_404(request, did_from_token(request.path_params["token"]))
     if not record.path.is_file():
         raise dali.NotFound(f"the file of {record.obs_publisher_did!r} is no longer on disk; "
                             "the index needs a refresh")
@@ -287,7 +296,7 @@ async def preview_endpoint(request: Request) -> Response:
         raise dali.UsageError("ID is required: the publisher DID of the image to preview")
     requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
                                           ["image/png", "image/jpeg"], default="image/png")
-    record = _record_or_404(request, did)
+    record = await _record_or_404(request, did)
     etag = f'"{file_token(did)}-{int(record.mtime)}-{requested.mime}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
     if request.headers.get("if-none-match") == etag:

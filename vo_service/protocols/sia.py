@@ -154,18 +154,13 @@ def self_descriptor(base: str, facets: Mapping[str, Sequence[str]]) -> etree._El
     return resource
 
 
-async def query_endpoint(request: Request) -> Response:
-    """GET/POST ``/query``: SIA 2.0 discovery."""
-    request.scope["vo_standard_id"] = SIA_STANDARD_ID
-    params = await dali.read_params(request)
-    requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
-                                          [dali.VOTABLE_MIME])
-    settings = request.app.state.settings
-    query = parse_query(params, settings.limits.maxrec_default)
-    index = request.app.state.index
-    records, overflow = await run_in_threadpool(search, index, query)
-    base = dali.public_base_url(request)
+def query_document(index: ArchiveIndex, query: SIAQuery, base: str) -> bytes:
+    """The SIA results VOTable with the generic SODA descriptor and the self-descriptor.
 
+    Built in one call (one thread): the search is blocking, and lxml trees are best created
+    and serialised by the same thread.
+    """
+    records, overflow = search(index, query)
     votable = dali.load_template("sia_results.xml")
     dali.fill_rows(votable.resources[0].tables[0], [obscore_row(r, base) for r in records])
     if overflow:
@@ -174,9 +169,21 @@ async def query_endpoint(request: Request) -> Response:
         status.content = f"more than MAXREC={query.maxrec} images match; narrow the query"
     descriptors = [
         soda_descriptor(base, resource_id="soda-generic", id_ref="obs_publisher_did"),
-        self_descriptor(base, await run_in_threadpool(index.facets)),
+        self_descriptor(base, index.facets()),
     ]
-    body = add_resources(dali.votable_bytes(votable), descriptors)
+    return add_resources(dali.votable_bytes(votable), descriptors)
+
+
+async def query_endpoint(request: Request) -> Response:
+    """GET/POST ``/query``: SIA 2.0 discovery."""
+    request.scope["vo_standard_id"] = SIA_STANDARD_ID
+    params = await dali.read_params(request)
+    requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
+                                          [dali.VOTABLE_MIME])
+    settings = request.app.state.settings
+    query = parse_query(params, settings.limits.maxrec_default)
+    body = await run_in_threadpool(query_document, request.app.state.index, query,
+                                   dali.public_base_url(request))
     return Response(body, media_type=requested.content_type)
 
 
