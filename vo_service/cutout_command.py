@@ -197,6 +197,8 @@ def _images(paths: list[Path], wanted_hdus: list[int] | None) -> list[Image]:
 
 @dataclass(frozen=True)
 class Targets:
+    """The targets to cut, in catalog order, and the catalog rows left out."""
+
     names: list[str]  # unique, safe for file names
     regions: list[CenterSize]
     skipped: dict[str, str]  # target name -> why it was not cut
