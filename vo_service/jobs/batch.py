@@ -157,7 +157,8 @@ class BatchJob:
         produced = 0
         with LocalExecutor(request.workers, name=f"vo-batch-{context.job_id[:6]}") as pool:
             work = as_finished(
-                pool, lambda task: cut_task(task, self.resources.cache, request.formats,
+                pool, lambda task: cut_task(task, self.resources.cache, context.store,
+                                            request.formats,
                                             settings.limits.max_cutout_pixels,
                                             context.job_dir / "stamps"),
                 plan.tasks, in_flight=request.workers * 2, should_stop=context.should_stop,

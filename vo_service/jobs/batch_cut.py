@@ -1,8 +1,9 @@
 """One unit of batch work: the targets of one image, cut in one pass, through the cache.
 
-Runs on a worker thread. Each (target, image) has a small cached JSON record of its
-outcome (status, pixel box, message) beside its stamp files, so a target met before is
-answered from the cache without opening the image.
+Runs on a worker thread. Stamps live in the cutout cache; the outcome of each
+(target, image) — status, pixel box, message — is remembered in the job store, so a target
+met before is answered without opening the image: from the cache if it had a stamp, at
+once if it had none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +25,16 @@ from vo_service.jobs.stamps import publish_cached
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
+# Bump when the bytes of a stamp change for the same request (old entries are then unused).
+KEY_VERSION = 1
+
+
+class OutcomeMemory(Protocol):
+    """Where outcomes of (target, image) pairs are remembered (the job store)."""
+
+    def stamp_outcomes(self, keys: list[str]) -> dict[str, dict[str, object]]: ...
+
+    def save_stamp_outcomes(self, outcomes: dict[str, dict[str, object]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -62,10 +74,11 @@ class Outcome:
 
 
 def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict[str, str]:
-    """Cache keys of a target's outcome record and of each stamp format."""
-    request = {"source": identity, "center": [target.ra, target.dec],
+    """Keys of a target's outcome and of each stamp format on one source image."""
+    request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
+               "center": [target.ra, target.dec],
                "size": [target.size, target.size, target.unit], "pad": False}
-    keys = {"meta": make_key({**request, "what": "batch-outcome"})}
+    keys = {"outcome": make_key({**request, "what": "outcome"})}
     for fmt in formats:
         keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
                               "render": {} if fmt == "fits" else {"stretch": "linear",
@@ -73,79 +86,85 @@ def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict
     return keys
 
 
-def cut_task(task: StampTask, cache: CutoutCache, formats: tuple[str, ...], max_pixels: int,
-             stamp_dir: Path) -> list[Outcome]:
+def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
+             formats: tuple[str, ...], max_pixels: int, stamp_dir: Path) -> list[Outcome]:
     """Cut (or find in the cache) every target of one image; link stamps into the job."""
     record = task.record
-    identity = source_identity(record.path, record.hdu)
+    try:
+        identity = source_identity(record.path, record.hdu)
+    except OSError as exc:
+        return [Outcome(t, "error", f"the image cannot be read: {exc}") for t, _ in task.entries]
+    keyed = [(target, stem, stamp_keys(identity, target, formats))
+             for target, stem in task.entries]
+    known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     outcomes: list[Outcome] = []
-    misses: list[tuple[Target, str, dict[str, str]]] = []
-    for target, stem in task.entries:
-        keys = stamp_keys(identity, target, formats)
-        outcome = _from_cache(cache, target, stem, keys, formats, stamp_dir)
+    misses = []
+    for target, stem, keys in keyed:
+        remembered = known.get(keys["outcome"])
+        outcome = None
+        if remembered is not None:
+            outcome = _from_cache(cache, target, stem, keys, remembered, formats, stamp_dir)
         if outcome is None:
             misses.append((target, stem, keys))
         else:
             outcomes.append(outcome)
     if misses:
-        outcomes.extend(_cut_misses(record, misses, cache, formats, max_pixels, stamp_dir))
+        outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
+                                    stamp_dir))
     return outcomes
 
 
 def _from_cache(cache: CutoutCache, target: Target, stem: str, keys: dict[str, str],
-                formats: tuple[str, ...], stamp_dir: Path) -> Outcome | None:
-    meta = cache.open(keys["meta"])
-    if meta is None:
-        return None
-    with meta:
-        known = json.loads(b"".join(meta.iter_chunks()))
-    outcome = Outcome(target, known["status"], known["message"],
-                      [tuple(r) for r in known["ranges"]] if known["ranges"] else None,
-                      from_cache=True)
-    if not known["stamp"]:
+                remembered: dict[str, object], formats: tuple[str, ...],
+                stamp_dir: Path) -> Outcome | None:
+    ranges = json.loads(remembered["ranges"]) if remembered["ranges"] else None
+    outcome = Outcome(target, str(remembered["status"]), str(remembered["message"] or ""),
+                      [tuple(r) for r in ranges] if ranges else None, from_cache=True)
+    if not remembered["stamp"]:
         return outcome
     for fmt in formats:
         cached = cache.open(keys[fmt])
-        if cached is None:
-            _unlink_published(outcome, stamp_dir)
+        if cached is None:  # evicted: cut again
+            for relative, _ in outcome.files.values():
+                (stamp_dir / relative).unlink(missing_ok=True)
             return None
         relative = stem + SUFFIX[fmt]
         outcome.files[fmt] = (relative, publish_cached(cached, stamp_dir / relative))
     return outcome
 
 
-def _unlink_published(outcome: Outcome, stamp_dir: Path) -> None:
-    for relative, _ in outcome.files.values():
-        (stamp_dir / relative).unlink(missing_ok=True)
-
-
-def _cut_misses(record, misses, cache: CutoutCache, formats: tuple[str, ...], max_pixels: int,
-                stamp_dir: Path) -> list[Outcome]:
-    outcomes: list[Outcome] = []
+def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
+                formats: tuple[str, ...], max_pixels: int, stamp_dir: Path) -> list[Outcome]:
     try:
         with OpenImage(record.path, record.hdu) as image:
             results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
-                                        max_pixels=max_pixels))
+                                        max_pixels=max_pixels, origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
-        # the image cannot be read now: report, but do not cache the failure
+        # the image cannot answer now: report it, remember nothing
         return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
+    outcomes: list[Outcome] = []
+    learned: dict[str, dict[str, object]] = {}
     for result in results:
         target, stem, keys = misses[result.index]
         ranges = [tuple(r) for r in result.pixel_box.ranges] if result.pixel_box else None
         outcome = Outcome(target, result.status, result.message, ranges)
         if result.has_stamp:
-            products = {"fits": result.fits_bytes}
-            products["png"] = lambda r=result: render_preview(np.asarray(r.data, dtype=float))
             for fmt in formats:
+                try:
+                    content = result.fits_bytes() if fmt == "fits" else render_preview(
+                        np.asarray(result.data, dtype=float))
+                except ValueError as exc:  # e.g. a preview of an empty stamp
+                    outcome.message = f"no {fmt.upper()} preview: {exc}"
+                    continue
                 relative = stem + SUFFIX[fmt]
-                content = products[fmt]()
                 path = cache.put(keys[fmt], content)
                 outcome.files[fmt] = (relative, _publish(path, content, stamp_dir / relative))
-        cache.put(keys["meta"], json.dumps({
-            "status": outcome.status, "message": outcome.message, "ranges": ranges,
-            "stamp": bool(result.has_stamp),
-        }).encode())
+        learned[keys["outcome"]] = {
+            "status": outcome.status, "message": outcome.message,
+            "ranges": json.dumps(ranges) if ranges else None, "stamp": int(result.has_stamp),
+        }
         outcomes.append(outcome)
+    memory.save_stamp_outcomes(learned)
     return outcomes
 
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # a job that kills the process cannot loop forever.
 MAX_ATTEMPTS = 2
 SWEEP_SECONDS = 60.0
+# How long the outcome of a batch stamp (status, pixel box) is remembered.
+OUTCOME_DAYS = 30
 
 
 class JobParameterError(ValueError):
@@ -102,6 +104,11 @@ class JobContext:
     def add_results(self, results: Sequence[ResultFile]) -> None:
         """Publish results at once (they appear in the job document while it runs)."""
         self._service.store.add_results(self.job_id, results)
+
+    @property
+    def store(self) -> JobStore:
+        """The job store (batch jobs remember stamp outcomes there)."""
+        return self._service.store
 
     def result_url(self, result_id: str) -> str:
         """The absolute URL a result is served at."""
@@ -182,6 +189,7 @@ class JobService:
         with self._guard:
             running = list(self._aborts)
         self.store.forget_orphans(running)
+        self.store.forget_stamp_outcomes(OUTCOME_DAYS * 86400)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -129,6 +129,11 @@ class JobStore:
                  "mime_type": str, "size": int},
                 pk=("job_id", "seq"), if_not_exists=True,
             )
+            self._db["stamp_outcomes"].create(
+                {"key": str, "status": str, "message": str, "ranges": str, "stamp": int,
+                 "created_at": float},
+                pk="key", if_not_exists=True,
+            )
             self._db["jobs"].create_index(["phase"], if_not_exists=True)
             self._db["jobs"].create_index(["creation_time"], if_not_exists=True)
             self._db["results"].create_index(["job_id", "result_id"], if_not_exists=True)
@@ -257,6 +262,38 @@ class JobStore:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+    # -- outcomes of batch stamps -----------------------------------------------------
+
+    def stamp_outcomes(self, keys: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Known outcomes (status, message, ranges, stamp) of (target, image) keys."""
+        found: dict[str, dict[str, object]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                part = list(keys[start:start + 500])
+                rows = self._db.query(
+                    "SELECT key, status, message, ranges, stamp FROM stamp_outcomes "
+                    f"WHERE key IN ({', '.join('?' * len(part))})", part)
+                for row in rows:
+                    found[row.pop("key")] = row
+        return found
+
+    def save_stamp_outcomes(self, outcomes: dict[str, dict[str, object]]) -> None:
+        """Remember outcomes of (target, image) keys in one transaction."""
+        if not outcomes:
+            return
+        moment = time.time()
+        with self._lock, self._db.conn:
+            self._db["stamp_outcomes"].upsert_all(
+                ({"key": key, **values, "created_at": moment} for key, values in outcomes.items()),
+                pk="key",
+            )
+
+    def forget_stamp_outcomes(self, older_than_seconds: float) -> None:
+        """Drop outcomes recorded long ago (the table must not grow forever)."""
+        with self._lock:
+            self._db.execute("DELETE FROM stamp_outcomes WHERE created_at < ?",
+                             [time.time() - older_than_seconds])
 
     # -- parameters -------------------------------------------------------------------
 
