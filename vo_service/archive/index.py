@@ -7,6 +7,7 @@ processes may query while an indexer runs: WAL mode, and commits in small batche
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -302,18 +303,24 @@ class ArchiveIndex:
 
     # --- spatial ----------------------------------------------------------------------
     def spatial_index(self) -> tuple[SpatialIndex, dict[str, NDArray[Any]]]:
-        """The in-memory footprint index and per-record filter columns (rebuilt on change)."""
+        """The in-memory footprint index and per-record filter columns (rebuilt on change).
+
+        Records are built from their rows only when asked for (``spatial.records[i]``).
+        """
         with self._lock:
             generation = self.generation()
             if self._spatial is None or self._spatial[0] != generation:
-                records = self._select()
-                columns = {name: np.array([getattr(r, field_name) for r in records],
-                                          dtype=object)
-                           for name, field_name in (("collection", "obs_collection"),
-                                                    ("instrument", "instrument_name"),
-                                                    ("band", "band"),
-                                                    ("product_type", "product_type"))}
-                self._spatial = (generation, SpatialIndex(records), columns)
+                cursor = self.db.execute("SELECT * FROM images ORDER BY obs_publisher_did")
+                names = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+                position = {name: k for k, name in enumerate(names)}
+                region_at, wide_at = position["s_region"], position["wide"]
+                footprints = [None if row[wide_at] or row[region_at] is None
+                              else json.loads(row[region_at]) for row in rows]
+                columns = {name: np.array([row[position[column]] for row in rows], dtype=object)
+                           for name, column in FILTER_COLUMNS.items()}
+                records = LazyRecords(names, rows)
+                self._spatial = (generation, SpatialIndex(records, footprints), columns)
             return self._spatial[1], self._spatial[2]
 
     def lookup_arrays(
@@ -378,6 +385,27 @@ class ArchiveIndex:
         if maxrec is not None and len(records) > maxrec:
             return records[: max(maxrec, 0)], True
         return records, False
+
+
+class LazyRecords(Sequence[ImageRecord]):
+    """Index rows turned into ImageRecords on first access (most lookups touch few)."""
+
+    def __init__(self, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self._names = names
+        self._rows = rows
+        self._built: dict[int, ImageRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int) -> ImageRecord:  # type: ignore[override]
+        index = int(index)
+        record = self._built.get(index)
+        if record is None:
+            row = self._rows[index]
+            record = ImageRecord.from_row(dict(zip(self._names, row, strict=True)))
+            self._built[index] = record
+        return record
 
 
 def run_index(settings: Any) -> IndexReport:

@@ -28,15 +28,19 @@ PAIR_BLOCK = 50_000  # candidate pairs tested at once (bounds memory: block x ve
 class SpatialIndex:
     """Footprints of a list of records, ready for batch containment queries."""
 
-    def __init__(self, records: Sequence[ImageRecord]) -> None:
-        self.records = list(records)
-        wide = np.array([r.wide or r.s_region is None for r in self.records], dtype=bool)
+    def __init__(self, records: Sequence[ImageRecord],
+                 footprints: Sequence[Sequence[Sequence[float]] | None] | None = None) -> None:
+        """``footprints`` (s_region per record, None when wide) spares reading every record
+        when ``records`` is a lazy sequence."""
+        self.records = records
+        if footprints is None:
+            footprints = [None if r.wide else r.s_region for r in records]
+        wide = np.array([f is None for f in footprints], dtype=bool)
         self.wide_indices = np.flatnonzero(wide)
         self.polygon_indices = np.flatnonzero(~wide)
         count = len(self.polygon_indices)
-        most = max((len(self.records[i].s_region or ()) for i in self.polygon_indices),
-                   default=3)
-        regions = [self.records[i].s_region or () for i in self.polygon_indices]
+        regions = [footprints[i] or () for i in self.polygon_indices]
+        most = max((len(region) for region in regions), default=3)
         lengths = np.array([len(region) for region in regions], dtype=np.int64)
         flat = np.array([v for region in regions for v in region], dtype=float).reshape(-1, 2)
         # Pad every polygon to ``most`` vertices by repeating its first vertex: zero-length
