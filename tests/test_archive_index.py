@@ -298,3 +298,15 @@ def test_facets_list_every_value_once(real_index):
     assert facets["dataproduct_types"] == ["cube", "image"]
     assert facets["pol_states"] == []
     assert "K" in facets["bands"] and "WFCAM" in facets["instruments"]
+
+
+def test_an_index_from_another_version_is_rebuilt(tmp_path):
+    write_image(tmp_path / "data" / "one.fits", 10.0, 0.0)
+    index = ArchiveIndex(tmp_path / "index.sqlite")
+    assert len(index.update([tmp_path / "data"]).added) == 1
+    index.db.execute("UPDATE meta SET value = 'old' WHERE key = 'schema'")
+    index.db.conn.commit()
+    index.close()
+    reopened = ArchiveIndex(tmp_path / "index.sqlite")
+    assert reopened.count() == 0
+    assert len(reopened.update([tmp_path / "data"]).added) == 1

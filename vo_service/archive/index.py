@@ -31,6 +31,7 @@ from vo_service.shapes import Circle, Polygon, Range
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTHORITY = "vo-service.example"
+SCHEMA = "1:" + ",".join(column_types())  # changes whenever ImageRecord gains a field
 COMMIT_EVERY = 25  # files per transaction while indexing (readers see progress)
 FILTER_COLUMNS = {"collection": "obs_collection", "instrument": "instrument_name",
                   "band": "band", "product_type": "product_type"}
@@ -77,11 +78,18 @@ class ArchiveIndex:
 
     # --- schema -----------------------------------------------------------------------
     def _create_tables(self) -> None:
-        with self._lock:
+        with self._lock, self.db.atomic():
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            if self._meta("schema") != SCHEMA:
+                # An index written by another version: start afresh (the next update
+                # re-reads every file) rather than fail on missing columns.
+                for table in ("images", "files"):
+                    self.db[table].drop(ignore=True)
+                self._set_meta("schema", SCHEMA)
+                self._set_meta("settings", "")
             self.db["images"].create(column_types(), pk="obs_publisher_did", if_not_exists=True)
             self.db["files"].create({"path": str, "root": str, "size": int, "mtime": float,
                                      "images": int}, pk="path", if_not_exists=True)
-            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             for columns in (["path"], ["obs_collection"], ["band"], ["product_type"],
                             ["tile"]):
                 self.db["images"].create_index(columns, if_not_exists=True)
