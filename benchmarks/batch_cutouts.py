@@ -37,7 +37,8 @@ from astropy.wcs import WCS
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vo_service.engine.batch import BundleWriter, iter_cutouts  # noqa: E402
+from vo_service.engine.batch import iter_cutouts  # noqa: E402
+from vo_service.engine.bundle import BundleWriter  # noqa: E402
 from vo_service.engine.reading import OpenImage  # noqa: E402
 from vo_service.engine.writing import atomic_write  # noqa: E402
 from vo_service.shapes import CenterSize  # noqa: E402

@@ -212,3 +212,17 @@ def region_near(path) -> CenterSize:
     header = fits.getheader(path)
     centre = WCS(header).pixel_to_world(header["NAXIS1"] / 2, header["NAXIS2"] / 2).icrs
     return CenterSize(centre.ra.deg, centre.dec.deg, 8, 8)
+
+
+def test_zip64_records_read_back(tmp_path):
+    from vo_service.engine.bundle import ZipStream
+
+    members = {f"m{i}.fits": bytes([i]) * (700 + i) for i in range(5)}
+    target = tmp_path / "big.zip"
+    archive = ZipStream(target, zip64_from=1000)  # offsets past 1000 use ZIP64 records
+    for name, payload in members.items():
+        archive.add(name, [payload[:100], memoryview(payload[100:])])
+    archive.close()
+    with zipfile.ZipFile(target) as readback:
+        assert readback.testzip() is None
+        assert {name: readback.read(name) for name in readback.namelist()} == members

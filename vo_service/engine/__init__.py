@@ -12,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "cut": "cutout", "CutoutResult": "cutout", "describe_region": "cutout",
-    "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "batch",
+    "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "bundle", "ZipStream": "bundle",
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",
     "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
     "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",

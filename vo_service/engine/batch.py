@@ -4,10 +4,6 @@ many images in parallel (1-16 workers), and streamed writing to files or one arc
 
 from __future__ import annotations
 
-import io
-import tarfile
-import time as clock
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -15,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vo_service.engine.bundle import BundleWriter  # noqa: F401 - re-exported
 from vo_service.engine.cutout import (
     CutoutResult,
     Plan,
@@ -131,47 +128,6 @@ def write_files(results: Iterable[CutoutResult], directory: str | Path,
         if result.has_stamp:
             written[result.index] = atomic_write(directory / name(result), result.chunks())
     return written
-
-
-class BundleWriter:
-    """Streams stamps into one ZIP (stored, no compression) or tar archive."""
-
-    def __init__(self, target: str | Path | io.BufferedIOBase, fmt: str = "zip") -> None:
-        if fmt not in ("zip", "tar"):
-            raise ValueError(f"bundle format must be zip or tar, not {fmt!r}")
-        self.fmt = fmt
-        self.count = 0
-        if fmt == "zip":
-            self._zip = zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True)
-        else:
-            if isinstance(target, str | Path):
-                self._tar = tarfile.open(target, "w")  # noqa: SIM115 - closed in close()
-            else:
-                self._tar = tarfile.open(fileobj=target, mode="w")  # noqa: SIM115
-
-    def add_bytes(self, name: str, payload: bytes) -> None:
-        if self.fmt == "zip":
-            info = zipfile.ZipInfo(name, date_time=clock.localtime()[:6])
-            info.compress_type = zipfile.ZIP_STORED
-            self._zip.writestr(info, payload)
-        else:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            info.mtime = int(clock.time())
-            self._tar.addfile(info, io.BytesIO(payload))
-        self.count += 1
-
-    def add(self, name: str, result: CutoutResult) -> None:
-        self.add_bytes(name, b"".join(result.chunks()))
-
-    def close(self) -> None:
-        (self._zip if self.fmt == "zip" else self._tar).close()
-
-    def __enter__(self) -> BundleWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def multi_extension_chunks(results: Iterable[CutoutResult],
