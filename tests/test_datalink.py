@@ -236,3 +236,21 @@ def test_pyvo_cutout_through_the_descriptor(live_server: LiveServer, vis_bgsub: 
         centre = WCS(image.header).pixel_to_world_values(
             (image.data.shape[1] - 1) / 2, (image.data.shape[0] - 1) / 2)
         assert abs(float(centre[0]) - ra) < 0.001 and abs(float(centre[1]) - dec) < 0.001
+
+
+def test_preview_pixels_are_a_regular_subsample(tmp_path) -> None:  # noqa: ANN001
+    """Scaled integers, a cube and a tile-compressed image read on the same grid as numpy's."""
+    rng = np.random.default_rng(1)
+    scaled = rng.integers(0, 30000, size=(2100, 1500)).astype(np.int16)
+    cube = rng.normal(size=(20, 300, 2050)).astype(np.float32)
+    hdul = fits.HDUList([fits.PrimaryHDU(scaled), fits.ImageHDU(cube),
+                         fits.CompImageHDU(cube[0])])
+    hdul[0].scale("int16", bzero=32768)
+    hdul.writeto(tmp_path / "x.fits")
+    with fits.open(tmp_path / "x.fits") as original:
+        expected = [original[0].data[::3, ::2], original[1].data[::3, :, ::3],
+                    original[2].data[:, ::3]]
+    for hdu, want in enumerate(expected):
+        got = datalink.downsampled_plane(tmp_path / "x.fits", hdu, max_side=1024, max_planes=8)
+        assert got.shape == want.shape
+        assert np.allclose(got, want)

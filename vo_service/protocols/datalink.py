@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -271,17 +272,24 @@ async def file_endpoint(request: Request) -> Response:
 
 def downsampled_plane(path: Path, hdu: int, *, max_side: int = PREVIEW_SIDE,
                       max_planes: int = 8) -> np.ndarray:
-    """Pixels of one HDU read with step slicing: at most ``max_side`` per image axis and
-    ``max_planes`` along any other axis, so a huge image is never read whole."""
-    # .section reads only the rows it needs from the file; memmap=False because astropy
-    # refuses to scale (BZERO/BSCALE) memory-mapped integer images.
+    """Pixels of one HDU on a regular grid: at most ``max_side`` per image axis and
+    ``max_planes`` along any other axis, so a huge image is never read whole.
+
+    Each kept row is read whole through ``.section`` (one contiguous read, or the tiles of
+    a compressed image that hold it) and thinned in memory: astropy's strided section
+    reads element by element, which is slow.
+    """
+    # memmap=False: astropy refuses to scale (BZERO/BSCALE) memory-mapped integer images;
+    # .section still reads only the rows asked for.
     with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
         image = hdul[hdu]
         shape = image.shape
         steps = [max(1, math.ceil(n / max_planes)) for n in shape[:-2]]
         steps += [max(1, math.ceil(n / max_side)) for n in shape[-2:]]
-        return np.asarray(image.section[tuple(slice(None, None, s) for s in steps)],
-                          dtype=np.float32)
+        kept = [range(0, n, step) for n, step in zip(shape[:-1], steps[:-1], strict=True)]
+        rows = [np.asarray(image.section[index][:: steps[-1]], dtype=np.float32)
+                for index in itertools.product(*kept)]
+        return np.stack(rows).reshape([len(k) for k in kept] + [len(rows[0])])
 
 
 def _render(path: Path, hdu: int, fmt: str) -> bytes:
