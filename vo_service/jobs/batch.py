@@ -8,6 +8,7 @@ position and size, format): a target already cut from the same image is never cu
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -30,6 +31,7 @@ from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
 
+log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
 # large enough that one image open + one world->pixel call serves many stamps.
 CHUNK_TARGETS = 256
@@ -164,7 +166,13 @@ class BatchJob:
                 plan.tasks, in_flight=request.workers * 2, should_stop=context.should_stop,
             )
             for task, future in work:
-                outcomes = future.result()
+                try:
+                    outcomes = future.result()
+                except Exception as exc:  # a bug or an unreadable image: report, go on
+                    log.exception("batch job %s: cutting %s failed", context.job_id,
+                                  task.record.obs_publisher_did)
+                    outcomes = [Outcome(target, "error", f"internal error: {exc}")
+                                for target, _ in task.entries]
                 results = []
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))

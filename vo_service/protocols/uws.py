@@ -110,12 +110,15 @@ def _xml(content: bytes) -> Response:
     return Response(content, media_type=XML)
 
 
-def _job_document(request: Request, job: JobRecord) -> Response:
+async def _job_document(request: Request, job: JobRecord) -> Response:
     store = _service(request).store
-    return _xml(documents.job_document(
-        job, store.parameters(job.job_id), store.results(job.job_id),
-        _job_url(request, job.job_id),
-    ))
+    job_url = _job_url(request, job.job_id)
+
+    def build() -> bytes:  # a catalog job may list tens of thousands of results
+        return documents.job_document(job, store.parameters(job.job_id),
+                                      store.results(job.job_id), job_url)
+
+    return _xml(await run_in_threadpool(build))
 
 
 def _phase_action(service: JobService, job_id: str, value: str) -> None:
@@ -193,7 +196,7 @@ async def job_resource(request: Request) -> Response:
             if action is None or action.upper() != "DELETE":
                 raise UsageError("POST to a job URL only accepts ACTION=DELETE; send job "
                                  "parameters to the job's /parameters")
-        service.delete(job.job_id)
+        await run_in_threadpool(service.delete, job.job_id)  # may remove many files
         return RedirectResponse(_list_url(request), status_code=303)
     wait_text = params.get_single("WAIT")
     if wait_text is not None:
@@ -204,7 +207,7 @@ async def job_resource(request: Request) -> Response:
         except ValueError as exc:
             raise UsageError(f"PHASE: {exc}") from exc
         job = await service.wait(job.job_id, seconds, phase) or job
-    return _job_document(request, job)
+    return await _job_document(request, job)
 
 
 async def phase_resource(request: Request) -> Response:
@@ -273,8 +276,9 @@ async def error_resource(request: Request) -> Response:
 async def results_resource(request: Request) -> Response:
     """The ``uws:results`` list."""
     job = _job(request)
-    results = _service(request).store.results(job.job_id)
-    return _xml(documents.results_document(results, _job_url(request, job.job_id)))
+    store, job_url = _service(request).store, _job_url(request, job.job_id)
+    return _xml(await run_in_threadpool(
+        lambda: documents.results_document(store.results(job.job_id), job_url)))
 
 
 async def result_file(request: Request) -> Response:
