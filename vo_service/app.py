@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,24 +32,22 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
 GET_POST = ["GET", "POST"]
 templates = Jinja2Templates(directory=WEB_DIR / "templates")
-# (facet key, title, SIA parameter, ImageRecord attribute) shown on the front page
+# (facet of ArchiveIndex.facet_counts, column title, SIA parameter) shown on the front page
 PAGE_FACETS = (
-    ("collections", "Collections", "COLLECTION", "obs_collection"),
-    ("instruments", "Instruments", "INSTRUMENT", "instrument_name"),
-    ("bands", "Bands", "BANDNAME", "band"),
-    ("product-types", "Product types", "PRODUCTTYPE", "product_type"),
-    ("dataproduct-types", "Data product types", "DPTYPE", "dataproduct_type"),
+    ("collections", "Collection", "COLLECTION"),
+    ("facilities", "Facility", "FACILITY"),
+    ("instruments", "Instrument", "INSTRUMENT"),
+    ("bands", "Band", "BANDNAME"),
+    ("product_types", "Product type", "PRODUCTTYPE"),
+    ("dataproduct_types", "Data product type", "DPTYPE"),
 )
 
 
 def _archive_summary(index: ArchiveIndex) -> tuple[int, list[dict[str, object]]]:
-    records = index.records()
-    facets = []
-    for key, title, param, attribute in PAGE_FACETS:
-        counts = Counter(getattr(r, attribute) for r in records if getattr(r, attribute))
-        facets.append({"key": key, "title": title, "param": param,
-                       "values": sorted(counts.items())})
-    return len(records), facets
+    counts = index.facet_counts()
+    facets = [{"key": key.replace("_", "-"), "title": title, "param": param,
+               "values": counts.get(key, [])} for key, title, param in PAGE_FACETS]
+    return index.count(), facets
 
 
 async def index_page(request: Request) -> Response:

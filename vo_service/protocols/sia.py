@@ -145,7 +145,8 @@ def self_descriptor(base: str, facets: Mapping[str, Sequence[str]]) -> etree._El
                             ("PRODUCTTYPE", "product_types", "product type (extension)"),
                             ("TARGET", "targets", "target name")):
         _param(group, name, what, options=facets.get(key, ()))
-    _param(group, "DPTYPE", "data product type", options=("image", "cube"))
+    _param(group, "DPTYPE", "data product type",
+           options=facets.get("dataproduct_types", ("image", "cube")))
     _param(group, "CALIB", "calibration level", datatype="int", arraysize=None,
            options=("0", "1", "2", "3", "4"))
     _param(group, "FORMAT", "file format", options=("application/fits",))
