@@ -73,8 +73,12 @@ def test_response_carries_every_obscore_column_with_metadata(live_server: LiveSe
 def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) -> None:
     votable, _ = rows_of(query(live_server, ("POS", f"CIRCLE {FORNAX[0]} {FORNAX[1]} 0.01")))
     meta = [r for r in votable.resources if r.type == "meta"]
-    soda = [r for r in meta if r.utype == "adhoc:service"]
-    assert len(soda) == 1
+    services = [r for r in meta if r.utype == "adhoc:service"]
+    assert len(services) == 2
+    links = next(r for r in services if r.ID == "links-generic")
+    assert {p.name: p.value for p in links.params}["accessURL"] == live_server.url("links")
+    assert links.groups[0].entries[0].ref == "obs_publisher_did"
+    soda = [r for r in services if r.ID == "soda-generic"]
     params = {p.name: p for p in soda[0].params}
     assert params["standardID"].value == "ivo://ivoa.net/std/SODA#sync-1.0"
     assert params["accessURL"].value == live_server.url("sync")
@@ -87,6 +91,18 @@ def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) ->
     this_inputs = {p.name: p for p in this[0].groups[0].entries}
     assert {"POS", "BAND", "BANDNAME", "PRODUCTTYPE", "MAXREC"} <= set(this_inputs)
     assert "EUCLID-DEMO" in this_inputs["COLLECTION"].values.options[0]
+
+
+def test_pyvo_fetches_the_links_of_many_rows_at_once(live_server: LiveServer) -> None:
+    results = pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="DES-R")
+    assert len(results) >= 4
+    seen = set()
+    for datalinks in results.iter_datalinks():
+        this = list(datalinks.bysemantics("#this", include_narrower=False))
+        assert len(this) == 1
+        seen.add(str(this[0]["ID"]))
+    assert seen == {str(did) for did in results.to_table()["obs_publisher_did"]}
 
 
 def test_band_selects_by_wavelength(live_server: LiveServer) -> None:

@@ -151,6 +151,24 @@ def soda_descriptor(base: str, *, resource_id: str, record: ImageRecord | None =
     return resource
 
 
+def links_descriptor(base: str, *, resource_id: str, id_ref: str) -> etree._Element:
+    """A generic DataLink descriptor for a discovery table: ``ID`` taken from the FIELD
+    ``id_ref`` of each row. With it pyvo fetches the links of many rows in one POST."""
+    v = f"{{{VOTABLE_NS}}}"
+    resource = etree.Element(f"{v}RESOURCE", type="meta", utype="adhoc:service",
+                             ID=resource_id, name="links")
+    etree.SubElement(resource, f"{v}DESCRIPTION").text = \
+        "DataLink: the file, a preview, sibling products and a cutout service of an image"
+    for name, value in (("standardID", LINKS_STANDARD_ID), ("accessURL", f"{base}/links"),
+                        ("contentType", DATALINK_MIME)):
+        etree.SubElement(resource, f"{v}PARAM", name=name, datatype="char", arraysize="*",
+                         value=value)
+    group = etree.SubElement(resource, f"{v}GROUP", name="inputParams")
+    etree.SubElement(group, f"{v}PARAM", name="ID", datatype="char", arraysize="*",
+                     ucd="meta.id;meta.main", value="", ref=id_ref)
+    return resource
+
+
 def add_resources(document: bytes, resources: Sequence[etree._Element]) -> bytes:
     """Insert ``resources`` as top-level RESOURCEs after the last one of a VOTable document."""
     if not resources:

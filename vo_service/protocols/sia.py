@@ -4,7 +4,7 @@ Parameters follow SIA 2.0 §2: every one repeatable, values of one name OR-ed, d
 names AND-ed; numeric ones take a DALI interval or a single value. Two extra string
 filters, BANDNAME (filter name) and PRODUCTTYPE (BGSUB, RMS, FLAG, BGMOD, ...), select
 survey products (docs/protocols.md). Each row's access_url is the image's DataLink
-document; a generic SODA descriptor and a self-descriptor follow the results.
+document; generic DataLink and SODA descriptors and a self-descriptor follow the results.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from vo_service.protocols.datalink import (
     DATALINK_MIME,
     VOTABLE_NS,
     add_resources,
+    links_descriptor,
     links_url,
     soda_descriptor,
 )
@@ -169,6 +170,7 @@ def query_document(index: ArchiveIndex, query: SIAQuery, base: str) -> bytes:
         status.value = "OVERFLOW"
         status.content = f"more than MAXREC={query.maxrec} images match; narrow the query"
     descriptors = [
+        links_descriptor(base, resource_id="links-generic", id_ref="obs_publisher_did"),
         soda_descriptor(base, resource_id="soda-generic", id_ref="obs_publisher_did"),
         self_descriptor(base, index.facets()),
     ]
