@@ -4,15 +4,16 @@ raw memmap slicing, on one large float32 image and a tile-compressed copy.
     .venv/bin/python benchmarks/batch_cutouts.py            # 16k x 16k (1 GB), a few minutes
     .venv/bin/python benchmarks/batch_cutouts.py --quick    # 4k x 4k, well under a minute
 
-Data are generated under benchmarks/data/ (git-ignored) and reused. Memory is the private
-anonymous memory (/proc/<pid>/smaps_rollup "Anonymous", summed over worker processes),
-sampled every 10 ms: memory-mapped image pages are file-backed and not counted, so this
-shows what the cutting itself holds; the table gives the peak increase over the start of
-each run (worker processes count whole). Methods:
+Data are generated under benchmarks/data/ (git-ignored) and reused. Memory is private
+memory (/proc/<pid>/smaps_rollup "Private_Dirty", summed over worker processes), sampled
+every 10 ms: memory-mapped image pages are file-backed and not counted, so this shows what
+the cutting itself holds; the table gives the peak increase over the start of each run.
+Methods:
   engine-files    vo-service engine, one FITS file per stamp (atomic writes)
   engine-bundle   vo-service engine, all stamps streamed into one ZIP
   astrocut        astrocut.fits_cut called once per target (a subset, extrapolated)
   cutout2d-files  astropy Cutout2D on a memmapped HDU + HDU.writeto per stamp (subset)
+  raw-files       raw-slices written as headerless files: what the file system allows
   raw-slices      numpy slices of the memmap (or .section of the compressed HDU), no WCS,
                   header or file: the physical limit
 """
@@ -112,11 +113,14 @@ def targets(side: int, count: int, seed: int = 7) -> tuple[np.ndarray, np.ndarra
 
 # ---- memory --------------------------------------------------------------------------
 
-def anonymous_kb(pid: int | str = "self") -> int:
+def private_kb(pid: int | str = "self") -> int:
+    """Private_Dirty of a process: its own written (anonymous) memory. Unlike "Anonymous",
+    it leaves out pages a forked worker still shares copy-on-write with its parent, and
+    like it, it leaves out the memory-mapped image (file-backed, clean)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as stream:
             for line in stream:
-                if line.startswith("Anonymous:"):
+                if line.startswith("Private_Dirty:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -138,7 +142,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         me = os.getpid()
-        self.baseline_kb = anonymous_kb(me) + sum(anonymous_kb(c) for c in children(me))
+        self.baseline_kb = private_kb(me) + sum(private_kb(c) for c in children(me))
         self.peak_kb = self.baseline_kb
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -148,7 +152,7 @@ class PeakMemory:
     def _sample(self) -> None:
         me = os.getpid()
         while not self._stop.is_set():
-            total = anonymous_kb(me) + sum(anonymous_kb(child) for child in children(me))
+            total = private_kb(me) + sum(private_kb(child) for child in children(me))
             self.peak_kb = max(self.peak_kb, total)
             time.sleep(0.01)
 
@@ -262,7 +266,20 @@ def raw_slices(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
     return len(ras)
 
 
+def raw_files(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
+    x, y = WCS(image_header(side)).world_to_pixel_values(ras, decs)
+    x0 = np.clip(np.ceil(x - size / 2).astype(int), 0, side)
+    y0 = np.clip(np.ceil(y - size / 2).astype(int), 0, side)
+    with fits.open(path, memmap=True) as hdus:
+        data = hdus[hdu].data
+        for index, (left, bottom) in enumerate(zip(x0, y0, strict=True)):
+            with open(Path(out_dir) / f"stamp_{index:06d}.raw", "wb") as stream:
+                stream.write(np.array(data[bottom:bottom + size, left:left + size]).data)
+    return len(ras)
+
+
 METHODS = {
+    "raw-files": raw_files,
     "engine-files": engine_files,
     "engine-bundle": engine_bundle,
     "astrocut": astrocut_once_per_target,
@@ -303,14 +320,17 @@ def main() -> None:
     plain = make_plain(DATA / f"image_{side}.fits", side)
     images = [("plain", plain, 0)]
     if not args.no_compressed:
-        images.append(("rice", make_compressed(plain, DATA / f"image_{side}_rice.fits"), 1))
+        rice = DATA / f"image_{side}_rice.fits"
+        with ProcessPoolExecutor(1) as pool:  # keep the compression's memory out of this one
+            pool.submit(make_compressed, plain, rice).result()
+        images.append(("rice", rice, 1))
     print(f"# data ready in {time.perf_counter() - started:.1f} s: "
           + ", ".join(f"{name} {p.stat().st_size / 1e6:.0f} MB" for name, p, _ in images))
     with open(plain, "rb") as stream:  # warm the page cache so every method reads alike
         while stream.read(64 << 20):
             pass
     header = (f"{'image':6} {'targets':>7} {'size':>4} {'method':22} {'stamps/s':>10} "
-              f"{'x astrocut':>10} {'x raw':>7} {'+anon MB':>8}  note")
+              f"{'x astrocut':>10} {'x raw':>7} {'+priv MB':>8}  note")
     print(header)
     print("-" * len(header))
     for name, path, hdu in images:
@@ -319,6 +339,7 @@ def main() -> None:
             for size in sizes:
                 rows = []
                 runs = [("raw-slices", 1, 200 if name == "rice" else None),
+                        *([("raw-files", 1, None)] if name == "plain" else []),
                         ("astrocut", 1, slow_subset if name == "plain" else 5),
                         ("cutout2d-files", 1, slow_subset * 5 if name == "plain" else 5),
                         ("engine-files", 1, None), ("engine-files", args.workers, None),

@@ -222,3 +222,13 @@ def test_angular_sizes_use_the_local_pixel_scale(real_data):
     assert result.data.shape == (6, 12)
     result = cut(path, 0, CenterSize(266.4, -28.93, 60, 60, "arcsec"))
     assert result.data.shape == (12, 12)
+
+
+def test_unanswerable_hdus_raise_value_errors_that_say_why(real_data):
+    region = Circle(85.27, -2.45, 0.01)
+    with pytest.raises(ValueError, match="no HDU 5"):
+        cut(real_data / "fits/images/HorseHead.fits", 5, region)
+    with pytest.raises(ValueError, match="not an image"):
+        cut(real_data / "fits/images/HorseHead.fits", 1, region)
+    with pytest.raises(CutoutError, match="no celestial WCS"):
+        cut(real_data / "fits/images/test0.fits", 1, region)

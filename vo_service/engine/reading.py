@@ -30,7 +30,10 @@ class OpenImage:
             self.path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True
         )
         try:
-            self.hdu = self.hdulist[hdu]
+            try:
+                self.hdu = self.hdulist[hdu]
+            except (IndexError, KeyError) as exc:
+                raise ValueError(f"{self.path.name} has no HDU {hdu!r}") from exc
             if not isinstance(self.hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
                 raise ValueError(f"HDU {hdu} of {self.path.name} is not an image")
             self.hdu_index = self.hdulist.index_of(hdu) if isinstance(hdu, str) else int(hdu)
