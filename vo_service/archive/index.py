@@ -335,7 +335,7 @@ class ArchiveIndex:
         self, ra: ArrayLike, dec: ArrayLike, *, collection: str | Sequence[str] | None = None,
         instrument: str | Sequence[str] | None = None, band: str | Sequence[str] | None = None,
         product_type: str | Sequence[str] | None = None,
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64], list[ImageRecord]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], Sequence[ImageRecord]]:
         """Like :meth:`lookup`, as arrays: (position index, record index, records)."""
         spatial, columns = self.spatial_index()
         selected = np.ones(len(spatial), dtype=bool)
