@@ -121,6 +121,7 @@ def test_scaled_integers_keep_raw_values_and_blank(tmp_path):
         scaled = hdus[0].data
         assert np.isnan(scaled[0, 0])
         assert scaled[-1, -1] == raw[box.y1 - 1, box.x1 - 1] * 0.5 + 100.0
+        assert np.array_equal(result.physical(), scaled, equal_nan=True)
 
 
 def test_partial_overlap_clips_and_pad_pads_with_nan_moving_crpix(tmp_path):

@@ -114,6 +114,23 @@ class CutoutResult:
         """A complete FITS file (or, primary=False, extension HDUs) of this stamp."""
         return b"".join(bytes(part) for part in self.chunks(primary=primary))
 
+    def physical(self) -> np.ndarray | None:
+        """Pixel values in physical units (BSCALE/BZERO applied, BLANK -> NaN), native
+        byte order: what previews and statistics want."""
+        if self.data is None or self.template is None:
+            return None
+        data = self.data
+        scale, zero = self.template.bscale, self.template.bzero
+        if data.dtype.kind == "f" and scale == 1.0 and zero == 0.0:
+            return data.astype(data.dtype.newbyteorder("="))
+        values = data.astype(np.float64 if data.dtype.itemsize > 2 else np.float32)
+        blank = self.blank if self.blank is not None else self.template.source_blank
+        if data.dtype.kind in "iu" and blank is not None:
+            values[data == blank] = np.nan
+        if scale != 1.0 or zero != 0.0:
+            values = values * scale + zero
+        return values
+
     def write(self, path: str | Path) -> Path:
         """Write the stamp as one FITS file, atomically."""
         return atomic_write(path, self.chunks())

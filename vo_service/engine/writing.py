@@ -92,6 +92,9 @@ class StampHeader:
         # pixels decoded to floats (quantized compressed data) are no longer scaled ints
         drop_scaling = self.bitpix < 0 and source_bitpix > 0
         self.has_blank = "BLANK" in header and self.bitpix > 0 and not drop_scaling
+        self.bscale = 1.0 if drop_scaling else float(header.get("BSCALE", 1.0))
+        self.bzero = 0.0 if drop_scaling else float(header.get("BZERO", 0.0))
+        self.source_blank = int(header["BLANK"]) if self.has_blank else None
         self.crpix: list[tuple[str, int, float]] = []
         self.ltv: list[tuple[str, int, float, float]] = []
         self.cnpix: list[tuple[str, int, float]] = []
