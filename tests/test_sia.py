@@ -217,5 +217,8 @@ def test_real_archive_is_searchable(real_live_server: LiveServer) -> None:
     assert any("HorseHead" in str(obs_id) for obs_id in table["obs_id"])
     cubes = service.search(data_type="cube").to_table()
     assert len(cubes) >= 2 and set(cubes["dataproduct_type"]) == {"cube"}
+    everything = httpx.get(real_live_server.url("query"), params={"MAXREC": "1000"}, timeout=60)
+    votable, table = rows_of(everything)
+    assert query_status(votable)[0] == "OK" and len(table) >= 15
     # the derived cube has a rest frequency, so its velocity axis has wavelengths
     assert any(math.isfinite(v) for v in cubes["em_min"].filled(np.nan))
