@@ -154,7 +154,7 @@ def test_many_ids_by_post_keep_rows_together(live_server: LiveServer) -> None:
         pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
     assert len(dids) >= 4
     unknown = "ivo://vo-service.example/EUCLID-DEMO?nothing/here.fits"
-    response = links(live_server, *dids, unknown, method="POST")
+    response = links(live_server, *dids, unknown, dids[0], method="POST")
     votable = assert_valid_votable(response.content)
     table = votable.resources[0].tables[0].to_table()
     order = [str(i) for i in table["ID"]]

@@ -259,7 +259,8 @@ async def links_endpoint(request: Request) -> Response:
     maxrec_text = params.get_single("MAXREC")
     id_cap = MAX_IDS if maxrec_text is None else min(
         MAX_IDS, dali.parse_int("MAXREC", maxrec_text, minimum=0))
-    ids = params.get_all("ID")
+    # A repeated ID is answered once: all rows of one ID must be consecutive (DataLink §3.2).
+    ids = list(dict.fromkeys(params.get_all("ID")))
     answered, overflow = ids[:id_cap], len(ids) > id_cap
     body = await run_in_threadpool(links_document, request.app.state.index,
                                    dali.public_base_url(request), answered,
