@@ -30,7 +30,10 @@ BAD_ROWS = [("nan", "-28.1"), ("52.9", "95"), ("abc", "-28.1"), ("52.9", "")]
 def demo_catalog(demo_archive: Path, n_sources: int = 488) -> bytes:
     """sources.csv rows, then targets outside every footprint, then bad rows (500 total)."""
     with open(demo_archive / "sources.csv", newline="") as handle:
-        sources = list(csv.DictReader(handle))[:n_sources]
+        rows = list(csv.DictReader(handle))
+    # the main field, plus the field seen at several epochs (same file names, other dates)
+    epochs = [row for row in rows if int(row["id"]) >= 200_001][: n_sources // 10]
+    sources = rows[: n_sources - len(epochs)] + epochs
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["name", "ra", "dec"])
@@ -105,6 +108,8 @@ def test_catalog_job_completes_with_manifest_bundle_and_stamps(
     params = [p.get("id") for p in root.iterfind("uws:parameters/uws:parameter", UWS)]
     assert params.count("BANDNAME") == 2 and "PHASE" not in params and "RUNID" not in params
     results = results_of(root)
+    ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
+    assert len(ids) == len(set(ids))
     assert results["manifest"][1] == "application/x-votable+xml"
     assert results["bundle"][1] == "application/zip"
     stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle")}

@@ -412,3 +412,15 @@ def test_full_queue_holds_the_job_until_run_again(tmp_path: Path, client: httpx.
         assert phase_of(wait_final(client, queued)) == "COMPLETED"
         client.post(f"{held}/phase", data={"PHASE": "RUN"})
         assert phase_of(wait_final(client, held)) == "COMPLETED"
+
+
+def test_shorter_execution_duration_applies_to_a_running_job(
+    client: httpx.Client, base: str
+) -> None:
+    url = create(client, base, STEPS="400", STEP_SECONDS="0.05", PHASE="RUN")
+    job_doc(client, url, WAIT="10", PHASE="QUEUED")
+    client.post(f"{url}/executionduration", data={"EXECUTIONDURATION": "1"})
+    root = wait_final(client, url)
+    assert phase_of(root) == "ABORTED"
+    assert "execution duration of 1 s" in root.findtext("uws:errorSummary/uws:message",
+                                                        namespaces=UWS_NS)

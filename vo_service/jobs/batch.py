@@ -8,6 +8,7 @@ position and size, format): a target already cut from the same image is never cu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -43,6 +44,22 @@ def safe_name(text: str) -> str:
     """``text`` made safe as a file name and URL path segment."""
     cleaned = _UNSAFE.sub("_", text).strip("._") or "target"
     return cleaned[:80]
+
+
+def unique_image_name(record, taken: set[str]) -> str:
+    """A readable name for an image's stamps, unique within the job (and remembered).
+
+    ``obs_id`` is not unique (several HDUs of one file, one file name at several epochs):
+    then the HDU, then a digest of the publisher DID, tell them apart.
+    """
+    name = safe_name(record.obs_id)
+    if name in taken:
+        name = f"{name}_hdu{record.hdu}"
+    if name in taken:
+        digest = hashlib.sha1(record.obs_publisher_did.encode()).hexdigest()[:8]
+        name = f"{safe_name(record.obs_id)}_{digest}"
+    taken.add(name)
+    return name
 
 
 @dataclass
@@ -99,10 +116,7 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     for record_index in np.unique(found):
         chosen = order[found[order] == record_index]
         record = records[int(record_index)]
-        image = safe_name(record.obs_id)
-        if image in image_names:  # several served HDUs of one file
-            image = f"{image}_hdu{record.hdu}"
-        image_names.add(image)
+        image = unique_image_name(record, image_names)
         folder = safe_name(record.band or "no-band")
         entries = []
         for point in points[chosen]:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from vo_service.config import Settings
 from vo_service.jobs.executors import LocalExecutor
+from vo_service.jobs.job_files import Upload, load_uploads, remove_result_files, save_uploads
 from vo_service.jobs.phases import (
     ABORTABLE_PHASES,
     ACTIVE_PHASES,
@@ -53,15 +54,6 @@ class JobParameterError(ValueError):
 
 class JobFailed(Exception):
     """Raised by a job kind when the job produced nothing usable (phase ERROR)."""
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file that came with the creating request (DALI UPLOAD), saved in the job folder."""
-
-    name: str
-    filename: str | None
-    path: Path
 
 
 class JobKind(Protocol):
@@ -174,7 +166,7 @@ class JobService:
                 )
                 continue
             self.store.clear_results(job.job_id)
-            self._remove_result_files(job.job_id)
+            remove_result_files(self.store.job_dir(job.job_id))
             self.store.change_phase(
                 job.job_id, Phase.QUEUED, only_from=[job.phase],
                 start_time=None, progress_done=0, progress_total=0,
@@ -210,7 +202,7 @@ class JobService:
         kind = self.kinds[kind_name]
         job_id = secrets.token_hex(8)
         job_dir = self.store.job_dir(job_id)
-        saved = self._save_uploads(job_dir, uploads)
+        saved = save_uploads(job_dir, uploads)
         try:
             estimate = kind.validate(parameters, saved)
         except BaseException:
@@ -230,7 +222,7 @@ class JobService:
 
     def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
         """New parameters for a PENDING job, validated like at creation."""
-        uploads = self._load_uploads(job_id)
+        uploads = load_uploads(self.store.job_dir(job_id))
         kind = self.kinds[self.choose_kind(parameters)]
         kind.validate(parameters, uploads)
         self.store.replace_parameters(job_id, parameters)
@@ -277,6 +269,14 @@ class JobService:
             raise JobParameterError("EXECUTIONDURATION must be a non-negative integer")
         clamped = ceiling if seconds == 0 or seconds > ceiling else seconds
         self.store.update(job_id, execution_duration=clamped)
+        job = self.store.get(job_id)
+        with self._guard:
+            running = self._timers.get(job_id)
+        if job is not None and running is not None and job.start_time:
+            # a running job keeps its start: the new limit counts from there
+            running.cancel()
+            elapsed = (now() - parse_time(job.start_time)).total_seconds()
+            self._start_timer(job_id, max(0.0, clamped - elapsed))
 
     async def wait(self, job_id: str, seconds: float, phase: Phase | None) -> JobRecord | None:
         """Block until the job's phase changes, at most ``seconds`` (UWS 1.1 §2.2.1.1).
@@ -342,14 +342,10 @@ class JobService:
             return
         self._notify(job_id)
         if job.execution_duration > 0:
-            timer = threading.Timer(job.execution_duration, self._exceeded, (job_id,))
-            timer.daemon = True
-            with self._guard:
-                self._timers[job_id] = timer
-            timer.start()
+            self._start_timer(job_id, job.execution_duration)
         context = JobContext(
             job_id=job_id, parameters=self.store.parameters(job_id),
-            uploads=self._load_uploads(job_id), job_dir=self.store.job_dir(job_id),
+            uploads=load_uploads(self.store.job_dir(job_id)), job_dir=self.store.job_dir(job_id),
             base_url=job.base_url, resources=self.resources, _service=self, _abort=flag,
         )
         context.job_dir.mkdir(parents=True, exist_ok=True)
@@ -369,6 +365,13 @@ class JobService:
         )
         self._notify(job_id)
 
+    def _start_timer(self, job_id: str, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._exceeded, (job_id,))
+        timer.daemon = True
+        with self._guard:
+            self._timers[job_id] = timer
+        timer.start()
+
     def _exceeded(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job is not None:
@@ -385,37 +388,3 @@ class JobService:
     def _wake(self, job_id: str) -> None:
         for changed in self._waiters.get(job_id, ()):
             changed.set()
-
-    # -- files ------------------------------------------------------------------------
-
-    def _save_uploads(
-        self, job_dir: Path, uploads: Mapping[str, tuple[str | None, bytes]]
-    ) -> dict[str, Upload]:
-        saved: dict[str, Upload] = {}
-        for number, (name, (filename, content)) in enumerate(uploads.items()):
-            folder = job_dir / "uploads" / str(number)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "name").write_text(name)
-            (folder / "filename").write_text(filename or "")
-            path = folder / "content"
-            path.write_bytes(content)
-            saved[name] = Upload(name, filename, path)
-        return saved
-
-    def _load_uploads(self, job_id: str) -> dict[str, Upload]:
-        uploads: dict[str, Upload] = {}
-        root = self.store.job_dir(job_id) / "uploads"
-        for folder in sorted(root.iterdir()) if root.is_dir() else []:
-            name = (folder / "name").read_text()
-            uploads[name] = Upload(name, (folder / "filename").read_text() or None,
-                                   folder / "content")
-        return uploads
-
-    def _remove_result_files(self, job_id: str) -> None:
-        job_dir = self.store.job_dir(job_id)
-        for child in job_dir.iterdir() if job_dir.is_dir() else []:
-            if child.name != "uploads":
-                if child.is_dir():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""Files of a job on disk: the uploads that came with its creation, and its results."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file that came with the creating request (DALI UPLOAD), saved in the job folder."""
+
+    name: str
+    filename: str | None
+    path: Path
+
+
+def save_uploads(job_dir: Path, uploads: Mapping[str, tuple[str | None, bytes]]
+                 ) -> dict[str, Upload]:
+    """Write each upload to ``<job>/uploads/<n>/`` with its part name and file name."""
+    saved: dict[str, Upload] = {}
+    for number, (name, (filename, content)) in enumerate(uploads.items()):
+        folder = job_dir / "uploads" / str(number)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "name").write_text(name)
+        (folder / "filename").write_text(filename or "")
+        path = folder / "content"
+        path.write_bytes(content)
+        saved[name] = Upload(name, filename, path)
+    return saved
+
+
+def load_uploads(job_dir: Path) -> dict[str, Upload]:
+    """The uploads saved by :func:`save_uploads`, by part name."""
+    uploads: dict[str, Upload] = {}
+    root = job_dir / "uploads"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        name = (folder / "name").read_text()
+        uploads[name] = Upload(name, (folder / "filename").read_text() or None,
+                               folder / "content")
+    return uploads
+
+
+def remove_result_files(job_dir: Path) -> None:
+    """Delete everything of a job but its uploads (before it runs again)."""
+    for child in job_dir.iterdir() if job_dir.is_dir() else []:
+        if child.name == "uploads":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
