@@ -254,3 +254,13 @@ def test_preview_pixels_are_a_regular_subsample(tmp_path) -> None:  # noqa: ANN0
         got = datalink.downsampled_plane(tmp_path / "x.fits", hdu, max_side=1024, max_planes=8)
         assert got.shape == want.shape
         assert np.allclose(got, want)
+
+
+def test_more_ids_than_allowed_overflow_without_splitting(live_server: LiveServer) -> None:
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="DES-I").to_table()["obs_publisher_did"]][:3]
+    response = httpx.post(live_server.url("links"), data={"ID": dids, "MAXREC": "2"})
+    votable = assert_valid_votable(response.content)
+    assert query_status(votable)[0] == "OVERFLOW"
+    table = votable.resources[0].tables[0].to_table()
+    assert [str(i) for i in dict.fromkeys(table["ID"])] == dids[:2]
