@@ -71,3 +71,15 @@ def test_real_files_discovered_linked_and_downloaded(real_live_server: LiveServe
         assert query_status(assert_valid_votable(links.content))[0] == "OK"
         answer = httpx.get(real_live_server.url(f"preview?ID={did}"), timeout=120)
         assert answer.status_code == 200, (record.obs_publisher_did, answer.text[:300])
+
+
+def test_an_empty_archive_still_answers(live_server_factory, tmp_path) -> None:  # noqa: ANN001
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = live_server_factory(empty)
+    page = httpx.get(server.base_url + "/")
+    assert page.status_code == 200 and '<strong id="image-count">0</strong>' in page.text
+    votable = assert_valid_votable(httpx.get(server.url("query?POS=CIRCLE 10 10 1")).content)
+    assert len(votable.resources[0].tables[0].array) == 0
+    assert httpx.get(server.url("examples")).status_code == 200
+    assert b"<vosi:available>true</vosi:available>" in httpx.get(server.url("availability")).content
