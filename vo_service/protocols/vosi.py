@@ -78,7 +78,7 @@ def probe_index(index_path: Path) -> tuple[bool, str]:
     if not index_path.exists():
         return False, f"the archive index {index_path.name} does not exist yet; run the indexer"
     try:
-        uri = f"file:{index_path}?mode=ro"
+        uri = index_path.resolve().as_uri() + "?mode=ro"  # percent-encodes odd characters
         with sqlite3.connect(uri, uri=True, timeout=5) as connection:
             tables = [name for (name,) in connection.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")]
