@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vo_service.config import Settings
+from vo_service.jobs.documents import result_url
 from vo_service.jobs.executors import LocalExecutor
 from vo_service.jobs.job_files import Upload, load_uploads, remove_result_files, save_uploads
 from vo_service.jobs.phases import (
@@ -64,7 +65,8 @@ class JobKind(Protocol):
     def validate(
         self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
     ) -> float | None:
-        """Raise JobParameterError for bad parameters; return an estimate of seconds."""
+        """Raise JobParameterError (or a DALI UsageError) for bad parameters; return an
+        estimate of the run time in seconds (the quote), or None."""
         ...
 
     def run(self, context: JobContext) -> None:
@@ -104,7 +106,7 @@ class JobContext:
 
     def result_url(self, result_id: str) -> str:
         """The absolute URL a result is served at."""
-        return f"{self.base_url}/{self.job_id}/results/{result_id}"
+        return result_url(f"{self.base_url}/{self.job_id}", result_id)
 
 
 class JobService:
@@ -223,9 +225,10 @@ class JobService:
     def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
         """New parameters for a PENDING job, validated like at creation."""
         uploads = load_uploads(self.store.job_dir(job_id))
-        kind = self.kinds[self.choose_kind(parameters)]
-        kind.validate(parameters, uploads)
+        kind_name = self.choose_kind(parameters)
+        self.kinds[kind_name].validate(parameters, uploads)
         self.store.replace_parameters(job_id, parameters)
+        self.store.update(job_id, kind=kind_name)
 
     def run(self, job_id: str) -> None:
         """PENDING/HELD -> QUEUED (HELD if the queue is full); elsewhere a no-op."""
@@ -358,7 +361,10 @@ class JobService:
             log.exception("job %s failed", job_id)
             outcome, message = Phase.ERROR, f"Error: {type(failure).__name__}: {failure}"
         if self.stopping and not flag.is_set():
-            return  # left EXECUTING on purpose: recover() re-queues it at the next start
+            # left EXECUTING on purpose: recover() re-queues it at the next start; a clean
+            # shutdown is not counted as a failed attempt
+            self.store.update(job_id, attempts=job.attempts)
+            return
         self.store.change_phase(
             job_id, outcome, only_from=[Phase.EXECUTING], end_time=format_time(now()),
             error_type="fatal" if message else None, error_message=message,
