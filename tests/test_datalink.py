@@ -93,6 +93,12 @@ def test_preview_is_a_png(live_server: LiveServer, vis_bgsub: dict) -> None:
     assert len(set(np.asarray(image).ravel().tolist())) > 10  # not a blank frame
     again = httpx.get(preview[0].access_url, headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304
+    # rendered once: the cutout cache holds it, a second request gets the same bytes
+    cache = live_server.app.state.cache
+    assert cache.stats().entries >= 1
+    entries = cache.stats().entries
+    assert httpx.get(preview[0].access_url, timeout=60).content == response.content
+    assert cache.stats().entries == entries
 
 
 def test_auxiliary_rows_are_the_sibling_products(live_server: LiveServer, vis_bgsub: dict) -> None:

@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, Response
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.archive.records import ImageRecord
+from vo_service.cache import CutoutCache, make_key, source_identity
 from vo_service.engine.preview import render_preview
 from vo_service.protocols import dali
 
@@ -315,8 +316,22 @@ def _render(path: Path, hdu: int, fmt: str) -> bytes:
     return render_preview(downsampled_plane(path, hdu), fmt=fmt, limits="zscale")
 
 
+def preview_key(record: ImageRecord, fmt: str) -> str:
+    """Cache key of a whole-image preview: the file as it is on disk now, HDU, options."""
+    return make_key({"kind": "whole-image-preview", "fmt": fmt, "side": PREVIEW_SIDE,
+                     **source_identity(record.path, record.hdu)})
+
+
+def _cached_preview(cache: CutoutCache | None, record: ImageRecord, key: str, fmt: str) -> bytes:
+    if cache is None:
+        return _render(record.path, record.hdu, fmt)
+    cached, _hit = cache.open_or_compute(key, lambda: _render(record.path, record.hdu, fmt))
+    return b"".join(cached.iter_chunks())
+
+
 async def preview_endpoint(request: Request) -> Response:
-    """GET/HEAD ``/preview?ID=...[&RESPONSEFORMAT=image/jpeg]``: the whole image as PNG."""
+    """GET/HEAD ``/preview?ID=...[&RESPONSEFORMAT=image/jpeg]``: the whole image as PNG,
+    rendered once per file version and kept in the cutout cache."""
     params = await dali.read_params(request)
     did = params.get_single("ID")
     if did is None:
@@ -324,13 +339,19 @@ async def preview_endpoint(request: Request) -> Response:
     requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
                                           ["image/png", "image/jpeg"], default="image/png")
     record = await _record_or_404(request, did)
-    etag = f'"{file_token(did)}-{int(record.mtime)}-{requested.mime}"'
+    fmt = "jpeg" if requested.mime == "image/jpeg" else "png"
+    try:
+        key = await run_in_threadpool(preview_key, record, fmt)
+    except OSError as exc:
+        raise dali.NotFound(f"the file of {did!r} is no longer on disk; the index needs a "
+                            "refresh") from exc
+    etag = f'"{key[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    fmt = "jpeg" if requested.mime == "image/jpeg" else "png"
+    cache = getattr(request.app.state, "cache", None)
     try:
-        body = await run_in_threadpool(_render, record.path, record.hdu, fmt)
+        body = await run_in_threadpool(_cached_preview, cache, record, key, fmt)
     except (OSError, ValueError) as exc:
         raise dali.DALIError(f"the preview of {did!r} could not be rendered: {exc}") from exc
     return Response(body, media_type=requested.content_type, headers=headers)
