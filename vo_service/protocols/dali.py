@@ -311,7 +311,11 @@ async def read_params(request: Request) -> Params:
                                           value.content_type, data))
             else:
                 pairs.append((name, value))
-    return Params.from_pairs(pairs, files)
+    params = Params.from_pairs(pairs, files)
+    run_ids = params.get_all("RUNID")
+    if run_ids:  # DALI §3.2.5: a client's label for a run of requests, worth logging
+        log.info("RUNID %s: %s %s", run_ids[0][:64], request.method, request.url.path)
+    return params
 
 
 # ---------------------------------------------------------------------------------------
