@@ -9,8 +9,9 @@ memory (/proc/<pid>/smaps_rollup "Private_Dirty", summed over worker processes),
 every 10 ms: memory-mapped image pages are file-backed and not counted, so this shows what
 the cutting itself holds; the table gives the peak increase over the start of each run.
 Methods:
-  engine-files    vo-service engine, one FITS file per stamp (atomic writes)
-  engine-bundle   vo-service engine, all stamps streamed into one ZIP
+  engine-files    vo-service engine (batch.write_task_files), one FITS file per stamp
+  engine-bundle   vo-service engine (batch.bundle_tasks), all stamps streamed into one ZIP;
+                  "xN": N worker processes, each cutting a band of rows of the same image
   astrocut        astrocut.fits_cut called once per target (a subset, extrapolated)
   cutout2d-files  astropy Cutout2D on a memmapped HDU + HDU.writeto per stamp (subset)
   raw-files       raw-slices written as headerless files: what the file system allows
@@ -38,10 +39,12 @@ from astropy.wcs import WCS
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vo_service.engine.batch import iter_cutouts  # noqa: E402
-from vo_service.engine.bundle import BundleWriter  # noqa: E402
-from vo_service.engine.reading import OpenImage  # noqa: E402
-from vo_service.engine.writing import atomic_write  # noqa: E402
+from vo_service.engine.batch import (  # noqa: E402
+    ImageTask,
+    bundle_tasks,
+    run_tasks,
+    write_task_files,
+)
 from vo_service.shapes import CenterSize  # noqa: E402
 
 warnings.simplefilter("ignore")
@@ -163,70 +166,34 @@ class PeakMemory:
 
 # ---- methods -------------------------------------------------------------------------
 
-_worker_image: OpenImage | None = None
-
-
-def _open_in_worker(path: str, hdu: int) -> None:
-    global _worker_image
-    _worker_image = OpenImage(path, hdu)
-
-
-def _regions(ras, decs, size: int) -> list[CenterSize]:
-    return [CenterSize(float(ra), float(dec), size, size)
-            for ra, dec in zip(ras, decs, strict=True)]
-
-
-def _files_chunk(args) -> int:
-    ras, decs, size, first, directory = args
-    count = 0
-    for result in iter_cutouts(_worker_image, _regions(ras, decs, size)):
-        if result.has_stamp:
-            atomic_write(Path(directory) / f"stamp_{first + result.index:06d}.fits",
-                         result.chunks())
-            count += 1
-    return count
-
-
-def _bundle_chunk(args) -> list[tuple[str, bytes]]:
-    ras, decs, size, first = args
-    return [(f"stamp_{first + r.index:06d}.fits", b"".join(r.chunks()))
-            for r in iter_cutouts(_worker_image, _regions(ras, decs, size)) if r.has_stamp]
-
-
-def _chunks(ras, decs, size: int, side: int, parts: int, extra=()):
-    """Targets sorted by row (so a worker reads one band of a compressed image), split."""
+def _tasks(path: Path, hdu: int, ras, decs, size: int, side: int, parts: int) -> list:
+    """Targets sorted by row (a worker then reads one band of a compressed image) and split
+    into `parts` tasks; stamps are named by their target's index."""
     rows = WCS(image_header(side)).world_to_pixel_values(ras, decs)[1]
-    order = np.argsort(rows)
+    order = np.argsort(rows, kind="stable")
+    tasks = []
     for piece in np.array_split(order, parts):
-        yield (ras[piece], decs[piece], size, int(piece[0]) if len(piece) else 0, *extra)
+        regions = tuple(CenterSize(float(ras[i]), float(decs[i]), size, size) for i in piece)
+        names = tuple(f"stamp_{i:06d}.fits" for i in piece)
+        tasks.append(ImageTask(path, hdu, regions, names=names))
+    return tasks
+
+
+def _parts(count: int, workers: int) -> int:
+    return 1 if workers == 1 else max(workers * 2, count // 2500)
 
 
 def engine_files(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
-    if workers == 1:
-        _open_in_worker(str(path), hdu)
-        return _files_chunk((ras, decs, size, 0, out_dir))
-    parts = max(workers * 4, len(ras) // 1000)
-    with ProcessPoolExecutor(workers, initializer=_open_in_worker,
-                             initargs=(str(path), hdu)) as pool:
-        return sum(pool.map(_files_chunk, _chunks(ras, decs, size, side, parts, (out_dir,))))
+    tasks = _tasks(path, hdu, ras, decs, size, side, _parts(len(ras), workers))
+    done = run_tasks(tasks, write_task_files, workers=workers, processes=True,
+                     args=(out_dir,))
+    return sum(1 for _, records in done for record in records if record.path)
 
 
 def engine_bundle(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
-    target = Path(out_dir) / "bundle.zip"
-    with BundleWriter(target) as bundle:
-        if workers == 1:
-            with OpenImage(path, hdu) as image:
-                for result in iter_cutouts(image, _regions(ras, decs, size)):
-                    if result.has_stamp:
-                        bundle.add(f"stamp_{result.index:06d}.fits", result)
-            return bundle.count
-        parts = max(workers * 4, len(ras) // 250)
-        with ProcessPoolExecutor(workers, initializer=_open_in_worker,
-                                 initargs=(str(path), hdu)) as pool:
-            for members in pool.map(_bundle_chunk, _chunks(ras, decs, size, side, parts)):
-                for name, payload in members:
-                    bundle.add_bytes(name, payload)
-        return bundle.count
+    tasks = _tasks(path, hdu, ras, decs, size, side, _parts(len(ras), workers))
+    done = bundle_tasks(tasks, Path(out_dir) / "bundle.zip", workers=workers)
+    return sum(1 for records in done.values() for record in records if record.path)
 
 
 def astrocut_once_per_target(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
@@ -289,20 +256,31 @@ METHODS = {
 
 
 def measure(method: str, path: Path, hdu: int, ras, decs, size: int, side: int,
-            workers: int, budget_s: float, subset: int | None) -> tuple[float, float, int]:
-    """(stamps per second, peak extra anonymous MB over the start, targets run)."""
+            workers: int, budget_s: float, subset: int | None
+            ) -> tuple[float, float, float, int]:
+    """(stamps per wall second, stamps per CPU second, peak extra private MB, targets run).
+    Stamps per CPU second do not depend on other load on the machine."""
     if subset is not None and subset < len(ras):
         ras, decs = ras[:subset], decs[:subset]
     out_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=DATA))
     try:
         with PeakMemory() as memory:
+            cpu_start = _cpu_seconds()
             start = time.perf_counter()
             done = METHODS[method](path, hdu, ras, decs, size, side, workers, out_dir)
             elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds() - cpu_start
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     assert done > 0
-    return len(ras) / elapsed, (memory.peak_kb - memory.baseline_kb) / 1024, len(ras)
+    return (len(ras) / elapsed, len(ras) / max(cpu, 1e-9),
+            (memory.peak_kb - memory.baseline_kb) / 1024, len(ras))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def main() -> None:
@@ -314,7 +292,7 @@ def main() -> None:
     side = 4096 if args.quick else 16384
     counts = (1000,) if args.quick else (1000, 10000)
     sizes = (64, 256)
-    slow_subset = 20 if args.quick else 100  # astrocut: ~27/s, Cutout2D+writeto: slower
+    slow_subset = 20 if args.quick else 50  # astrocut: ~27/s, Cutout2D+writeto: slower
     DATA.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     plain = make_plain(DATA / f"image_{side}.fits", side)
@@ -329,7 +307,9 @@ def main() -> None:
     with open(plain, "rb") as stream:  # warm the page cache so every method reads alike
         while stream.read(64 << 20):
             pass
-    header = (f"{'image':6} {'targets':>7} {'size':>4} {'method':22} {'stamps/s':>10} "
+    print(f"# load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    header = (f"{'image':6} {'targets':>7} {'size':>4} {'method':18} {'stamps/s':>9} "
+              f"{'/cpu-s':>9} "
               f"{'x astrocut':>10} {'x raw':>7} {'+priv MB':>8}  note")
     print(header)
     print("-" * len(header))
@@ -338,24 +318,24 @@ def main() -> None:
             ras, decs = targets(side, count)
             for size in sizes:
                 rows = []
-                runs = [("raw-slices", 1, 200 if name == "rice" else None),
+                runs = [("raw-slices", 1, 30 if name == "rice" else None),
                         *([("raw-files", 1, None)] if name == "plain" else []),
-                        ("astrocut", 1, slow_subset if name == "plain" else 5),
-                        ("cutout2d-files", 1, slow_subset * 5 if name == "plain" else 5),
+                        ("astrocut", 1, slow_subset if name == "plain" else 3),
+                        ("cutout2d-files", 1, slow_subset * 2 if name == "plain" else 3),
                         ("engine-files", 1, None), ("engine-files", args.workers, None),
                         ("engine-bundle", 1, None), ("engine-bundle", args.workers, None)]
                 for method, workers, subset in runs:
-                    rate, memory, ran = measure(method, path, hdu, ras, decs, size, side,
+                    rate, per_cpu, memory, ran = measure(method, path, hdu, ras, decs, size, side,
                                                 workers, 0, subset)
                     label = method + (f" x{workers}" if workers > 1 else "")
                     note = f"{ran} of {count} targets, extrapolated" if ran < count else ""
-                    rows.append((label, rate, memory, note))
-                astro = next(rate for label, rate, _, _ in rows if label == "astrocut")
-                raw = next(rate for label, rate, _, _ in rows if label == "raw-slices")
-                for label, rate, memory, note in rows:
-                    print(f"{name:6} {count:>7} {size:>4} {label:22} {rate:>10.0f} "
-                          f"{rate / astro:>10.1f} {rate / raw:>7.2f} {memory:>8.0f}  {note}",
-                          flush=True)
+                    rows.append((label, rate, per_cpu, memory, note))
+                astro = next(row[1] for row in rows if row[0] == "astrocut")
+                raw = next(row[1] for row in rows if row[0] == "raw-slices")
+                for label, rate, per_cpu, memory, note in rows:
+                    print(f"{name:6} {count:>7} {size:>4} {label:18} {rate:>9.0f} "
+                          f"{per_cpu:>9.0f} {rate / astro:>10.1f} {rate / raw:>7.2f} "
+                          f"{memory:>8.0f}  {note}", flush=True)
     print(f"# total {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
 
 

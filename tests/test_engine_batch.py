@@ -226,3 +226,31 @@ def test_zip64_records_read_back(tmp_path):
     with zipfile.ZipFile(target) as readback:
         assert readback.testzip() is None
         assert {name: readback.read(name) for name in readback.namelist()} == members
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bundle_tasks_one_zip_from_many_tasks(real_data, tmp_path, workers):
+    from vo_service.engine.batch import bundle_tasks
+
+    image = real_data / "fits/images/HorseHead.fits"
+    regions = targets_on(image, 12, seed=9)
+    tasks = [ImageTask(image, 0, tuple(regions[:6]), names=tuple(f"a{i}.fits" for i in range(6))),
+             ImageTask(image, 0, tuple(regions[6:]), names=tuple(f"b{i}.fits" for i in range(6))),
+             ImageTask(real_data / "fits/images/comp.fits", 1, tuple(targets_on(
+                 real_data / "fits/images/comp.fits", 3, hdu=1)))]
+    done = bundle_tasks(tasks, tmp_path / "all.zip", workers=workers)
+    expected = cut_many(image, 0, regions)
+    with zipfile.ZipFile(tmp_path / "all.zip") as archive:
+        assert archive.testzip() is None
+        names = archive.namelist()
+        for task_index, prefix in ((0, "a"), (1, "b")):
+            for record in done[task_index]:
+                reference = expected[record.index + 6 * task_index]
+                assert record.status == reference.status
+                if record.path:
+                    assert str(record.path) == f"{prefix}{record.index}.fits"
+                    payload = archive.read(str(record.path))
+                    assert payload == reference.fits_bytes()
+        assert sum(1 for name in names if name.startswith("comp_h1_")) == sum(
+            1 for record in done[2] if record.path)
+    assert not list(tmp_path.glob(".*.part"))

@@ -16,6 +16,7 @@ _EXPORTS = {
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",
     "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
     "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",
+    "write_task_zip_part": "batch", "bundle_tasks": "batch",
     "OpenImage": "reading", "PixelBox": "geometry", "SkyToPixel": "geometry",
     "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",
     "fits_cut": "api",

@@ -4,6 +4,7 @@ many images in parallel (1-16 workers), and streamed writing to files or one arc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vo_service.engine.bundle import BundleWriter  # noqa: F401 - re-exported
+from vo_service.engine.bundle import BundleWriter, ZipStream  # noqa: F401 - re-exported
 from vo_service.engine.cutout import (
     CutoutResult,
     Plan,
@@ -99,7 +100,8 @@ def _read_strips(image: OpenImage, wanted) -> Iterator[tuple[int, np.ndarray]]:
     pending = sorted(wanted, key=lambda item: item[1].y0)
     while pending:
         top = pending[0][1].y0
-        bottom = min(height, max(top + rows, pending[0][1].y1))
+        lowest = max(box.y1 for _, box in pending)  # never decompress rows below every box
+        bottom = min(height, lowest, max(top + rows, pending[0][1].y1))
         inside = [item for item in pending if item[1].y1 <= bottom]
         strip = image.read_rows(top, bottom)
         for index, box in inside:
@@ -167,6 +169,13 @@ class ImageTask:
     pad: bool = False
     max_pixels: int | None = None
     origfile: str | None = None
+    names: tuple[str, ...] | None = None  # stamp file names, one per region
+
+    def stamp_name(self, index: int) -> str:
+        """File (or archive member) name of region `index`'s stamp."""
+        if self.names is not None:
+            return self.names[index]
+        return f"{Path(self.path).name.split('.')[0]}_h{self.hdu}_{index:05d}.fits"
 
     def options(self) -> dict:
         return {"band": self.band, "time": self.time, "pol": self.pol, "pad": self.pad,
@@ -193,22 +202,81 @@ def cut_task(task: ImageTask) -> list[CutoutResult]:
 
 
 def write_task_files(task: ImageTask, directory: str | Path) -> list[StampRecord]:
-    """Cut one task straight to files `<stem>_h<hdu>_<index>.fits` in `directory`."""
-    stem = f"{Path(task.path).name.split('.')[0]}_h{task.hdu}"
+    """Cut one task straight to one FITS file per stamp (`task.stamp_name`) in
+    `directory`; returns one record per region, in input order."""
     records = []
     try:
         with OpenImage(task.path, task.hdu) as image:
             for result in iter_cutouts(image, task.regions, **task.options()):
                 path = None
                 if result.has_stamp:
-                    path = atomic_write(Path(directory) / f"{stem}_{result.index:05d}.fits",
+                    path = atomic_write(Path(directory) / task.stamp_name(result.index),
                                         result.chunks())
-                box = result.pixel_box.ranges if result.pixel_box else None
-                records.append(StampRecord(result.index, result.status, result.message, path,
-                                           box))
+                records.append(_record(result, path))
     except (CutoutError, OSError, ValueError) as exc:
         return [StampRecord(i, "error", str(exc), None, None) for i in range(len(task.regions))]
     return sorted(records, key=lambda record: record.index)
+
+
+def _cut_into_zip(task: ImageTask, stream: ZipStream) -> list[StampRecord]:
+    records = []
+    try:
+        with OpenImage(task.path, task.hdu) as image:
+            for result in iter_cutouts(image, task.regions, **task.options()):
+                name = None
+                if result.has_stamp:
+                    name = task.stamp_name(result.index)
+                    stream.add(name, result.chunks())
+                records.append(_record(result, Path(name) if name else None))
+    except (CutoutError, OSError, ValueError) as exc:
+        records = [StampRecord(i, "error", str(exc), None, None)
+                   for i in range(len(task.regions))]
+    return sorted(records, key=lambda record: record.index)
+
+
+def write_task_zip_part(task: ImageTask, directory: str | Path
+                        ) -> tuple[Path, list, list[StampRecord]]:
+    """Cut one task into a ZIP part file (local records only) in `directory`, for a worker
+    process; the parent adds it to one bundle with `ZipStream.append_part(part, entries)`.
+    Returns (part path, entries, records); records carry the member name as `path`."""
+    part = Path(directory) / f".{Path(task.path).name}.{task.hdu}.{os.getpid()}.{id(task)}.part"
+    stream = ZipStream(part)
+    try:
+        records = _cut_into_zip(task, stream)
+    finally:
+        entries = stream.close_part()
+    return part, entries, records
+
+
+def bundle_tasks(tasks: Sequence[ImageTask], target: str | Path, *, workers: int = 1,
+                 scratch: str | Path | None = None) -> dict[int, list[StampRecord]]:
+    """Cut many tasks (images, or slices of one image's targets) into ONE ZIP at `target`.
+
+    One worker writes straight into the archive; with 2-16 worker processes each writes
+    part files that the parent copies in, so no stamp bytes travel through pipes.
+    Returns {task index: records} (records' `path` is the member name)."""
+    archive = ZipStream(target)
+    done: dict[int, list[StampRecord]] = {}
+    try:
+        if max(1, min(MAX_WORKERS, int(workers))) == 1 or len(tasks) <= 1:
+            for index, task in enumerate(tasks):
+                done[index] = _cut_into_zip(task, archive)
+            return done
+        scratch = Path(scratch) if scratch is not None else Path(target).parent
+        for index, (part, entries, records) in run_tasks(
+                tasks, write_task_zip_part, workers=workers, processes=True,
+                args=(scratch,)):
+            archive.append_part(part, entries)
+            Path(part).unlink(missing_ok=True)
+            done[index] = records
+    finally:
+        archive.close()
+    return done
+
+
+def _record(result: CutoutResult, path: Path | None) -> StampRecord:
+    box = result.pixel_box.ranges if result.pixel_box else None
+    return StampRecord(result.index, result.status, result.message, path, box)
 
 
 def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,

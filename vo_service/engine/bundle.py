@@ -9,6 +9,7 @@ where `zipfile.writestr` costs tens; archives are read back with `zipfile` in th
 from __future__ import annotations
 
 import io
+import shutil
 import struct
 import tarfile
 import time
@@ -63,6 +64,26 @@ class ZipStream:
             write(part)
         self._entries.append((encoded, crc, size, self._offset))
         self._offset += len(header) + size
+
+    def close_part(self) -> list[tuple[bytes, int, int, int]]:
+        """Close a part written by a worker without a central directory; returns its
+        entries for `append_part` (name, crc, size, offset within the part)."""
+        if self._own:
+            self._stream.close()
+        else:
+            self._stream.flush()
+        return self._entries
+
+    def append_part(self, part: str | Path, entries: list[tuple[bytes, int, int, int]]) -> None:
+        """Copy a worker's part (local records only) in and adopt its entries."""
+        self._stream.flush()
+        with open(part, "rb") as source:
+            shutil.copyfileobj(source, self._stream, 8 << 20)
+            length = source.tell()
+        base = self._offset
+        self._entries.extend((name, crc, size, base + offset)
+                             for name, crc, size, offset in entries)
+        self._offset += length
 
     def close(self) -> None:
         start = self._offset
