@@ -43,6 +43,9 @@ def test_capabilities_have_last_modified_and_head(live_server: LiveServer) -> No
     head = httpx.head(live_server.url("capabilities"))
     assert head.status_code == 200 and head.content == b""
     assert head.headers["last-modified"] == response.headers["last-modified"]
+    cached = httpx.get(live_server.url("capabilities"),
+                       headers={"If-Modified-Since": response.headers["last-modified"]})
+    assert cached.status_code == 304
 
 
 def test_configured_base_url_is_used() -> None:

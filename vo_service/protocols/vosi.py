@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 from lxml import etree
@@ -65,12 +65,26 @@ def _last_modified(request: Request) -> str:
     return format_datetime(started.astimezone(UTC), usegmt=True)
 
 
+def _not_modified_since(request: Request, last_modified: str) -> bool:
+    since = request.headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+
+
 async def capabilities(request: Request) -> Response:
-    """GET/HEAD ``/capabilities``; ``Last-Modified`` is the server start (VOSI 1.1 §3.1)."""
+    """GET/HEAD ``/capabilities``; ``Last-Modified`` is the server start (VOSI 1.1 §3.1),
+    and a client that has the document already gets 304."""
+    last_modified = _last_modified(request)
+    headers = {"Last-Modified": last_modified}
+    if _not_modified_since(request, last_modified):
+        return Response(status_code=304, headers=headers)
     resources = getattr(request.app.state, "vo_resources", FRAGMENTS.keys())
     body = capabilities_document(public_base_url(request), resources)
-    return Response(body, media_type=XML_MIME,
-                    headers={"Last-Modified": _last_modified(request)})
+    return Response(body, media_type=XML_MIME, headers=headers)
 
 
 def probe_index(index_path: Path) -> tuple[bool, str]:
