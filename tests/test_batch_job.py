@@ -273,3 +273,55 @@ def test_abort_stops_a_big_job_and_keeps_what_was_finished(
     stamps = [r for r in manifest.get_first_table().to_table() if r["status"] == "ok"]
     assert stamps and all(client.get(str(r["access_url"])).status_code == 200
                           for r in stamps[:3])
+
+
+def _first_sources(demo_archive: Path, n: int) -> list[dict]:
+    with open(demo_archive / "sources.csv", newline="") as handle:
+        return list(csv.DictReader(handle))[:n]
+
+
+def test_votable_and_fits_catalogs_with_chosen_and_detected_columns(
+    batch_server, client, demo_archive
+) -> None:
+    from astropy.io import fits
+    from astropy.io.votable import from_table
+    from astropy.table import Table
+
+    sources = _first_sources(demo_archive, 6)
+    table = Table({"objname": [f"obj{s['id']}" for s in sources],
+                   "alpha": [float(s["ra"]) for s in sources],
+                   "delta": [float(s["dec"]) for s in sources],
+                   "size_arcsec": [3.0] * len(sources)})
+    fits_bytes = io.BytesIO()
+    fits.BinTableHDU(table).writeto(fits_bytes)
+    votable_bytes = io.BytesIO()
+    table["alpha"].unit = table["delta"].unit = "deg"
+    votable = from_table(table)
+    fields = votable.get_first_table().fields
+    fields[1].ucd, fields[2].ucd = "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
+    votable.to_xml(votable_bytes)
+    cases = [
+        # FITS table: columns named by the request, size from the chosen column (arcsec)
+        (fits_bytes.getvalue(), "targets.fits",
+         {"RA_COLUMN": "alpha", "DEC_COLUMN": "delta", "ID_COLUMN": "objname",
+          "SIZE_COLUMN": "size_arcsec"}),
+        # VOTable: RA/Dec found by UCD, ID and size column by name
+        (votable_bytes.getvalue(), "targets.xml", {}),
+    ]
+    for content, filename, columns in cases:
+        data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
+                "PHASE": "RUN", **columns}
+        response = create(client, batch_server, data, content, filename)
+        assert response.status_code == 200, response.text
+        root = wait_final(client, str(response.url))
+        assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+        manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
+        rows = manifest.get_first_table().to_table()
+        assert {str(t) for t in rows["target_id"]} == set(table["objname"])
+        row = next(r for r in rows if r["status"] == "ok")
+        served = fits.getheader(io.BytesIO(client.get(str(row["access_url"])).content))
+        index = ArchiveIndex(batch_server.settings.index_path)
+        record = index.get(str(row["image_id"]))
+        single = cut(record.path, record.hdu,
+                     CenterSize(float(row["ra"]), float(row["dec"]), 3.0, 3.0, "arcsec"))
+        assert served["NAXIS1"] == single.pixel_box.x1 - single.pixel_box.x0
