@@ -1,0 +1,195 @@
+"""DALI 1.1 value syntax (§3.3) and RESPONSEFORMAT (§3.4.1): text -> typed values.
+
+Every parser raises :class:`~vo_service.protocols.dali_errors.UsageError` with a message
+that says what to fix. Import them from :mod:`vo_service.protocols.dali`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from vo_service.protocols.dali_errors import UsageError
+from vo_service.shapes import Circle, Polygon, Range, ShapeError
+
+VOTABLE_MIME = "application/x-votable+xml"
+
+# ---------------------------------------------------------------------------------------
+# Values (DALI 1.1 §3.3)
+
+_NUMBER = re.compile(
+    r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+    re.IGNORECASE,
+)
+
+
+def _number(name: str, text: str, *, allow_inf: bool = False) -> float:
+    """One VOTable-syntax number; NaN never, infinities only when ``allow_inf``."""
+    if not _NUMBER.fullmatch(text):
+        raise UsageError(f"{name}: {text!r} is not a number")
+    value = float(text)
+    if math.isnan(value):
+        raise UsageError(f"{name}: NaN is not allowed; give a number")
+    if math.isinf(value) and not allow_inf:
+        raise UsageError(f"{name}: must be a finite number, got {text!r}")
+    return value
+
+
+def _numbers(name: str, text: str, *, allow_inf: bool = False) -> list[float]:
+    return [_number(name, token, allow_inf=allow_inf) for token in text.split()]
+
+
+def parse_float(name: str, text: str, *, allow_inf: bool = False) -> float:
+    """A single number (``5e-07`` fine; infinities only when ``allow_inf``)."""
+    return _number(name, text.strip(), allow_inf=allow_inf)
+
+
+def parse_int(name: str, text: str, *, minimum: int | None = None) -> int:
+    """An integer, optionally at least ``minimum``."""
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise UsageError(f"{name}: {text!r} is not an integer")
+    value = int(text)
+    if minimum is not None and value < minimum:
+        raise UsageError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A DALI boolean: ``true``/``false``/``1``/``0`` (any case)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise UsageError(f"{name}: {text!r} is not a boolean; use true or false")
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z?)?")
+
+
+def parse_timestamp(name: str, text: str) -> datetime:
+    """A DALI timestamp ``YYYY-MM-DD['T'hh:mm:ss[.SSS]][Z]`` in UTC, as an aware datetime."""
+    text = text.strip()
+    if not _TIMESTAMP.fullmatch(text):
+        raise UsageError(f"{name}: {text!r} is not a timestamp; use YYYY-MM-DDThh:mm:ss (UTC)")
+    try:
+        value = datetime.fromisoformat(text.removesuffix("Z"))
+    except ValueError as exc:
+        raise UsageError(f"{name}: {text!r} is not a valid date/time ({exc})") from exc
+    return value.replace(tzinfo=UTC)
+
+
+def parse_interval(name: str, text: str, *, allow_scalar: bool = False) -> tuple[float, float]:
+    """A DALI interval ``lo hi`` (inclusive; ``±Inf`` open, any case); lo must not exceed hi.
+
+    With ``allow_scalar`` a single number ``v`` means ``v v`` (SIA 2 numeric parameters).
+    """
+    values = _numbers(name, text, allow_inf=True)
+    if allow_scalar and len(values) == 1:
+        if math.isinf(values[0]):
+            raise UsageError(f"{name}: a single value must be finite, got {text!r}")
+        return values[0], values[0]
+    if len(values) != 2:
+        raise UsageError(f"{name}: expected an interval of two numbers 'lo hi', got {text!r}")
+    low, high = values
+    if low > high:
+        raise UsageError(f"{name}: lower bound {low:g} exceeds upper bound {high:g}")
+    return low, high
+
+
+def _shape(build: type, name: str, *args: object) -> Circle | Range | Polygon:
+    try:
+        return build(*args)
+    except ShapeError as exc:
+        raise UsageError(f"{name}: {exc}") from exc
+
+
+def parse_circle(text: str, name: str = "CIRCLE") -> Circle:
+    """A DALI circle ``ra dec radius`` in degrees."""
+    values = _numbers(name, text)
+    if len(values) != 3:
+        raise UsageError(f"{name}: expected 3 numbers 'ra dec radius' (degrees), got {text!r}")
+    return _shape(Circle, name, *values)  # type: ignore[return-value]
+
+
+def parse_polygon(text: str, name: str = "POLYGON") -> Polygon:
+    """A DALI polygon ``ra1 dec1 ra2 dec2 ra3 dec3 ...`` (at least 3 vertices), degrees."""
+    values = _numbers(name, text)
+    if len(values) % 2 or len(values) < 6:
+        raise UsageError(f"{name}: expected an even count of at least 6 numbers "
+                         f"'ra1 dec1 ra2 dec2 ra3 dec3 ...', got {len(values)}")
+    vertices = tuple(zip(values[0::2], values[1::2], strict=True))
+    return _shape(Polygon, name, vertices)  # type: ignore[return-value]
+
+
+def parse_range(text: str, name: str = "POS") -> Range:
+    """A SODA RANGE ``ra_min ra_max dec_min dec_max`` (±Inf open; ra_min > ra_max wraps)."""
+    values = _numbers(name, text, allow_inf=True)
+    if len(values) != 4:
+        raise UsageError(f"{name}: RANGE needs 4 numbers 'ra_min ra_max dec_min dec_max', "
+                         f"got {text!r}")
+    return _shape(Range, name, *values)  # type: ignore[return-value]
+
+
+def parse_pos(text: str, name: str = "POS") -> Circle | Range | Polygon:
+    """A SODA/SIA POS: ``CIRCLE ...``, ``RANGE ...`` or ``POLYGON ...`` (keyword any case)."""
+    keyword, _, rest = text.strip().partition(" ")
+    keyword = keyword.upper()
+    if keyword == "CIRCLE":
+        return parse_circle(rest, f"{name} CIRCLE")
+    if keyword == "RANGE":
+        return parse_range(rest, f"{name} RANGE")
+    if keyword == "POLYGON":
+        return parse_polygon(rest, f"{name} POLYGON")
+    raise UsageError(f"{name}: must start with CIRCLE, RANGE or POLYGON, got {text!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# RESPONSEFORMAT (DALI 1.1 §3.4.1)
+
+FORMAT_ALIASES = {
+    "votable": VOTABLE_MIME,
+    "text/xml": VOTABLE_MIME,
+    "application/xml": VOTABLE_MIME,
+    "csv": "text/csv",
+    "tsv": "text/tab-separated-values",
+    "fits": "application/fits",
+    "text": "text/plain",
+    "html": "text/html",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "zip": "application/zip",
+}
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """A RESPONSEFORMAT: ``mime`` (canonical, no parameters) and the Content-Type to send."""
+
+    mime: str
+    content_type: str
+
+
+def parse_responseformat(text: str | None, supported: Iterable[str],
+                         default: str = VOTABLE_MIME) -> ResponseFormat:
+    """Normalise RESPONSEFORMAT against the MIME types a resource can write.
+
+    Short forms (``votable``, ``fits``, ``csv``…) map to MIME types; a requested full MIME
+    type is echoed as Content-Type (DALI §3.4.1), MIME parameters included.
+    """
+    supported = list(supported)
+    if text is None:
+        return ResponseFormat(default, default)
+    requested = text.strip()
+    bare = requested.split(";")[0].strip().lower()
+    mime = FORMAT_ALIASES.get(bare, bare)
+    if mime not in supported:
+        raise UsageError(f"RESPONSEFORMAT {requested!r} is not supported here; use one of "
+                         + ", ".join(supported))
+    content_type = requested if "/" in bare else mime
+    return ResponseFormat(mime, content_type)
