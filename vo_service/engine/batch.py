@@ -4,7 +4,7 @@ many images in parallel (1-16 workers), and streamed writing to files or one arc
 
 from __future__ import annotations
 
-import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -239,7 +239,7 @@ def write_task_zip_part(task: ImageTask, directory: str | Path
     """Cut one task into a ZIP part file (local records only) in `directory`, for a worker
     process; the parent adds it to one bundle with `ZipStream.append_part(part, entries)`.
     Returns (part path, entries, records); records carry the member name as `path`."""
-    part = Path(directory) / f".{Path(task.path).name}.{task.hdu}.{os.getpid()}.{id(task)}.part"
+    part = Path(directory) / f".{Path(task.path).name}.{task.hdu}.{uuid.uuid4().hex}.part"
     stream = ZipStream(part)
     try:
         records = _cut_into_zip(task, stream)
