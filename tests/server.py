@@ -118,15 +118,18 @@ def load_schema(filename: str):  # -> lxml.etree.XMLSchema
 
 
 def assert_valid_votable(document: bytes):  # -> astropy VOTableFile
-    """``document`` is VOTable 1.4, XSD-valid and parses with astropy's strict checks."""
+    """``document`` is VOTable 1.4, XSD-valid, and astropy's validator finds no violation
+    (``astropy.io.votable.validate``); returns it parsed with ``verify="exception"``."""
     import io
 
-    from astropy.io.votable import parse
+    from astropy.io.votable import parse, validate
     from lxml import etree
 
     root = etree.fromstring(document)
     assert root.get("version") == "1.4", f"VOTable version {root.get('version')}, want 1.4"
     load_schema("VOTable-v1.4.xsd").assertValid(root)
+    report = io.StringIO()
+    assert validate(io.BytesIO(document), output=report), report.getvalue()
     return parse(io.BytesIO(document), verify="exception")
 
 
