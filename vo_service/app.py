@@ -27,6 +27,7 @@ from vo_service.archive.index import ArchiveIndex
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         # The job list itself without the trailing slash: pyvo posts to ".../async".
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
+        *web_routes(),  # JSON/PNG helpers of the web page
         Mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False),
               name="static"),
     ]
