@@ -189,9 +189,9 @@ def add_resources(document: bytes, resources: Sequence[etree._Element]) -> bytes
 
 def _describe(record: ImageRecord) -> str:
     parts = [record.instrument_name, record.band, record.product_type]
-    what = " ".join(p for p in parts if p) or record.dataproduct_type
+    what = " ".join(dict.fromkeys(p for p in parts if p))  # "VIS VIS BGSUB" -> "VIS BGSUB"
     tile = f" of tile {record.tile}" if record.tile else ""
-    return f"{what} {record.dataproduct_type}{tile}"
+    return f"{what} {record.dataproduct_type}{tile}".strip()
 
 
 def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequence[ImageRecord],
