@@ -250,12 +250,13 @@ def test_preview_pixels_are_a_regular_subsample(tmp_path) -> None:  # noqa: ANN0
     scaled = rng.integers(0, 30000, size=(2100, 1500)).astype(np.int16)
     cube = rng.normal(size=(20, 300, 2050)).astype(np.float32)
     hdul = fits.HDUList([fits.PrimaryHDU(scaled), fits.ImageHDU(cube),
-                         fits.CompImageHDU(cube[0])])
+                         fits.CompImageHDU(cube[0]),
+                         fits.CompImageHDU(cube[1], tile_shape=(64, 64))])
     hdul[0].scale("int16", bzero=32768)
     hdul.writeto(tmp_path / "x.fits")
     with fits.open(tmp_path / "x.fits") as original:
         expected = [original[0].data[::3, ::2], original[1].data[::3, :, ::3],
-                    original[2].data[:, ::3]]
+                    original[2].data[:, ::3], original[3].data[:, ::3]]
     for hdu, want in enumerate(expected):
         got = datalink.downsampled_plane(tmp_path / "x.fits", hdu, max_side=1024, max_planes=8)
         assert got.shape == want.shape

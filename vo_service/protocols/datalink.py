@@ -295,9 +295,10 @@ def downsampled_plane(path: Path, hdu: int, *, max_side: int = PREVIEW_SIDE,
     """Pixels of one HDU on a regular grid: at most ``max_side`` per image axis and
     ``max_planes`` along any other axis, so a huge image is never read whole.
 
-    Each kept row is read whole through ``.section`` (one contiguous read, or the tiles of
-    a compressed image that hold it) and thinned in memory: astropy's strided section
-    reads element by element, which is slow.
+    Rows are read through ``.section`` and thinned in memory (astropy's strided section
+    reads element by element, which is slow): one contiguous read per kept row of a plain
+    image; for a tile-compressed image one read per band of tiles, so that no tile is
+    decompressed twice.
     """
     # memmap=False: astropy refuses to scale (BZERO/BSCALE) memory-mapped integer images;
     # .section still reads only the rows asked for.
@@ -306,10 +307,21 @@ def downsampled_plane(path: Path, hdu: int, *, max_side: int = PREVIEW_SIDE,
         shape = image.shape
         steps = [max(1, math.ceil(n / max_planes)) for n in shape[:-2]]
         steps += [max(1, math.ceil(n / max_side)) for n in shape[-2:]]
-        kept = [range(0, n, step) for n, step in zip(shape[:-1], steps[:-1], strict=True)]
-        rows = [np.asarray(image.section[index][:: steps[-1]], dtype=np.float32)
-                for index in itertools.product(*kept)]
-        return np.stack(rows).reshape([len(k) for k in kept] + [len(rows[0])])
+        tile_shape = getattr(image, "tile_shape", None) or (1,)
+        band = max(1, int(tile_shape[-2])) if len(tile_shape) >= 2 else 1
+        leading = [range(0, n, step) for n, step in zip(shape[:-2], steps[:-2], strict=True)]
+        ny, row_step, column_step = shape[-2], steps[-2], steps[-1]
+        planes = []
+        for index in itertools.product(*leading):
+            rows = []
+            for start in range(0, ny, band):
+                wanted = [r for r in range(start, min(start + band, ny)) if r % row_step == 0]
+                if wanted:
+                    block = image.section[(*index, slice(wanted[0], wanted[-1] + 1))]
+                    offsets = np.array(wanted) - wanted[0]
+                    rows.append(np.asarray(block, dtype=np.float32)[offsets, ::column_step])
+            planes.append(np.concatenate(rows))
+        return np.stack(planes).reshape([len(k) for k in leading] + list(planes[0].shape))
 
 
 def _render(path: Path, hdu: int, fmt: str) -> bytes:
