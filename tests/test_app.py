@@ -40,6 +40,16 @@ def test_unknown_path_and_method_are_dali_errors(live_server: LiveServer) -> Non
     assert query_status(assert_valid_votable(response.content))[1].startswith("UsageError: ")
 
 
+def test_browser_clients_on_other_sites_may_call(live_server: LiveServer) -> None:
+    origin = {"Origin": "https://aladin.cds.unistra.fr"}
+    response = httpx.get(live_server.url("query?MAXREC=0"), headers=origin)
+    assert response.headers["access-control-allow-origin"] == "*"
+    preflight = httpx.options(live_server.url("links"), headers={
+        **origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+
+
 def test_create_app_exposes_shared_state(tmp_path) -> None:  # noqa: ANN001
     from vo_service.config import Settings
 

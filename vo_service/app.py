@@ -17,6 +17,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -110,6 +112,12 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Public VO data: browser clients on other sites (Aladin Lite, notebooks) may call
+        # every endpoint; no credentials are involved.
+        middleware=[Middleware(CORSMiddleware, allow_origins=["*"],
+                               allow_methods=["GET", "HEAD", "POST", "DELETE"],
+                               expose_headers=["Location", "Content-Disposition", "Retry-After",
+                                               "Last-Modified", "ETag"])],
         exception_handlers={
             dali.DALIError: dali.dali_exception_handler,
             HTTPException: http_error,
