@@ -6,9 +6,10 @@ import io
 from email.utils import parsedate_to_datetime
 
 import httpx
+import pytest
 import pyvo
 from lxml import etree
-from server import LiveServer, load_schema
+from server import LiveServer, assert_valid_votable, load_schema
 
 from vo_service.protocols import vosi
 
@@ -86,7 +87,9 @@ def test_vosi_refuses_post_with_a_dali_error(live_server: LiveServer) -> None:
     assert b"UsageError: POST is not allowed" in response.content
 
 
-def test_examples_page(live_server: LiveServer) -> None:
+@pytest.mark.parametrize("server_fixture", ["live_server", "real_live_server"])
+def test_examples_page(server_fixture: str, request: pytest.FixtureRequest) -> None:
+    live_server: LiveServer = request.getfixturevalue(server_fixture)
     response = httpx.get(live_server.url("examples"))
     assert response.status_code == 200
     root = etree.fromstring(response.content)  # well-formed XML (XHTML)
@@ -105,4 +108,8 @@ def test_examples_page(live_server: LiveServer) -> None:
             assert pair.xpath(".//*[@property='key']") and pair.xpath(".//*[@property='value']")
     # every example runs: its link answers 200
     for link in root.xpath("//h:a/@href", namespaces=xhtml):
-        assert httpx.get(link).status_code == 200, link
+        answer = httpx.get(link, timeout=60)
+        assert answer.status_code == 200, link
+        if "/query?" in link:  # the discovery examples find images
+            table = assert_valid_votable(answer.content).resources[0].tables[0]
+            assert len(table.array) > 0, link

@@ -30,30 +30,34 @@ def _example_values(record: ImageRecord | None) -> tuple[str, float, float]:
     return record.obs_publisher_did, record.s_ra, record.s_dec
 
 
-def _product_params(record: ImageRecord | None) -> list[tuple[str, str]]:
+def _selection_example(record: ImageRecord | None) -> dict[str, object]:
+    """Select by band name and product type when the archive knows them, else by
+    collection and instrument."""
+    common = {"id": "sia-select", "capability": "ivo://ivoa.net/std/SIA#query-2.0",
+              "path": "query"}
     if record is not None and record.band and record.product_type:
-        return [("BANDNAME", record.band), ("PRODUCTTYPE", record.product_type)]
-    if record is not None and record.band:
-        return [("BANDNAME", record.band)]
-    return [("BANDNAME", "VIS"), ("PRODUCTTYPE", "BGSUB")]
+        return {**common, "name": "Images of one band and product type (SIA 2 extensions)",
+                "text": "BANDNAME and PRODUCTTYPE select survey products by filter and kind.",
+                "params": [("BANDNAME", record.band), ("PRODUCTTYPE", record.product_type)]}
+    params = [("COLLECTION", record.obs_collection if record else "EXAMPLE")]
+    if record is not None and record.instrument_name:
+        params.append(("INSTRUMENT", record.instrument_name))
+    return {**common, "name": "Images of one collection and instrument (SIA 2)",
+            "text": "String parameters match exactly; repeat one to accept several values.",
+            "params": params}
 
 
 def example_list(record: ImageRecord | None) -> list[dict[str, object]]:
     """The examples: id, name, capability, path, description, parameters."""
     did, ra, dec = _example_values(record)
     circle = f"{ra:.5f} {dec:.5f} 0.01"
-    products = _product_params(record)
     return [
         {"id": "sia-cone", "name": "Images around a position (SIA 2)",
          "capability": "ivo://ivoa.net/std/SIA#query-2.0", "path": "query",
          "text": "All images whose footprint meets a small circle; access_url of each row "
                  "leads to its DataLink document.",
          "params": [("POS", f"CIRCLE {circle}")]},
-        {"id": "sia-products",
-         "name": "Images of one band and product type (SIA 2 extensions)",
-         "capability": "ivo://ivoa.net/std/SIA#query-2.0", "path": "query",
-         "text": "BANDNAME and PRODUCTTYPE select survey products by filter and kind.",
-         "params": products},
+        _selection_example(record),
         {"id": "links", "name": "What can be done with one image (DataLink)",
          "capability": "ivo://ivoa.net/std/DataLink#links-1.1", "path": "links",
          "text": "The file, a preview, the sibling products and a SODA cutout service.",
