@@ -254,3 +254,22 @@ def test_bundle_tasks_one_zip_from_many_tasks(real_data, tmp_path, workers):
         assert sum(1 for name in names if name.startswith("comp_h1_")) == sum(
             1 for record in done[2] if record.path)
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_zip_parts_append_into_files_and_memory(tmp_path):
+    from vo_service.engine.bundle import ZipStream
+
+    part_path = tmp_path / "one.part"
+    part = ZipStream(part_path)
+    part.add("x.fits", [b"abc" * 100])
+    entries = part.close_part()
+    for target in (tmp_path / "out.zip", io.BytesIO()):
+        archive = ZipStream(target)
+        archive.add("first.fits", [b"first"])
+        archive.append_part(part_path, entries)
+        archive.add("last.fits", [b"last"])
+        archive.close()
+        source = target if isinstance(target, io.BytesIO) else open(target, "rb")  # noqa: SIM115
+        with source, zipfile.ZipFile(source) as readback:
+            assert readback.read("x.fits") == b"abc" * 100
+            assert readback.read("last.fits") == b"last"

@@ -121,8 +121,12 @@ class OpenImage:
 
 
 def _big_endian(array: np.ndarray) -> np.ndarray:
+    """The same values in big-endian order, swapped in place (the array is a fresh
+    decompressed copy we own, so no second copy of a strip is made)."""
     dtype = array.dtype
     little = dtype.byteorder == "<" or (dtype.byteorder == "=" and np.little_endian)
     if little and dtype.itemsize > 1:
-        return array.astype(dtype.newbyteorder(">"))
+        if not (array.flags.writeable and array.flags.owndata):
+            array = array.copy()
+        return array.byteswap(inplace=True).view(dtype.newbyteorder(">"))
     return array
