@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test lint bench clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,20 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/vo-service serve
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (never `playwright install`): installed here when
+# missing and running as root; in CI (CI=true) a missing browser fails those tests.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "Chromium is missing: apt-get install chromium (the browser tests need it)"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
+
+# Screenshots of the web page for the README (docs/screenshots/), taken by the browser tests.
+screenshots: $(STAMP) browser
+	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,9 @@ from vo_service.engine.preview import PreviewOptions
 from vo_service.web.choices import product_rank
 
 STATUS_RANK = {"ok": 0, "partial": 1}
+# Lupton linear range for gallery composites: the engine's 0.5 shows the sky noise of faint
+# targets as coloured speckle at stamp sizes; 1.0 keeps the noise dark and sources in colour.
+COMPOSITE_STRETCH = 1.0
 _CACHE_SIZE = 4
 _cache: OrderedDict[tuple[str, int], Gallery] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -161,4 +164,4 @@ def render_thumbnail(path: Path, options: PreviewOptions) -> bytes:
 def render_colour(paths: list[Path], size: int | None) -> bytes:
     """Lupton RGB PNG of three FITS stamps (red, green, blue)."""
     red, green, blue = (stamp_pixels(path) for path in paths)
-    return render_composite(red, green, blue, size=size)
+    return render_composite(red, green, blue, stretch=COMPOSITE_STRETCH, size=size)

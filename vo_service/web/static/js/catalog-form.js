@@ -74,10 +74,28 @@ export class CatalogForm {
     bands.replaceChildren();
     products.replaceChildren();
     if (!instrument) return;
-    for (const band of instrument.bands) bands.append(pill("checkbox", "BANDNAME", band.name, true));
+    for (const band of instrument.bands) {
+      const choice = pill("checkbox", "BANDNAME", band.name, true);
+      choice.dataset.products = band.product_types.join(" ");
+      choice.title = `products: ${band.product_types.join(", ")}`;
+      bands.append(choice);
+    }
     const defaults = this.choices.default_product_types;
     for (const product of instrument.product_types) {
-      products.append(pill("checkbox", "PRODUCTTYPE", product, defaults.includes(product)));
+      const choice = pill("checkbox", "PRODUCTTYPE", product, defaults.includes(product));
+      choice.querySelector("input").addEventListener("change", () => this.matchBands());
+      products.append(choice);
+    }
+    this.matchBands();
+  }
+
+  /** Bands that have none of the ticked product types cannot give stamps: disable them. */
+  matchBands() {
+    const ticked = [...this.form.querySelectorAll("input[name=PRODUCTTYPE]:checked")].map((i) => i.value);
+    for (const choice of document.querySelectorAll("#bands label")) {
+      const usable = choice.dataset.products.split(" ").some((p) => ticked.includes(p));
+      choice.querySelector("input").disabled = !usable;
+      choice.classList.toggle("unusable", !usable);
     }
   }
 
@@ -120,7 +138,7 @@ export class CatalogForm {
   check() {
     let fine = true;
     if (!this.file.files[0]) { showError("error-catalog", "choose a catalog file to upload"); fine = false; }
-    if (!this.form.querySelector("input[name=BANDNAME]:checked")) {
+    if (!this.form.querySelector("input[name=BANDNAME]:checked:not(:disabled)")) {
       showError("error-bands", "no band chosen: tick at least one band"); fine = false;
     }
     if (!this.form.querySelector("input[name=PRODUCTTYPE]:checked")) {

@@ -67,8 +67,8 @@ export class Gallery {
   render(data) {
     const composite = data.composite.bands.length === 3;
     const head = el("tr", {}, el("th", { className: "target" }, "Target"),
-      composite ? el("th", {}, el("span", { className: "band" }, "colour"),
-        `${data.composite.bands.join(" · ")}`) : null,
+      composite ? el("th", { className: "colour-head", title: "red · green · blue" },
+        el("span", { className: "band" }, "colour"), `${data.composite.bands.join(" · ")}`) : null,
       ...data.columns.map((c) => el("th", {}, el("span", { className: "band" }, c.band), c.product_type)));
     const rows = data.targets.map((target) => this.row(target, data, composite));
     this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));

@@ -22,7 +22,7 @@ function progressBar(progress) {
   bar.setAttribute("aria-valuemin", "0");
   bar.setAttribute("aria-valuemax", String(progress.total));
   bar.setAttribute("aria-valuenow", String(progress.done));
-  const text = progress.total > 0 ? `${progress.done} / ${progress.total} stamps` : "waiting";
+  const text = progress.total > 0 ? `${progress.done} / ${progress.total} done` : "waiting";
   return el("div", {}, bar, el("span", { className: "bar-text" }, text));
 }
 
