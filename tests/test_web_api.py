@@ -179,3 +179,21 @@ def test_gallery_of_a_job_without_manifest_says_so(server: LiveServer) -> None:
     job_id = str(pending.url).rsplit("/", 1)[1]
     answer = httpx.get(server.url(f"api/jobs/{job_id}/gallery")).json()
     assert answer == {"job_id": job_id, "phase": "PENDING", "error": None, "ready": False}
+
+
+def test_png_only_jobs_show_their_png_stamps(server: LiveServer, demo_archive: Path) -> None:
+    catalog = csv_catalog(sources(demo_archive, 2))
+    created = httpx.post(server.url("async"), files={"cat": ("t.csv", catalog)}, data={
+        "UPLOAD": "cat,param:cat", "INSTRUMENT": "VIS", "PRODUCTTYPE": "BGSUB",
+        "RESPONSEFORMAT": "png", "PHASE": "RUN"}, follow_redirects=True)
+    job_id = str(created.url).rsplit("/", 1)[1]
+    for phase in ("QUEUED", "EXECUTING"):
+        httpx.get(server.url(f"async/{job_id}"), params={"WAIT": "30", "PHASE": phase})
+    gallery = httpx.get(server.url(f"api/jobs/{job_id}/gallery")).json()
+    stamps = [s for t in gallery["targets"] for s in t["cells"]["VIS|BGSUB"]]
+    assert stamps and {s["content_type"] for s in stamps} == {"image/png"}
+    png = httpx.get(server.url(f"async/{job_id}/results/{stamps[0]['result_id']}"))
+    assert png.headers["content-type"] == "image/png"
+    refused = httpx.get(server.url(f"api/jobs/{job_id}/thumb/{stamps[0]['result_id']}"))
+    assert refused.status_code == 404 and "no FITS stamp" in dali_message(refused)
+    assert gallery["composite"]["bands"] == []  # one band: no colour composite

@@ -124,7 +124,10 @@ export class CatalogForm {
       el("b", {}, `${summary.columns.length}`), ` columns (${summary.format.toUpperCase()})`);
     fillColumnSelect(document.getElementById("ra-column"), summary.columns, summary.ra_column, false);
     fillColumnSelect(document.getElementById("dec-column"), summary.columns, summary.dec_column, false);
-    fillColumnSelect(document.getElementById("id-column"), summary.columns, summary.id_column, true);
+    // Without a recognised ID column the service numbers the rows; with one, the user may
+    // only pick another column (an empty ID_COLUMN means "detect" to /async).
+    fillColumnSelect(document.getElementById("id-column"), summary.columns, summary.id_column,
+      !summary.id_column);
     const list = document.getElementById("catalog-columns");
     list.replaceChildren(...summary.columns.map((c) => el("li", {}, c.name, " ",
       el("span", { className: "meta" }, [c.datatype, c.unit, c.ucd].filter(Boolean).join(" · ")))));

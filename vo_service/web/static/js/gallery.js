@@ -13,6 +13,12 @@ function displayOptions(size) {
     ["INVERT", document.getElementById("invert").checked ? "true" : ""], ["SIZE", size]]);
 }
 
+/** "FITS", or "FITS 2" when a target has stamps from several overlapping images. */
+function linkText(stamp, n, count) {
+  const kind = stamp.content_type === "application/fits" ? "FITS" : "PNG";
+  return count > 1 ? `${kind} ${n + 1}` : kind;
+}
+
 export class Gallery {
   constructor() {
     this.section = document.getElementById("gallery");
@@ -120,12 +126,11 @@ export class Gallery {
         src: this.thumbUrl(stamp, LARGE),
         caption: `${stamp.image_id || ""} ${stamp.pixel_box || ""}`,
         links: stamps.filter((s) => s.result_id).map((s, n) => ({
-          href: this.resultUrl(s.result_id), text: `FITS ${stamps.length > 1 ? n + 1 : ""}`.trim() })) }));
+          href: this.resultUrl(s.result_id), text: linkText(s, n, stamps.length) })) }));
       cell.append(img);
       const links = el("div", { className: "cell-links" });
-      stamps.filter((s) => s.result_id && s.content_type === "application/fits").forEach((s, n) =>
-        links.append(el("a", { href: this.resultUrl(s.result_id), download: "" },
-          stamps.length > 1 ? `FITS ${n + 1}` : "FITS")));
+      stamps.filter((s) => s.result_id).forEach((s, n) => links.append(
+        el("a", { href: this.resultUrl(s.result_id), download: "" }, linkText(s, n, stamps.length))));
       cell.append(links);
     }
     if (stamp.status !== "ok") {
