@@ -220,6 +220,8 @@ class JobService:
             quote=format_time(created + timedelta(seconds=estimate)) if estimate else None,
         )
         self.store.create(job, parameters)
+        log.info("job %s created: kind=%s runid=%s parameters=%d", job_id, kind_name, run_id,
+                 len(parameters))
         return job
 
     def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
@@ -365,10 +367,13 @@ class JobService:
             # shutdown is not counted as a failed attempt
             self.store.update(job_id, attempts=job.attempts)
             return
-        self.store.change_phase(
+        finished = self.store.change_phase(
             job_id, outcome, only_from=[Phase.EXECUTING], end_time=format_time(now()),
             error_type="fatal" if message else None, error_message=message,
         )
+        log.info("job %s (runid=%s) %s%s", job_id, job.run_id,
+                 outcome.value if finished else "stopped after abort",
+                 f": {message}" if message else "")
         self._notify(job_id)
 
     def _start_timer(self, job_id: str, seconds: float) -> None:
