@@ -21,11 +21,10 @@ import pytest
 from astropy.io import fits
 from astropy.io.votable import from_table, writeto
 from astropy.table import Table
+from playwright import sync_api
 from server import LiveServer, assert_valid_votable, start_server
 
 from vo_service.config import Limits, Settings
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
