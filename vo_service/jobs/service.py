@@ -14,13 +14,11 @@ import secrets
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from vo_service.config import Settings
-from vo_service.jobs.documents import result_url
+from vo_service.jobs.context import JobContext, JobFailed, JobKind, JobParameterError
 from vo_service.jobs.executors import LocalExecutor
 from vo_service.jobs.job_files import Upload, load_uploads, remove_result_files, save_uploads
 from vo_service.jobs.phases import (
@@ -33,13 +31,13 @@ from vo_service.jobs.store import (
     JobRecord,
     JobStore,
     Parameter,
-    ResultFile,
     format_time,
     now,
     parse_time,
 )
 
 log = logging.getLogger(__name__)
+__all__ = ["JobContext", "JobFailed", "JobKind", "JobParameterError", "JobService", "Upload"]
 
 # A job interrupted by a restart this many times is failed instead of re-queued, so that
 # a job that kills the process cannot loop forever.
@@ -47,66 +45,6 @@ MAX_ATTEMPTS = 2
 SWEEP_SECONDS = 60.0
 # How long the outcome of a batch stamp (status, pixel box) is remembered.
 OUTCOME_DAYS = 30
-
-
-class JobParameterError(ValueError):
-    """Parameters a job kind refuses at creation; the message says what to fix."""
-
-
-class JobFailed(Exception):
-    """Raised by a job kind when the job produced nothing usable (phase ERROR)."""
-
-
-class JobKind(Protocol):
-    """What a kind of job must provide."""
-
-    name: str
-
-    def validate(
-        self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
-    ) -> float | None:
-        """Raise JobParameterError (or a DALI UsageError) for bad parameters; return an
-        estimate of the run time in seconds (the quote), or None."""
-        ...
-
-    def run(self, context: JobContext) -> None:
-        """Do the work; raise JobFailed if nothing could be produced."""
-        ...
-
-
-@dataclass
-class JobContext:
-    """What a running job sees: its inputs, a place for files, and ways to report."""
-
-    job_id: str
-    parameters: list[Parameter]
-    uploads: dict[str, Upload]
-    job_dir: Path
-    base_url: str
-    resources: Any
-    _service: JobService
-    _abort: threading.Event = field(default_factory=threading.Event)
-
-    def should_stop(self) -> bool:
-        """True once the job was aborted, expired or the service is shutting down."""
-        return self._abort.is_set() or self._service.stopping
-
-    def set_progress(self, done: int, total: int) -> None:
-        """Record how many units of work are done (shown in the job's jobInfo)."""
-        self._service.store.update(self.job_id, progress_done=done, progress_total=total)
-
-    def add_results(self, results: Sequence[ResultFile]) -> None:
-        """Publish results at once (they appear in the job document while it runs)."""
-        self._service.store.add_results(self.job_id, results)
-
-    @property
-    def store(self) -> JobStore:
-        """The job store (batch jobs remember stamp outcomes there)."""
-        return self._service.store
-
-    def result_url(self, result_id: str) -> str:
-        """The absolute URL a result is served at."""
-        return result_url(f"{self.base_url}/{self.job_id}", result_id)
 
 
 class JobService:

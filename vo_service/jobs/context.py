@@ -1,0 +1,76 @@
+"""What a job kind sees and must provide: ``JobKind``, ``JobContext`` and the two errors."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vo_service.jobs.documents import result_url
+from vo_service.jobs.job_files import Upload
+from vo_service.jobs.store import JobStore, Parameter, ResultFile
+
+if TYPE_CHECKING:
+    from vo_service.jobs.service import JobService
+
+
+class JobParameterError(ValueError):
+    """Parameters a job kind refuses at creation; the message says what to fix."""
+
+
+class JobFailed(Exception):
+    """Raised by a job kind when the job produced nothing usable (phase ERROR)."""
+
+
+class JobKind(Protocol):
+    """What a kind of job must provide."""
+
+    name: str
+
+    def validate(
+        self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+    ) -> float | None:
+        """Raise JobParameterError (or a DALI UsageError) for bad parameters; return an
+        estimate of the run time in seconds (the quote), or None."""
+        ...
+
+    def run(self, context: JobContext) -> None:
+        """Do the work; raise JobFailed if nothing could be produced."""
+        ...
+
+
+@dataclass
+class JobContext:
+    """What a running job sees: its inputs, a place for files, and ways to report."""
+
+    job_id: str
+    parameters: list[Parameter]
+    uploads: dict[str, Upload]
+    job_dir: Path
+    base_url: str
+    resources: Any
+    _service: JobService
+    _abort: threading.Event = field(default_factory=threading.Event)
+
+    def should_stop(self) -> bool:
+        """True once the job was aborted, expired or the service is shutting down."""
+        return self._abort.is_set() or self._service.stopping
+
+    def set_progress(self, done: int, total: int) -> None:
+        """Record how many units of work are done (shown in the job's jobInfo)."""
+        self._service.store.update(self.job_id, progress_done=done, progress_total=total)
+
+    def add_results(self, results: Sequence[ResultFile]) -> None:
+        """Publish results at once (they appear in the job document while it runs)."""
+        self._service.store.add_results(self.job_id, results)
+
+    @property
+    def store(self) -> JobStore:
+        """The job store (batch jobs remember stamp outcomes there)."""
+        return self._service.store
+
+    def result_url(self, result_id: str) -> str:
+        """The absolute URL a result is served at."""
+        return result_url(f"{self.base_url}/{self.job_id}", result_id)
