@@ -325,3 +325,39 @@ def test_votable_and_fits_catalogs_with_chosen_and_detected_columns(
         single = cut(record.path, record.hdu,
                      CenterSize(float(row["ra"]), float(row["dec"]), 3.0, 3.0, "arcsec"))
         assert served["NAXIS1"] == single.pixel_box.x1 - single.pixel_box.x0
+
+
+def test_restart_during_a_batch_job_resumes_it(
+    demo_archive: Path, tmp_path: Path, client, monkeypatch
+) -> None:
+    from server import serve_archive
+
+    from vo_service.jobs import batch
+    from vo_service.jobs.store import JobStore
+
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 4)  # many small units: the stop lands mid-job
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": BANDS, "PRODUCTTYPE": "BGSUB",
+            "WORKERS": "1", "PHASE": "RUN"}
+    with serve_archive(demo_archive, tmp_path) as server:
+        response = create(client, server, data, demo_catalog(demo_archive, 200))
+        url, old_base = str(response.url), server.base_url
+        for _ in range(600):
+            if len(results_of(job_document(client, url))) >= 3:
+                break
+            time.sleep(0.02)
+    job_id = url.rsplit("/", 1)[1]
+    store = JobStore(tmp_path / "jobs")
+    interrupted = store.get(job_id)
+    store.close()
+    assert interrupted.phase.value == "EXECUTING"  # a clean stop leaves it to be resumed
+    with serve_archive(demo_archive, tmp_path) as server:
+        root = wait_final(client, url.replace(old_base, server.base_url))
+        assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+        progress = root.find("uws:jobInfo/*", UWS)
+        assert progress.get("done") == progress.get("total")
+        results = results_of(root)
+        ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
+        assert len(ids) == len(set(ids))
+        manifest = assert_valid_votable(client.get(results["manifest"][0]).content)
+        table = manifest.get_first_table().to_table()
+        assert len({str(t) for t in table["target_id"]}) == 200 + len(OUTSIDE) + len(BAD_ROWS)
