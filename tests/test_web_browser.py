@@ -203,6 +203,12 @@ def test_single_target_form_shows_a_cutout_per_band(page, server: LiveServer) ->
     # 12 arcsec at 0.3 arcsec per pixel; SODA's CIRCLE box includes the pixels it touches
     assert cutout.shape[0] == cutout.shape[1] and abs(cutout.shape[0] - 40) <= 1
     screenshot(page, "single-target", "#quick")
+    page.locator("#quick-results img").nth(1).focus()
+    page.keyboard.press("Enter")  # enlarge from the keyboard too
+    page.wait_for_selector("#viewer[open]")
+    assert page.inner_text("#viewer-title") == "DES-R BGSUB"
+    assert page.locator("#viewer-links a").get_attribute("href").endswith(
+        page.locator("#quick-results figcaption a").nth(1).get_attribute("href"))
 
 
 def test_abort_and_delete_from_the_job_list(page, server: LiveServer,  # noqa: ANN001

@@ -1,7 +1,7 @@
 // A finished job's gallery: one row per target, one column per band x product type,
 // thumbnails rendered by the service from the FITS stamps, a colour composite, downloads.
 import { el, getJSON, query, showError } from "./api.js";
-import { openViewer } from "./viewer.js";
+import { enlargeOnClick } from "./viewer.js";
 
 const PAGE = 25;
 const THUMB = 112;
@@ -104,7 +104,7 @@ export class Gallery {
     if (!complete) return el("td", { className: "nothing" }, "—");
     const img = el("img", { className: "thumb composite", alt: `colour composite of ${target.target_id}`,
       loading: "lazy", src: this.compositeUrl(target.row, THUMB * 2) });
-    img.addEventListener("click", () => openViewer({
+    enlargeOnClick(img, () => ({
       title: `${target.target_id} — colour`, src: this.compositeUrl(target.row, LARGE),
       caption: `R ${data.composite.bands[0]} · G ${data.composite.bands[1]} · B ${data.composite.bands[2]} (Lupton asinh)`,
       links: [] }));
@@ -121,7 +121,7 @@ export class Gallery {
         loading: "lazy", src: this.thumbUrl(stamp, THUMB * 2) });
       img.dataset.fits = stamp.content_type === "application/fits" ? "1" : "";
       img.stamp = stamp;
-      img.addEventListener("click", () => openViewer({
+      enlargeOnClick(img, () => ({
         title: `${target.target_id} — ${column.band} ${column.product_type}`,
         src: this.thumbUrl(stamp, LARGE),
         caption: `${stamp.image_id || ""} ${stamp.pixel_box || ""}`,

@@ -1,6 +1,6 @@
 // The single-target form: images at one position from /api/images, cutouts from SODA /sync.
 import { el, errorMessage, getJSON, pill, query, showError } from "./api.js";
-import { openViewer } from "./viewer.js";
+import { enlargeOnClick } from "./viewer.js";
 
 function radiusDegrees(size, unit, image) {
   const arcsec = unit === "arcsec" ? size : size * (image.pixel_scale_arcsec || 1);
@@ -99,8 +99,8 @@ export class QuickForm {
     }
     const src = URL.createObjectURL(await response.blob());
     const img = el("img", { src, alt: `${image.band} cutout` });
-    img.addEventListener("click", () => openViewer({ title: `${image.band} ${image.product_type}`,
-      src, caption: image.id, links: [] }));
+    enlargeOnClick(img, () => ({ title: `${image.band} ${image.product_type}`, src,
+      caption: image.id, links: [{ href: caption.querySelector("a").href, text: "FITS" }] }));
     figure.append(img, caption);
   }
 }

@@ -12,3 +12,14 @@ export function openViewer({ title, src, caption, links }) {
     ...links.map((link) => el("a", { href: link.href, download: "", className: "button" }, link.text)));
   dialog.showModal();
 }
+
+/** Make a picture open the viewer on click, and on Enter when focused with the keyboard. */
+export function enlargeOnClick(img, view) {
+  img.tabIndex = 0;
+  img.addEventListener("click", () => openViewer(view()));
+  img.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault(); // else the same Enter presses the dialog's focused close button
+    openViewer(view());
+  });
+}
