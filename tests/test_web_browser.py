@@ -225,8 +225,13 @@ def test_abort_and_delete_from_the_job_list(page, server: LiveServer,  # noqa: A
     page.wait_for_selector(f"#job-rows tr[data-job-id='{job_id}'][data-phase=ABORTED]")
     assert httpx.get(server.url(f"async/{job_id}/phase")).text == "ABORTED"
     page.locator(f"#job-rows tr[data-job-id='{job_id}']").get_by_role(
+        "button", name="Gallery").click()
+    page.wait_for_selector("#error-gallery:not([hidden])")
+    assert "aborted before it wrote a manifest" in page.inner_text("#error-gallery")
+    page.locator(f"#job-rows tr[data-job-id='{job_id}']").get_by_role(
         "button", name="Delete").click()
     page.wait_for_selector(f"#job-rows tr[data-job-id='{job_id}']", state="detached")
+    assert page.is_hidden("#gallery")  # the deleted job's gallery closed with it
     assert httpx.get(server.url(f"async/{job_id}")).status_code == 404
 
 

@@ -60,7 +60,9 @@ export class Gallery {
       return;
     }
     if (!data.ready) {
-      showError("error-gallery", data.error || `the job is ${data.phase} and has no manifest yet`);
+      const why = data.phase === "ABORTED" ? "the job was aborted before it wrote a manifest"
+        : `the job is ${data.phase} and has no manifest yet`;
+      showError("error-gallery", data.error || why);
       this.table.replaceChildren();
       return;
     }
