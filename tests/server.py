@@ -76,8 +76,9 @@ def start_server(settings: Settings) -> LiveServer:
 def serve_archive(data_root: Path, state_dir: Path, **changes: object) -> Iterator[LiveServer]:
     """Serve the FITS tree ``data_root`` with state in ``state_dir``; ``changes`` override
     settings (``limits=Limits(...)``, ``authority=...``)."""
+    changes = {"limits": Limits(), **changes}
     settings = replace(Settings(), data_roots=(Path(data_root),), state_dir=Path(state_dir),
-                       limits=Limits(), **changes)
+                       **changes)
     live = start_server(settings)
     try:
         yield live
