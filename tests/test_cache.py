@@ -199,3 +199,55 @@ def test_sweep_removes_stray_files_but_not_entries_or_fresh_writes(cache: Cutout
     assert cache.sweep() == 2
     assert kept.exists() and fresh.exists() and not stray.exists() and not half.exists()
     assert cache.get(key_of("kept")) == kept
+
+
+def test_running_totals_follow_puts_replacements_drops_and_evictions(tmp_path: Path) -> None:
+    cache = CutoutCache(tmp_path / "c", max_bytes=5000)
+    for name in "abcdefg":
+        cache.put(key_of(name), name.encode() * 900)
+    cache.put(key_of("g"), b"g" * 100)  # the same key again, smaller
+    cache.get(key_of("zzz"))
+    path = cache.path_for(key_of("g"))
+    path.unlink()
+    assert cache.get(key_of("g")) is None  # dropped
+    total, count = cache._db().execute(
+        "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM entries").fetchone()
+    assert (cache.stats().total_bytes, cache.stats().entries) == (total, count)
+    assert total <= 5000
+
+
+def test_a_cache_made_before_the_totals_table_gets_it(tmp_path: Path) -> None:
+    cache = CutoutCache(tmp_path / "c", max_bytes=10_000)
+    cache.put(key_of("a"), b"a" * 700)
+    with cache._write() as db:
+        for trigger in ("entries_added", "entries_removed", "entries_resized"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE totals")
+    cache.close()
+    reopened = CutoutCache(tmp_path / "c", max_bytes=10_000)
+    assert reopened.stats().total_bytes == 700 and reopened.stats().entries == 1
+    reopened.put(key_of("b"), b"b" * 300)
+    assert reopened.stats().total_bytes == 1000
+
+
+def test_check_repairs_missing_damaged_stray_files_and_totals(tmp_path: Path) -> None:
+    from vo_service.cache_check import check_cache
+
+    cache = CutoutCache(tmp_path / "c", max_bytes=10**6)
+    for name in "abcd":
+        cache.put(key_of(name), name.encode() * 500)
+    assert check_cache(cache).consistent
+    cache.path_for(key_of("a")).unlink()
+    with open(cache.path_for(key_of("b")), "r+b") as handle:
+        handle.truncate(10)
+    stray = cache.path_for(key_of("stray"))
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"orphan")
+    (cache.path_for(key_of("c")).parent / ".half.part").write_bytes(b"half")
+    with cache._write() as db:
+        db.execute("UPDATE totals SET bytes = 1")
+    report = check_cache(cache)
+    assert sorted(report.dropped) == sorted([key_of("a"), key_of("b")])
+    assert report.strays_removed == 2 and report.totals_fixed and report.verified == 2
+    assert check_cache(cache).consistent
+    assert cache.stats().total_bytes == 1000 and not stray.exists()

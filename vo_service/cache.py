@@ -7,7 +7,9 @@ file that changes gets new keys, so a stamp of an old version is never served.
 
 Files live at ``<cache_dir>/objects/<key[:2]>/<key>`` and are written atomically (temp
 file + ``os.replace``). The index (``<cache_dir>/index.sqlite``, WAL mode, sqlite-utils)
-records each file's size and sha256 and a logical "last used" clock. Every hit re-reads
+records each file's size and sha256 and a logical "last used" clock; a one-row table of
+totals, kept by triggers in the same transaction as every insert, update and delete, lets
+a put check the byte budget without summing every entry. Every hit re-reads
 the file and checks both, so a truncated, altered or missing file is dropped and recomputed,
 never served. Writes to the index are ``BEGIN IMMEDIATE`` transactions, so several threads
 and processes can share one cache directory.
@@ -37,6 +39,16 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 _TABLE = "entries"
+_TOTALS = "totals"
+# The running totals follow every change of ``entries`` inside the changing transaction.
+_TRIGGERS = (
+    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_added AFTER INSERT ON {_TABLE} BEGIN "
+    f"UPDATE {_TOTALS} SET bytes = bytes + NEW.size, entries = entries + 1 WHERE id = 1; END",
+    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_removed AFTER DELETE ON {_TABLE} BEGIN "
+    f"UPDATE {_TOTALS} SET bytes = bytes - OLD.size, entries = entries - 1 WHERE id = 1; END",
+    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_resized AFTER UPDATE OF size ON {_TABLE} BEGIN "
+    f"UPDATE {_TOTALS} SET bytes = bytes - OLD.size + NEW.size WHERE id = 1; END",
+)
 
 
 def make_key(parts: Mapping[str, object]) -> str:
@@ -158,6 +170,13 @@ class CutoutCache:
                     pk="key",
                 )
                 db[_TABLE].create_index(["used_seq"])
+            if _TOTALS not in db.table_names():  # new cache, or one made before the totals
+                db.execute(f"CREATE TABLE {_TOTALS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                           "bytes INTEGER NOT NULL, entries INTEGER NOT NULL)")
+                db.execute(f"INSERT INTO {_TOTALS} SELECT 1, COALESCE(SUM(size), 0), COUNT(*) "
+                           f"FROM {_TABLE}")
+            for trigger in _TRIGGERS:
+                db.execute(trigger)
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -276,31 +295,39 @@ class CutoutCache:
             raise
         now = time.time()
         with self._write() as db:
+            # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers.
             db.execute(
-                f"INSERT OR REPLACE INTO {_TABLE} "
+                f"INSERT INTO {_TABLE} "
                 "(key, size, sha256, created_at, used_at, used_seq, hits) "
-                f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0)",
+                f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
+                "ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+                "created_at = excluded.created_at, used_at = excluded.used_at, "
+                "used_seq = excluded.used_seq, hits = 0",
                 [key, size, hasher.hexdigest(), now, now],
             )
         self.evict(keep=key)
         return path
 
     def evict(self, keep: str | None = None) -> list[str]:
-        """Remove least recently used entries until the total fits the budget; return their keys."""
+        """Remove least recently used entries until the total fits the budget; return their keys.
+
+        The total is the running one (one row), so a put within budget costs O(1), and an
+        eviction reads only as many entries, oldest first, as it removes.
+        """
         with self._write() as db:
-            total = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM {_TABLE}").fetchone()[0]
+            total = self._total_bytes(db)
             if total <= self.max_bytes:
                 return []
             victims: list[str] = []
-            for key, size in db.execute(
-                f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC"
-            ).fetchall():
+            cursor = db.conn.execute(f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC")
+            for key, size in cursor:
                 if total <= self.max_bytes:
                     break
                 if key == keep:
                     continue
                 victims.append(key)
                 total -= size
+            cursor.close()
             db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?", [(k,) for k in victims])
         for key in victims:
             with contextlib.suppress(FileNotFoundError):
@@ -377,11 +404,14 @@ class CutoutCache:
             log.info("cache sweep removed %d stray files", removed)
         return removed
 
+    @staticmethod
+    def _total_bytes(db: sqlite_utils.Database) -> int:
+        return int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
+
     def stats(self) -> CacheStats:
-        """Number of entries and bytes recorded in the index."""
-        count, total = self._db().execute(
-            f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM {_TABLE}"
-        ).fetchone()
+        """Number of entries and bytes recorded in the index (the running totals)."""
+        total, count = self._db().execute(
+            f"SELECT bytes, entries FROM {_TOTALS} WHERE id = 1").fetchone()
         return CacheStats(entries=count, total_bytes=total, max_bytes=self.max_bytes)
 
     def keys_by_recency(self) -> list[str]:
