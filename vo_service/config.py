@@ -32,6 +32,11 @@ class Limits:
     default_destruction_days: float = 7.0
     cache_bytes: int = 2 * 1024**3
     maxrec_default: int = 10_000
+    # Per owner (token holder; everyone shares the anonymous owner when auth is off):
+    # unfinished jobs (PENDING, QUEUED, EXECUTING, HELD) and bytes of kept results.
+    # 0 means no limit.
+    max_jobs_per_owner: int = 32
+    max_result_bytes_per_owner: int = 20 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,14 @@ class Settings:
     mapping_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    # Where the per-image batches of catalog jobs run: "local" (threads of this process)
+    # or "dask" (a dask.distributed cluster at ``scheduler``, e.g. tcp://host:8786).
+    executor: str = "local"
+    scheduler: str | None = None
+    # Bearer tokens: a TOML file {sha256 hex of token = owner name} and/or
+    # "owner1:token1,owner2:token2" (VO_SERVICE_TOKENS). None of both = no authentication.
+    tokens_file: Path | None = None
+    tokens: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -86,7 +99,7 @@ def _settings_from_mapping(values: Mapping[str, object], base: Settings) -> Sett
         elif key == "data_roots":
             roots = value.split(os.pathsep) if isinstance(value, str) else value
             changes[key] = tuple(Path(r).expanduser() for r in roots if str(r))
-        elif key in {"state_dir", "mapping_file"}:
+        elif key in {"state_dir", "mapping_file", "tokens_file"}:
             changes[key] = Path(str(value)).expanduser() if value else None
         elif key in {f.name for f in fields(Settings)}:
             changes[key] = value
@@ -98,6 +111,8 @@ def _settings_from_mapping(values: Mapping[str, object], base: Settings) -> Sett
         raise ValueError(f"unknown limit(s): {', '.join(sorted(unknown))}")
     if limit_changes:
         changes["limits"] = replace(base.limits, **limit_changes)
+    if changes.get("executor", base.executor) not in ("local", "dask"):
+        raise ValueError(f"executor must be 'local' or 'dask', got {changes['executor']!r}")
     return replace(base, **changes)
 
 
@@ -123,7 +138,8 @@ def load_settings(
         raw = environ.get(ENV_PREFIX + f.name.upper())
         if raw is not None and f.name != "limits":
             like = getattr(defaults, f.name)
-            env_values[f.name] = raw if f.name in {"data_roots", "state_dir", "mapping_file"} \
+            env_values[f.name] = raw if f.name in {"data_roots", "state_dir", "mapping_file",
+                                                   "tokens_file"} \
                 else _coerce(raw, like if like is not None else "")
     for f in fields(Limits):
         raw = environ.get(ENV_PREFIX + "LIMIT_" + f.name.upper())

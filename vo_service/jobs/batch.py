@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from vo_service.catalogs import Catalog
-from vo_service.jobs.batch_cut import Outcome, StampTask, Target, cut_task
+from vo_service.jobs.batch_cut import Outcome, StampTask, Target
 from vo_service.jobs.batch_params import (
     DEFAULT_SIZE_PIX,
     BatchRequest,
     load_catalog,
     parse_batch_request,
 )
-from vo_service.jobs.executors import LocalExecutor, as_finished
+from vo_service.jobs.executors import as_finished
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
@@ -171,14 +171,12 @@ class BatchJob:
         context.set_progress(done, plan.total)
         bundle = Bundle(context.job_dir / "bundle.zip")
         produced = 0
-        with LocalExecutor(request.workers, name=f"vo-batch-{context.job_id[:6]}") as pool:
-            work = as_finished(
-                pool, lambda task: cut_task(task, self.resources.cache, context.store,
-                                            request.formats,
-                                            settings.limits.max_cutout_pixels,
-                                            context.job_dir / "stamps"),
-                plan.tasks, in_flight=request.workers * 2, should_stop=context.should_stop,
-            )
+        with self.resources.executors.for_job(
+            request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
+            context.store, request.formats, context.job_dir / "stamps",
+        ) as (pool, cut_unit, in_flight):
+            work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
+                               should_stop=context.should_stop)
             for task, future in work:
                 try:
                     outcomes = future.result()

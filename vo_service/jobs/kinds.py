@@ -17,11 +17,18 @@ from vo_service.jobs.store import Parameter
 
 @dataclass(frozen=True)
 class JobResources:
-    """What running jobs share: settings, the archive index and the cutout cache."""
+    """What running jobs share: settings, the archive index, the cutout cache and where
+    catalog jobs cut (``BatchExecutors``: local threads or a Dask cluster)."""
 
     settings: Settings
     index: Any
     cache: Any
+    executors: Any = None
+
+    def close(self) -> None:
+        """Let go of shared connections (the Dask client) at shutdown."""
+        if self.executors is not None:
+            self.executors.close()
 
 
 def make_resources(settings: Settings, index: Any, cache: Any = None) -> JobResources:
@@ -30,7 +37,9 @@ def make_resources(settings: Settings, index: Any, cache: Any = None) -> JobReso
         from vo_service.cache import CutoutCache
 
         cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
-    return JobResources(settings, index, cache)
+    from vo_service.jobs.remote import BatchExecutors
+
+    return JobResources(settings, index, cache, BatchExecutors(settings))
 
 
 def choose_kind(parameters: Sequence[Parameter]) -> str:

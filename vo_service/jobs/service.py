@@ -91,6 +91,9 @@ class JobService:
             await asyncio.wait_for(
                 asyncio.to_thread(self._slots.shutdown, True, cancel_futures=True), 30
             )
+        close = getattr(self.resources, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
         self.store.close()
 
     def recover(self) -> None:

@@ -1,0 +1,136 @@
+"""Catalog jobs on a real Dask cluster (two worker processes): the same manifest and stamp
+bytes as the local pool, ABORT, and a job that survives a worker killed mid-batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server import assert_valid_votable, serve_archive
+from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
+
+from vo_service.jobs import batch, remote
+
+BANDS = ["VIS", "NIR-Y"]
+# Columns that name the job (its URL) rather than what was cut.
+JOB_COLUMNS = {"access_url", "preview_url"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=40) as local_cluster, \
+            Client(local_cluster) as control:
+        yield local_cluster, control
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=120) as client:
+        yield client
+
+
+def job_data(**extra: str) -> dict:
+    return {"UPLOAD": "cat,param:cat", "BANDNAME": BANDS, "PRODUCTTYPE": "BGSUB",
+            "SIZE": "24", "RESPONSEFORMAT": "both", "PHASE": "RUN", **extra}
+
+
+def manifest_table(http: httpx.Client, root):
+    manifest = assert_valid_votable(http.get(results_of(root)["manifest"][0]).content)
+    return manifest.get_first_table().to_table()
+
+
+def comparable(table) -> list[tuple]:
+    columns = [name for name in table.colnames if name not in JOB_COLUMNS]
+    return sorted(tuple(str(row[name]) for name in columns) for row in table)
+
+
+def test_dask_gives_the_same_job_as_the_local_pool(
+    cluster, http, demo_archive: Path, tmp_path: Path
+) -> None:
+    local_cluster, _ = cluster
+    catalog = demo_catalog(demo_archive, 120)
+    finished = {}
+    for executor in ("local", "dask"):
+        changes = {"executor": executor}
+        if executor == "dask":
+            changes["scheduler"] = local_cluster.scheduler_address
+        with serve_archive(demo_archive, tmp_path / executor, **changes) as server:
+            response = create(http, server, job_data(), catalog)
+            assert response.status_code == 200, response.text
+            root = wait_final(http, str(response.url))
+            assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+            progress = root.find("uws:jobInfo/*", UWS)
+            assert progress.get("done") == progress.get("total") != "0"
+            table = manifest_table(http, root)
+            results = results_of(root)
+            stamps = {result_id: http.get(href).content for result_id, (href, _) in
+                      results.items() if result_id not in ("manifest", "bundle")}
+            finished[executor] = (comparable(table), stamps, set(results))
+    local_rows, local_stamps, local_ids = finished["local"]
+    dask_rows, dask_stamps, dask_ids = finished["dask"]
+    assert dask_rows == local_rows
+    assert dask_ids == local_ids
+    assert dask_stamps == local_stamps and local_stamps
+
+
+def test_abort_on_dask_cancels_the_remaining_batches(
+    cluster, http, demo_archive: Path, tmp_path: Path, monkeypatch
+) -> None:
+    local_cluster, _ = cluster
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 4)
+    monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.3)
+    with serve_archive(demo_archive, tmp_path, executor="dask",
+                       scheduler=local_cluster.scheduler_address) as server:
+        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
+                          demo_catalog(demo_archive, 200))
+        url = str(response.url)
+        for _ in range(600):
+            if len(results_of(job_document(http, url))) >= 3:
+                break
+            time.sleep(0.05)
+        http.post(f"{url}/phase", data={"PHASE": "ABORT"})
+        assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
+        for _ in range(400):
+            results = results_of(job_document(http, url))
+            if "manifest" in results:
+                break
+            time.sleep(0.05)
+        assert "bundle" in results
+        progress = job_document(http, url).find("uws:jobInfo/*", UWS)
+        assert 0 < int(progress.get("done")) < int(progress.get("total"))
+
+
+def test_a_worker_killed_mid_job_has_its_batch_retried(
+    cluster, http, demo_archive: Path, tmp_path: Path, monkeypatch
+) -> None:
+    local_cluster, control = cluster
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 8)
+    monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.4)
+    with serve_archive(demo_archive, tmp_path, executor="dask",
+                       scheduler=local_cluster.scheduler_address) as server:
+        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
+                          demo_catalog(demo_archive, 120))
+        url = str(response.url)
+        for _ in range(600):
+            if len(results_of(job_document(http, url))) >= 2:
+                break
+            time.sleep(0.05)
+        pids = control.run(os.getpid)
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)  # mid-batch: each batch sleeps before cutting
+        root = wait_final(http, url)
+        assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+        progress = root.find("uws:jobInfo/*", UWS)
+        assert progress.get("done") == progress.get("total")
+        table = manifest_table(http, root)
+        assert len({str(t) for t in table["target_id"]}) == 120 + 8 + 4
+        ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
+        assert len(ids) == len(set(ids))
+    assert victim not in control.run(os.getpid).values()
