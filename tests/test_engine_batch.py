@@ -112,22 +112,29 @@ def test_bundle_streams_valid_fits_members(tmp_path, fmt):
 
 
 def test_multi_extension_file_with_lookup_tables_keeps_each_wcs(real_data, tmp_path):
+    """Each stamp's DPj/D2IMj EXTVER records point at its own (shifted) lookup tables."""
     path = real_data / "fits/images/dist_lookup.fits"
     with fits.open(path) as hdus:
         source = WCS(hdus[1].header, fobj=hdus)
-    targets = [source.pixel_to_world(x, y).icrs for x, y in ((20, 30), (70, 60))]
+    targets = [source.pixel_to_world(x, y).icrs for x, y in ((12, 10), (70, 60), (35, 85))]
     results = cut_many(path, 1, [CenterSize(t.ra.deg, t.dec.deg, 15, 15) for t in targets])
     out = write_multi_extension(results, tmp_path / "multi.fits",
                                 extname=lambda r: f"STAMP{r.index}")
     with fits.open(out) as hdus:
         hdus.verify("exception")
         names = [hdu.name for hdu in hdus]
-        assert names.count("WCSDVARR") == 4 and names.count("D2IMARR") == 2
+        assert names.count("WCSDVARR") == 6 and names.count("D2IMARR") == 3
+        referenced = set()
         for result in results:
             stamp = hdus[f"STAMP{result.index}"]
+            referenced.add(tuple(stamp.header[key] for key in
+                                 ("DP1.EXTVER", "DP2.EXTVER", "D2IM1.EXTVER")))
             wcs = WCS(stamp.header, fobj=hdus)
-            corner = source.all_pix2world(result.pixel_box.x0 + 14.0, result.pixel_box.y0, 0)
-            assert np.allclose(wcs.all_pix2world(14.0, 0.0, 0), corner, atol=1e-10)
+            xs, ys = np.array([0.0, 14, 0, 14, 7]), np.array([0.0, 0, 14, 14, 7])
+            expected = source.all_pix2world(xs + result.pixel_box.x0,
+                                             ys + result.pixel_box.y0, 0)
+            assert np.allclose(wcs.all_pix2world(xs, ys, 0), expected, rtol=0, atol=1e-10)
+        assert len(referenced) == 3
 
 
 @pytest.mark.parametrize("processes", [False, True])

@@ -34,7 +34,7 @@ STRUCTURAL = {
 STRUCTURAL_PATTERN = re.compile(r"^(NAXIS\d+|ZNAXIS\d+|ZTILE\d+|ZNAME\d+|ZVAL\d+|T[A-Z]+\d+)$")
 CRPIX_PATTERN = re.compile(r"^CRPIX(\d)([A-Z]?)$")
 LTV_PATTERN = re.compile(r"^LTV(\d)$")
-LOOKUP_RECORD_KEYS = {"DP1", "DP2", "D2IM1", "D2IM2"}
+LOOKUP_RECORD_PATTERN = re.compile(r"^(DP|DQ|D2IM)\d$")  # record cards naming an EXTVER
 CUT_NAMES = ("X", "Y", "Z", "W")
 DTYPE_BITPIX = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}
 BLANK_FOR_BITPIX = {8: 255, 16: -32768, 32: -2147483648, 64: -9223372036854775808}
@@ -98,7 +98,7 @@ class StampHeader:
         self.crpix: list[tuple[str, int, float]] = []
         self.ltv: list[tuple[str, int, float, float]] = []
         self.cnpix: list[tuple[str, int, float]] = []
-        self.lookup_records: list[tuple[str, str, str]] = []
+        self.lookup_records: list[tuple[str, int, str]] = []
         self.names: dict[str, object] = {}
         self._prefixes: dict[tuple, str] = {}
         body: list[str] = []
@@ -122,8 +122,8 @@ class StampHeader:
                 if key in ("CNPIX1", "CNPIX2"):
                     self.cnpix.append((key, int(key[-1]) - 1, float(entry.value)))
                     continue
-                if key in LOOKUP_RECORD_KEYS and str(entry.value).startswith("EXTVER"):
-                    self.lookup_records.append((key, str(entry.value), entry.comment))
+                if (record := _lookup_extver(entry)) is not None:
+                    self.lookup_records.append(record)
                     continue
                 if key in ("EXTNAME", "EXTVER"):
                     self.names[key] = entry.value
@@ -157,8 +157,8 @@ class StampHeader:
             head.append(_number_card(name, value - scale * ranges[axis][0]))
         for name, axis, value in self.cnpix:
             head.append(_number_card(name, value + ranges[axis][0]))
-        for name, value, comment in self.lookup_records:
-            version = int(value.split(":")[1]) + extver_offset
+        for name, version, comment in self.lookup_records:
+            version += extver_offset
             head.append(f"{name:<8}= 'EXTVER: {version}' / {comment}"[:80].ljust(80))
         if blank is not None and not self.has_blank:
             head.append(card("BLANK", int(blank), "value of padding pixels"))
@@ -185,6 +185,21 @@ class StampHeader:
             head.extend(card(key, value) for key, value in self.names.items())
         head.append(self.body)
         return "".join(head)
+
+
+def _lookup_extver(entry: fits.Card) -> tuple[str, int, str] | None:
+    """(DPj|DQj|D2IMj, EXTVER, comment) of a distortion record card naming the EXTVER of
+    its WCSDVARR/D2IMARR table, else None. astropy reads `DP1 = 'EXTVER: 1'` as keyword
+    'DP1.EXTVER' with value 1.0 (record-valued card); an unparsed string is accepted too."""
+    name = entry.rawkeyword
+    if not LOOKUP_RECORD_PATTERN.match(name):
+        return None
+    if entry.field_specifier is not None:
+        if entry.field_specifier.upper() != "EXTVER":
+            return None
+        return name, int(entry.value), entry.comment
+    match = re.fullmatch(r"\s*EXTVER\s*:\s*(\d+)\s*", str(entry.value))
+    return (name, int(match.group(1)), entry.comment) if match else None
 
 
 def _number_card(key: str, value: float) -> str:
