@@ -137,6 +137,24 @@ def test_multi_extension_file_with_lookup_tables_keeps_each_wcs(real_data, tmp_p
         assert len(referenced) == 3
 
 
+def test_api_single_outfile_with_lookup_tables_keeps_each_wcs(real_data):
+    """vo_service.cutout on a lookup-table file finds its image HDU without `hdu=` and
+    every extension of the single file maps its corners to the source's sky."""
+    path = real_data / "fits/images/dist_lookup.fits"
+    with fits.open(path) as hdus:
+        source = WCS(hdus[1].header, fobj=hdus)
+    targets = SkyCoord([source.pixel_to_world(x, y).icrs for x, y in ((12, 10), (70, 60))])
+    [hdus] = vo_service.cutout(path, targets, 11, single_outfile=True)
+    stamps = [hdu for hdu in hdus if hdu.name.startswith("CUTOUT")]
+    assert len(stamps) == 2
+    for stamp in stamps:
+        x0, y0 = stamp.header["CUTX0"] - 1, stamp.header["CUTY0"] - 1
+        wcs = WCS(stamp.header, fobj=hdus)
+        xs, ys = np.array([0.0, 10, 0, 10]), np.array([0.0, 0, 10, 10])
+        assert np.allclose(wcs.all_pix2world(xs, ys, 0),
+                           source.all_pix2world(xs + x0, ys + y0, 0), rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_many_images_in_parallel_write_files(real_data, tmp_path, processes):
     names = ["fits/images/HorseHead.fits", "fits/images/gc_msx_e.fits",

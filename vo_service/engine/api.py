@@ -60,14 +60,15 @@ def _size(size) -> tuple[float, float, str]:
 
 
 def first_image_hdu(path: str | Path) -> int:
-    """Index of the first image HDU with a celestial WCS."""
+    """Index of the first image HDU with a celestial WCS (lookup-table distortions are
+    read from the file's WCSDVARR/D2IMARR extensions, as astropy requires)."""
     with fits.open(path, lazy_load_hdus=True) as hdus, warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         for index, hdu in enumerate(hdus):
             if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) \
                     and int(hdu.header.get("NAXIS", 0)) >= 2 \
                     and hdu.name not in ("WCSDVARR", "D2IMARR") \
-                    and WCS(hdu.header).has_celestial:
+                    and WCS(hdu.header, fobj=hdus).has_celestial:
                 return index
     raise ValueError(f"{path} has no image HDU with a celestial WCS")
 
