@@ -63,6 +63,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vo_service.archive.index import run_index
 
     settings = _settings(args)
+    if args.executor or args.scheduler:
+        from dataclasses import replace
+
+        settings = replace(settings, executor=args.executor or settings.executor,
+                           scheduler=args.scheduler or settings.scheduler)
+    if settings.executor == "dask" and not settings.scheduler:
+        print("--executor dask needs --scheduler tcp://HOST:PORT (or VO_SERVICE_SCHEDULER)",
+              file=sys.stderr)
+        return 2
     settings = ensure_demo_data(settings)
     if args.host:
         from dataclasses import replace
@@ -74,9 +83,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, port=args.port)
     report = run_index(settings)
     print(report.summary())
+    if settings.executor == "dask":
+        print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
     print(f"serving on http://{settings.host}:{settings.port}/")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run ``dask worker`` with this interpreter (so the worker imports this vo-service)."""
+    import os
+
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler,
+               "--nworkers", str(args.nworkers), "--nthreads", str(args.nthreads)]
+    if args.name:
+        command += ["--name", args.name]
+    try:
+        import distributed  # noqa: F401
+
+        import vo_service.jobs.remote  # noqa: F401  (what the tasks run)
+    except ImportError as exc:
+        print(f"vo-service worker needs the dask extra (pip install 'vo-service[dask]'): {exc}",
+              file=sys.stderr)
+        return 2
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover - execv does not return
 
 
 def cmd_demo_archive(args: argparse.Namespace) -> int:
@@ -108,7 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--executor", choices=("local", "dask"),
+                   help="where catalog jobs cut: local threads (default) or a Dask cluster")
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Dask worker for catalog jobs (dask worker wrapper)")
+    p.add_argument("scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--nworkers", default="1",
+                   help="worker processes (a number, or 'auto' for one per core)")
+    p.add_argument("--nthreads", type=int, default=1, help="threads per worker process")
+    p.add_argument("--name", help="worker name shown by the scheduler")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("index", help="scan the data roots into the archive index")
     data_options(p)
