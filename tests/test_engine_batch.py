@@ -4,6 +4,7 @@ images, the Python API, and the demo archive end to end."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import warnings
 import zipfile
@@ -298,3 +299,31 @@ def test_zip_parts_append_into_files_and_memory(tmp_path):
         with source, zipfile.ZipFile(source) as readback:
             assert readback.read("x.fits") == b"abc" * 100
             assert readback.read("last.fits") == b"last"
+
+
+def test_written_files_follow_the_umask(real_data, tmp_path):
+    """Stamps, multi-extension files, bundles and CLI outputs are 0644 under umask 022
+    (temporary files must not leave them owner-only)."""
+    from vo_service.cli import main
+
+    path = real_data / "fits/images/HorseHead.fits"
+    regions = targets_on(path, 2)
+    previous = os.umask(0o022)
+    try:
+        results = cut_many(path, 0, regions)
+        written = [results[0].write(tmp_path / "one.fits"),
+                   write_multi_extension(results, tmp_path / "multi.fits"),
+                   *vo_service.cutout(path, [(r.ra, r.dec) for r in regions], 9,
+                                      output_dir=tmp_path / "api")]
+        with BundleWriter(tmp_path / "bundle.zip") as bundle:
+            bundle.add("a.fits", results[0])
+        written.append(tmp_path / "bundle.zip")
+        assert main(["cutout", str(path), "--ra", str(regions[0].ra), "--dec",
+                     str(regions[0].dec), "--size", "9", "--format", "both",
+                     "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+        written += sorted((tmp_path / "cli").iterdir())
+    finally:
+        os.umask(previous)
+    assert len(written) >= 7
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {
+        p.name: "0o644" for p in written}
