@@ -120,3 +120,23 @@ def test_band_on_an_image_with_a_degenerate_frequency_axis(real_data):
     assert cut(path, 0, region, band=(0.2, 0.22)).status == "ok"  # 21 cm
     missed = cut(path, 0, region, band=(1e-6, 2e-6))
     assert missed.status == "no-overlap" and "passband" in missed.message
+
+
+def test_no_overlap_says_which_constraint_missed(real_data, tmp_path):
+    """`reason` tells callers (SODA: 204 vs 400) what missed without reading messages."""
+    image = fits_factory.sip_image(tmp_path / "image.fits")
+    position = WCS(fits.getheader(image)).pixel_to_world(100, 80)
+    region = CenterSize(position.ra.deg, position.dec.deg, 8, 8)
+    assert cut(image, 0, region).reason is None
+    assert cut(image, 0, CenterSize(10.0, -40.0, 8, 8)).reason == "spatial"
+    assert cut(image, 0, region, time=(0, 1e6)).reason == "time"  # no observation time
+    assert cut(image, 0, region, pol=["Q"]).reason == "pol"
+    cube = real_data / "fits/derived/l1448_13co_restfrq.fits"
+    assert cut(cube, 0, CUBE_CENTRE, band=(1e-3, 2e-3)).reason == "band"
+    radio = real_data / "fits/images/first_J105007+304037.fits"
+    assert cut(radio, 0, CenterSize(162.52982, 30.67692, 10, 10),
+               band=(1e-6, 2e-6)).reason == "band"
+    times = fits_factory.time_cube(tmp_path / "time.fits")
+    assert cut(times, 0, CUBE_CENTRE, time=(50000, 50001)).reason == "time"
+    stokes = fits_factory.stokes_cube(tmp_path / "stokes.fits")
+    assert cut(stokes, 0, region, pol=["RR"]).reason == "pol"

@@ -48,7 +48,8 @@ def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=
     lookups = image.lookup_hdus
     for index, plan in enumerate(plans):
         if plan.read_box is None:
-            yield CutoutResult(plan.status, None, plan.message, index=index)
+            yield CutoutResult(plan.status, None, plan.message, index=index,
+                               reason=plan.reason)
     for index, pixels in _read_pixels(image, plans):
         plan = plans[index]
         stamp, blank = padded_stamp(image, plan, pixels) if pad else (pixels, None)

@@ -29,6 +29,8 @@ from vo_service.engine.writing import (
 from vo_service.shapes import CenterSize, Circle, Polygon, Range, Shape
 
 STATUSES = ("ok", "partial", "no-overlap", "error")
+REASONS = ("spatial", "band", "time", "pol")  # why a result has status 'no-overlap'
+SPATIAL_MISS = "the region does not overlap the image"
 
 
 def describe_region(region: Shape) -> str:
@@ -63,6 +65,8 @@ class CutoutResult:
 
     `status`: 'ok' (box inside the image), 'partial' (box clipped, or padded when
     pad=True), 'no-overlap', or 'error' (batch only; `cut` raises instead).
+    `reason` (no-overlap only): what missed, 'spatial' (the region is off the image) or
+    the filter that selected nothing, 'band', 'time' or 'pol'.
     `pixel_box`: the stamp's box in source pixels (0-based, half-open, FITS axis order);
     with padding it is the requested box and may extend past the image.
     `data`: raw source pixel values, big-endian, numpy order (None without a stamp).
@@ -78,6 +82,7 @@ class CutoutResult:
     template: StampHeader | None = field(default=None, repr=False)
     blank: int | None = None
     lookup_hdus: list = field(default_factory=list, repr=False)
+    reason: str | None = None
 
     @property
     def has_stamp(self) -> bool:
@@ -156,6 +161,7 @@ class Plan:
     message: str
     box: PixelBox | None  # the stamp's box (requested if padded, else clipped)
     read_box: PixelBox | None  # the part inside the image
+    reason: str | None = None  # no-overlap: 'spatial', 'band', 'time' or 'pol'
 
 
 def plan_cutouts(image: OpenImage, regions: list[Shape], *, band=None, time=None, pol=None,
@@ -169,18 +175,17 @@ def plan_cutouts(image: OpenImage, regions: list[Shape], *, band=None, time=None
     selection = select_axes(image.wcs, image.header, image.fits_shape, target,
                             band=band, time=time, pol=pol)
     if selection.no_overlap:
-        return [Plan("no-overlap", selection.no_overlap, None, None) for _ in regions]
+        return [Plan("no-overlap", selection.no_overlap, None, None, selection.missed)
+                for _ in regions]
     plans = []
     for spatial in region_boxes(mapper, regions):
         if spatial is None:
-            plans.append(Plan("no-overlap", "the region does not overlap the image", None,
-                              None))
+            plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
             continue
         full = spatial.with_ranges(selection.ranges)
         clipped = full.clip(image.fits_shape)
         if clipped is None:
-            plans.append(Plan("no-overlap", "the region does not overlap the image", None,
-                              None))
+            plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
             continue
         status = "ok" if clipped == full else "partial"
         box = full if pad else clipped

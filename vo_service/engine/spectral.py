@@ -31,10 +31,12 @@ class CutoutError(ValueError):
 
 @dataclass(frozen=True)
 class AxisSelection:
-    """Ranges (0-based, half-open) for FITS axes 3.. and, if empty, why."""
+    """Ranges (0-based, half-open) for FITS axes 3.. and, if empty, why: `no_overlap`
+    (a message) and `missed`, the filter that selected nothing ('band', 'time', 'pol')."""
 
     ranges: tuple[tuple[int, int], ...]
     no_overlap: str | None = None
+    missed: str | None = None
 
 
 def _channel_edges(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +179,7 @@ def select_axes(
         if band is not None:  # a degenerate WCS axis without pixels: the image's passband
             passband = _degenerate_passband(wcs, header, spectral_axis, target)
             if passband is not None and (passband[1] < min(band) or passband[0] > max(band)):
-                return AxisSelection(tuple(ranges), (
+                return AxisSelection(tuple(ranges), missed="band", no_overlap=(
                     f"BAND {min(band):.6g}..{max(band):.6g} m is outside the image's "
                     f"passband {passband[0]:.6g}..{passband[1]:.6g} m"))
         spectral_axis = None
@@ -188,7 +190,7 @@ def select_axes(
         waves = barycentric_wavelengths(wcs, header, spectral_axis, length, target)
         start, stop = _overlapping(*_channel_edges(waves), lo, hi)
         if start == stop:
-            return AxisSelection(tuple(ranges), (
+            return AxisSelection(tuple(ranges), missed="band", no_overlap=(
                 f"BAND {lo:.6g}..{hi:.6g} m is outside the cube's range "
                 f"{waves.min():.6g}..{waves.max():.6g} m (barycentric)"))
         ranges[spectral_axis - 2] = (start, stop)
@@ -200,14 +202,16 @@ def select_axes(
             mjds = _time_axis_mjd(wcs, header, time_axis, length)
             start, stop = _overlapping(*_channel_edges(mjds), lo, hi)
             if start == stop:
-                return AxisSelection(tuple(ranges), f"TIME {lo}..{hi} MJD is outside the cube")
+                return AxisSelection(tuple(ranges), f"TIME {lo}..{hi} MJD is outside the cube",
+                                     missed="time")
             ranges[time_axis - 2] = (start, stop)
         else:
             interval = observation_interval(header)
             if interval is None:
-                return AxisSelection(tuple(ranges), "the image records no observation time")
+                return AxisSelection(tuple(ranges), "the image records no observation time",
+                                     missed="time")
             if interval[1] < lo or interval[0] > hi:
-                return AxisSelection(tuple(ranges), (
+                return AxisSelection(tuple(ranges), missed="time", no_overlap=(
                     f"TIME {lo}..{hi} MJD does not overlap the observation "
                     f"{interval[0]:.6f}..{interval[1]:.6f} MJD"))
 
@@ -218,9 +222,11 @@ def select_axes(
             hits = [i for i, label in enumerate(_stokes_labels(wcs, stokes_axis, length))
                     if label in wanted]
             if not hits:
-                return AxisSelection(tuple(ranges), f"POL {sorted(wanted)} not in the image")
+                return AxisSelection(tuple(ranges), f"POL {sorted(wanted)} not in the image",
+                                     missed="pol")
             ranges[stokes_axis - 2] = (min(hits), max(hits) + 1)
         elif "I" not in wanted:
             return AxisSelection(
-                tuple(ranges), f"POL {sorted(wanted)}: the image has no polarization axis")
+                tuple(ranges), f"POL {sorted(wanted)}: the image has no polarization axis",
+                missed="pol")
     return AxisSelection(tuple(ranges))

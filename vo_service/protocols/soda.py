@@ -70,9 +70,6 @@ MAX_SYNC_CUTOUTS = 256  # ID x shape combinations in one sync response
 INLINE_BYTES = 1024 * 1024  # products up to this size are sent in one piece
 RETRY_AFTER_SECONDS = 5
 KEY_VERSION = 1  # bump when the bytes of a product change for the same request
-# The engine's text for a region outside the image, as opposed to a BAND/TIME/POL filter
-# that selects nothing (those are usage errors here).
-SPATIAL_MISS = "the region does not overlap the image"
 EVERYWHERE = Range(-math.inf, math.inf, -math.inf, math.inf)
 
 
@@ -243,9 +240,9 @@ def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
     except FileNotFoundError as exc:
         raise NotFound(f"the file of {record.obs_publisher_did} is no longer available; "
                        "the archive index needs a refresh") from exc
-    for result in results:
+    for result in results:  # a region off the image is 204; a filter selecting nothing is 400
         if result.status == "error" or (result.status == "no-overlap"
-                                        and result.message != SPATIAL_MISS):
+                                        and result.reason != "spatial"):
             raise UsageError(f"{record.obs_publisher_did}: {result.message}")
     return results
 
