@@ -28,6 +28,7 @@ from pyvo.dal.adhoc import DatalinkResults
 from server import LiveServer, assert_valid_votable, query_status
 
 from vo_service.config import Limits
+from vo_service.engine import reading
 from vo_service.protocols import soda
 
 CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "catalog.json"
@@ -452,12 +453,12 @@ def test_open_images_are_reused_and_bounded(real_live_server: LiveServer,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     opened = []
 
-    class CountingImage(soda.OpenImage):
+    class CountingImage(reading.OpenImage):
         def __init__(self, *args: object) -> None:
             opened.append(args)
             super().__init__(*args)
 
-    monkeypatch.setattr(soda, "OpenImage", CountingImage)
+    monkeypatch.setattr(reading, "OpenImage", CountingImage)
     monkeypatch.setattr(soda, "IMAGES", soda.OpenImagePool(size=2))
     files = ["fits/images/HorseHead.fits", "fits/images/M6707HH.fits",
              "fits/images/sip-wcs.fits"]

@@ -16,17 +16,12 @@ SODA leaves a choice (DESIGN.md "Decisions", docs/soda.md):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -37,7 +32,7 @@ from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
 from vo_service.engine.batch import iter_cutouts, multi_extension_chunks
 from vo_service.engine.cutout import CutoutResult, describe_region
 from vo_service.engine.preview import PreviewOptions
-from vo_service.engine.reading import OpenImage
+from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
 from vo_service.protocols.dali import (
@@ -174,51 +169,6 @@ def _check_band(request: SyncRequest, record: ImageRecord) -> None:
         raise UsageError(
             f"BAND {low:.6g} {high:.6g} m is outside the image's spectral range "
             f"[{record.em_min:.6g}, {record.em_max:.6g}] m of {record.obs_publisher_did}")
-
-
-class OpenImagePool:
-    """Images kept open between requests: opening a file and parsing its WCS is most of the
-    cost of a small cutout (about 14 ms of 16 on a SIP mosaic).
-
-    An open image is used by one thread at a time (astropy HDU and WCS objects are not
-    thread-safe): :meth:`image` lends an idle one or opens a new one, and takes it back
-    afterwards, keeping at most ``size`` idle images (least recently used closed first).
-    Images are keyed by path, HDU, size and mtime, so a changed file is opened afresh.
-    """
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._idle: OrderedDict[tuple, list[OpenImage]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def image(self, path: Path, hdu: int) -> Iterator[OpenImage]:
-        stat = os.stat(path)
-        key = (str(path), hdu, stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            idle = self._idle.get(key)
-            image = idle.pop() if idle else None
-        if image is None:
-            image = OpenImage(path, hdu)
-        try:
-            yield image
-        except BaseException:
-            image.close()
-            raise
-        with self._lock:
-            self._idle.setdefault(key, []).append(image)
-            self._idle.move_to_end(key)
-            surplus = sum(map(len, self._idle.values())) - self.size
-            while surplus > 0:
-                oldest_key, images = next(iter(self._idle.items()))
-                images.pop(0).close()
-                surplus -= 1
-                if not images:
-                    del self._idle[oldest_key]
-
-    def idle_count(self) -> int:
-        with self._lock:
-            return sum(map(len, self._idle.values()))
 
 
 IMAGES = OpenImagePool()

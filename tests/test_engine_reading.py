@@ -1,0 +1,52 @@
+"""OpenImagePool: open images kept between requests, one borrower at a time, bounded,
+reopened when the file changes (shared by SODA sync, batch jobs and the CLI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from vo_service.engine.reading import OpenImage, OpenImagePool
+
+
+@pytest.fixture
+def images(real_data, tmp_path):
+    names = ["HorseHead.fits", "M6707HH.fits", "sip-wcs.fits"]
+    for name in names:
+        shutil.copy(real_data / "fits/images" / name, tmp_path / name)
+    return [tmp_path / name for name in names]
+
+
+def test_pool_reuses_and_bounds_open_images(images):
+    pool = OpenImagePool(size=2)
+    seen = []
+    for path in [images[0], images[0], images[1], images[2], images[2]]:
+        with pool.image(path, 0) as image:
+            assert isinstance(image, OpenImage) and image.path == path
+            seen.append(image)
+    assert seen[0] is seen[1] and seen[3] is seen[4]
+    assert len({id(image) for image in seen}) == 3
+    assert pool.idle_count() == 2
+    assert seen[0].hdulist._file.closed  # least recently used, closed on eviction
+
+
+def test_pool_lends_an_image_to_one_borrower_at_a_time(images):
+    pool = OpenImagePool(size=4)
+    with pool.image(images[0], 0) as first, pool.image(images[0], 0) as second:
+        assert first is not second
+    assert pool.idle_count() == 2
+
+
+def test_pool_reopens_a_changed_file_and_closes_an_image_after_an_error(images):
+    pool = OpenImagePool(size=4)
+    with pool.image(images[0], 0) as before:
+        pass
+    stat = images[0].stat()
+    os.utime(images[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pool.image(images[0], 0) as after:
+        assert after is not before
+    with pytest.raises(RuntimeError), pool.image(images[1], 0) as failed:
+        raise RuntimeError("cutout failed")
+    assert failed.hdulist._file.closed and pool.idle_count() == 2
