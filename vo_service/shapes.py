@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 ANGLE_UNITS_DEG = {"deg": 1.0, "arcmin": 1.0 / 60.0, "arcsec": 1.0 / 3600.0}
 
 
@@ -86,6 +88,50 @@ class Polygon:
             )
         for lon, lat in self.vertices:
             _check_lon_lat(lon, lat, "POLYGON")
+        _check_simple_polygon(self.vertices)
+
+
+def _check_simple_polygon(vertices: tuple[tuple[float, float], ...]) -> None:
+    """Refuse polygons that enclose no area or whose edges cross (a bow-tie has no inside).
+
+    Great-circle edges are straight lines in the gnomonic projection about the vertices'
+    mean direction, so the tests are planar there: a shoelace area and, for every pair of
+    non-adjacent edges, a strict crossing of orientations. Repeated vertices are allowed.
+    """
+    ra, dec = np.radians(np.asarray(vertices, dtype=float).T)
+    xyz = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+    mean = xyz.mean(axis=0)
+    if np.linalg.norm(mean) < 1e-9:
+        raise ShapeError("POLYGON: the vertices surround the whole sky; a polygon must be "
+                         "smaller than a hemisphere")
+    centre = mean / np.linalg.norm(mean)
+    east = np.cross([0.0, 0.0, 1.0], centre)
+    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-12 else np.array([0, 1.0, 0])
+    north = np.cross(centre, east)
+    depth = xyz @ centre
+    if np.any(depth <= 1e-9):
+        raise ShapeError("POLYGON: a polygon must be smaller than a hemisphere")
+    x, y = (xyz @ east) / depth, (xyz @ north) / depth
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    def orientation(ax, ay, bx, by, cx, cy):  # noqa: ANN001, ANN202 - numpy arrays
+        return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+
+    count = len(x)
+    first, second = np.triu_indices(count, k=2)
+    keep = ~((first == 0) & (second == count - 1))  # the last edge is adjacent to the first
+    i, j = first[keep], second[keep]
+    ax, ay, bx, by = x[i], y[i], x1[i], y1[i]
+    cx, cy, dx, dy = x[j], y[j], x1[j], y1[j]
+    crosses = ((orientation(ax, ay, bx, by, cx, cy) * orientation(ax, ay, bx, by, dx, dy) < 0)
+               & (orientation(cx, cy, dx, dy, ax, ay) * orientation(cx, cy, dx, dy, bx, by) < 0))
+    if crosses.any():
+        edge, other = int(i[crosses][0]) + 1, int(j[crosses][0]) + 1
+        raise ShapeError(f"POLYGON: the polygon is self-intersecting (edge {edge} crosses "
+                         f"edge {other}); list the vertices in order around the region")
+    extent = max(float(np.ptp(x)), float(np.ptp(y)))
+    if abs(float(np.sum(x * y1 - x1 * y))) <= 1e-9 * extent**2:
+        raise ShapeError("POLYGON: the vertices lie on one line and enclose no area; give "
+                         "at least three vertices that are not on one great circle")
 
 
 @dataclass(frozen=True)

@@ -126,4 +126,9 @@ def load_catalog(request: BatchRequest, uploads: Mapping[str, Upload], limits: L
         raise UsageError(f"UPLOAD {request.upload_name}: {exc}") from exc
     if len(catalog) == 0:
         raise UsageError(f"UPLOAD {request.upload_name}: the catalog has no rows")
+    if len(catalog.row_problems) == len(catalog):  # a job could produce nothing at all
+        first = "; ".join(f"row {row + 1}: {text}"
+                          for row, text in list(catalog.row_problems.items())[:3])
+        raise UsageError(f"UPLOAD {request.upload_name}: no row of the catalog is usable "
+                         f"({first}); fix the rows or choose the RA/Dec columns")
     return catalog
