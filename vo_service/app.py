@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from vo_service.archive.index import ArchiveIndex
+from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> Starlette:
     index = ArchiveIndex(settings.index_path)
     cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
     job_service = uws.create_job_service(settings, index, cache)
+    token_owners = load_token_owners(settings)  # None: no authentication
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,11 +115,14 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         # Public VO data: browser clients on other sites (Aladin Lite, notebooks) may call
-        # every endpoint; no credentials are involved.
+        # every endpoint; with tokens they send them as an Authorization header (no cookies).
+        # CORS comes first so that preflight requests need no token.
         middleware=[Middleware(CORSMiddleware, allow_origins=["*"],
                                allow_methods=["GET", "HEAD", "POST", "DELETE"],
+                               allow_headers=["Authorization"],
                                expose_headers=["Location", "Content-Disposition", "Retry-After",
-                                               "Last-Modified", "ETag"])],
+                                               "Last-Modified", "ETag", "WWW-Authenticate"]),
+                    Middleware(BearerAuthMiddleware, owners=token_owners)],
         exception_handlers={
             dali.DALIError: dali.dali_exception_handler,
             HTTPException: http_error,
@@ -131,4 +136,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.started = datetime.now(UTC).replace(microsecond=0)
     app.state.draining = False
     app.state.vo_resources = list(vosi.FRAGMENTS)
+    app.state.auth_required = token_owners is not None
     return app

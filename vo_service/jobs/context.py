@@ -20,6 +20,11 @@ class JobParameterError(ValueError):
     """Parameters a job kind refuses at creation; the message says what to fix."""
 
 
+class OwnerLimitError(Exception):
+    """An owner reached a per-owner limit (unfinished jobs, result bytes); the message says
+    which and what to delete."""
+
+
 class JobFailed(Exception):
     """Raised by a job kind when the job produced nothing usable (phase ERROR)."""
 

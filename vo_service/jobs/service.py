@@ -18,7 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from vo_service.config import Settings
-from vo_service.jobs.context import JobContext, JobFailed, JobKind, JobParameterError
+from vo_service.jobs.context import (
+    JobContext,
+    JobFailed,
+    JobKind,
+    JobParameterError,
+    OwnerLimitError,
+)
 from vo_service.jobs.executors import LocalExecutor
 from vo_service.jobs.job_files import Upload, load_uploads, remove_result_files, save_uploads
 from vo_service.jobs.phases import (
@@ -37,8 +43,11 @@ from vo_service.jobs.store import (
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["JobContext", "JobFailed", "JobKind", "JobParameterError", "JobService", "Upload"]
+__all__ = ["JobContext", "JobFailed", "JobKind", "JobParameterError", "JobService",
+           "OwnerLimitError", "Upload"]
 
+# Jobs that count against an owner's max_jobs_per_owner.
+UNFINISHED_PHASES = (Phase.PENDING, Phase.QUEUED, Phase.EXECUTING, Phase.HELD, Phase.SUSPENDED)
 # A job interrupted by a restart this many times is failed instead of re-queued, so that
 # a job that kills the process cannot loop forever.
 MAX_ATTEMPTS = 2
@@ -140,7 +149,9 @@ class JobService:
         self, parameters: Sequence[Parameter], uploads: Mapping[str, tuple[str | None, bytes]],
         *, base_url: str, run_id: str | None = None, owner_id: str | None = None,
     ) -> JobRecord:
-        """Validate and store a new PENDING job; JobParameterError if it cannot run."""
+        """Validate and store a new PENDING job; JobParameterError if it cannot run,
+        OwnerLimitError if its owner already has too many jobs or result bytes."""
+        self.check_owner_limits(owner_id)
         kind_name = self.choose_kind(parameters)
         kind = self.kinds[kind_name]
         job_id = secrets.token_hex(8)
@@ -164,6 +175,22 @@ class JobService:
         log.info("job %s created: kind=%s runid=%s parameters=%d", job_id, kind_name, run_id,
                  len(parameters))
         return job
+
+    def check_owner_limits(self, owner_id: str | None) -> None:
+        """Raise OwnerLimitError when ``owner_id`` may not create another job now."""
+        unfinished, result_bytes = self.store.owner_usage(owner_id, UNFINISHED_PHASES)
+        who = f"owner {owner_id!r}" if owner_id else "the anonymous owner"
+        most_jobs = self.limits.max_jobs_per_owner
+        most_bytes = self.limits.max_result_bytes_per_owner
+        if most_jobs and unfinished >= most_jobs:
+            raise OwnerLimitError(
+                f"{who} has {unfinished} unfinished jobs, the most allowed is {most_jobs}; "
+                "wait for some to finish, or abort or delete some (DELETE /async/<job id>)")
+        if most_bytes and result_bytes >= most_bytes:
+            raise OwnerLimitError(
+                f"the results of {who} take {result_bytes / 1e6:.1f} MB, the most allowed is "
+                f"{most_bytes / 1e6:.1f} MB; delete finished jobs you no longer need "
+                "(DELETE /async/<job id>) before creating more")
 
     def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
         """New parameters for a PENDING job, validated like at creation."""

@@ -21,6 +21,7 @@ import sqlite_utils
 from vo_service.jobs.phases import Phase
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+ANY_OWNER = object()  # JobStore.list: jobs of every owner
 ORPHAN_AGE_SECONDS = 3600
 
 
@@ -191,9 +192,10 @@ class JobStore:
 
     def list(
         self, *, phases: Iterable[Phase] = (), after: str | None = None,
-        last: int | None = None, owner_id: str | None = None,
+        last: int | None = None, owner_id: str | None | object = ANY_OWNER,
     ) -> list[JobRecord]:
-        """Jobs filtered as the UWS job list does (§2.2.1.1), oldest first unless ``last``."""
+        """Jobs filtered as the UWS job list does (§2.2.1.1), oldest first unless ``last``;
+        ``owner_id`` keeps one owner's jobs (None: the anonymous ones)."""
         where, values = [], []
         phase_names = [str(p) for p in phases]
         if phase_names:
@@ -205,8 +207,8 @@ class JobStore:
         if after is not None:
             where.append("creation_time > ?")
             values.append(after)
-        if owner_id is not None:
-            where.append("owner_id = ?")
+        if owner_id is not ANY_OWNER:
+            where.append("owner_id IS ?")
             values.append(owner_id)
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)}"
         if last is not None:
@@ -235,6 +237,18 @@ class JobStore:
                 names,
             ))
         return int(rows[0]["n"])
+
+    def owner_usage(self, owner_id: str | None, phases: Iterable[Phase]) -> tuple[int, int]:
+        """(jobs of ``owner_id`` in ``phases``, bytes of all its results); None = anonymous."""
+        names = [str(p) for p in phases]
+        with self._lock:
+            jobs = list(self._db.query(
+                f"SELECT count(*) AS n FROM jobs WHERE owner_id IS ? AND phase IN "
+                f"({', '.join('?' * len(names))})", [owner_id, *names]))
+            sizes = list(self._db.query(
+                "SELECT coalesce(sum(r.size), 0) AS n FROM results r JOIN jobs j "
+                "ON r.job_id = j.job_id WHERE j.owner_id IS ?", [owner_id]))
+        return int(jobs[0]["n"]), int(sizes[0]["n"])
 
     def delete(self, job_id: str) -> None:
         """Forget a job and remove its files."""

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from vo_service.auth import request_owner
 from vo_service.config import Settings
 from vo_service.jobs import documents
 from vo_service.jobs.phases import Phase, parse_phase
-from vo_service.jobs.service import JobParameterError, JobService
+from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
 from vo_service.protocols.dali import (
     DALIError,
@@ -87,9 +88,11 @@ def _list_url(request: Request) -> str:
 
 
 def _job(request: Request) -> JobRecord:
+    """The job of the URL if the caller owns it; another owner's job is 404 like a missing
+    one, so that job IDs reveal nothing (UWS 1.1 allows 403; 404 tells less)."""
     job_id = request.path_params["job_id"]
     job = _service(request).store.get(job_id)
-    if job is None:
+    if job is None or job.owner_id != request_owner(request):
         raise NotFound(f"there is no job {job_id!r} (it may have been deleted or expired)")
     return job
 
@@ -157,7 +160,8 @@ async def job_list(request: Request) -> Response:
             raise UsageError(f"AFTER: {after!r} is not an ISO 8601 time") from exc
     last_text = params.get_single("LAST")
     last = parse_int("LAST", last_text, minimum=1) if last_text is not None else None
-    jobs = service.store.list(phases=phases, after=after, last=last)
+    jobs = service.store.list(phases=phases, after=after, last=last,
+                              owner_id=request_owner(request))
     return _xml(documents.jobs_document(jobs, _list_url(request)))
 
 
@@ -173,10 +177,12 @@ async def _create(request: Request, params: Params, service: JobService) -> Resp
     try:
         job = await run_in_threadpool(
             service.create, _job_parameters(params), uploads,
-            base_url=_list_url(request), run_id=run_id,
+            base_url=_list_url(request), run_id=run_id, owner_id=request_owner(request),
         )
     except JobParameterError as exc:
         raise UsageError(str(exc)) from exc
+    except OwnerLimitError as exc:
+        raise DALIError(str(exc), label="UsageError", status=403) from exc
     if phase is not None:
         _phase_action(service, job.job_id, phase)
     return _see_job(request, job.job_id)

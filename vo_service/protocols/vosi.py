@@ -8,6 +8,7 @@ default namespace (VOSI 1.1 §3.1; checklist §4).
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ NSMAP = {
     "xsi": "http://www.w3.org/2001/XMLSchema-instance",
 }
 XML_MIME = "application/xml"
+TOKEN_SECURITY_METHOD = "ivo://ivoa.net/sso#token"
 
 # The fragment files, in document order, and the resource each describes.
 FRAGMENTS = {
@@ -43,8 +45,13 @@ FRAGMENTS = {
 }
 
 
-def capabilities_document(base: str, resources: Iterable[str]) -> bytes:
-    """The ``vosi:capabilities`` document for ``resources`` (keys of :data:`FRAGMENTS`)."""
+def capabilities_document(base: str, resources: Iterable[str], *,
+                          security_method: str | None = None) -> bytes:
+    """The ``vosi:capabilities`` document for ``resources`` (keys of :data:`FRAGMENTS`).
+
+    With ``security_method`` (e.g. ``ivo://ivoa.net/sso#token``) every non-VOSI capability
+    gets a second interface declaring it; VOSI ones stay anonymous (VOSI 1.1 §2).
+    """
     root = etree.Element(etree.QName(VOSI_CAP_NS, "capabilities"), nsmap=NSMAP)
     parser = etree.XMLParser(remove_comments=True, remove_blank_text=True, no_network=True)
     wanted = set(resources)
@@ -54,10 +61,28 @@ def capabilities_document(base: str, resources: Iterable[str]) -> bytes:
         capability = etree.parse(str(CAPABILITY_DIR / filename), parser).getroot()
         for url in capability.iter("accessURL"):
             url.text = (url.text or "").replace("{base}", base)
+        if security_method and resource not in ("capabilities", "availability"):
+            _add_secured_interface(capability, security_method)
         root.append(capability)
     # xsi:type values name vs:/vr: types, which lxml cannot see as namespace uses.
     etree.cleanup_namespaces(root, top_nsmap=NSMAP, keep_ns_prefixes=["vr", "vs"])
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _add_secured_interface(capability: etree._Element, security_method: str) -> None:
+    """Copy the first interface with a securityMethod after its URLs (VOResource order:
+    accessURL+, mirrorURL*, securityMethod?, then the rest)."""
+    first = capability.find("interface")
+    if first is None:
+        return
+    secured = copy.deepcopy(first)
+    urls = [child for child in secured if child.tag in ("accessURL", "mirrorURL")]
+    method = etree.Element("securityMethod", standardID=security_method)
+    if urls:
+        urls[-1].addnext(method)
+    else:
+        secured.insert(0, method)
+    first.addnext(secured)
 
 
 def _last_modified(request: Request) -> str:
@@ -83,7 +108,9 @@ async def capabilities(request: Request) -> Response:
     if _not_modified_since(request, last_modified):
         return Response(status_code=304, headers=headers)
     resources = getattr(request.app.state, "vo_resources", FRAGMENTS.keys())
-    body = capabilities_document(public_base_url(request), resources)
+    secured = getattr(request.app.state, "auth_required", False)
+    body = capabilities_document(public_base_url(request), resources,
+                                 security_method=TOKEN_SECURITY_METHOD if secured else None)
     return Response(body, media_type=XML_MIME, headers=headers)
 
 

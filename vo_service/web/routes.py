@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from vo_service.auth import request_owner
 from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
@@ -53,7 +54,7 @@ def _store(request: Request) -> JobStore:
 def _job(request: Request) -> JobRecord:
     job_id = request.path_params["job_id"]
     job = _store(request).get(job_id)
-    if job is None:
+    if job is None or job.owner_id != request_owner(request):  # as /async: 404, not 403
         raise NotFound(f"there is no job {job_id!r} (it may have been deleted or expired)")
     return job
 
@@ -124,11 +125,12 @@ def _job_summary(store: JobStore, job: JobRecord) -> dict:
 
 
 async def jobs_endpoint(request: Request) -> Response:
-    """Every job (newest first) with its phase, progress and main parameters."""
-    store = _store(request)
+    """The caller's jobs (newest first) with their phase, progress and main parameters."""
+    store, owner = _store(request), request_owner(request)
 
     def listing() -> list[dict]:
-        return [_job_summary(store, job) for job in store.list(last=MAX_JOBS_LISTED)]
+        return [_job_summary(store, job)
+                for job in store.list(last=MAX_JOBS_LISTED, owner_id=owner)]
 
     return JSONResponse({"jobs": await run_in_threadpool(listing)})
 
