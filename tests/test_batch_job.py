@@ -361,3 +361,37 @@ def test_restart_during_a_batch_job_resumes_it(
         manifest = assert_valid_votable(client.get(results["manifest"][0]).content)
         table = manifest.get_first_table().to_table()
         assert len({str(t) for t in table["target_id"]}) == 200 + len(OUTSIDE) + len(BAD_ROWS)
+
+
+def test_png_stamps_show_physical_values_with_blank_as_missing(tmp_path: Path) -> None:
+    """Previews of scaled integer images apply BSCALE/BZERO and leave BLANK pixels out
+    (the same picture as a preview of the physical values), not the raw integers."""
+    from types import SimpleNamespace
+
+    from astropy.wcs import WCS
+    from PIL import Image
+
+    from tests import fits_factory
+    from vo_service.engine.preview import render_preview
+    from vo_service.jobs.batch_cut import StampTask, Target, cut_task
+
+    class NoMemory:
+        def stamp_outcomes(self, keys: list[str]) -> dict:
+            return {}
+
+        def save_stamp_outcomes(self, outcomes: dict) -> None:
+            pass
+
+    path = fits_factory.scaled_int_image(tmp_path / "scaled.fits")
+    centre = WCS(str(path)).pixel_to_world(12, 12)  # the stamp holds the BLANK corner
+    target = Target(1, "t1", centre.ra.deg, centre.dec.deg, 30, "pix")
+    task = StampTask(SimpleNamespace(path=path, hdu=0), [(target, "t1")])
+    [outcome] = cut_task(task, CutoutCache(tmp_path / "cache", 10**8), NoMemory(), ("png",),
+                         10**6, tmp_path / "stamps")
+    assert outcome.status == "partial" and "png" in outcome.files
+    stamp = cut(path, 0, target.region)
+    assert (stamp.data == -32768).any()
+    png = (tmp_path / "stamps" / outcome.files["png"][0]).read_bytes()
+    with Image.open(io.BytesIO(png)) as shown, \
+            Image.open(io.BytesIO(render_preview(stamp.physical()))) as expected:
+        assert np.array_equal(np.asarray(shown), np.asarray(expected))

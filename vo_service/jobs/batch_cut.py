@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from vo_service.cache import CutoutCache, make_key, source_identity
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.preview import render_preview
@@ -26,7 +24,7 @@ from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: previews of physical values (BSCALE/BZERO, BLANK as missing)
 
 
 class OutcomeMemory(Protocol):
@@ -152,7 +150,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
             for fmt in formats:
                 try:
                     content = result.fits_bytes() if fmt == "fits" else render_preview(
-                        np.asarray(result.data, dtype=float))
+                        result.physical())  # BSCALE/BZERO applied, BLANK as missing
                 except ValueError as exc:  # e.g. a preview of an empty stamp
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
