@@ -1,5 +1,5 @@
 // The catalog job form: upload and describe a catalog, choose images, submit to /async.
-import { el, errorMessage, getJSON, pill, showError } from "./api.js";
+import { authFetch, el, errorMessage, getJSON, pill, showError } from "./api.js";
 
 const FIELD_ERRORS = ["error-catalog", "error-columns", "error-bands", "error-products",
   "error-size", "error-workers", "error-submit"];
@@ -166,7 +166,7 @@ export class CatalogForm {
     const button = document.getElementById("submit-job");
     button.disabled = true;
     try {
-      const response = await fetch("async", { method: "POST", body });
+      const response = await authFetch("async", { method: "POST", body });
       if (!response.ok) {
         const message = await errorMessage(response);
         showError(slotFor(message), message);

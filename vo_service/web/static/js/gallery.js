@@ -1,6 +1,6 @@
 // A finished job's gallery: one row per target, one column per band x product type,
 // thumbnails rendered by the service from the FITS stamps, a colour composite, downloads.
-import { el, getJSON, query, showError } from "./api.js";
+import { downloadWithToken, el, getJSON, query, setImageSource, showError } from "./api.js";
 import { enlargeOnClick } from "./viewer.js";
 
 const PAGE = 25;
@@ -25,6 +25,9 @@ export class Gallery {
     this.table = document.getElementById("gallery-table");
     this.job = null;
     this.offset = 0;
+    for (const id of ["download-manifest", "download-bundle"]) {
+      downloadWithToken(document.getElementById(id));
+    }
     for (const id of ["stretch", "limits", "invert"]) {
       document.getElementById(id).addEventListener("change", () => this.restretch());
     }
@@ -105,7 +108,8 @@ export class Gallery {
       .some((s) => s.content_type === "application/fits"));
     if (!complete) return el("td", { className: "nothing" }, "—");
     const img = el("img", { className: "thumb composite", alt: `colour composite of ${target.target_id}`,
-      loading: "lazy", src: this.compositeUrl(target.row, THUMB * 2) });
+      loading: "lazy" });
+    setImageSource(img, this.compositeUrl(target.row, THUMB * 2));
     enlargeOnClick(img, () => ({
       title: `${target.target_id} — colour`, src: this.compositeUrl(target.row, LARGE),
       caption: `R ${data.composite.bands[0]} · G ${data.composite.bands[1]} · B ${data.composite.bands[2]} (Lupton asinh)`,
@@ -120,7 +124,8 @@ export class Gallery {
     const cell = el("td", {});
     if (stamp.result_id) {
       const img = el("img", { className: "thumb", alt: `${target.target_id} ${column.band} ${column.product_type}`,
-        loading: "lazy", src: this.thumbUrl(stamp, THUMB * 2) });
+        loading: "lazy" });
+      setImageSource(img, this.thumbUrl(stamp, THUMB * 2));
       img.dataset.fits = stamp.content_type === "application/fits" ? "1" : "";
       img.stamp = stamp;
       enlargeOnClick(img, () => ({
@@ -131,8 +136,8 @@ export class Gallery {
           href: this.resultUrl(s.result_id), text: linkText(s, n, stamps.length) })) }));
       cell.append(img);
       const links = el("div", { className: "cell-links" });
-      stamps.filter((s) => s.result_id).forEach((s, n) => links.append(
-        el("a", { href: this.resultUrl(s.result_id), download: "" }, linkText(s, n, stamps.length))));
+      stamps.filter((s) => s.result_id).forEach((s, n) => links.append(downloadWithToken(
+        el("a", { href: this.resultUrl(s.result_id), download: "" }, linkText(s, n, stamps.length)))));
       cell.append(links);
     }
     if (stamp.status !== "ok") {
@@ -144,7 +149,7 @@ export class Gallery {
 
   restretch() {
     for (const img of this.table.querySelectorAll("img.thumb[data-fits='1']")) {
-      img.src = this.thumbUrl(img.stamp, THUMB * 2);
+      setImageSource(img, this.thumbUrl(img.stamp, THUMB * 2));
     }
   }
 

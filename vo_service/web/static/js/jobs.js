@@ -1,5 +1,5 @@
 // The job list: every job with its phase and a live progress bar; abort, delete, open.
-import { el, errorMessage, getJSON, showError } from "./api.js";
+import { authFetch, el, errorMessage, getJSON, showError } from "./api.js";
 
 const ACTIVE = new Set(["PENDING", "QUEUED", "EXECUTING", "HELD"]);
 const FINISHED_WITH_RESULTS = new Set(["COMPLETED", "ABORTED", "ERROR"]);
@@ -102,7 +102,7 @@ export class JobList {
     const url = `async/${job.job_id}${resource ? `/${resource}` : ""}`;
     const options = form === null ? { method: "DELETE" }
       : { method: "POST", body: new URLSearchParams(form) };
-    const response = await fetch(url, options);
+    const response = await authFetch(url, options);
     if (!response.ok) showError("error-jobs", await errorMessage(response));
     if (form === null && this.selected === job.job_id) this.onOpen(null);
     this.refresh();

@@ -1,11 +1,25 @@
 // The web page: load what the archive offers, then wire the forms, job list and gallery.
-import { getJSON, showError } from "./api.js";
+import { getJSON, setToken, showError, token } from "./api.js";
 import { CatalogForm } from "./catalog-form.js";
 import { Gallery } from "./gallery.js";
 import { JobList } from "./jobs.js";
 import { QuickForm } from "./quick.js";
 
+/** The token field: a pasted token is kept in localStorage and sent with every request. */
+function wireToken() {
+  const state = document.getElementById("token-state");
+  state.textContent = token() ? "token set (kept in this browser only)" : "";
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const field = document.getElementById("token");
+    setToken(field.value.trim());
+    field.value = "";
+    window.location.reload();
+  });
+}
+
 async function start() {
+  wireToken();
   let choices;
   try {
     choices = await getJSON("api/facets");

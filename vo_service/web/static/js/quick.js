@@ -1,5 +1,7 @@
 // The single-target form: images at one position from /api/images, cutouts from SODA /sync.
-import { el, errorMessage, getJSON, pill, query, showError } from "./api.js";
+import {
+  authFetch, downloadWithToken, el, errorMessage, getJSON, pill, query, showError,
+} from "./api.js";
 import { enlargeOnClick } from "./viewer.js";
 
 function radiusDegrees(size, unit, image) {
@@ -82,13 +84,13 @@ export class QuickForm {
     const png = `sync?${query([...base, ["RESPONSEFORMAT", "image/png"], ["STRETCH", "asinh"]])}`;
     const fits = `sync?${query([...base, ["RESPONSEFORMAT", "application/fits"]])}`;
     const figure = el("figure", {});
-    const caption = el("figcaption", {}, `${image.band} `, el("a", { href: fits, download: "" }, "FITS"));
+    const caption = el("figcaption", {}, `${image.band} `, downloadWithToken(el("a", { href: fits, download: "" }, "FITS")));
     this.load(png, figure, caption, image);
     return figure;
   }
 
   async load(url, figure, caption, image) {
-    const response = await fetch(url);
+    const response = await authFetch(url);
     if (response.status === 204) {
       figure.append(el("div", { className: "note" }, "no overlap"), caption);
       return;
