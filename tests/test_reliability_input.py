@@ -414,3 +414,17 @@ def test_path_like_url_segments_are_404(live_server: LiveServer, segment: str) -
         assert status in (400, 404), (url, status)
         assert b"root:" not in body and b"SQLite format" not in body
     httpx.delete(live_server.url(f"async/{job_id}"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("links", [("ID", "\x1b")]), ("sync", [("ID", "x\x08"), ("CIRCLE", "52.9 -28.1 0.01")]),
+    ("query", [("POS", "CIRCLE 52.9 -28.1 0.1\x00")]), ("async", [("\x08", "0")])])
+def test_control_characters_are_refused_not_echoed_into_xml(live_server: LiveServer, path: str,
+                                                            params: list) -> None:
+    record = a_record(live_server)
+    for method in ("GET", "POST"):
+        request = [("ID", record.obs_publisher_did), *params] if path == "links" else params
+        response = (httpx.get(live_server.url(path), params=request, timeout=TIMEOUT)
+                    if method == "GET" else
+                    httpx.post(live_server.url(path), data=dict(request), timeout=TIMEOUT))
+        assert_dali_error(response, 400, contains="control character")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,22 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
+# Characters XML 1.0 cannot carry: every VO answer is XML and may echo a parameter.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _refuse_control_characters(pairs: list[tuple[str, str]],
+                                files: list[UploadedFile]) -> None:
+    """A UsageError for control characters in a name, value or upload file name."""
+    texts = [(name, text) for name, value in pairs for text in (name, value)]
+    texts += [(f.field_name, text) for f in files for text in (f.field_name, f.filename or "")]
+    for name, text in texts:
+        found = _NOT_XML.search(text)
+        if found:
+            raise UsageError(f"parameter {name!r} contains the control character "
+                             f"U+{ord(found.group()):04X}; remove it")
+
+
 async def read_params(request: Request) -> Params:
     """DALI parameters of a GET query string and/or a POST form (urlencoded or multipart).
 
@@ -278,6 +295,7 @@ async def read_params(request: Request) -> Params:
                                           value.content_type, data))
             else:
                 pairs.append((name, value))
+    _refuse_control_characters(pairs, files)
     params = Params.from_pairs(pairs, files)
     run_ids = params.get_all("RUNID")
     if run_ids:  # DALI §3.2.5: a client's label for a run of requests, worth logging
