@@ -40,6 +40,8 @@ SIZE_NAMES = ("size", "cutout_size", "size_pix", "size_pixels", "size_arcsec", "
               "size_deg", "width")
 SIZE_NAME_UNITS = {"arcsec": "arcsec", "arcmin": "arcmin", "deg": "deg", "pix": "pix"}
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+# IDs reach XML (manifests) where these characters cannot be written: replaced by "?".
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _SEXAGESIMAL = re.compile(r"\d\s*[:\s]\s*\d|\d\s*[hdms°]", re.IGNORECASE)
 
 
@@ -388,7 +390,7 @@ def _ids(column, n_rows: int) -> list[str]:
     for row, value in enumerate(_cells(column)):
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        text = "" if value is None else str(value).strip()
+        text = "" if value is None else _NOT_XML.sub("?", str(value)).strip()
         ids.append(text or str(row + 1))
     return ids
 
