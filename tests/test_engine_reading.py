@@ -50,3 +50,14 @@ def test_pool_reopens_a_changed_file_and_closes_an_image_after_an_error(images):
     with pytest.raises(RuntimeError), pool.image(images[1], 0) as failed:
         raise RuntimeError("cutout failed")
     assert failed.hdulist._file.closed and pool.idle_count() == 2
+
+
+def test_pool_evicts_past_an_image_that_is_lent_out(images):
+    pool = OpenImagePool(size=1)
+    with pool.image(images[0], 0):
+        pass
+    with pool.image(images[0], 0):  # the only idle image of this file is lent out
+        for path in images[1:]:
+            with pool.image(path, 0):
+                pass
+    assert pool.idle_count() == 1

@@ -148,6 +148,8 @@ class OpenImagePool:
         with self._lock:
             idle = self._idle.get(key)
             image = idle.pop() if idle else None
+            if idle is not None and not idle:
+                del self._idle[key]  # no empty lists: eviction pops from the oldest list
         if image is None:
             image = OpenImage(path, hdu)
         try:
