@@ -11,10 +11,13 @@ The exceptions live in :mod:`~vo_service.protocols.dali_errors` and the value pa
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import math
+import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +166,42 @@ async def dali_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc, standard_id=standard_id)
 
 
+# Failures of the service's own storage: not the client's fault and not a bug, but a state
+# the operators fix (free space, permissions); clients should retry later.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EIO}
+STORAGE_SQLITE_ERRORS = ("database or disk is full", "readonly database", "disk i/o error",
+                         "unable to open database file")
+STORAGE_RETRY_SECONDS = 60
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """What went wrong if ``exc`` (or its cause) is a failing disk or state directory."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            return os.strerror(exc.errno)
+        if isinstance(exc, sqlite3.OperationalError) and any(
+                text in str(exc).lower() for text in STORAGE_SQLITE_ERRORS):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 async def server_error_handler(request: Request, exc: Exception) -> Response:
-    """Any other exception is a bug: log it with the traceback, answer a 500 DALI error."""
+    """Any other exception is a bug: log it with the traceback, answer a 500 DALI error.
+
+    Except a failing disk (full, read-only, no permission): a 503 ServiceUnavailable with
+    Retry-After that names the problem; the service works again once the disk does.
+    """
+    problem = storage_failure(exc)
+    if problem is not None:
+        log.error("storage failure on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(ServiceUnavailable(
+            f"the service cannot write its files ({problem}); the operators have been told, "
+            "retry later", retry_after=STORAGE_RETRY_SECONDS),
+            standard_id=request.scope.get("vo_standard_id"))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     error = DALIError("internal error; the operators have been told (see the server log)")
     return error_response(error)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,6 +175,21 @@ def _check_band(request: SyncRequest, record: ImageRecord) -> None:
 IMAGES = OpenImagePool()
 
 
+def changed_since_indexed(record: ImageRecord) -> bool:
+    """Whether the file's size or mtime differ from what the index recorded.
+
+    A changed file that reads well is cut from its new content (the engine takes the WCS
+    from the file, and the cache key from its identity now); one that fails to read is a
+    transient ServiceUnavailable until it is re-indexed, not a bug.
+    """
+    try:
+        stat = os.stat(record.path)
+    except OSError:
+        return True
+    return bool(record.file_size) and (stat.st_size != record.file_size
+                                       or abs(stat.st_mtime - record.mtime) > 1e-3)
+
+
 def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
                ) -> list[CutoutResult]:
     """Every requested region cut from one image (input order); usage problems raise."""
@@ -190,6 +206,13 @@ def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
     except FileNotFoundError as exc:
         raise NotFound(f"the file of {record.obs_publisher_did} is no longer available; "
                        "the archive index needs a refresh") from exc
+    except Exception as exc:
+        if changed_since_indexed(record):  # e.g. truncated by a copy in progress
+            raise ServiceUnavailable(
+                f"the file of {record.obs_publisher_did} changed on disk after it was "
+                f"indexed and cannot be read now ({type(exc).__name__}); the archive index "
+                "must be refreshed (vo-service index)", retry_after=60) from exc
+        raise
     for result in results:  # a region off the image is 204; a filter selecting nothing is 400
         if result.status == "error" or (result.status == "no-overlap"
                                         and result.reason != "spatial"):

@@ -1,0 +1,299 @@
+"""Faults: the server killed mid-job, a full or read-only disk, source files that change.
+
+Nothing is lost: a killed job resumes (or fails with a message), no half-written file is
+ever listed, the cache index matches its files; storage failures answer 503 with
+Retry-After and the service works again afterwards; a changed source file is never cut
+from stale index facts nor served from the cache.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import csv
+import errno
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from astropy.io import fits
+from lxml import etree
+from server import LiveServer, assert_valid_votable, query_status
+
+from vo_service.archive.index import run_index
+from vo_service.cache import CutoutCache
+from vo_service.cache_check import check_cache
+
+REPO = Path(__file__).resolve().parents[1]
+UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
+TIMEOUT = httpx.Timeout(60.0)
+
+
+# -- the server killed in the middle of a job ---------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(archive: Path, state: Path, port: int, log: Path
+                   ) -> Iterator[subprocess.Popen]:
+    """``vo-service serve`` in its own process; stopped (SIGTERM) on exit unless dead."""
+    command = [sys.executable, "-m", "vo_service.cli", "serve", "--data-root", str(archive),
+               "--state-dir", str(state), "--port", str(port)]
+    with open(log, "ab") as output:
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/availability", timeout=2).is_success:
+                    break
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def catalog_of(archive: Path, count: int) -> bytes:
+    """``count`` positions near demo sources in one field (every one inside the images)."""
+    with open(archive / "sources.csv", newline="") as handle:
+        sources = [row for row in csv.DictReader(handle) if row["field"] == "EDF-FORNAX"]
+    rng = np.random.default_rng(7)
+    out = io.StringIO()
+    out.write("id,ra,dec\n")
+    for number, pick in enumerate(rng.integers(0, len(sources), count)):
+        ra, dec = float(sources[pick]["ra"]), float(sources[pick]["dec"])
+        out.write(f"t{number},{ra + rng.normal(0, 1e-3):.7f},{dec + rng.normal(0, 1e-3):.7f}\n")
+    return out.getvalue().encode()
+
+
+def phase_of(job_url: str) -> str:
+    return httpx.get(f"{job_url}/phase", timeout=TIMEOUT).text
+
+
+def wait_final(job_url: str, seconds: float = 240) -> str:
+    deadline = time.monotonic() + seconds
+    while (phase := phase_of(job_url)) not in ("COMPLETED", "ERROR", "ABORTED"):
+        assert time.monotonic() < deadline, f"job still {phase}"
+        httpx.get(job_url, params={"WAIT": "10"}, timeout=TIMEOUT)
+    return phase
+
+
+def assert_complete(path: Path, mime: str) -> None:
+    """A result file is whole: FITS with every HDU readable, a ZIP whose CRCs match, a
+    valid VOTable."""
+    if mime == "application/fits":
+        with fits.open(path, memmap=False) as hdul:
+            hdul.verify("exception")
+            for hdu in hdul:
+                _ = hdu.data
+    elif mime == "application/zip":
+        with zipfile.ZipFile(path) as bundle:
+            assert bundle.testzip() is None
+    elif "votable" in mime:
+        assert_valid_votable(path.read_bytes())
+
+
+def test_a_job_survives_sigkill_of_the_server_and_nothing_half_written_is_listed(
+        demo_archive: Path, tmp_path: Path) -> None:
+    state, port, log = tmp_path / "state", free_port(), tmp_path / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    with server_process(demo_archive, state, port, log) as process:
+        created = httpx.post(
+            f"{base}/async", timeout=TIMEOUT, follow_redirects=False,
+            data={"UPLOAD": "cat,param:cat", "SIZE": "48", "PHASE": "RUN",
+                  "PRODUCTTYPE": ["BGSUB", "RMS"], "BANDNAME": ["VIS", "NIR-Y", "NIR-J"]},
+            files={"cat": ("targets.csv", catalog_of(demo_archive, 1500))})
+        assert created.status_code == 303, created.text
+        job_url = created.headers["location"]
+        deadline = time.monotonic() + 60
+        while phase_of(job_url) != "EXECUTING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # stamps are being cut and cached
+        assert phase_of(job_url) == "EXECUTING", "the job ended before the kill; make it bigger"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    # While the server is down: every index row of the cache has its whole file.
+    report = check_cache(CutoutCache(state / "cache", 2 * 1024**3), min_age_seconds=0)
+    assert report.dropped == [], report.summary()
+
+    with server_process(demo_archive, state, port, log):
+        phase = wait_final(job_url)
+        if phase == "ERROR":  # allowed, with a message that says what happened
+            text = httpx.get(f"{job_url}/error", timeout=TIMEOUT).content
+            assert query_status(assert_valid_votable(text))[1]
+        assert phase == "COMPLETED", log.read_text()[-2000:]
+        results = etree.fromstring(httpx.get(f"{job_url}/results", timeout=TIMEOUT).content)
+        listed = results.findall("uws:result", UWS)
+        assert len(listed) > 1000
+        job_dir = next((state / "jobs").rglob("manifest.xml")).parent
+        for rid, name in (("manifest", "manifest.xml"), ("bundle", "bundle.zip")):
+            mime = next(r.get("mime-type") for r in listed if r.get("id") == rid)
+            assert_complete(job_dir / name, mime)
+        stamps = list((job_dir / "stamps").rglob("*.fits"))
+        assert len(stamps) > 1000
+        for stamp in stamps:  # every stamp whole (cheaply: FITS blocks, FITS signature)
+            assert stamp.stat().st_size % 2880 == 0 and stamp.read_bytes()[:6] == b"SIMPLE"
+        for result in listed[:: max(1, len(listed) // 60)]:  # a sample, over HTTP
+            href = result.get(f"{{{UWS['xlink']}}}href")
+            answer = httpx.get(href, timeout=TIMEOUT)
+            assert answer.status_code == 200
+            if result.get("size") is not None:
+                assert len(answer.content) == int(result.get("size"))
+            path = tmp_path / "sample"
+            path.write_bytes(answer.content)
+            assert_complete(path, result.get("mime-type"))
+        manifest = assert_valid_votable(
+            httpx.get(f"{job_url}/results/manifest", timeout=TIMEOUT).content)
+        statuses = set(manifest.get_first_table().array["status"].tolist())
+        assert statuses <= {"ok", "partial", "no-overlap"}, statuses
+    report = check_cache(CutoutCache(state / "cache", 2 * 1024**3), min_age_seconds=0)
+    assert report.dropped == [] and not report.totals_fixed, report.summary()
+    assert check_cache(CutoutCache(state / "cache", 2 * 1024**3)).consistent
+
+
+# -- a full or read-only disk (in-process fault injection) --------------------------------
+
+
+@contextlib.contextmanager
+def failing_disk(directory: Path, code: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every write under ``directory`` fails with ``code`` (ENOSPC, EROFS, EACCES) while the
+    block runs: files opened for writing, created, linked or renamed there. SQLite is not
+    touched (it has its own tests for a full disk)."""
+    root = str(directory.resolve())
+    fault = OSError(code, os.strerror(code))
+    real_open, real_os_open = builtins.open, os.open
+    real_link, real_replace = os.link, os.replace
+
+    def inside(path: object) -> bool:
+        return isinstance(path, str | Path) and os.path.abspath(path).startswith(root) \
+            and not str(path).endswith((".sqlite", "-wal", "-shm", "-journal"))
+
+    def guarded_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if inside(file) and any(c in mode for c in "wax+"):
+            raise fault
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise fault
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def guarded_two(real):  # noqa: ANN001, ANN202
+        def call(source, target, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if inside(target):
+                raise fault
+            return real(source, target, *args, **kwargs)
+        return call
+
+    with monkeypatch.context() as patch:
+        patch.setattr(builtins, "open", guarded_open)
+        patch.setattr(io, "open", guarded_open)
+        patch.setattr(os, "open", guarded_os_open)
+        patch.setattr(os, "link", guarded_two(real_link))
+        patch.setattr(os, "replace", guarded_two(real_replace))
+        yield
+
+
+def a_record(server: LiveServer):  # -> ImageRecord
+    records = server.app.state.index.records(product_type="BGSUB", band="VIS")
+    return next(r for r in records if len(r.shape) == 2)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_full_or_read_only_disk_answers_503_and_the_service_recovers(
+        live_server_factory, demo_archive: Path, monkeypatch: pytest.MonkeyPatch,
+        code: int) -> None:
+    server = live_server_factory(demo_archive)
+    record = a_record(server)
+    state = server.settings.state_dir
+
+    def cutout(radius: float) -> httpx.Response:
+        return httpx.get(server.url("sync"), timeout=TIMEOUT, params={
+            "ID": record.obs_publisher_did, "CIRCLE": f"{record.s_ra} {record.s_dec} {radius}"})
+
+    def catalog_job() -> httpx.Response:
+        return httpx.post(server.url("async"), follow_redirects=False, timeout=TIMEOUT,
+                          data={"UPLOAD": "cat,param:cat"},
+                          files={"cat": ("t.csv", f"id,ra,dec\na,{record.s_ra},{record.s_dec}\n")})
+
+    with failing_disk(state, code, monkeypatch):
+        for response in (cutout(0.003), catalog_job()):
+            assert response.status_code == 503, response.text[-500:]
+            assert int(response.headers["retry-after"]) > 0
+            value, text = query_status(assert_valid_votable(response.content))
+            assert value == "ERROR" and text.startswith("ServiceUnavailable:")
+            assert os.strerror(code) in text
+    # Space is back: the same requests work, and nothing half-written was left behind.
+    assert cutout(0.003).status_code == 200
+    assert catalog_job().status_code == 303
+    assert not list((state / "cache").rglob("*.part"))
+    assert check_cache(server.app.state.cache).consistent
+
+
+# -- source files that change or disappear after indexing ---------------------------------
+
+
+def test_a_changed_truncated_or_deleted_source_file_is_never_a_500_or_a_stale_stamp(
+        live_server_factory, demo_archive: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(demo_archive / "euclid" / "TILE102018211", archive / "euclid" / "T1")
+    server = live_server_factory(archive)
+    record = a_record(server)
+    params = {"ID": record.obs_publisher_did,
+              "CIRCLE": f"{record.s_ra} {record.s_dec} 0.002"}
+    first = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
+    assert first.status_code == 200
+    original = fits.getdata(io.BytesIO(first.content))
+
+    # Rewritten in place with other pixel values: cut from the new content (the engine
+    # reads the WCS from the file), never the old stamp from the cache.
+    with fits.open(record.path, mode="update", memmap=False) as hdul:
+        hdul[record.hdu].data = hdul[record.hdu].data + 1000
+    os.utime(record.path, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    changed = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
+    assert changed.status_code == 200 and changed.headers["x-cache"] == "miss"
+    np.testing.assert_allclose(fits.getdata(io.BytesIO(changed.content)), original + 1000)
+
+    # Truncated (a copy in progress): refused the same way, never a 500.
+    with open(record.path, "r+b") as handle:
+        handle.truncate(record.file_size // 2)
+    truncated = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
+    assert truncated.status_code == 503, truncated.text[-300:]
+    text = query_status(assert_valid_votable(truncated.content))[1]
+    assert text.startswith("ServiceUnavailable:") and "changed on disk" in text
+
+    # Deleted: 404 on sync and on the file link, until the index forgets it.
+    record.path.unlink()
+    gone = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
+    assert gone.status_code == 404
+    assert "no longer available" in query_status(assert_valid_votable(gone.content))[1]
+    run_index(server.settings)
+    forgotten = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
+    assert forgotten.status_code == 404
+    assert "not in this archive" in query_status(assert_valid_votable(forgotten.content))[1]
