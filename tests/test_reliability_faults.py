@@ -297,3 +297,17 @@ def test_a_changed_truncated_or_deleted_source_file_is_never_a_500_or_a_stale_st
     forgotten = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)
     assert forgotten.status_code == 404
     assert "not in this archive" in query_status(assert_valid_votable(forgotten.content))[1]
+
+
+def test_vo_service_check_repairs_a_damaged_cache(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from vo_service.cli import main
+
+    state = tmp_path / "state"
+    cache = CutoutCache(state / "cache", 10**6)
+    cache.put("ab" * 32, b"stamp" * 100)
+    cache.put("cd" * 32, b"other" * 100)
+    cache.path_for("ab" * 32).write_bytes(b"torn")
+    assert main(["check", "--state-dir", str(state)]) == 1
+    assert "1 dropped" in capsys.readouterr().out
+    assert main(["check", "--state-dir", str(state)]) == 0
+    assert cache.get("cd" * 32) is not None and cache.get("ab" * 32) is None

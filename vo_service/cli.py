@@ -1,4 +1,4 @@
-"""The ``vo-service`` command: serve, index, cutout, demo-archive, worker.
+"""The ``vo-service`` command: serve, index, check, cutout, demo-archive, worker.
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -54,6 +54,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     report = run_index(settings)
     print(report.summary())
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Verify the cutout cache against its files and repair it (exit 1 if it needed repair)."""
+    from vo_service.cache import CutoutCache
+    from vo_service.cache_check import check_cache
+
+    settings = _settings(args)
+    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    report = check_cache(cache, min_age_seconds=args.min_age)
+    print(report.summary())
+    return 0 if report.consistent else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -157,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-if-empty", action="store_true",
                    help="build and index the demo archive when no data root is configured")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("check", help="verify the cutout cache against its files and repair it")
+    data_options(p)
+    p.add_argument("--min-age", type=float, default=0.0,
+                   help="leave unindexed files younger than this many seconds (writes in "
+                        "flight while the service runs); default 0: the service is stopped")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo-archive", help="build a synthetic multi-instrument survey archive")
     p.add_argument("directory", help="where to write the FITS files")
