@@ -242,7 +242,12 @@ def test_a_full_or_read_only_disk_answers_503_and_the_service_recovers(
                           data={"UPLOAD": "cat,param:cat"},
                           files={"cat": ("t.csv", f"id,ra,dec\na,{record.s_ra},{record.s_dec}\n")})
 
+    pending = catalog_job().headers["location"]  # created while the disk works
     with failing_disk(state, code, monkeypatch):
+        httpx.post(f"{pending}/phase", data={"PHASE": "RUN"}, timeout=TIMEOUT)
+        assert wait_final(pending, 60) == "ERROR"  # ends with the cause, never stuck
+        error = httpx.get(f"{pending}/error", timeout=TIMEOUT).content
+        assert os.strerror(code) in query_status(assert_valid_votable(error))[1]
         for response in (cutout(0.003), catalog_job()):
             assert response.status_code == 503, response.text[-500:]
             assert int(response.headers["retry-after"]) > 0
@@ -254,6 +259,20 @@ def test_a_full_or_read_only_disk_answers_503_and_the_service_recovers(
     assert catalog_job().status_code == 303
     assert not list((state / "cache").rglob("*.part"))
     assert check_cache(server.app.state.cache).consistent
+
+
+def test_sqlite_storage_errors_count_as_storage_failures() -> None:
+    import sqlite3
+
+    from vo_service.protocols.dali import storage_failure
+
+    for text in ("database or disk is full", "attempt to write a readonly database"):
+        assert storage_failure(sqlite3.OperationalError(text)) == text
+    wrapped = RuntimeError("cutting failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "full")
+    assert storage_failure(wrapped) == os.strerror(errno.ENOSPC)
+    assert storage_failure(sqlite3.OperationalError("no such table: x")) is None
+    assert storage_failure(ValueError("a bug")) is None
 
 
 # -- source files that change or disappear after indexing ---------------------------------
