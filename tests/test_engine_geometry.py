@@ -6,11 +6,13 @@ import math
 import warnings
 
 import numpy as np
+import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from tests import fits_factory
+from vo_service.engine.cutout import cut, describe_region
 from vo_service.engine.geometry import PixelBox, SkyToPixel, region_boxes
 from vo_service.shapes import CenterSize, Circle, Polygon, Range
 
@@ -103,3 +105,80 @@ def test_center_size_in_pixels_and_angles_vectorized(real_data):
         assert (box.x1 - box.x0, box.y1 - box.y0) == (10, 20)
     (far,) = region_boxes(mapper, [CenterSize(86.4, 28.9, 10, 10)])  # the antipode
     assert far is None
+
+
+def brute_force_box(path, hdu: int, region) -> tuple[int, int, int, int] | None:
+    """(x0, x1, y0, y1), half-open, of the pixels whose centres lie inside the region."""
+    from vo_service.engine.sky_regions import inside
+
+    mapper = mapper_for(path, hdu)
+    nx, ny = mapper.fits_shape[:2]
+    ys, xs = np.mgrid[0:ny, 0:nx]
+    icrs = mapper.celestial.pixel_to_world(xs.ravel(), ys.ravel()).icrs
+    hit = inside(region, icrs.ra.deg, icrs.dec.deg)
+    if not hit.any():
+        return None
+    x, y = xs.ravel()[hit], ys.ravel()[hit]
+    return int(x.min()), int(x.max()) + 1, int(y.min()), int(y.max()) + 1
+
+
+HORSEHEAD_REGIONS = [  # 891 x 893 DSS plate, RA 85.15..85.40, Dec -2.58..-2.33
+    Range(-math.inf, math.inf, -2.47, -2.45),  # all RA, a Dec strip (was 478 rows tall)
+    Range(85.2, 85.3, -math.inf, math.inf),  # an RA strip, all Dec
+    Range(85.0, 86.0, -2.4, -2.3),  # wider than the image, across its top
+    Range(85.25, 85.3, -2.5, -2.45),  # inside
+    Circle(85.0, -2.46, 0.3),  # partly outside
+    Circle(85.3, -2.45, 0.02),  # inside
+    Polygon(((85.2, -2.6), (85.4, -2.5), (85.3, -2.3))),  # two vertices off the image
+    Polygon(((84.0, -3.5), (86.0, -3.5), (85.0, -1.0))),  # contains the image
+]
+
+
+@pytest.mark.parametrize("region", HORSEHEAD_REGIONS, ids=describe_region)
+def test_box_is_the_bounding_box_of_the_part_inside_the_image(real_data, region):
+    path = real_data / "fits/images/HorseHead.fits"
+    expected = brute_force_box(path, 0, region)
+    result = cut(path, 0, region)
+    box = result.pixel_box
+    got = (box.x0, box.x1, box.y0, box.y1)
+    assert got[0] <= expected[0] and got[2] <= expected[2], (got, expected)
+    assert got[1] >= expected[1] and got[3] >= expected[3], (got, expected)
+    assert max(expected[0] - got[0], got[1] - expected[1],
+               expected[2] - got[2], got[3] - expected[3]) <= 2, (got, expected)
+
+
+@pytest.mark.parametrize("name, region", [
+    ("pole", Range(-math.inf, math.inf, 89.95, 89.97)),  # an annulus round the pole
+    ("pole", Range(30.0, 120.0, 89.9, 89.98)),  # a curved sector
+    ("pole", Polygon(((0.0, 89.5), (120.0, 89.5), (240.0, 89.5)))),  # contains the image
+    ("sip", Range(-math.inf, math.inf, 2.19, 2.2)),  # rotated 20 degrees, SIP
+    ("sip", Circle(150.02, 2.2, 0.01)),
+    ("allsky", Circle(86.40499, 28.93618, 30.0)),  # Galactic anticentre: across the seam
+    ("allsky", Circle(86.40499, 28.93618, 89.0)),
+    ("allsky", Range(-math.inf, math.inf, 4.0, 32.1)),
+])
+def test_boxes_on_curved_and_rotated_images_match_a_pixel_by_pixel_check(
+        real_data, tmp_path, name, region):
+    path = {"pole": lambda: fits_factory.pole_image(tmp_path / "pole.fits"),
+            "sip": lambda: fits_factory.sip_image(tmp_path / "sip.fits"),
+            "allsky": lambda: real_data / "allsky/allsky_rosat.fits"}[name]()  # Aitoff
+    expected = brute_force_box(path, 0, region)
+    box = cut(path, 0, region).pixel_box
+    got = (box.x0, box.x1, box.y0, box.y1)
+    assert got[0] <= expected[0] and got[2] <= expected[2], (got, expected)
+    assert got[1] >= expected[1] and got[3] >= expected[3], (got, expected)
+    assert max(expected[0] - got[0], got[1] - expected[1],
+               expected[2] - got[2], got[3] - expected[3]) <= 2, (got, expected)
+
+
+def test_partial_regions_are_partial_and_pad_to_the_whole_region(tmp_path):
+    path = fits_factory.sip_image(tmp_path / "sip.fits", rotation_deg=0.0)
+    mapper = mapper_for(path)
+    edge = mapper.celestial.pixel_to_world(2, 80)  # 10-pixel circle over the left edge
+    circle = Circle(edge.ra.deg, edge.dec.deg, 10 / 3600)
+    clipped = cut(path, 0, circle)
+    assert clipped.status == "partial" and clipped.pixel_box.x0 == 0
+    padded = cut(path, 0, circle, pad=True)
+    assert padded.pixel_box.x0 < -5 and abs(padded.data.shape[1] - 21) <= 2
+    inside = mapper.celestial.pixel_to_world(100, 80)
+    assert cut(path, 0, Circle(inside.ra.deg, inside.dec.deg, 10 / 3600)).status == "ok"

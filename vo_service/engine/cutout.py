@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from vo_service.engine.geometry import PixelBox, region_boxes
+from vo_service.engine.geometry import PixelBox, region_windows
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError, select_axes
 from vo_service.engine.writing import (
@@ -63,7 +63,8 @@ def describe_filters(band=None, time=None, pol=None) -> str:
 class CutoutResult:
     """One stamp (or why there is none).
 
-    `status`: 'ok' (box inside the image), 'partial' (box clipped, or padded when
+    `status`: 'ok' (region inside the image), 'partial' (region partly off the image:
+    the box holds the part inside, or the whole region padded when
     pad=True), 'no-overlap', or 'error' (batch only; `cut` raises instead).
     `reason` (no-overlap only): what missed, 'spatial' (the region is off the image) or
     the filter that selected nothing, 'band', 'time' or 'pol'.
@@ -178,16 +179,13 @@ def plan_cutouts(image: OpenImage, regions: list[Shape], *, band=None, time=None
         return [Plan("no-overlap", selection.no_overlap, None, None, selection.missed)
                 for _ in regions]
     plans = []
-    for spatial in region_boxes(mapper, regions):
-        if spatial is None:
+    for window in region_windows(mapper, regions):
+        if window is None:
             plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
             continue
-        full = spatial.with_ranges(selection.ranges)
-        clipped = full.clip(image.fits_shape)
-        if clipped is None:
-            plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
-            continue
-        status = "ok" if clipped == full else "partial"
+        full = window.requested.with_ranges(selection.ranges)
+        clipped = window.inside.with_ranges(selection.ranges)
+        status = "ok" if window.complete else "partial"
         box = full if pad else clipped
         if max_pixels is not None and box.size > max_pixels:
             plans.append(Plan("error", f"the cutout has {box.size} pixels, more than the "

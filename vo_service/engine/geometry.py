@@ -2,10 +2,12 @@
 
 All world->pixel conversions for a batch of regions go through ONE vectorized call
 (`SkyToPixel.pixels`), with distortions (SIP, lookup tables, DSS plate solutions)
-applied by `all_world2pix`. Regions other than centre+size boxes become the bounding
-box of their boundary sampled densely, united with the image sample points that lie
-inside the region (so a region containing the whole image, a pole or an edge gives the
-right box).
+applied by `all_world2pix`. A region other than a centre+size box gets the bounding box
+of its part inside the image: of its boundary samples that fall inside the image (the
+boundary is sampled about every half pixel where it passes near the image) united with
+the image-edge samples that fall inside the region. So a region containing the whole
+image, a pole or an edge gives the right box, and boundary points far off the image
+(which project to wild pixel positions) never widen it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,8 @@ from astropy.wcs.utils import wcs_to_celestial_frame
 
 from vo_service.engine.sky_regions import (
     angular_distance,
-    circle_boundary,
+    boundary_near,
     inside,
-    polygon_boundary,
-    range_boundary,
     region_centre_radius,
     to_radec,
     unit_vectors,
@@ -33,6 +33,8 @@ from vo_service.engine.sky_regions import (
 from vo_service.shapes import ANGLE_UNITS_DEG, CenterSize, Circle, Polygon, Range, Shape
 
 GRID_STEPS = 32
+EDGE_POINTS = 1024  # at most, per image edge
+TRUSTED_REACH = 3.0  # a whole region projects sanely within this many footprint radii
 ANGLE_STEP_DEG = 1e-4  # finite-difference step for the local pixel scale
 
 
@@ -139,19 +141,74 @@ class SkyToPixel:
         xs = np.linspace(-0.5 + inset, nx - 0.5 - inset, GRID_STEPS + 1)
         ys = np.linspace(-0.5 + inset, ny - 0.5 - inset, GRID_STEPS + 1)
         gx, gy = np.meshgrid(xs, ys)
-        gx, gy = gx.ravel(), gy.ravel()
-        world = self.celestial.all_pix2world(
-            np.column_stack([gx, gy]), 0
-        )
+        return self._to_icrs(gx.ravel(), gy.ravel())
+
+    def _to_icrs(self, x: np.ndarray, y: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, ra, dec) of pixel positions that have a sky position."""
+        world = self.celestial.all_pix2world(np.column_stack([x, y]), 0)
         lon, lat = (world[:, 0], world[:, 1]) if self._lng_first else (world[:, 1], world[:, 0])
         good = np.isfinite(lon) & np.isfinite(lat)
-        gx, gy, lon, lat = gx[good], gy[good], lon[good], lat[good]
+        x, y, lon, lat = x[good], y[good], lon[good], lat[good]
         if isinstance(self.frame, ICRS) or lon.size == 0:
-            ra, dec = lon, lat
-        else:
-            icrs = SkyCoord(lon, lat, unit="deg", frame=self.frame).icrs
-            ra, dec = icrs.ra.deg, icrs.dec.deg
-        return gx, gy, ra, dec
+            return x, y, lon, lat
+        icrs = SkyCoord(lon, lat, unit="deg", frame=self.frame).icrs
+        return x, y, icrs.ra.deg, icrs.dec.deg
+
+    @cached_property
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sample points (pixel x, y; ICRS ra, dec) along the border of the image's sky
+        area: the image edges, corners included, about one per pixel (at most
+        EDGE_POINTS per edge), plus the rim of the valid area of an all-sky projection."""
+        nx, ny = self.fits_shape[:2]
+        inset = 1e-6
+        xs = np.linspace(-0.5 + inset, nx - 0.5 - inset, min(nx, EDGE_POINTS) + 1)
+        ys = np.linspace(-0.5 + inset, ny - 0.5 - inset, min(ny, EDGE_POINTS) + 1)
+        x = np.concatenate([xs, xs, np.full(ys.size, xs[0]), np.full(ys.size, xs[-1])])
+        y = np.concatenate([np.full(xs.size, ys[0]), np.full(xs.size, ys[-1]), ys, ys])
+        if self.has_rim:
+            rim_x, rim_y = self._rim()
+            x, y = np.concatenate([x, rim_x]), np.concatenate([y, rim_y])
+        return self._to_icrs(x, y)
+
+    @property
+    def has_rim(self) -> bool:
+        """Some pixels have no sky position (e.g. outside the ellipse of an Aitoff map)."""
+        return self.grid[0].size < (GRID_STEPS + 1) ** 2
+
+    def _rim(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels with a sky position next to pixels without one (on a grid of at most
+        EDGE_POINTS per side)."""
+        nx, ny = self.fits_shape[:2]
+        xs = np.linspace(0, nx - 1, min(nx, EDGE_POINTS))
+        ys = np.linspace(0, ny - 1, min(ny, EDGE_POINTS))
+        gx, gy = np.meshgrid(xs, ys)
+        with np.errstate(invalid="ignore"):
+            world = self.celestial.all_pix2world(np.column_stack([gx.ravel(), gy.ravel()]), 0)
+        valid = np.pad(np.isfinite(world).all(axis=1).reshape(gx.shape), 1)
+        core = valid[1:-1, 1:-1]
+        rim = core & ~(valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:])
+        return gx[rim], gy[rim]
+
+    @cached_property
+    def pixel_scale(self) -> float:
+        """The smallest angular side of a pixel over the image (degrees), from the grid."""
+        nx, ny = self.fits_shape[:2]
+        steps = GRID_STEPS + 1
+        xs = np.linspace(-0.5, nx - 0.5, steps)
+        ys = np.linspace(-0.5, ny - 0.5, steps)
+        gx, gy = np.meshgrid(xs, ys)
+        world = self.celestial.all_pix2world(np.column_stack([gx.ravel(), gy.ravel()]), 0)
+        lon = world[:, 0].reshape(steps, steps)
+        lat = world[:, 1].reshape(steps, steps)
+        if not self._lng_first:
+            lon, lat = lat, lon
+        along_x = angular_distance(lon[:, :-1], lat[:, :-1], lon[:, 1:], lat[:, 1:])
+        along_y = angular_distance(lon[:-1, :], lat[:-1, :], lon[1:, :], lat[1:, :])
+        scales = np.concatenate([(along_x / (xs[1] - xs[0])).ravel(),
+                                 (along_y / (ys[1] - ys[0])).ravel()])
+        scales = scales[np.isfinite(scales) & (scales > 0)]
+        return float(scales.min()) if scales.size else 1.0 / 3600
 
     @cached_property
     def footprint(self) -> tuple[float, float, float]:
@@ -169,15 +226,30 @@ class SkyToPixel:
         return float(cra), float(cdec), min(180.0, radius + 2 * step)
 
 
-def region_boxes(mapper: SkyToPixel, regions: Sequence[Shape]) -> list[PixelBox | None]:
-    """Spatial pixel box (axes 1, 2; unclipped) of every region; None where off the sky.
+@dataclass(frozen=True)
+class RegionWindow:
+    """Where a region falls on an image (FITS axes 1, 2).
+
+    `inside`: the box of the part of the region inside the image (clipped).
+    `requested`: the box of the whole region, unclipped (what padding fills); the
+    `inside` box when the region does not project as a whole (e.g. all RA, or far off).
+    `complete`: the region lies entirely inside the image.
+    """
+
+    requested: PixelBox
+    inside: PixelBox
+    complete: bool
+
+
+def region_windows(mapper: SkyToPixel, regions: Sequence[Shape]) -> list[RegionWindow | None]:
+    """The window of every region on the image; None where the region misses it.
 
     All sample points of all regions are converted in one vectorized world->pixel call.
     """
     samples_ra: list[np.ndarray] = []
     samples_dec: list[np.ndarray] = []
     for region in regions:
-        ra, dec = _samples(region)
+        ra, dec = _samples(region, mapper)
         samples_ra.append(ra)
         samples_dec.append(dec)
     counts = np.array([len(part) for part in samples_ra])
@@ -185,20 +257,30 @@ def region_boxes(mapper: SkyToPixel, regions: Sequence[Shape]) -> list[PixelBox 
     splits = np.cumsum(counts)[:-1]
     xs, ys = np.split(all_x, splits), np.split(all_y, splits)
     cra, cdec, cradius = mapper.footprint
-    boxes: list[PixelBox | None] = [None] * len(regions)
+    windows: list[RegionWindow | None] = [None] * len(regions)
     centre_sizes = [i for i, region in enumerate(regions) if isinstance(region, CenterSize)]
     if centre_sizes:
         for i, box in zip(centre_sizes, _center_size_boxes(
                 [regions[i] for i in centre_sizes], [xs[i] for i in centre_sizes],
                 [ys[i] for i in centre_sizes], (cra, cdec, cradius)), strict=True):
-            boxes[i] = box
+            clipped = box.clip(mapper.fits_shape[:2]) if box is not None else None
+            if clipped is not None:
+                windows[i] = RegionWindow(box, clipped, clipped == box)
     for i, region in enumerate(regions):
         if not isinstance(region, CenterSize):
-            boxes[i] = _boundary_box(mapper, region, xs[i], ys[i], cra, cdec, cradius)
-    return boxes
+            windows[i] = _boundary_window(mapper, region, samples_ra[i], samples_dec[i],
+                                          xs[i], ys[i])
+    return windows
 
 
-def _samples(region: Shape) -> tuple[np.ndarray, np.ndarray]:
+def region_boxes(mapper: SkyToPixel, regions: Sequence[Shape]) -> list[PixelBox | None]:
+    """Spatial pixel box (axes 1, 2; unclipped) of every region; None where it misses
+    the image (the `requested` box of `region_windows`)."""
+    return [window.requested if window else None
+            for window in region_windows(mapper, regions)]
+
+
+def _samples(region: Shape, mapper: SkyToPixel) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(region, CenterSize):
         if region.unit == "pix":
             return np.array([region.ra]), np.array([region.dec])
@@ -209,14 +291,16 @@ def _samples(region: Shape) -> tuple[np.ndarray, np.ndarray]:
             np.array([region.ra, region.ra, (region.ra + ra_step) % 360.0]),
             np.array([region.dec, region.dec + dec_step, region.dec]),
         )
+    if not isinstance(region, Circle | Polygon | Range):
+        raise TypeError(f"unsupported region {region!r}")
+    cra, cdec, cradius = mapper.footprint
+    rra, rdec, rradius = region_centre_radius(region)
+    if float(angular_distance(cra, cdec, rra, rdec)) > cradius + rradius:
+        return np.empty(0), np.empty(0)  # misses the image: nothing to project
+    ra, dec = boundary_near(region, (cra, cdec), cradius, mapper.pixel_scale / 2)
     if isinstance(region, Circle):
-        ra, dec = circle_boundary(region)
         return np.append(ra, region.ra), np.append(dec, region.dec)
-    if isinstance(region, Polygon):
-        return polygon_boundary(region)
-    if isinstance(region, Range):
-        return range_boundary(region)
-    raise TypeError(f"unsupported region {region!r}")
+    return ra, dec
 
 
 def _center_size_boxes(regions: list[CenterSize], xs: list[np.ndarray], ys: list[np.ndarray],
@@ -264,17 +348,41 @@ def _center_size_boxes(regions: list[CenterSize], xs: list[np.ndarray], ys: list
     return boxes
 
 
-def _boundary_box(mapper, region, x, y, cra, cdec, cradius) -> PixelBox | None:
-    rra, rdec, rradius = region_centre_radius(region)
-    if float(angular_distance(cra, cdec, rra, rdec)) > cradius + rradius:
+def _boundary_window(mapper: SkyToPixel, region: Shape, ra: np.ndarray, dec: np.ndarray,
+                     x: np.ndarray, y: np.ndarray) -> RegionWindow | None:
+    """Window of a Circle, Polygon or Range from its boundary samples (ra, dec -> x, y):
+    the part inside the image is bounded by the boundary samples inside the image and
+    the image-edge samples inside the region."""
+    if ra.size == 0:
         return None
-    good = np.isfinite(x) & np.isfinite(y)
-    gx, gy, gra, gdec = mapper.grid
-    within = inside(region, gra, gdec) if gra.size else np.zeros(0, bool)
-    px = np.concatenate([x[good], gx[within]])
-    py = np.concatenate([y[good], gy[within]])
+    nx, ny = mapper.fits_shape[:2]
+    cra, cdec, cradius = mapper.footprint
+    centre = unit_vectors(np.array(cra), np.array(cdec))
+    distance = np.degrees(np.arccos(np.clip(unit_vectors(ra, dec) @ centre, -1.0, 1.0)))
+    valid = np.isfinite(x) & np.isfinite(y)
+    with np.errstate(invalid="ignore"):
+        on_image = (valid & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+                    & (distance <= cradius))  # the far side can project onto the image
+    ex, ey, era, edec = mapper.edges
+    # a boundary inside an image without a rim holds the whole region inside it
+    whole = bool(on_image.all()) and not mapper.has_rim
+    edge_inside = np.zeros(era.size, bool) if whole else inside(region, era, edec)
+    px = np.concatenate([x[on_image], ex[edge_inside]])
+    py = np.concatenate([y[on_image], ey[edge_inside]])
     if px.size == 0:
         return None
+    inner = _pixel_box(px, py).clip((nx, ny))
+    if inner is None:
+        return None
+    complete = bool(on_image.all()) and not edge_inside.any()
+    requested = inner
+    if valid.all() and float(distance.max()) <= TRUSTED_REACH * cradius:
+        requested = _pixel_box(np.append(x, px), np.append(y, py))
+    return RegionWindow(requested, inner, complete)
+
+
+def _pixel_box(px: np.ndarray, py: np.ndarray) -> PixelBox:
+    """The pixels (centres at integers) covering positions px, py."""
     x0 = int(math.floor(px.min() + 0.5))
     x1 = int(math.floor(px.max() + 0.5)) + 1
     y0 = int(math.floor(py.min() + 0.5))
