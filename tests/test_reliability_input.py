@@ -415,13 +415,15 @@ def _raw_get(host: str, port: int, path: str, redirects: int = 3) -> tuple[int, 
                                      "Li4vLi4vZXRjL3Bhc3N3ZA", "L2V0Yy9wYXNzd2Q", "....//"])
 def test_path_like_url_segments_are_404(live_server: LiveServer, segment: str) -> None:
     urls = [f"files/{segment}", f"async/{segment}", f"async/{segment}/results/x",
-            f"async/{segment}/error", f"static/{segment}"]
+            f"async/{segment}/error", f"static/{segment}", f"api/jobs/{segment}/gallery",
+            f"api/jobs/{segment}/thumb/x", f"api/jobs/{segment}/composite/1"]
     job = httpx.post(live_server.url("async"), follow_redirects=False, timeout=TIMEOUT,
                      data={"ID": a_record(live_server).obs_publisher_did,
                            "CIRCLE": "52.9 -28.1 0.01"})
     assert job.status_code == 303
     job_id = job.headers["location"].rstrip("/").rsplit("/", 1)[1]
-    urls += [f"async/{job_id}/results/{segment}", f"async/{job_id}/results/..%2f..%2fjobs.sqlite"]
+    urls += [f"async/{job_id}/results/{segment}", f"async/{job_id}/results/..%2f..%2fjobs.sqlite",
+             f"api/jobs/{job_id}/thumb/{segment}"]
     parts = urlsplit(live_server.base_url)
     for url in urls:
         status, body = _raw_get(parts.hostname, parts.port, "/" + url)
