@@ -65,7 +65,8 @@ POL_LABELS = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX"
 MAX_SYNC_CUTOUTS = 256  # ID x shape combinations in one sync response
 INLINE_BYTES = 1024 * 1024  # products up to this size are sent in one piece
 RETRY_AFTER_SECONDS = 5
-KEY_VERSION = 1  # bump when the bytes of a product change for the same request
+KEY_VERSION = 2  # bump when the bytes of a product change for the same request
+# 2: tight boxes for CIRCLE/POLYGON/RANGE; lookup-table EXTVERs renumbered per extension
 EVERYWHERE = Range(-math.inf, math.inf, -math.inf, math.inf)
 
 
