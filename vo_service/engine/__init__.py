@@ -1,7 +1,8 @@
 """The cutout engine: sky regions -> exact FITS stamps (no HTTP, no jobs).
 
 Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
-`OpenImage`, `PixelBox`, `CutoutError`, `BundleWriter`, `write_multi_extension`,
+`OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
+`write_multi_extension`,
 `ImageTask`, `run_tasks`, `cutout`.
 """
 
@@ -17,7 +18,8 @@ _EXPORTS = {
     "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
     "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",
     "write_task_zip_part": "batch", "bundle_tasks": "batch",
-    "OpenImage": "reading", "PixelBox": "geometry", "SkyToPixel": "geometry",
+    "OpenImage": "reading", "OpenImagePool": "reading", "PixelBox": "geometry",
+    "SkyToPixel": "geometry",
     "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",
     "fits_cut": "api",
 }
