@@ -2,8 +2,7 @@
 
 Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
 `OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
-`write_multi_extension`,
-`ImageTask`, `run_tasks`, `cutout`.
+`write_multi_extension`, `ImageTask`, `run_tasks`, `cutout`.
 """
 
 from __future__ import annotations
