@@ -444,3 +444,24 @@ def test_control_characters_are_refused_not_echoed_into_xml(live_server: LiveSer
                     if method == "GET" else
                     httpx.post(live_server.url(path), data=dict(request), timeout=TIMEOUT))
         assert_dali_error(response, 400, contains="control character")
+
+
+def test_polygon_shapes_refused_and_accepted() -> None:
+    from vo_service.shapes import MAX_POLYGON_VERTICES, Polygon, ShapeError
+
+    angles = np.linspace(0, 2 * np.pi, MAX_POLYGON_VERTICES, endpoint=False)
+    ring = tuple(zip(52.9 + 0.1 * np.cos(angles), -28.1 + 0.1 * np.sin(angles), strict=True))
+    Polygon(ring)  # the most vertices allowed, either winding
+    Polygon(ring[::-1])
+    Polygon(((359.99, 0.0), (0.01, 0.0), (0.01, 0.01), (359.99, 0.01)))  # across RA 0
+    Polygon(((0.0, 89.9), (120.0, 89.9), (240.0, 89.9)))  # around the pole
+    Polygon(((10.0, 0.0), (10.0000003, 0.0), (10.0000003, 0.0000003)))  # tiny but real
+    refused = {
+        "self-intersecting": ((1, 1), (2, 1), (2, 2), (1.5, 0.5), (1, 2)),
+        "one line": ((52.9, -28.1), (52.9, -28.0), (52.9, -27.9)),
+        "at most": ring + ((1.0, 1.0),),
+        "hemisphere": ((0.0, 0.0), (120.0, 0.0), (240.0, 0.0)),
+    }
+    for reason, vertices in refused.items():
+        with pytest.raises(ShapeError, match=reason):
+            Polygon(tuple((float(a), float(b)) for a, b in vertices))

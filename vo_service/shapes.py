@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_POLYGON_VERTICES = 1000  # the self-intersection check compares every pair of edges
 ANGLE_UNITS_DEG = {"deg": 1.0, "arcmin": 1.0 / 60.0, "arcsec": 1.0 / 3600.0}
 
 
@@ -82,6 +83,9 @@ class Polygon:
     vertices: tuple[tuple[float, float], ...]
 
     def __post_init__(self) -> None:
+        if len(self.vertices) > MAX_POLYGON_VERTICES:
+            raise ShapeError(f"POLYGON: at most {MAX_POLYGON_VERTICES} vertices, got "
+                             f"{len(self.vertices)}; simplify the outline")
         if len(self.vertices) < 3:
             raise ShapeError(
                 f"POLYGON: needs at least 3 vertices (6 numbers), got {len(self.vertices)}"
@@ -113,21 +117,22 @@ def _check_simple_polygon(vertices: tuple[tuple[float, float], ...]) -> None:
         raise ShapeError("POLYGON: a polygon must be smaller than a hemisphere")
     x, y = (xyz @ east) / depth, (xyz @ north) / depth
     x1, y1 = np.roll(x, -1), np.roll(y, -1)
+
     def orientation(ax, ay, bx, by, cx, cy):  # noqa: ANN001, ANN202 - numpy arrays
         return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
 
     count = len(x)
-    first, second = np.triu_indices(count, k=2)
-    keep = ~((first == 0) & (second == count - 1))  # the last edge is adjacent to the first
-    i, j = first[keep], second[keep]
-    ax, ay, bx, by = x[i], y[i], x1[i], y1[i]
-    cx, cy, dx, dy = x[j], y[j], x1[j], y1[j]
-    crosses = ((orientation(ax, ay, bx, by, cx, cy) * orientation(ax, ay, bx, by, dx, dy) < 0)
-               & (orientation(cx, cy, dx, dy, ax, ay) * orientation(cx, cy, dx, dy, bx, by) < 0))
-    if crosses.any():
-        edge, other = int(i[crosses][0]) + 1, int(j[crosses][0]) + 1
-        raise ShapeError(f"POLYGON: the polygon is self-intersecting (edge {edge} crosses "
-                         f"edge {other}); list the vertices in order around the region")
+    for i in range(count - 2):  # edge i against the later edges not adjacent to it
+        j = np.arange(i + 2, count - 1 if i == 0 else count)
+        ax, ay, bx, by = x[i], y[i], x1[i], y1[i]
+        cx, cy, dx, dy = x[j], y[j], x1[j], y1[j]
+        crosses = (
+            (orientation(ax, ay, bx, by, cx, cy) * orientation(ax, ay, bx, by, dx, dy) < 0)
+            & (orientation(cx, cy, dx, dy, ax, ay) * orientation(cx, cy, dx, dy, bx, by) < 0))
+        if crosses.any():
+            raise ShapeError(
+                f"POLYGON: the polygon is self-intersecting (edge {i + 1} crosses edge "
+                f"{int(j[crosses][0]) + 1}); list the vertices in order around the region")
     extent = max(float(np.ptp(x)), float(np.ptp(y)))
     if abs(float(np.sum(x * y1 - x1 * y))) <= 1e-9 * extent**2:
         raise ShapeError("POLYGON: the vertices lie on one line and enclose no area; give "
