@@ -70,8 +70,14 @@ def test_dask_gives_the_same_job_as_the_local_pool(
             assert progress.get("done") == progress.get("total") != "0"
             table = manifest_table(http, root)
             results = results_of(root)
-            stamps = {result_id: http.get(href).content for result_id, (href, _) in
-                      results.items() if result_id not in ("manifest", "bundle")}
+            # every stamp file of the job, and a few of them as served
+            job_dir = server.settings.jobs_dir / str(response.url).rsplit("/", 1)[1]
+            stamps = {str(path.relative_to(job_dir)): path.read_bytes()
+                      for path in sorted((job_dir / "stamps").rglob("*.*"))}
+            served = sorted(k for k in results if k not in ("manifest", "bundle"))[::40]
+            for result_id in served:
+                content = http.get(results[result_id][0]).content
+                assert content == stamps["stamps/" + result_id.replace("_", "/", 1)]
             finished[executor] = (comparable(table), stamps, set(results))
     local_rows, local_stamps, local_ids = finished["local"]
     dask_rows, dask_stamps, dask_ids = finished["dask"]
@@ -134,3 +140,29 @@ def test_a_worker_killed_mid_job_has_its_batch_retried(
         ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
         assert len(ids) == len(set(ids))
     assert victim not in control.run(os.getpid).values()
+
+
+def test_a_server_restart_resumes_a_dask_job(
+    cluster, http, demo_archive: Path, tmp_path: Path, monkeypatch
+) -> None:
+    local_cluster, _ = cluster
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 4)
+    monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.2)
+    settings = {"executor": "dask", "scheduler": local_cluster.scheduler_address}
+    with serve_archive(demo_archive, tmp_path, **settings) as server:
+        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
+                          demo_catalog(demo_archive, 60))
+        url, old_base = str(response.url), server.base_url
+        for _ in range(600):
+            if len(results_of(job_document(http, url))) >= 3:
+                break
+            time.sleep(0.05)
+        assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "EXECUTING"
+    monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.0)
+    with serve_archive(demo_archive, tmp_path, **settings) as server:
+        root = wait_final(http, url.replace(old_base, server.base_url))
+        assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+        progress = root.find("uws:jobInfo/*", UWS)
+        assert progress.get("done") == progress.get("total")
+        table = manifest_table(http, root)
+        assert len({str(t) for t in table["target_id"]}) == 60 + 8 + 4
