@@ -465,3 +465,12 @@ def test_polygon_shapes_refused_and_accepted() -> None:
     for reason, vertices in refused.items():
         with pytest.raises(ShapeError, match=reason):
             Polygon(tuple((float(a), float(b)) for a, b in vertices))
+
+
+def test_a_soda_job_whose_combinations_explode_is_refused(live_server: LiveServer) -> None:
+    record = a_record(live_server)
+    circles = [f"{record.s_ra} {record.s_dec} {0.001 + i * 1e-6:.6f}" for i in range(200)]
+    bands = [f"{1e-7 * (1 + i)} {1e-7 * (2 + i)}" for i in range(100)]
+    response = httpx.post(live_server.url("async"), timeout=TIMEOUT, follow_redirects=False,
+                          data={"ID": record.obs_publisher_did, "CIRCLE": circles, "BAND": bands})
+    assert_dali_error(response, 400, contains="20,000 cutouts")

@@ -37,6 +37,9 @@ from vo_service.shapes import Shape
 SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT"}
 
 
+MAX_JOB_CUTOUTS = 10_000  # results of one SODA job (the cartesian product is checked first)
+
+
 def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
     """One single-cutout request per combination, in request order; UsageError if bad."""
     values: dict[str, list[str]] = {}
@@ -74,6 +77,11 @@ def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
         raise UsageError("RESPONSEFORMAT is single-valued; send it once")
     response_format = parse_responseformat(formats[0] if formats else None, [FITS_MIME],
                                            default=FITS_MIME)
+    count = len(ids) * max(1, len(regions)) * max(1, len(bands)) * max(1, len(times))
+    if count > MAX_JOB_CUTOUTS:
+        raise UsageError(f"{count:,} cutouts (ID x region x BAND x TIME) in one job, more "
+                         f"than {MAX_JOB_CUTOUTS:,}; split the job, or upload a catalog "
+                         "(UPLOAD) for many positions")
     return [
         SyncRequest((did,), (region,) if region is not None else (), band, time, pol,
                     response_format, None, None)
