@@ -307,6 +307,17 @@ def test_a_changed_truncated_or_deleted_source_file_is_never_a_500_or_a_stale_st
     text = query_status(assert_valid_votable(truncated.content))[1]
     assert text.startswith("ServiceUnavailable:") and "changed on disk" in text
 
+    created = httpx.post(server.url("async"), follow_redirects=False, timeout=TIMEOUT,
+                         data={"UPLOAD": "cat,param:cat", "PHASE": "RUN",
+                               "PRODUCTTYPE": "BGSUB", "BANDNAME": record.band},
+                         files={"cat": ("t.csv", f"id,ra,dec\na,{record.s_ra},{record.s_dec}\n")})
+    job_url = created.headers["location"]
+    assert wait_final(job_url, 60) in ("COMPLETED", "ERROR")
+    manifest = assert_valid_votable(
+        httpx.get(f"{job_url}/results/manifest", timeout=TIMEOUT).content).get_first_table()
+    rows = [row for row in manifest.array if row["image_id"] == record.obs_publisher_did]
+    assert rows and all("changed on disk" in str(row["message"]) for row in rows)
+
     # Deleted: 404 on sync and on the file link, until the index forgets it.
     record.path.unlink()
     gone = httpx.get(server.url("sync"), params=params, timeout=TIMEOUT)

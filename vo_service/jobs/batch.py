@@ -31,6 +31,7 @@ from vo_service.jobs.executors import as_finished
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
+from vo_service.protocols.soda import changed_since_indexed
 
 log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
@@ -183,8 +184,11 @@ class BatchJob:
                 except Exception as exc:  # a bug or an unreadable image: report, go on
                     log.exception("batch job %s: cutting %s failed", context.job_id,
                                   task.record.obs_publisher_did)
-                    outcomes = [Outcome(target, "error", f"internal error: {exc}")
-                                for target, _ in task.entries]
+                    reason = f"internal error: {exc}"
+                    if changed_since_indexed(task.record):  # e.g. truncated by a copy
+                        reason = ("the image file changed on disk after it was indexed; "
+                                  "re-index the archive (vo-service index), then run again")
+                    outcomes = [Outcome(target, "error", reason) for target, _ in task.entries]
                 results = []
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))
