@@ -166,3 +166,15 @@ def test_a_server_restart_resumes_a_dask_job(
         assert progress.get("done") == progress.get("total")
         table = manifest_table(http, root)
         assert len({str(t) for t in table["target_id"]}) == 60 + 8 + 4
+
+
+def test_command_line_options(tmp_path: Path, capsys) -> None:
+    from vo_service.cli import build_parser, main
+
+    assert main(["serve", "--executor", "dask", "--state-dir", str(tmp_path)]) == 2
+    assert "--scheduler" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--executor", "dask", "--scheduler",
+                                      "tcp://10.0.0.5:8786"])
+    assert (args.executor, args.scheduler) == ("dask", "tcp://10.0.0.5:8786")
+    args = build_parser().parse_args(["worker", "tcp://10.0.0.5:8786", "--nworkers", "2"])
+    assert (args.scheduler, args.nworkers, args.nthreads) == ("tcp://10.0.0.5:8786", "2", 1)
