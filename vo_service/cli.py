@@ -107,7 +107,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import os
 
     command = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler,
-               "--nworkers", str(args.nworkers), "--nthreads", str(args.nthreads)]
+               "--nworkers", str(args.nworkers), "--nthreads", str(args.nthreads),
+               # imported at worker start: a worker without vo-service fails at once
+               "--preload", "vo_service.jobs.remote"]
     if args.name:
         command += ["--name", args.name]
     try:
