@@ -57,7 +57,7 @@ class Settings:
     # Bearer tokens: a TOML file {sha256 hex of token = owner name} and/or
     # "owner1:token1,owner2:token2" (VO_SERVICE_TOKENS). None of both = no authentication.
     tokens_file: Path | None = None
-    tokens: str | None = None
+    tokens: str | None = field(default=None, repr=False)  # secrets: never in logs
     limits: Limits = field(default_factory=Limits)
 
     @property
