@@ -174,6 +174,18 @@ def test_many_ids_by_post_keep_rows_together(live_server: LiveServer) -> None:
     assert len({r.ID for r in descriptors}) == len(dids)
 
 
+def test_non_ascii_unknown_id_is_echoed_as_a_uri(live_server: LiveServer) -> None:
+    # DataLink fixes the ID and error_message columns as char (ASCII): the echoed ID is
+    # percent-encoded as UTF-8 (IRI to URI), so the document stays valid.
+    for method in ("GET", "POST"):
+        response = links(live_server, "ivo://x/ÄÖ", method=method)
+        assert response.status_code == 200
+        table = assert_valid_votable(response.content).resources[0].tables[0].to_table()
+        assert list(table["ID"]) == ["ivo://x/%C3%84%C3%96"]
+        assert str(table["error_message"][0]).startswith("NotFoundFault: ")
+        assert "%C3%84%C3%96" in str(table["error_message"][0])
+
+
 def test_no_id_is_an_empty_table(live_server: LiveServer) -> None:
     response = httpx.get(live_server.url("links"))
     assert response.status_code == 200

@@ -15,6 +15,7 @@ import binascii
 import copy
 import itertools
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -41,6 +42,15 @@ PREVIEW_SIDE = 1024  # longest side of a whole-image preview, pixels
 
 # ---------------------------------------------------------------------------------------
 # URLs of the things a links row points to
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def uri_text(text: str) -> str:
+    """``text`` with non-ASCII characters percent-encoded as UTF-8 (RFC 3987 §3.1, IRI to
+    URI): DataLink §3.2 fixes the links columns as ``datatype="char"``, which is ASCII."""
+    return _NON_ASCII.sub(lambda match: quote(match.group()), text)
 
 
 def file_token(did: str) -> str:
@@ -196,8 +206,14 @@ def _describe(record: ImageRecord) -> str:
 
 def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequence[ImageRecord],
               service_id: str) -> list[dict[str, object]]:
-    """The links rows of one ID (all consecutive, DataLink §3.2)."""
+    """The links rows of one ID (all consecutive, DataLink §3.2).
+
+    An unknown ID is echoed in its URI form (:func:`uri_text`): the request may carry any
+    text, the ``char`` cells only ASCII. Known IDs are echoed as indexed, so that clients
+    match them with the ``obs_publisher_did`` of the SIA results and send them back as is.
+    """
     if record is None:
+        did = uri_text(did)
         return [{"ID": did, "semantics": "#this",
                  "error_message": f"NotFoundFault: no image with ID {did!r} in this archive"}]
     rows: list[dict[str, object]] = [
