@@ -215,6 +215,24 @@ def test_nothing_inside_any_footprint_is_an_error(batch_server, client) -> None:
     assert client.get(f"{response.url}/error").status_code == 200
 
 
+def test_non_ascii_target_ids_keep_the_manifest_valid(batch_server, client,
+                                                      demo_archive) -> None:
+    with open(demo_archive / "sources.csv", newline="") as handle:
+        source = next(csv.DictReader(handle))
+    names = ["Ω Cen", "NGC 5139 – core", "Äußerer Rand"]
+    catalog = (f"name,ra,dec\n{names[0]},{source['ra']},{source['dec']}\n"
+               f"{names[1]},10,10\n{names[2]},abc,-28\n").encode()
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
+            "SIZE": "16", "PHASE": "RUN"}
+    root = wait_final(client, str(create(client, batch_server, data, catalog).url))
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
+    table = manifest.get_first_table().to_table()
+    statuses = {str(row["target_id"]): str(row["status"]) for row in table}
+    assert statuses[names[1]] == "no-overlap" and statuses[names[2]] == "error"
+    assert statuses[names[0]] in ("ok", "partial")
+
+
 @pytest.mark.parametrize(("data", "catalog", "fragment"), [
     ({"UPLOAD": "cat,param:cat", "RA_COLUMN": "alpha"}, b"id,ra,dec\na,1,2\n", "alpha"),
     ({"UPLOAD": "cat,param:cat"}, b"\x00\x01\x02 not a table \xff", "UPLOAD cat"),
