@@ -54,7 +54,9 @@ def start_server(settings: Settings) -> LiveServer:
     from vo_service.archive import index as archive_index
 
     archive_index.run_index(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it
+    # uvicorn's separate header and body writes meet Nagle + delayed ACK (~40 ms a request).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
