@@ -248,6 +248,11 @@ def test_a_full_or_read_only_disk_answers_503_and_the_service_recovers(
         assert wait_final(pending, 60) == "ERROR"  # ends with the cause, never stuck
         error = httpx.get(f"{pending}/error", timeout=TIMEOUT).content
         assert os.strerror(code) in query_status(assert_valid_votable(error))[1]
+        job = etree.fromstring(httpx.get(pending, timeout=TIMEOUT).content)
+        summary = job.find("uws:errorSummary", UWS)
+        message = summary.findtext("uws:message", namespaces=UWS)
+        assert message.startswith("ServiceUnavailable: ") and message.endswith("retry later")
+        assert os.strerror(code) in message and summary.get("type") == "transient"
         for response in (cutout(0.003), catalog_job()):
             assert response.status_code == 503, response.text[-500:]
             assert int(response.headers["retry-after"]) > 0
@@ -273,6 +278,17 @@ def test_sqlite_storage_errors_count_as_storage_failures() -> None:
     assert storage_failure(wrapped) == os.strerror(errno.ENOSPC)
     assert storage_failure(sqlite3.OperationalError("no such table: x")) is None
     assert storage_failure(ValueError("a bug")) is None
+
+
+def test_a_job_failing_on_storage_says_service_unavailable() -> None:
+    import sqlite3
+
+    from vo_service.jobs.service import failure_message
+
+    full = failure_message("j1", sqlite3.OperationalError("database or disk is full"))
+    assert full == ("ServiceUnavailable: the service could not write the job's files "
+                    "(database or disk is full), retry later")
+    assert failure_message("j2", ValueError("a bug")) == "Error: ValueError: a bug"
 
 
 # -- source files that change or disappear after indexing ---------------------------------

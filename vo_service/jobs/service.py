@@ -41,6 +41,7 @@ from vo_service.jobs.store import (
     now,
     parse_time,
 )
+from vo_service.protocols.dali import storage_failure
 
 log = logging.getLogger(__name__)
 __all__ = ["JobContext", "JobFailed", "JobKind", "JobParameterError", "JobService",
@@ -54,6 +55,22 @@ MAX_ATTEMPTS = 2
 SWEEP_SECONDS = 60.0
 # How long the outcome of a batch stamp (status, pixel box) is remembered.
 OUTCOME_DAYS = 30
+
+
+def failure_message(job_id: str, failure: Exception) -> str:
+    """The errorSummary of a job that raised ``failure``, logged.
+
+    A failing disk or state directory (full, read-only, no permission; classified as the
+    HTTP handler does) is ``ServiceUnavailable``: the job may work once the operators fixed
+    it. Anything else is a bug, reported with its exception type.
+    """
+    problem = storage_failure(failure)
+    if problem is not None:
+        log.error("job %s: storage failure: %s", job_id, failure)
+        return (f"ServiceUnavailable: the service could not write the job's files ({problem}), "
+                "retry later")
+    log.error("job %s failed", job_id, exc_info=failure)
+    return f"Error: {type(failure).__name__}: {failure}"
 
 
 class JobService:
@@ -328,16 +345,17 @@ class JobService:
         except JobFailed as failure:
             outcome, message = Phase.ERROR, str(failure)
         except Exception as failure:
-            log.exception("job %s failed", job_id)
-            outcome, message = Phase.ERROR, f"Error: {type(failure).__name__}: {failure}"
+            outcome, message = Phase.ERROR, failure_message(job_id, failure)
         if self.stopping and not flag.is_set():
             # left EXECUTING on purpose: recover() re-queues it at the next start; a clean
             # shutdown is not counted as a failed attempt
             self.store.update(job_id, attempts=job.attempts)
             return
+        transient = bool(message) and message.startswith("ServiceUnavailable:")
         finished = self.store.change_phase(
             job_id, outcome, only_from=[Phase.EXECUTING], end_time=format_time(now()),
-            error_type="fatal" if message else None, error_message=message,
+            error_type=("transient" if transient else "fatal") if message else None,
+            error_message=message,
         )
         log.info("job %s (runid=%s) %s%s", job_id, job.run_id,
                  outcome.value if finished else "stopped after abort",
