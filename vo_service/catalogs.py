@@ -2,10 +2,10 @@
 
 The format is recognised from the content (``SIMPLE  =`` → FITS, ``<?xml``/``<VOTABLE`` →
 VOTable, other text → CSV or TSV); the RA, Dec, ID and size columns are found by UCD, then by
-common names, unless named by the caller. Positions become ICRS degrees (sexagesimal text
-is read with astropy; RA in hours when sexagesimal without unit letters). A bad row (missing
-or out-of-range position, unreadable text) is kept and reported in ``row_problems``; only a
-problem with the whole file raises :class:`CatalogError`, whose message says what to fix.
+common names, unless named by the caller; positions become ICRS degrees (both in
+:mod:`vo_service.catalog_columns`). A bad row (missing or out-of-range position, unreadable
+text) is kept and reported in ``row_problems``; only a problem with the whole file raises
+:class:`CatalogError`, whose message says what to fix.
 
 XML safety: a VOTable never needs a DTD, so any ``<!DOCTYPE``/``<!ENTITY`` is refused before
 the parser sees the file (no entity expansion, no external entity fetched).
@@ -20,43 +20,28 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
-from astropy.coordinates import Angle
 from astropy.io import fits
 from astropy.io.votable import parse as parse_votable
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-RA_NAMES = ("ra", "ra_deg", "radeg", "raj2000", "_raj2000", "ra_icrs", "ra_j2000", "ra2000",
-            "alpha", "alpha_j2000", "s_ra", "ra_obj", "target_ra", "ra_targ")
-DEC_NAMES = ("dec", "dec_deg", "decdeg", "dej2000", "_dej2000", "decj2000", "dec_icrs",
-             "dec_j2000", "dec2000", "decl", "delta", "delta_j2000", "de", "s_dec", "dec_obj",
-             "target_dec", "dec_targ")
-ID_NAMES = ("id", "name", "objid", "obj", "src", "obj_id", "object_id", "source_id",
-            "sourceid", "target", "target_name", "targetname", "object", "objname", "main_id",
-            "designation", "source", "ident", "identifier")
-SIZE_NAMES = ("size", "cutout_size", "size_pix", "size_pixels", "size_arcsec", "size_arcmin",
-              "size_deg", "width")
-SIZE_NAME_UNITS = {"arcsec": "arcsec", "arcmin": "arcmin", "deg": "deg", "pix": "pix"}
+from vo_service.catalog_columns import (
+    CatalogError,
+    ColumnInfo,
+    check_positions,
+    choose_columns,
+    column_info,
+    parse_angle,
+    read_angles,
+    read_sizes,
+    target_ids,
+)
+
+__all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
+           "parse_angle", "read_catalog"]
+
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-# IDs reach XML (manifests) where these characters cannot be written: replaced by "?".
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-_SEXAGESIMAL = re.compile(r"\d\s*[:\s]\s*\d|\d\s*[hdms°]", re.IGNORECASE)
-
-
-class CatalogError(ValueError):
-    """A catalog that cannot be used as a whole; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """One column as the web page shows it."""
-
-    name: str
-    datatype: str  # 'int', 'float', 'bool' or 'str'
-    unit: str | None = None
-    ucd: str | None = None
 
 
 @dataclass
@@ -216,185 +201,6 @@ def _load(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, 
     return _read_text(data, name, max_rows)
 
 
-# --- describing and choosing columns ---------------------------------------------------
-
-
-def _text_datatype(values: np.ndarray) -> str:
-    present = [v for v in values if v != ""]
-    if not present:
-        return "str"
-    for kind, convert in (("int", int), ("float", float)):
-        try:
-            for value in present:
-                convert(value)
-            return kind
-        except ValueError:
-            continue
-    return "str"
-
-
-def _column_info(table: Table, fmt: str) -> list[ColumnInfo]:
-    infos = []
-    for column in table.itercols():
-        kind = column.dtype.kind
-        if kind in "US" and fmt in ("csv", "tsv"):
-            datatype = _text_datatype(np.asarray(column))
-        else:
-            datatype = {"i": "int", "u": "int", "f": "float", "b": "bool"}.get(kind, "str")
-        unit = str(column.unit) if column.unit is not None else None
-        infos.append(ColumnInfo(column.name, datatype, unit, column.meta.get("ucd")))
-    return infos
-
-
-def _find_named(table: Table, requested: str, role: str) -> str:
-    if requested in table.colnames:
-        return requested
-    folded = {name.lower(): name for name in table.colnames}
-    if requested.lower() in folded:
-        return folded[requested.lower()]
-    raise CatalogError(f"the {role} column {requested!r} does not exist; available columns: "
-                       f"{', '.join(table.colnames)}")
-
-
-def _guess(table: Table, ucds: tuple[str, ...], names: tuple[str, ...]) -> str | None:
-    for ucd in ucds:
-        for column in table.itercols():
-            if (column.meta.get("ucd") or "").lower() == ucd:
-                return column.name
-    for ucd in ucds:  # a partial UCD such as 'pos.eq.ra' without meta.main
-        for column in table.itercols():
-            if (column.meta.get("ucd") or "").lower().split(";")[0] == ucd.split(";")[0]:
-                return column.name
-    folded = {name.lower(): name for name in table.colnames}
-    for name in names:
-        if name in folded:
-            return folded[name]
-    return None
-
-
-def _choose(table: Table, requested: str | None, role: str, ucds: tuple[str, ...],
-            names: tuple[str, ...]) -> str | None:
-    if requested:
-        return _find_named(table, requested, role)
-    return _guess(table, ucds, names)
-
-
-def _choose_all(table, ra_column, dec_column, id_column, size_column):
-    return (
-        _choose(table, ra_column, "RA", ("pos.eq.ra;meta.main", "pos.eq.ra"), RA_NAMES),
-        _choose(table, dec_column, "Dec", ("pos.eq.dec;meta.main", "pos.eq.dec"), DEC_NAMES),
-        _choose(table, id_column, "ID", ("meta.id;meta.main", "meta.id"), ID_NAMES),
-        _choose(table, size_column, "size", ("phys.angsize",), SIZE_NAMES),
-    )
-
-
-# --- converting values -----------------------------------------------------------------
-
-
-def _cells(column) -> list:
-    """Python values of a column, None where masked."""
-    mask = np.ma.getmaskarray(column)
-    values = np.asarray(column)
-    return [None if masked else value for value, masked in zip(values, mask, strict=True)]
-
-
-def _angles(column, *, is_ra: bool, problems: dict[int, str]) -> np.ndarray:
-    """Degrees from a numeric or text column; unreadable cells give NaN and a problem."""
-    role = "RA" if is_ra else "Dec"
-    degrees = np.full(len(column), np.nan)
-    column_unit = column.unit if column.unit is not None else None
-    scale = 1.0
-    if column_unit is not None and column.dtype.kind in "iuf":
-        try:
-            scale = (1.0 * u.Unit(column_unit)).to_value(u.deg)
-        except (ValueError, u.UnitsError):
-            scale = 1.0  # an unknown or non-angular unit: take the numbers as degrees
-    for row, value in enumerate(_cells(column)):
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.setdefault(row, f"{role} is missing")
-            continue
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if not isinstance(value, str):
-            degrees[row] = float(value) * scale
-            continue
-        text = value.strip()
-        try:
-            degrees[row] = float(text)
-            continue
-        except ValueError:
-            pass
-        if not _SEXAGESIMAL.search(text):
-            problems.setdefault(row, f"cannot read {role} {text!r} as an angle")
-            continue
-        try:
-            unit = u.hourangle if is_ra else u.deg
-            degrees[row] = Angle(text, unit=unit).deg
-        except (ValueError, u.UnitsError):
-            problems.setdefault(row, f"cannot read {role} {text!r} as an angle")
-    return degrees
-
-
-def parse_angle(text: str, *, is_ra: bool) -> float:
-    """Degrees from decimal degrees or sexagesimal text (RA in hours unless unit letters say
-    otherwise); ValueError with what was expected."""
-    problems: dict[int, str] = {}
-    degrees = _angles(Table({"x": np.array([text.strip()], dtype=str)})["x"], is_ra=is_ra,
-                      problems=problems)
-    if problems:
-        example = "83.82 or 05:35:17.3" if is_ra else "-5.39 or -05:23:28"
-        raise ValueError(f"{problems[0]}; give degrees or sexagesimal text, e.g. {example}")
-    return float(degrees[0])
-
-
-def _check_positions(ra: np.ndarray, dec: np.ndarray, problems: dict[int, str]) -> None:
-    for row in np.flatnonzero(~np.isfinite(ra) | ~np.isfinite(dec)):
-        problems.setdefault(int(row), "RA or Dec is not a finite number")
-    for row in np.flatnonzero(np.isfinite(ra) & ((ra < 0) | (ra >= 360))):
-        problems.setdefault(int(row), f"RA {ra[row]:g} is outside [0, 360) degrees")
-    for row in np.flatnonzero(np.isfinite(dec) & (np.abs(dec) > 90)):
-        problems.setdefault(int(row), f"Dec {dec[row]:g} is outside [-90, 90] degrees")
-
-
-def _sizes(column, problems: dict[int, str]) -> tuple[np.ndarray, str, bool]:
-    """Sizes, their unit ('pix' unless the column unit or name says an angle) and whether
-    the unit was stated (by a column unit or a name suffix such as ``_arcsec``)."""
-    unit, scale, explicit = "pix", 1.0, True
-    if column.unit is not None:
-        try:
-            scale = (1.0 * u.Unit(column.unit)).to_value(u.arcsec)
-            unit = "arcsec"
-        except (ValueError, u.UnitsError):
-            unit = "pix"  # 'pix', 'pixel' or a unit astropy does not know
-    else:
-        suffix = column.name.lower().rsplit("_", 1)[-1]
-        unit = SIZE_NAME_UNITS.get(suffix, "pix")
-        explicit = suffix in SIZE_NAME_UNITS
-    sizes = np.full(len(column), np.nan)
-    for row, value in enumerate(_cells(column)):
-        try:
-            sizes[row] = float(value) * scale
-        except (TypeError, ValueError):
-            if value not in (None, ""):
-                problems.setdefault(row, f"cannot read size {value!r} as a number")
-            continue
-        if not (np.isfinite(sizes[row]) and sizes[row] > 0):
-            problems.setdefault(row, f"size {value!r} is not a positive number")
-    return sizes, unit, explicit
-
-
-def _ids(column, n_rows: int) -> list[str]:
-    if column is None:
-        return [str(row + 1) for row in range(n_rows)]
-    ids = []
-    for row, value in enumerate(_cells(column)):
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        text = "" if value is None else _NOT_XML.sub("?", str(value)).strip()
-        ids.append(text or str(row + 1))
-    return ids
-
-
 def _check_count(n_rows: int, max_rows: int) -> None:
     if n_rows > max_rows:
         raise CatalogError(f"catalog has {n_rows:,} rows; the limit is {max_rows:,}; "
@@ -434,7 +240,7 @@ def read_catalog(
     data, name = _as_bytes(source, filename)
     table, fmt, problems = _load(data, name, max_rows)
     _check_rows(table, name, max_rows)
-    ra_name, dec_name, id_name, size_name = _choose_all(
+    ra_name, dec_name, id_name, size_name = choose_columns(
         table, ra_column, dec_column, id_column, size_column
     )
     if ra_name is None or dec_name is None:
@@ -444,20 +250,20 @@ def read_catalog(
             f"it the UCD pos.eq.ra;meta.main / pos.eq.dec;meta.main, or choose it; available "
             f"columns: {', '.join(table.colnames)}"
         )
-    ra = _angles(table[ra_name], is_ra=True, problems=problems)
-    dec = _angles(table[dec_name], is_ra=False, problems=problems)
-    _check_positions(ra, dec, problems)
+    ra = read_angles(table[ra_name], is_ra=True, problems=problems)
+    dec = read_angles(table[dec_name], is_ra=False, problems=problems)
+    check_positions(ra, dec, problems)
     sizes, size_unit, explicit = (None, "pix", False)
     if size_name is not None:
-        sizes, size_unit, explicit = _sizes(table[size_name], problems)
+        sizes, size_unit, explicit = read_sizes(table[size_name], problems)
     return Catalog(
         format=fmt,
-        columns=_column_info(table, fmt),
+        columns=column_info(table, fmt),
         ra_column=ra_name,
         dec_column=dec_name,
         id_column=id_name,
         size_column=size_name,
-        ids=_ids(table[id_name] if id_name else None, len(table)),
+        ids=target_ids(table[id_name] if id_name else None, len(table)),
         ra=ra,
         dec=dec,
         size=sizes,
@@ -477,6 +283,6 @@ def describe_catalog(
     data, name = _as_bytes(source, filename)
     table, fmt, _ = _load(data, name, max_rows)
     _check_rows(table, name, max_rows)
-    ra_name, dec_name, id_name, size_name = _choose_all(table, None, None, None, None)
-    return CatalogSummary(fmt, len(table), _column_info(table, fmt), ra_name, dec_name,
+    ra_name, dec_name, id_name, size_name = choose_columns(table, None, None, None, None)
+    return CatalogSummary(fmt, len(table), column_info(table, fmt), ra_name, dec_name,
                           id_name, size_name)
