@@ -6,13 +6,11 @@ identity as it is on disk *now* (path, size, mtime, HDU), the request in canonic
 file that changes gets new keys, so a stamp of an old version is never served.
 
 Files live at ``<cache_dir>/objects/<key[:2]>/<key>`` and are written atomically (temp
-file + ``os.replace``). The index (``<cache_dir>/index.sqlite``, WAL mode, sqlite-utils)
-records each file's size and sha256 and a logical "last used" clock; a one-row table of
-totals, kept by triggers in the same transaction as every insert, update and delete, lets
-a put check the byte budget without summing every entry. Every hit re-reads
-the file and checks both, so a truncated, altered or missing file is dropped and recomputed,
-never served. Writes to the index are ``BEGIN IMMEDIATE`` transactions, so several threads
-and processes can share one cache directory.
+file + ``os.replace``). The index (``<cache_dir>/index.sqlite``,
+:class:`vo_service.cache_index.CacheIndex`) records each file's size and sha256 and when it
+was last used. Every hit re-reads the file and checks both, so a truncated, altered or
+missing file is dropped and recomputed, never served. Several threads and processes can
+share one cache directory.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import tempfile
 import threading
 import time
@@ -35,20 +32,11 @@ from typing import BinaryIO
 
 import sqlite_utils
 
+from vo_service.cache_index import CacheIndex
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
-_TABLE = "entries"
-_TOTALS = "totals"
-# The running totals follow every change of ``entries`` inside the changing transaction.
-_TRIGGERS = (
-    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_added AFTER INSERT ON {_TABLE} BEGIN "
-    f"UPDATE {_TOTALS} SET bytes = bytes + NEW.size, entries = entries + 1 WHERE id = 1; END",
-    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_removed AFTER DELETE ON {_TABLE} BEGIN "
-    f"UPDATE {_TOTALS} SET bytes = bytes - OLD.size, entries = entries - 1 WHERE id = 1; END",
-    f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_resized AFTER UPDATE OF size ON {_TABLE} BEGIN "
-    f"UPDATE {_TOTALS} SET bytes = bytes - OLD.size + NEW.size WHERE id = 1; END",
-)
 
 
 def make_key(parts: Mapping[str, object]) -> str:
@@ -118,72 +106,25 @@ class CutoutCache:
         self.max_bytes = int(max_bytes)
         self.objects_dir = self.directory / "objects"
         self.objects_dir.mkdir(parents=True, exist_ok=True)
-        self.index_path = self.directory / "index.sqlite"
-        self._local = threading.local()
+        self.index = CacheIndex(self.directory / "index.sqlite")
+        self.index_path = self.index.path
         self._key_locks: dict[str, list] = {}
         self._key_locks_guard = threading.Lock()
-        self._create_schema()
         self.sweep()
 
-    # -- SQLite ---------------------------------------------------------------------------
+    # -- the index (for vo_service.cache_check and tests) --------------------------------
 
     def _db(self) -> sqlite_utils.Database:
-        """One connection per thread, autocommit, explicit transactions."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            conn = sqlite3.connect(
-                self.index_path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout = 60000")
-            db = sqlite_utils.Database(conn)
-            if db.journal_mode != "wal":
-                db.enable_wal()
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._local.db = db
-        return db
+        """This thread's connection to the index."""
+        return self.index.db()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
-        db = self._db()
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
-
-    def _create_schema(self) -> None:
-        with self._write() as db:
-            if _TABLE not in db.table_names():
-                db[_TABLE].create(
-                    {
-                        "key": str,
-                        "size": int,
-                        "sha256": str,
-                        "created_at": float,
-                        "used_at": float,
-                        "used_seq": int,
-                        "hits": int,
-                    },
-                    pk="key",
-                )
-                db[_TABLE].create_index(["used_seq"])
-            if _TOTALS not in db.table_names():  # new cache, or one made before the totals
-                db.execute(f"CREATE TABLE {_TOTALS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
-                           "bytes INTEGER NOT NULL, entries INTEGER NOT NULL)")
-                db.execute(f"INSERT INTO {_TOTALS} SELECT 1, COALESCE(SUM(size), 0), COUNT(*) "
-                           f"FROM {_TABLE}")
-            for trigger in _TRIGGERS:
-                db.execute(trigger)
+    def _write(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+        """A write transaction on the index."""
+        return self.index.write()
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self.index.close()
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -234,24 +175,14 @@ class CutoutCache:
         return self._row(key) is not None
 
     def _row(self, key: str) -> dict | None:
-        rows = list(self._db().query(f"SELECT * FROM {_TABLE} WHERE key = ?", [key]))
-        return rows[0] if rows else None
+        return self.index.row(key)
 
     def _touch(self, key: str) -> None:
-        with self._write() as db:
-            db.execute(
-                f"UPDATE {_TABLE} SET used_at = ?, hits = hits + 1, "
-                f"used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}) "
-                "WHERE key = ?",
-                [time.time(), key],
-            )
+        self.index.touch(key)
 
     def _drop(self, key: str, *, expected_sha256: str, unlink: bool = False) -> None:
         """Forget ``key`` unless another writer has replaced it meanwhile."""
-        with self._write() as db:
-            db.execute(
-                f"DELETE FROM {_TABLE} WHERE key = ? AND sha256 = ?", [key, expected_sha256]
-            )
+        self.index.forget(key, expected_sha256=expected_sha256)
         if unlink:
             with contextlib.suppress(FileNotFoundError):
                 self.path_for(key).unlink()
@@ -293,42 +224,16 @@ class CutoutCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
-        now = time.time()
-        with self._write() as db:
-            # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers.
-            db.execute(
-                f"INSERT INTO {_TABLE} "
-                "(key, size, sha256, created_at, used_at, used_seq, hits) "
-                f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
-                "ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-                "created_at = excluded.created_at, used_at = excluded.used_at, "
-                "used_seq = excluded.used_seq, hits = 0",
-                [key, size, hasher.hexdigest(), now, now],
-            )
+        self.index.record(key, size, hasher.hexdigest())
         self.evict(keep=key)
         return path
 
     def evict(self, keep: str | None = None) -> list[str]:
         """Remove least recently used entries until the total fits the budget; return their keys.
 
-        The total is the running one (one row), so a put within budget costs O(1), and an
-        eviction reads only as many entries, oldest first, as it removes.
+        The total is the running one (one row), so a put within budget costs O(1).
         """
-        with self._write() as db:
-            total = self._total_bytes(db)
-            if total <= self.max_bytes:
-                return []
-            victims: list[str] = []
-            cursor = db.conn.execute(f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC")
-            for key, size in cursor:
-                if total <= self.max_bytes:
-                    break
-                if key == keep:
-                    continue
-                victims.append(key)
-                total -= size
-            cursor.close()
-            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?", [(k,) for k in victims])
+        victims = self.index.evict_over(self.max_bytes, keep)
         for key in victims:
             with contextlib.suppress(FileNotFoundError):
                 self.path_for(key).unlink()
@@ -386,7 +291,7 @@ class CutoutCache:
         Only files older than ``min_age_seconds`` are touched, so writes in flight in other
         processes are left alone.
         """
-        known = {row[0] for row in self._db().execute(f"SELECT key FROM {_TABLE}")}
+        known = self.index.keys()
         cutoff = time.time() - min_age_seconds
         removed = 0
         for directory in self.objects_dir.iterdir():
@@ -404,27 +309,20 @@ class CutoutCache:
             log.info("cache sweep removed %d stray files", removed)
         return removed
 
-    @staticmethod
-    def _total_bytes(db: sqlite_utils.Database) -> int:
-        return int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
-
     def stats(self) -> CacheStats:
         """Number of entries and bytes recorded in the index (the running totals)."""
-        total, count = self._db().execute(
-            f"SELECT bytes, entries FROM {_TOTALS} WHERE id = 1").fetchone()
+        total, count = self.index.totals()
         return CacheStats(entries=count, total_bytes=total, max_bytes=self.max_bytes)
 
     def keys_by_recency(self) -> list[str]:
         """Keys from least to most recently used (the eviction order)."""
-        return [r[0] for r in self._db().execute(f"SELECT key FROM {_TABLE} ORDER BY used_seq")]
+        return self.index.keys_by_recency()
 
     def clear(self) -> None:
         """Forget every entry and delete the files."""
-        with self._write() as db:
-            db.execute(f"DELETE FROM {_TABLE}")
+        self.index.clear()
         shutil.rmtree(self.objects_dir, ignore_errors=True)
         self.objects_dir.mkdir(parents=True, exist_ok=True)
-
 
 def _hash_handle(handle: BinaryIO) -> tuple[int, str]:
     """Size and sha256 of an open file, read from its start."""

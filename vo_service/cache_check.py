@@ -14,7 +14,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from vo_service.cache import _TABLE, _TOTALS, CutoutCache, _hash_handle
+from vo_service.cache import CutoutCache, _hash_handle
+from vo_service.cache_index import _TABLE, _TOTALS
 
 
 @dataclass
