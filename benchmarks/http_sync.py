@@ -31,6 +31,9 @@ import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _server import start_server_process  # noqa: E402 - shared with load_test.py
+
 DATA = HERE / "data"
 ARCHIVE = DATA / "demo-archive"
 STATE = DATA / "http-sync-state"
@@ -71,21 +74,8 @@ def start_server(port: int) -> subprocess.Popen:
     """The service in its own process (so the load generator does not share its GIL)."""
     shutil.rmtree(STATE / "cache", ignore_errors=True)  # start with an empty cache
     STATE.mkdir(parents=True, exist_ok=True)
-    log = open(STATE / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(ARCHIVE), str(STATE),
-                                str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited; see {STATE / 'server.log'}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/availability", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("the server did not start within 300 s")
+    return start_server_process([sys.executable, "-c", SERVER_CODE, str(ARCHIVE), str(STATE),
+                                 str(port)], port, STATE / "server.log")
 
 
 def vis_images():

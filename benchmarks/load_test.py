@@ -34,6 +34,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import http_sync  # noqa: E402 - the archive, port and request helpers of the sync benchmark
+from _server import start_server_process  # noqa: E402
 
 STATE = http_sync.DATA / "load-test-state"
 BANDS = ["VIS", "NIR-Y", "NIR-J", "NIR-H"]
@@ -43,23 +44,10 @@ def start_server(port: int) -> subprocess.Popen:
     """``vo-service serve`` over the demo archive with an empty state directory."""
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
-    log = open(STATE / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
+    return start_server_process(
         [sys.executable, "-m", "vo_service.cli", "serve", "--data-root", str(http_sync.ARCHIVE),
          "--state-dir", str(STATE), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited; see {STATE / 'server.log'}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/availability", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("the server did not start within 300 s")
+        port, STATE / "server.log")
 
 
 class MemoryPeak(threading.Thread):
