@@ -216,15 +216,21 @@ async def job_resource(request: Request) -> Response:
     return await _job_document(request, job)
 
 
+async def _posted_value(request: Request, name: str, usage: str) -> str:
+    """The one value of ``name`` POSTed to the job's ``/<name lower-cased>`` resource;
+    a UsageError that shows ``usage`` when it is missing."""
+    value = (await read_params(request)).get_single(name)
+    if value is None:
+        raise UsageError(f"POST to /{name.lower()} needs {usage}")
+    return value
+
+
 async def phase_resource(request: Request) -> Response:
     """GET the phase as text; POST PHASE=RUN or PHASE=ABORT (303 to the job)."""
     job = _job(request)
     if request.method == "GET":
         return _text(job.phase.value)
-    params = await read_params(request)
-    value = params.get_single("PHASE")
-    if value is None:
-        raise UsageError("POST to /phase needs PHASE=RUN or PHASE=ABORT")
+    value = await _posted_value(request, "PHASE", "PHASE=RUN or PHASE=ABORT")
     _phase_action(_service(request), job.job_id, value)
     return _see_job(request, job.job_id)
 
@@ -234,10 +240,7 @@ async def duration_resource(request: Request) -> Response:
     job = _job(request)
     if request.method == "GET":
         return _text(job.execution_duration)
-    params = await read_params(request)
-    value = params.get_single("EXECUTIONDURATION")
-    if value is None:
-        raise UsageError("POST to /executionduration needs EXECUTIONDURATION=<seconds>")
+    value = await _posted_value(request, "EXECUTIONDURATION", "EXECUTIONDURATION=<seconds>")
     seconds = parse_int("EXECUTIONDURATION", value, minimum=0)
     _service(request).set_execution_duration(job.job_id, seconds)
     return _see_job(request, job.job_id)
@@ -248,10 +251,7 @@ async def destruction_resource(request: Request) -> Response:
     job = _job(request)
     if request.method == "GET":
         return _text(job.destruction)
-    params = await read_params(request)
-    value = params.get_single("DESTRUCTION")
-    if value is None:
-        raise UsageError("POST to /destruction needs DESTRUCTION=<ISO 8601 time>")
+    value = await _posted_value(request, "DESTRUCTION", "DESTRUCTION=<ISO 8601 time>")
     try:
         _service(request).set_destruction(job.job_id, value)
     except ValueError as exc:
