@@ -12,16 +12,21 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from lxml import etree
-from server import assert_valid_votable, load_schema
+from server import assert_valid_votable
+from uws_client import (
+    UWS,
+    job_document,
+    module_client,
+    module_server,
+    results_of,
+    wait_final,
+)
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.cache import CutoutCache
 from vo_service.engine.cutout import cut
 from vo_service.shapes import CenterSize
 
-UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0"}
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 BANDS = ["VIS", "NIR-Y"]
 OUTSIDE = [(10.0 + i, 10.0 + i) for i in range(8)]  # far from every demo field
 BAD_ROWS = [("nan", "-28.1"), ("52.9", "95"), ("abc", "-28.1"), ("52.9", "")]
@@ -52,39 +57,8 @@ def create(client: httpx.Client, server, data: dict, catalog: bytes | None,
     return client.post(server.url("async"), data=data, files=files, follow_redirects=True)
 
 
-def job_document(client: httpx.Client, url: str, **query: str) -> etree._Element:
-    response = client.get(url, params=query)
-    assert response.status_code == 200, response.text
-    root = etree.fromstring(response.content)
-    load_schema("UWS.xsd").assertValid(root)
-    return root
-
-
-def wait_final(client: httpx.Client, url: str) -> etree._Element:
-    for _ in range(40):
-        root = job_document(client, url, WAIT="30")
-        if root.findtext("uws:phase", namespaces=UWS) not in ("PENDING", "QUEUED", "EXECUTING"):
-            return root
-    raise AssertionError("the job did not finish")
-
-
-def results_of(root: etree._Element) -> dict[str, tuple[str, str]]:
-    return {r.get("id"): (r.get(XLINK_HREF), r.get("mime-type"))
-            for r in root.iterfind("uws:results/uws:result", UWS)}
-
-
-@pytest.fixture(scope="module")
-def batch_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory):
-    from server import serve_archive
-
-    with serve_archive(demo_archive, tmp_path_factory.mktemp("batch-state")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client():
-    with httpx.Client(timeout=120) as http:
-        yield http
+batch_server = module_server("batch-state")
+client = module_client()
 
 
 @pytest.fixture(scope="module")

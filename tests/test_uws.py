@@ -14,6 +14,8 @@ import uvicorn
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from uws_client import phase_of
+from uws_client import wait_final as wait_for
 
 from vo_service.config import Limits, Settings
 from vo_service.jobs.phases import Phase
@@ -146,16 +148,8 @@ def job_doc(client: httpx.Client, url: str, **query: str) -> etree._Element:
     return valid_document(response.content)
 
 
-def phase_of(root: etree._Element) -> str:
-    return root.findtext("uws:phase", namespaces=UWS_NS)
-
-
 def wait_final(client: httpx.Client, url: str) -> etree._Element:
-    for _ in range(50):
-        root = job_doc(client, url, WAIT="-1")
-        if phase_of(root) not in ("PENDING", "QUEUED", "EXECUTING"):
-            return root
-    raise AssertionError("job did not finish")
+    return wait_for(client, url, read=job_doc, wait="-1", attempts=50)
 
 
 def test_create_pending_job_document(client: httpx.Client, base: str) -> None:

@@ -9,25 +9,18 @@ from pathlib import Path
 import httpx
 import pytest
 from lxml import etree
-from server import load_schema, serve_archive
+from server import serve_archive
+from uws_client import UWS, XLINK_HREF, job_document, module_client, module_server
+from uws_client import phase_of as phase
+from uws_client import wait_final as wait_for
 
 from vo_service.archive.index import ArchiveIndex
 
-UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0"}
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 FAR_CIRCLE = "10 10 0.001"  # no demo image is near
 
 
-@pytest.fixture(scope="module")
-def soda_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory):
-    with serve_archive(demo_archive, tmp_path_factory.mktemp("soda-async-state")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client():
-    with httpx.Client(timeout=120, follow_redirects=True) as http:
-        yield http
+soda_server = module_server("soda-async-state")
+client = module_client(follow_redirects=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +34,13 @@ def centre_circle(record, radius: float = 0.002) -> str:
 
 
 def document(client: httpx.Client, url: str, **query: str) -> etree._Element:
-    response = client.get(url, params=query)
-    assert response.status_code == 200, response.text
-    root = etree.fromstring(response.content)
-    load_schema("UWS.xsd").assertValid(root)
+    root = job_document(client, url, **query)
     assert root.get("version") == "1.1"
     return root
 
 
-def phase(root: etree._Element) -> str:
-    return root.findtext("uws:phase", namespaces=UWS)
-
-
 def wait_final(client: httpx.Client, url: str) -> etree._Element:
-    for _ in range(40):
-        root = document(client, url, WAIT="30")
-        if phase(root) not in ("PENDING", "QUEUED", "EXECUTING"):
-            return root
-    raise AssertionError("the job did not finish")
+    return wait_for(client, url, read=document)
 
 
 def test_one_result_per_combination_and_no_overlap_as_text(

@@ -1,0 +1,78 @@
+"""A UWS client for the tests that run jobs through a live server: read and validate job
+documents, wait for a final phase, list results; module-scoped server and client fixtures.
+
+    from uws_client import UWS, job_document, module_client, module_server, wait_final
+
+    soda_server = module_server("soda-async-state")
+    client = module_client(follow_redirects=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+from server import LiveServer, load_schema, serve_archive
+
+UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0"}
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+ACTIVE_PHASES = ("PENDING", "QUEUED", "EXECUTING")
+
+
+def job_document(client: httpx.Client, url: str, **query: str) -> etree._Element:
+    """GET a UWS document (200) and assert it validates against UWS.xsd."""
+    response = client.get(url, params=query)
+    assert response.status_code == 200, response.text
+    root = etree.fromstring(response.content)
+    load_schema("UWS.xsd").assertValid(root)
+    return root
+
+
+def phase_of(root: etree._Element) -> str:
+    """The phase of a job document."""
+    return root.findtext("uws:phase", namespaces=UWS)
+
+
+def wait_final(client: httpx.Client, url: str, *,
+               read: Callable[..., etree._Element] = job_document, wait: str = "30",
+               attempts: int = 40) -> etree._Element:
+    """The job document once the job has left PENDING/QUEUED/EXECUTING (blocking WAIT
+    requests, each read with ``read``); AssertionError after ``attempts`` of them."""
+    for _ in range(attempts):
+        root = read(client, url, WAIT=wait)
+        if phase_of(root) not in ACTIVE_PHASES:
+            return root
+    raise AssertionError("the job did not finish")
+
+
+def results_of(root: etree._Element) -> dict[str, tuple[str, str]]:
+    """Result id -> (URL, MIME type) of a job document."""
+    return {r.get("id"): (r.get(XLINK_HREF), r.get("mime-type"))
+            for r in root.iterfind("uws:results/uws:result", UWS)}
+
+
+def module_server(state_name: str) -> Callable[..., Iterator[LiveServer]]:
+    """A module-scoped fixture: the demo archive served with state in a fresh
+    ``state_name`` directory."""
+
+    @pytest.fixture(scope="module")
+    def server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[LiveServer]:
+        with serve_archive(demo_archive, tmp_path_factory.mktemp(state_name)) as live:
+            yield live
+
+    return server
+
+
+def module_client(**options: object) -> Callable[[], Iterator[httpx.Client]]:
+    """A module-scoped fixture: one httpx.Client (120 s timeout, ``options``)."""
+
+    @pytest.fixture(scope="module")
+    def client() -> Iterator[httpx.Client]:
+        with httpx.Client(timeout=120, **options) as http:
+            yield http
+
+    return client
