@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io.votable.tree import Info
 
+from vo_service.engine.bundle import ZipStream
 from vo_service.protocols.dali import load_template, votable_bytes
 
 MANIFEST_MIME = "application/x-votable+xml"
@@ -68,22 +68,28 @@ def write_manifest(path: Path, rows: Sequence[Mapping[str, object]], *,
 
 
 class Bundle:
-    """A ZIP file on disk that grows member by member (stored: FITS barely compresses)."""
+    """A ZIP file on disk that grows member by member (stored: FITS barely compresses).
+
+    Written in one pass by :class:`vo_service.engine.bundle.ZipStream`: each member is
+    read once and written once (no seek back to patch its local header, as ``zipfile``
+    does), which matters for tens of thousands of small stamps.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._partial = path.with_name(path.name + ".part")
-        self._zip = zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self._zip = ZipStream(self._partial)
         self.members = 0
 
     def add_file(self, source: Path, arcname: str) -> None:
         """Copy ``source`` into the bundle as ``arcname`` (e.g. ``VIS/target_BGSUB.fits``)."""
-        self._zip.write(source, arcname)
-        self.members += 1
+        with open(source, "rb") as handle:
+            content = handle.read()
+        self.add_bytes(content, arcname)
 
     def add_bytes(self, content: bytes, arcname: str) -> None:
-        """Add a small member from memory (the manifest)."""
-        self._zip.writestr(arcname, content)
+        """Add a member from memory (the manifest, or a stamp's bytes)."""
+        self._zip.add(arcname, (content,))
         self.members += 1
 
     def close(self) -> int:
