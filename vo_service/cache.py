@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -142,9 +142,22 @@ class CutoutCache:
         The file is hashed through the descriptor that is returned, so the bytes a caller
         reads are the bytes that were checked. A damaged or missing file is dropped.
         """
-        row = self._row(key)
-        if row is None:
-            return None
+        return self.open_many([key])[key]
+
+    def open_many(self, keys: list[str]) -> dict[str, CachedFile | None]:
+        """:meth:`open` for many keys with one index query and one transaction marking the
+        hits used (in the order given); each file is verified as :meth:`open` does."""
+        rows = self.index.rows(list(dict.fromkeys(keys)))
+        opened: dict[str, CachedFile | None] = {}
+        for key in keys:
+            if key not in opened:  # a repeated key is opened once
+                row = rows.get(key)
+                opened[key] = None if row is None else self._open_verified(key, row)
+        self.index.touch_many([key for key, cached in opened.items() if cached is not None])
+        return opened
+
+    def _open_verified(self, key: str, row: dict) -> CachedFile | None:
+        """The open file of ``key`` if its size and sha256 match ``row``; else drop it."""
         path = self.path_for(key)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
@@ -160,7 +173,6 @@ class CutoutCache:
             self._drop(key, expected_sha256=row["sha256"], unlink=True)
             return None
         handle.seek(0)
-        self._touch(key)
         return CachedFile(handle, path, size)
 
     def get(self, key: str) -> Path | None:
@@ -195,6 +207,25 @@ class CutoutCache:
         The file is written to a temporary name in the same directory, then renamed over the
         final name, and only then recorded in the index. Eviction follows.
         """
+        return self.put_many([(key, content)])[key]
+
+    def put_many(self, items: list[tuple[str, bytes | Path]]) -> dict[str, Path]:
+        """:meth:`put` for many (key, content) pairs: each file is written atomically as
+        :meth:`put` does, then all are recorded in one index transaction and one eviction
+        runs, which keeps every key of ``items``. Returns the paths by key."""
+        paths: dict[str, Path] = {}
+        entries: list[tuple[str, int, str]] = []
+        try:
+            for key, content in items:
+                paths[key], size, digest = self._write_file(key, content)
+                entries.append((key, size, digest))
+        finally:  # files already renamed into place are recorded even if a later one fails
+            self.index.record_many(entries)
+        self.evict(keep=paths.keys())
+        return paths
+
+    def _write_file(self, key: str, content: bytes | Path) -> tuple[Path, int, str]:
+        """Write ``content`` to ``key``'s path atomically; (path, size, sha256)."""
         path = self.path_for(key)
         try:
             fd, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".part",
@@ -224,12 +255,11 @@ class CutoutCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
-        self.index.record(key, size, hasher.hexdigest())
-        self.evict(keep=key)
-        return path
+        return path, size, hasher.hexdigest()
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Remove least recently used entries until the total fits the budget; return their keys.
+    def evict(self, keep: str | Collection[str] | None = None) -> list[str]:
+        """Remove least recently used entries (never ``keep``) until the total fits the
+        budget; return their keys.
 
         The total is the running one (one row), so a put within budget costs O(1).
         """

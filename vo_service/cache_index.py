@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import sqlite_utils
@@ -103,14 +103,31 @@ class CacheIndex:
         rows = list(self.db().query(f"SELECT * FROM {_TABLE} WHERE key = ?", [key]))
         return rows[0] if rows else None
 
+    def rows(self, keys: list[str]) -> dict[str, dict]:
+        """The entries of those ``keys`` that exist, by key (one query per 500 keys)."""
+        found: dict[str, dict] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            for row in self.db().query(f"SELECT * FROM {_TABLE} WHERE key IN ({marks})", part):
+                found[row["key"]] = row
+        return found
+
     def touch(self, key: str) -> None:
         """Mark ``key`` used now (most recent in the eviction order)."""
+        self.touch_many([key])
+
+    def touch_many(self, keys: list[str]) -> None:
+        """Mark ``keys`` used now, in this order, in one transaction."""
+        if not keys:
+            return
+        now = time.time()
         with self.write() as db:
-            db.execute(
+            db.conn.executemany(
                 f"UPDATE {_TABLE} SET used_at = ?, hits = hits + 1, "
                 f"used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}) "
                 "WHERE key = ?",
-                [time.time(), key],
+                [(now, key) for key in keys],
             )
 
     def forget(self, key: str, *, expected_sha256: str) -> None:
@@ -122,22 +139,30 @@ class CacheIndex:
 
     def record(self, key: str, size: int, sha256: str) -> None:
         """Record (or replace) the entry of a file just written, as the most recent."""
+        self.record_many([(key, size, sha256)])
+
+    def record_many(self, entries: list[tuple[str, int, str]]) -> None:
+        """Record (or replace) entries (key, size, sha256) of files just written, in this
+        order as the most recent, in one transaction."""
+        if not entries:
+            return
         now = time.time()
         with self.write() as db:
             # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers.
-            db.execute(
+            db.conn.executemany(
                 f"INSERT INTO {_TABLE} "
                 "(key, size, sha256, created_at, used_at, used_seq, hits) "
                 f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
                 "ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
                 "created_at = excluded.created_at, used_at = excluded.used_at, "
                 "used_seq = excluded.used_seq, hits = 0",
-                [key, size, sha256, now, now],
+                [(key, size, sha256, now, now) for key, size, sha256 in entries],
             )
 
-    def evict_over(self, max_bytes: int, keep: str | None = None) -> list[str]:
-        """Delete least recently used entries (never ``keep``) until the total fits
-        ``max_bytes``; return their keys, whose files the caller removes.
+    def evict_over(self, max_bytes: int, keep: str | Collection[str] | None = None
+                   ) -> list[str]:
+        """Delete least recently used entries (never ``keep``: one key or several) until the
+        total fits ``max_bytes``; return their keys, whose files the caller removes.
 
         The total is the running one (one row), so a put within budget costs O(1), and an
         eviction reads only as many entries, oldest first, as it removes.
@@ -146,12 +171,13 @@ class CacheIndex:
             total = int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
             if total <= max_bytes:
                 return []
+            kept = {keep} if isinstance(keep, str) else set(keep or ())
             victims: list[str] = []
             cursor = db.conn.execute(f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC")
             for key, size in cursor:
                 if total <= max_bytes:
                     break
-                if key == keep:
+                if key in kept:
                     continue
                 victims.append(key)
                 total -= size

@@ -9,17 +9,16 @@ once if it had none.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from vo_service.cache import CutoutCache, make_key, source_identity
+from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError
-from vo_service.jobs.stamps import publish_cached
+from vo_service.jobs.stamps import link_replacing, publish_cached
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
@@ -86,7 +85,11 @@ def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
              formats: tuple[str, ...], max_pixels: int, stamp_dir: Path) -> list[Outcome]:
-    """Cut (or find in the cache) every target of one image; link stamps into the job."""
+    """Cut (or find in the cache) every target of one image; link stamps into the job.
+
+    The cache index and the outcome memory are read and written once per task (one query,
+    one transaction), not once per stamp.
+    """
     record = task.record
     try:
         identity = source_identity(record.path, record.hdu)
@@ -95,44 +98,67 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     keyed = [(target, stem, stamp_keys(identity, target, formats))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
+    folders = _Folders(stamp_dir)
+    with_stamps = [keys[fmt] for _, _, keys in keyed
+                   if (known.get(keys["outcome"]) or {}).get("stamp") for fmt in formats]
+    opened = cache.open_many(with_stamps)
     outcomes: list[Outcome] = []
     misses = []
-    for target, stem, keys in keyed:
-        remembered = known.get(keys["outcome"])
-        outcome = None
-        if remembered is not None:
-            outcome = _from_cache(cache, target, stem, keys, remembered, formats, stamp_dir)
-        if outcome is None:
-            misses.append((target, stem, keys))
-        else:
-            outcomes.append(outcome)
+    try:
+        for target, stem, keys in keyed:
+            remembered = known.get(keys["outcome"])
+            outcome = None
+            if remembered is not None:
+                outcome = _from_cache(opened, target, stem, keys, remembered, formats, folders)
+            if outcome is None:
+                misses.append((target, stem, keys))
+            else:
+                outcomes.append(outcome)
+    finally:
+        for cached in opened.values():
+            if cached is not None:
+                cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    stamp_dir))
+                                    folders))
     return outcomes
 
 
-def _from_cache(cache: CutoutCache, target: Target, stem: str, keys: dict[str, str],
-                remembered: dict[str, object], formats: tuple[str, ...],
-                stamp_dir: Path) -> Outcome | None:
+class _Folders:
+    """Stamp folders of a job, each created once per task."""
+
+    def __init__(self, stamp_dir: Path) -> None:
+        self.stamp_dir = stamp_dir
+        self._made: set[str] = set()
+
+    def target(self, relative: str) -> Path:
+        """Where the stamp ``relative`` goes, its folder created."""
+        folder = relative.rpartition("/")[0]
+        if folder not in self._made:
+            (self.stamp_dir / folder).mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        return self.stamp_dir / relative
+
+
+def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
+                keys: dict[str, str], remembered: dict[str, object],
+                formats: tuple[str, ...], folders: _Folders) -> Outcome | None:
     ranges = json.loads(remembered["ranges"]) if remembered["ranges"] else None
     outcome = Outcome(target, str(remembered["status"]), str(remembered["message"] or ""),
                       [tuple(r) for r in ranges] if ranges else None, from_cache=True)
     if not remembered["stamp"]:
         return outcome
+    if any(opened.get(keys[fmt]) is None for fmt in formats):  # evicted: cut again
+        return None
     for fmt in formats:
-        cached = cache.open(keys[fmt])
-        if cached is None:  # evicted: cut again
-            for relative, _ in outcome.files.values():
-                (stamp_dir / relative).unlink(missing_ok=True)
-            return None
         relative = stem + SUFFIX[fmt]
-        outcome.files[fmt] = (relative, publish_cached(cached, stamp_dir / relative))
+        size = publish_cached(opened[keys[fmt]], folders.target(relative), folder_exists=True)
+        outcome.files[fmt] = (relative, size)
     return outcome
 
 
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
-                formats: tuple[str, ...], max_pixels: int, stamp_dir: Path) -> list[Outcome]:
+                formats: tuple[str, ...], max_pixels: int, folders: _Folders) -> list[Outcome]:
     try:
         with OpenImage(record.path, record.hdu) as image:
             results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
@@ -142,6 +168,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
         return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
     outcomes: list[Outcome] = []
     learned: dict[str, dict[str, object]] = {}
+    pending = _PendingStamps(cache, folders)
     for result in results:
         target, stem, keys = misses[result.index]
         ranges = [tuple(r) for r in result.pixel_box.ranges] if result.pixel_box else None
@@ -154,24 +181,51 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 except ValueError as exc:  # e.g. a preview of an empty stamp
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
-                relative = stem + SUFFIX[fmt]
-                path = cache.put(keys[fmt], content)
-                outcome.files[fmt] = (relative, _publish(path, content, stamp_dir / relative))
+                pending.add(outcome, fmt, keys[fmt], stem + SUFFIX[fmt], content)
         learned[keys["outcome"]] = {
             "status": outcome.status, "message": outcome.message,
             "ranges": json.dumps(ranges) if ranges else None, "stamp": int(result.has_stamp),
         }
         outcomes.append(outcome)
+    pending.flush()
     memory.save_stamp_outcomes(learned)
     return outcomes
 
 
+class _PendingStamps:
+    """New stamps stored in the cache a batch at a time (one index transaction per batch),
+    then linked into the job; a batch is bounded in bytes so large stamps do not pile up."""
+
+    MAX_BYTES = 32 * 1024 * 1024
+
+    def __init__(self, cache: CutoutCache, folders: _Folders) -> None:
+        self.cache = cache
+        self.folders = folders
+        self._items: list[tuple[Outcome, str, str, str, bytes]] = []
+        self._bytes = 0
+
+    def add(self, outcome: Outcome, fmt: str, key: str, relative: str, content: bytes) -> None:
+        self._items.append((outcome, fmt, key, relative, content))
+        self._bytes += len(content)
+        if self._bytes >= self.MAX_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the pending stamps and link them into the job."""
+        if not self._items:
+            return
+        paths = self.cache.put_many([(key, content) for _, _, key, _, content in self._items])
+        for outcome, fmt, key, relative, content in self._items:
+            size = _publish(paths[key], content, self.folders.target(relative))
+            outcome.files[fmt] = (relative, size)
+        self._items.clear()
+        self._bytes = 0
+
+
 def _publish(path: Path, content: bytes, target: Path) -> int:
     """Link a freshly cached stamp into the job (or write the bytes if already evicted)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
     try:
-        os.link(path, target)
+        link_replacing(path, target)
     except OSError:
         target.write_bytes(content)
     return len(content)

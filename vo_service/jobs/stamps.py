@@ -8,17 +8,18 @@ from pathlib import Path
 from vo_service.cache import CachedFile
 
 
-def publish_cached(cached: CachedFile, target: Path) -> int:
+def publish_cached(cached: CachedFile, target: Path, *, folder_exists: bool = False) -> int:
     """Hard-link a cache file to ``target``, else copy it from the open handle; its size.
 
     A hard link survives the cache evicting the entry later and costs no space or I/O. If
     the entry was evicted (or lives on another file system) the bytes come from the handle
-    the cache opened, which stays readable either way.
+    the cache opened, which stays readable either way. ``folder_exists`` skips creating
+    ``target``'s folder (callers publishing many stamps create each folder once).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
+    if not folder_exists:
+        target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(cached.path, target)
+        link_replacing(cached.path, target)
         return cached.size
     except OSError:
         with open(target, "wb") as out:
@@ -27,3 +28,12 @@ def publish_cached(cached: CachedFile, target: Path) -> int:
         return target.stat().st_size
     finally:
         cached.close()
+
+
+def link_replacing(source: Path, target: Path) -> None:
+    """Hard-link ``source`` as ``target``, replacing a file left there by an earlier run."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        target.unlink(missing_ok=True)
+        os.link(source, target)
