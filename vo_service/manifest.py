@@ -92,6 +92,12 @@ class Bundle:
         self._zip.add(arcname, (content,))
         self.members += 1
 
+    def add_part(self, part: Path, entries: list[tuple[bytes, int, int, int]]) -> None:
+        """Append a part written by a worker (``ZipStream.close_part``), then delete it."""
+        self._zip.append_part(part, entries)
+        self.members += len(entries)
+        part.unlink(missing_ok=True)
+
     def close(self) -> int:
         """Finish the ZIP directory and move it into place; return its size in bytes."""
         self._zip.close()

@@ -8,6 +8,7 @@ position and size, format): a target already cut from the same image is never cu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -27,6 +28,7 @@ from vo_service.jobs.batch_params import (
     load_catalog,
     parse_batch_request,
 )
+from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.executors import as_finished
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
@@ -179,8 +181,10 @@ class BatchJob:
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop)
             for task, future in work:
+                packed = None  # outcomes + the bundle part of the unit's stamps
                 try:
-                    outcomes = future.result()
+                    packed = future.result()
+                    outcomes = packed.outcomes
                 except Exception as exc:  # a bug or an unreadable image: report, go on
                     log.exception("batch job %s: cutting %s failed", context.job_id,
                                   task.record.obs_publisher_did)
@@ -193,10 +197,11 @@ class BatchJob:
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))
                     for fmt, (relative, size) in outcome.files.items():
-                        bundle.add_file(context.job_dir / "stamps" / relative, relative)
                         results.append(ResultFile(
                             _result_id(relative), f"stamps/{relative}", MIME[fmt], size))
                     produced += bool(outcome.files)
+                if packed is not None and packed.part is not None:
+                    bundle.add_part(Path(packed.part), packed.entries)
                 context.add_results(results)
                 done += len(outcomes)
                 context.set_progress(done, plan.total)
@@ -209,6 +214,8 @@ class BatchJob:
         manifest_size = write_manifest(manifest_path, rows, infos=infos)
         bundle.add_file(manifest_path, "manifest.xml")
         bundle_size = bundle.close()
+        with contextlib.suppress(OSError):  # parts of units that never reported stay
+            (context.job_dir / PARTS_FOLDER).rmdir()
         context.add_results([
             ResultFile("manifest", "manifest.xml", MANIFEST_MIME, manifest_size),
             ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size),

@@ -4,7 +4,8 @@ On the local executor a unit is cut with the service's own cache and job store. 
 unit travels as a plain picklable description (``WorkPlace`` + ``StampTask``: image path
 and HDU, targets with their sizes and file stems, formats, limits, cache and job
 directories); the worker process opens its own cache and job-store handles on the shared
-state directory (once per process) and runs the very same ``cut_task``. A unit is
+state directory (once per process) and runs the very same ``cut_task``
+(packing its stamps as a bundle part, ``jobs/bundle_parts.py``). A unit is
 idempotent (stamps are re-linked, outcomes upserted), so Dask may retry it on another
 worker when its worker dies.
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from vo_service.config import Settings
-from vo_service.jobs.batch_cut import Outcome, StampTask, cut_task
+from vo_service.jobs.batch_cut import StampTask
+from vo_service.jobs.bundle_parts import PackedTask, cut_and_pack
 from vo_service.jobs.executors import DaskExecutor, Executor, LocalExecutor
 
 # Seconds each Dask unit sleeps before cutting: only tests set it (to kill a worker while
@@ -42,12 +44,13 @@ class WorkPlace:
     delay_seconds: float = 0.0
 
 
-def run_remote_unit(place: WorkPlace, task: StampTask) -> list[Outcome]:
+def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
     """Cut one unit on a Dask worker with this process's own cache and store handles."""
     if place.delay_seconds:
         time.sleep(place.delay_seconds)
     cache, store = _worker_handles(place.cache_dir, place.cache_bytes, place.jobs_dir)
-    return cut_task(task, cache, store, place.formats, place.max_pixels, Path(place.stamp_dir))
+    return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
+                        Path(place.stamp_dir))
 
 
 _handles_lock = threading.Lock()
@@ -91,7 +94,7 @@ class BatchExecutors:
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
                 formats: tuple[str, ...], stamp_dir: Path
-                ) -> Iterator[tuple[Executor, Callable[[StampTask], list[Outcome]], int]]:
+                ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
         """(executor, function of a unit, units in flight) for one job."""
         max_pixels = self.settings.limits.max_cutout_pixels
         if self.kind == "dask":
@@ -102,8 +105,8 @@ class BatchExecutors:
             yield executor, functools.partial(run_remote_unit, place), executor.max_workers * 2
             return
         with LocalExecutor(workers, name=name) as pool:
-            yield pool, (lambda task: cut_task(task, cache, store, formats, max_pixels,
-                                               stamp_dir)), workers * 2
+            yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
+                                                   stamp_dir)), workers * 2
 
     def close(self) -> None:
         """Disconnect from the cluster (the cluster itself keeps running)."""
