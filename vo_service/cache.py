@@ -37,6 +37,8 @@ from vo_service.cache_index import CacheIndex
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+# Files up to this size are verified from one read whose bytes the caller may reuse.
+KEEP_CONTENT_BYTES = 1024 * 1024
 
 
 def make_key(parts: Mapping[str, object]) -> str:
@@ -65,10 +67,12 @@ class CachedFile:
     """An open, verified cache file. Reading it is safe even if the entry is evicted meanwhile
     (the open descriptor keeps the data alive on POSIX)."""
 
-    def __init__(self, handle: BinaryIO, path: Path, size: int) -> None:
+    def __init__(self, handle: BinaryIO, path: Path, size: int,
+                 content: bytes | None = None) -> None:
         self.handle = handle
         self.path = path
         self.size = size
+        self.content = content  # the verified bytes, kept when the file is small
 
     def iter_chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         """Yield the file's bytes from the start, then close it."""
@@ -165,7 +169,12 @@ class CutoutCache:
             log.warning("cache file of %s is missing: dropping the entry", key)
             self._drop(key, expected_sha256=row["sha256"])
             return None
-        size, digest = _hash_handle(handle)
+        content = None
+        if row["size"] <= KEEP_CONTENT_BYTES:  # one read serves the check and the caller
+            content = handle.read(row["size"] + 1)  # a longer file shows as longer
+            size, digest = len(content), hashlib.sha256(content).hexdigest()
+        else:
+            size, digest = _hash_handle(handle)
         if size != row["size"] or digest != row["sha256"]:
             handle.close()
             log.warning("cache file of %s is damaged (%d bytes, recorded %d): dropping",
@@ -173,7 +182,7 @@ class CutoutCache:
             self._drop(key, expected_sha256=row["sha256"], unlink=True)
             return None
         handle.seek(0)
-        return CachedFile(handle, path, size)
+        return CachedFile(handle, path, size, content)
 
     def get(self, key: str) -> Path | None:
         """The path of the verified file of ``key`` (marked used), or None on a miss."""
@@ -306,7 +315,7 @@ class CutoutCache:
             content = bytes(compute())
             path = self.put(key, content)
         # Serve the bytes just computed: the file may already be evicted by another process.
-        return CachedFile(io.BytesIO(content), path, len(content)), False
+        return CachedFile(io.BytesIO(content), path, len(content), content), False
 
     def get_or_compute(self, key: str, compute: Callable[[], bytes]) -> tuple[Path, bool]:
         """The path of ``key``'s file, computing and storing it on a miss; and whether it hit."""

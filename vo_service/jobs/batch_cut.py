@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
+from vo_service.cache import (
+    KEEP_CONTENT_BYTES,
+    CachedFile,
+    CutoutCache,
+    make_key,
+    source_identity,
+)
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage
@@ -68,6 +74,9 @@ class Outcome:
     ranges: list[tuple[int, int]] | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
+    # Bytes of small stamps by format, while the unit packs them into its bundle part
+    # (emptied before the outcome leaves the worker).
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict[str, str]:
@@ -152,7 +161,10 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
         return None
     for fmt in formats:
         relative = stem + SUFFIX[fmt]
-        size = publish_cached(opened[keys[fmt]], folders.target(relative), folder_exists=True)
+        cached = opened[keys[fmt]]
+        if cached.content is not None:
+            outcome.contents[fmt] = cached.content
+        size = publish_cached(cached, folders.target(relative), folder_exists=True)
         outcome.files[fmt] = (relative, size)
     return outcome
 
@@ -218,6 +230,8 @@ class _PendingStamps:
         for outcome, fmt, key, relative, content in self._items:
             size = _publish(paths[key], content, self.folders.target(relative))
             outcome.files[fmt] = (relative, size)
+            if size <= KEEP_CONTENT_BYTES:
+                outcome.contents[fmt] = content
         self._items.clear()
         self._bytes = 0
 

@@ -30,17 +30,20 @@ class PackedTask:
 
 def pack_stamps(outcomes: list[Outcome], stamp_dir: Path) -> PackedTask:
     """Write the stamps of ``outcomes`` (in order) into a new part next to ``stamp_dir``."""
-    members = [relative for outcome in outcomes for relative, _ in outcome.files.values()]
-    if not members:
+    if not any(outcome.files for outcome in outcomes):
         return PackedTask(outcomes)
     folder = stamp_dir.parent / PARTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.part"  # a retried unit never clashes
     stream = ZipStream(path)
     try:
-        for relative in members:
-            with open(stamp_dir / relative, "rb") as handle:
-                stream.add(relative, (handle.read(),))
+        for outcome in outcomes:
+            for fmt, (relative, _) in outcome.files.items():
+                content = outcome.contents.get(fmt)  # bytes at hand, else the linked file
+                if content is None:
+                    content = (stamp_dir / relative).read_bytes()
+                stream.add(relative, (content,))
+            outcome.contents.clear()
     except BaseException:
         stream.close_part()
         path.unlink(missing_ok=True)
