@@ -181,8 +181,11 @@ class CutoutCache:
                         key, size, row["size"])
             self._drop(key, expected_sha256=row["sha256"], unlink=True)
             return None
+        if content is not None:  # the verified bytes stand in for the file: no descriptor
+            handle.close()
+            return CachedFile(io.BytesIO(content), path, size, content)
         handle.seek(0)
-        return CachedFile(handle, path, size, content)
+        return CachedFile(handle, path, size)
 
     def get(self, key: str) -> Path | None:
         """The path of the verified file of ``key`` (marked used), or None on a miss."""

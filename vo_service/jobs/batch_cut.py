@@ -28,6 +28,8 @@ from vo_service.jobs.stamps import link_replacing, publish_cached
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
+# Targets whose cached stamps are opened at once (one index query and transaction each).
+OPEN_TARGETS = 64
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
 KEY_VERSION = 2  # 2: previews of physical values (BSCALE/BZERO, BLANK as missing)
 
@@ -108,25 +110,28 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     folders = _Folders(stamp_dir)
-    with_stamps = [keys[fmt] for _, _, keys in keyed
-                   if (known.get(keys["outcome"]) or {}).get("stamp") for fmt in formats]
-    opened = cache.open_many(with_stamps)
     outcomes: list[Outcome] = []
     misses = []
-    try:
-        for target, stem, keys in keyed:
-            remembered = known.get(keys["outcome"])
-            outcome = None
-            if remembered is not None:
-                outcome = _from_cache(opened, target, stem, keys, remembered, formats, folders)
-            if outcome is None:
-                misses.append((target, stem, keys))
-            else:
-                outcomes.append(outcome)
-    finally:
-        for cached in opened.values():
-            if cached is not None:
-                cached.close()
+    for start in range(0, len(keyed), OPEN_TARGETS):  # bounded open files (large stamps)
+        part = keyed[start:start + OPEN_TARGETS]
+        with_stamps = [keys[fmt] for _, _, keys in part
+                       if (known.get(keys["outcome"]) or {}).get("stamp") for fmt in formats]
+        opened = cache.open_many(with_stamps)
+        try:
+            for target, stem, keys in part:
+                remembered = known.get(keys["outcome"])
+                outcome = None
+                if remembered is not None:
+                    outcome = _from_cache(opened, target, stem, keys, remembered, formats,
+                                          folders)
+                if outcome is None:
+                    misses.append((target, stem, keys))
+                else:
+                    outcomes.append(outcome)
+        finally:
+            for cached in opened.values():
+                if cached is not None:
+                    cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
                                     folders))
