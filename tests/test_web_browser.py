@@ -8,6 +8,7 @@ errors next to the fields. ``WEB_SCREENSHOTS=<dir>`` also saves screenshots of t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -93,20 +94,28 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser, server: LiveServer) -> Iterator[object]:  # noqa: ANN001
-    """A fresh page on the web page, ready (the archive's choices loaded)."""
+@contextlib.contextmanager
+def open_page(browser, url: str) -> Iterator[object]:  # noqa: ANN001
+    """A fresh browser context showing ``url``; on exit it is closed and no JavaScript
+    error may have happened on the way."""
     context = browser.new_context(viewport={"width": 1360, "height": 900},
                                   accept_downloads=True)
     context.set_default_timeout(WAIT_MS)
     new_page = context.new_page()
     problems: list[str] = []
     new_page.on("pageerror", lambda error: problems.append(str(error)))
-    new_page.goto(server.base_url + "/")
-    new_page.wait_for_selector("body[data-ready=true]")
+    new_page.goto(url)
     yield new_page
     context.close()
-    assert not problems, problems  # no JavaScript errors on the way
+    assert not problems, problems
+
+
+@pytest.fixture
+def page(browser, server: LiveServer) -> Iterator[object]:  # noqa: ANN001
+    """A fresh page on the web page, ready (the archive's choices loaded)."""
+    with open_page(browser, server.base_url + "/") as new_page:
+        new_page.wait_for_selector("body[data-ready=true]")
+        yield new_page
 
 
 def images_loaded(page, selector: str, count: int | None = None) -> int:  # noqa: ANN001

@@ -11,10 +11,10 @@ import pytest
 from server import LiveServer, assert_valid_votable, serve_archive
 from test_web_browser import (  # noqa: F401  (the browser fixture)
     BRIGHT,
-    WAIT_MS,
     browser,
     catalog_csv,
     images_loaded,
+    open_page,
     upload,
 )
 
@@ -31,34 +31,26 @@ def server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_page_works_with_a_pasted_token(browser, server: LiveServer,  # noqa: ANN001, F811
                                         demo_archive: Path) -> None:
-    context = browser.new_context(viewport={"width": 1360, "height": 900},
-                                  accept_downloads=True)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.goto(server.base_url + "/")
-    page.wait_for_selector("#error-submit:not([hidden])")
-    assert "bearer token" in page.inner_text("#error-submit")
+    with open_page(browser, server.base_url + "/") as page:
+        page.wait_for_selector("#error-submit:not([hidden])")
+        assert "bearer token" in page.inner_text("#error-submit")
 
-    page.fill("#token", TOKEN)
-    page.click("#token-save")
-    page.wait_for_selector("body[data-ready=true]")
-    assert "token set" in page.inner_text("#token-state")
-    upload(page, "targets.csv", catalog_csv(demo_archive, 3, ids=BRIGHT))
-    page.wait_for_selector("#catalog-summary:not([hidden])")
-    page.check("#instruments input[value=NISP]")
-    page.fill("#size", "16")
-    page.click("#submit-job")
-    page.wait_for_selector("#job-rows tr[data-phase=COMPLETED]")
-    page.wait_for_selector("#gallery:not([hidden]) #gallery-table tbody tr")
-    count = images_loaded(page, "#gallery-table img.thumb")
-    assert count >= 3
-    assert page.locator("#gallery-table img.thumb").first.get_attribute("src").startswith(
-        "blob:")
-    with page.expect_download() as manifest_download:
-        page.click("#download-manifest")
-    manifest = assert_valid_votable(Path(manifest_download.value.path()).read_bytes())
-    assert len(manifest.get_first_table().array) >= 3
-    context.close()
-    assert not problems, problems
+        page.fill("#token", TOKEN)
+        page.click("#token-save")
+        page.wait_for_selector("body[data-ready=true]")
+        assert "token set" in page.inner_text("#token-state")
+        upload(page, "targets.csv", catalog_csv(demo_archive, 3, ids=BRIGHT))
+        page.wait_for_selector("#catalog-summary:not([hidden])")
+        page.check("#instruments input[value=NISP]")
+        page.fill("#size", "16")
+        page.click("#submit-job")
+        page.wait_for_selector("#job-rows tr[data-phase=COMPLETED]")
+        page.wait_for_selector("#gallery:not([hidden]) #gallery-table tbody tr")
+        count = images_loaded(page, "#gallery-table img.thumb")
+        assert count >= 3
+        assert page.locator("#gallery-table img.thumb").first.get_attribute("src").startswith(
+            "blob:")
+        with page.expect_download() as manifest_download:
+            page.click("#download-manifest")
+        manifest = assert_valid_votable(Path(manifest_download.value.path()).read_bytes())
+        assert len(manifest.get_first_table().array) >= 3
