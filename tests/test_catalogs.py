@@ -10,6 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.io.votable import from_table
 from astropy.table import Table
+from hostile_xml import BILLION_LAUGHS, EXTERNAL_ENTITY
 
 from vo_service.catalogs import CatalogError, describe_catalog, read_catalog
 
@@ -191,37 +192,14 @@ def test_more_rows_than_the_limit_are_refused() -> None:
         describe_catalog(b"ra,dec\n1,1\n2,2\n3,3\n", max_rows=2)
 
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE VOTABLE [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<VOTABLE version="1.4"><RESOURCE><TABLE>
-<FIELD name="ra" datatype="double"/><FIELD name="dec" datatype="double"/>
-<FIELD name="id" datatype="char" arraysize="*"/>
-<DATA><TABLEDATA><TR><TD>1</TD><TD>2</TD><TD>&lol9;</TD></TR></TABLEDATA></DATA>
-</TABLE></RESOURCE></VOTABLE>
-"""
-
-EXTERNAL_ENTITY = b"""<?xml version="1.0" encoding="UTF-8"?>
-<!doctype VOTABLE [ <!entity secret SYSTEM "file:///etc/passwd"> ]>
-<VOTABLE version="1.4"><RESOURCE><TABLE>
-<FIELD name="ra" datatype="double"/><FIELD name="dec" datatype="double"/>
-<FIELD name="id" datatype="char" arraysize="*"/>
-<DATA><TABLEDATA><TR><TD>1</TD><TD>2</TD><TD>&secret;</TD></TR></TABLEDATA></DATA>
-</TABLE></RESOURCE></VOTABLE>
-"""
+# The same declarations in lower case must be caught too (XML is case-sensitive, but a
+# sloppy check for "<!DOCTYPE" alone would let them reach a lenient parser).
+LOWER_CASE_ENTITY = EXTERNAL_ENTITY.replace(b"<!DOCTYPE", b"<!doctype").replace(
+    b"<!ENTITY", b"<!entity")
 
 
-@pytest.mark.parametrize("data", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["laughs", "external"])
+@pytest.mark.parametrize("data", [BILLION_LAUGHS, EXTERNAL_ENTITY, LOWER_CASE_ENTITY],
+                         ids=["laughs", "external", "lower-case"])
 def test_votables_with_entity_declarations_are_refused_unexpanded(data: bytes,
                                                                   monkeypatch) -> None:
     def parser_must_not_run(*args, **kwargs):

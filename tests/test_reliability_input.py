@@ -18,6 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 from astropy.table import Table
+from hostile_xml import BILLION_LAUGHS, EXTERNAL_ENTITY
 from server import LiveServer, assert_valid_votable, query_status
 
 from vo_service.config import Limits
@@ -87,34 +88,6 @@ def votable_with_wrong_types() -> bytes:
     assert b'datatype="int"' in text and b'datatype="double"' in text
     return text
 
-
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>
-<FIELD name="id" datatype="char" arraysize="*"/><FIELD name="ra" datatype="double"/>
-<FIELD name="dec" datatype="double"/>
-<DATA><TABLEDATA><TR><TD>&lol9;</TD><TD>52.9</TD><TD>-28.1</TD></TR></TABLEDATA></DATA>
-</TABLE></RESOURCE></VOTABLE>
-"""
-
-EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
-<!DOCTYPE VOTABLE [ <!ENTITY secret SYSTEM "file:///etc/passwd"> ]>
-<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>
-<FIELD name="id" datatype="char" arraysize="*"/><FIELD name="ra" datatype="double"/>
-<FIELD name="dec" datatype="double"/>
-<DATA><TABLEDATA><TR><TD>&secret;</TD><TD>52.9</TD><TD>-28.1</TD></TR></TABLEDATA></DATA>
-</TABLE></RESOURCE></VOTABLE>
-"""
 
 BAD_UPLOADS = {
     "truncated FITS": fits_table(50)[:2880 + 100],
