@@ -20,6 +20,7 @@ from uws_client import (
     module_server,
     results_of,
     wait_final,
+    wait_for_results,
 )
 
 from vo_service.archive.index import ArchiveIndex
@@ -333,10 +334,7 @@ def test_restart_during_a_batch_job_resumes_it(
     with serve_archive(demo_archive, tmp_path) as server:
         response = create(client, server, data, demo_catalog(demo_archive, 200))
         url, old_base = str(response.url), server.base_url
-        for _ in range(600):
-            if len(results_of(job_document(client, url))) >= 3:
-                break
-            time.sleep(0.02)
+        wait_for_results(client, url, 3, pause=0.02)
     job_id = url.rsplit("/", 1)[1]
     store = JobStore(tmp_path / "jobs")
     interrupted = store.get(job_id)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from server import assert_valid_votable, serve_archive
 from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
+from uws_client import wait_for_results
 
 from vo_service.jobs import batch, remote
 
@@ -97,10 +98,7 @@ def test_abort_on_dask_cancels_the_remaining_batches(
         response = create(http, server, job_data(RESPONSEFORMAT="fits"),
                           demo_catalog(demo_archive, 200))
         url = str(response.url)
-        for _ in range(600):
-            if len(results_of(job_document(http, url))) >= 3:
-                break
-            time.sleep(0.05)
+        wait_for_results(http, url, 3)
         http.post(f"{url}/phase", data={"PHASE": "ABORT"})
         assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
         for _ in range(400):
@@ -124,10 +122,7 @@ def test_a_worker_killed_mid_job_has_its_batch_retried(
         response = create(http, server, job_data(RESPONSEFORMAT="fits"),
                           demo_catalog(demo_archive, 120))
         url = str(response.url)
-        for _ in range(600):
-            if len(results_of(job_document(http, url))) >= 2:
-                break
-            time.sleep(0.05)
+        wait_for_results(http, url, 2)
         pids = control.run(os.getpid)
         victim = sorted(pids.values())[0]
         os.kill(victim, signal.SIGKILL)  # mid-batch: each batch sleeps before cutting
@@ -153,10 +148,7 @@ def test_a_server_restart_resumes_a_dask_job(
         response = create(http, server, job_data(RESPONSEFORMAT="fits"),
                           demo_catalog(demo_archive, 60))
         url, old_base = str(response.url), server.base_url
-        for _ in range(600):
-            if len(results_of(job_document(http, url))) >= 3:
-                break
-            time.sleep(0.05)
+        wait_for_results(http, url, 3)
         assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "EXECUTING"
     monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.0)
     with serve_archive(demo_archive, tmp_path, **settings) as server:

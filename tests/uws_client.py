@@ -9,6 +9,7 @@ documents, wait for a final phase, list results; module-scoped server and client
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def wait_final(client: httpx.Client, url: str, *,
         if phase_of(root) not in ACTIVE_PHASES:
             return root
     raise AssertionError("the job did not finish")
+
+
+def wait_for_results(client: httpx.Client, url: str, count: int, *,
+                     pause: float = 0.05, attempts: int = 600) -> None:
+    """Poll the job until it lists at least ``count`` results (a job caught mid-run), or
+    give up quietly after ``attempts`` polls: the caller asserts what it needs."""
+    for _ in range(attempts):
+        if len(results_of(job_document(client, url))) >= count:
+            return
+        time.sleep(pause)
 
 
 def results_of(root: etree._Element) -> dict[str, tuple[str, str]]:
