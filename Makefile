@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench clean browser screenshots
+.PHONY: install serve test lint bench clean browser stilts screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "Chromium is missing: apt-get install chromium (the browser tests need it)"
 
-test: $(STAMP) browser
+# STILTS (votlint, datalinklint, taplint) is the reference VO client of the protocol tests:
+# Debian's package, installed the same way as Chromium.
+stilts:
+	@command -v stilts >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stilts; } || \
+	  echo "STILTS is missing: apt-get install stilts (the protocol lint tests need it)"
+
+test: $(STAMP) browser stilts
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
 

@@ -33,3 +33,16 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("demo-archive")
     build_demo_archive(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def stilts() -> str:
+    """Path of Debian's ``stilts`` (votlint, datalinklint, taplint); ``make test`` installs it."""
+    import shutil
+
+    path = shutil.which("stilts")
+    if path is None:
+        if IN_CI:
+            pytest.fail("stilts is missing: apt-get install stilts (make test does it as root)")
+        pytest.skip("stilts not installed")
+    return path
