@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from vo_service.archive import regions
 from vo_service.archive.lookup import SpatialIndex
 from vo_service.archive.mapping import ArchiveMapping, load_mapping
-from vo_service.archive.records import ImageRecord, column_types
+from vo_service.archive.records import Combination, ImageRecord, column_types
 from vo_service.archive.scan import FileStat, ScanError, read_records, walk_fits
 from vo_service.archive.search import where_clause
 from vo_service.shapes import Circle, Polygon, Range
@@ -303,6 +303,17 @@ class ArchiveIndex:
                                        f"IS NOT NULL GROUP BY {column} ORDER BY {column}")
                 out[name] = [(row[0], int(row[1])) for row in rows]
         return out
+
+    def combinations(self) -> list[Combination]:
+        """Every (collection, instrument, band, product type) with its image count and the
+        shortest ``em_min`` of its images (one grouped query): what the web page offers."""
+        sql = ("SELECT obs_collection, instrument_name, band, product_type, count(*), "
+               "min(em_min) FROM images WHERE instrument_name IS NOT NULL AND band IS NOT NULL "
+               "AND product_type IS NOT NULL GROUP BY 1, 2, 3, 4")
+        with self._lock:
+            rows = list(self.db.execute(sql).fetchall())
+        return [Combination(row[0] or "", row[1], row[2], row[3], int(row[4]), row[5])
+                for row in rows]
 
     def count(self) -> int:
         """Number of indexed image HDUs."""

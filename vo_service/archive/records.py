@@ -124,3 +124,15 @@ def finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One (collection, instrument, band, product type) present in the archive."""
+
+    collection: str
+    instrument: str
+    band: str
+    product_type: str
+    images: int
+    wavelength: float | None  # shortest em_min of the band's images, metres

@@ -1,18 +1,19 @@
 """What the web page offers to choose: instruments with their bands and product types,
 bands in wavelength order, and positions typed by people (degrees or sexagesimal).
 
-All of it comes from the archive index (one grouped SQL query), so the page lists exactly
-what the archive holds.
+All of it comes from the archive index (``ArchiveIndex.combinations``, one grouped query),
+so the page lists exactly what the archive holds.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import astropy.units as u
 from astropy.coordinates import SkyCoord
+
+from vo_service.archive.records import Combination
 
 # Product types in the order a survey scientist asks for them; others follow by name.
 PRODUCT_ORDER = ("BGSUB", "RMS", "FLAG", "BGMOD")
@@ -23,29 +24,6 @@ _SEXAGESIMAL = re.compile(r"[:hms°d']|\d\s+\d+\s+\d", re.IGNORECASE)
 def product_rank(name: str) -> tuple[int, str]:
     """Sort key: the usual products first, in their usual order."""
     return (PRODUCT_ORDER.index(name) if name in PRODUCT_ORDER else len(PRODUCT_ORDER), name)
-
-
-@dataclass(frozen=True)
-class Combination:
-    """One (collection, instrument, band, product type) present in the archive."""
-
-    collection: str
-    instrument: str
-    band: str
-    product_type: str
-    images: int
-    wavelength: float | None  # shortest em_min of the band's images, metres
-
-
-def combinations(index) -> list[Combination]:  # noqa: ANN001 - ArchiveIndex
-    """Every collection/instrument/band/product combination with its image count."""
-    sql = ("SELECT obs_collection, instrument_name, band, product_type, count(*), min(em_min) "
-           "FROM images WHERE instrument_name IS NOT NULL AND band IS NOT NULL "
-           "AND product_type IS NOT NULL GROUP BY 1, 2, 3, 4")
-    with index._lock:  # the index shares one SQLite connection between threads
-        rows = list(index.db.execute(sql).fetchall())
-    return [Combination(row[0] or "", row[1], row[2], row[3], int(row[4]), row[5])
-            for row in rows]
 
 
 def band_order(found: list[Combination]) -> dict[str, float]:
@@ -59,7 +37,7 @@ def band_order(found: list[Combination]) -> dict[str, float]:
 
 def page_choices(index) -> dict:  # noqa: ANN001 - ArchiveIndex
     """JSON-ready choices: collections, instruments (each with its bands and products)."""
-    found = combinations(index)
+    found = index.combinations()
     order = band_order(found)
     instruments: dict[tuple[str, str], dict] = {}
     for item in found:

@@ -136,7 +136,7 @@ async def jobs_endpoint(request: Request) -> Response:
 
 
 def _band_wavelengths(request: Request) -> dict[str, float]:
-    return choices.band_order(choices.combinations(request.app.state.index))
+    return choices.band_order(request.app.state.index.combinations())
 
 
 def _result_path(store: JobStore, job_id: str, result_id: str) -> Path | None:
