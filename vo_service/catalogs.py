@@ -7,15 +7,16 @@ common names, unless named by the caller; positions become ICRS degrees (both in
 text) is kept and reported in ``row_problems``; only a problem with the whole file raises
 :class:`CatalogError`, whose message says what to fix.
 
-XML safety: a VOTable never needs a DTD, so any ``<!DOCTYPE``/``<!ENTITY`` is refused before
-the parser sees the file (no entity expansion, no external entity fetched).
+Safety: a catalog is read from its own bytes only. Before a VOTable reaches astropy,
+:mod:`vo_service.catalog_safety` refuses DTD/entity declarations, ``<STREAM href>`` (which
+astropy would follow to local files or URLs) and XInclude; every format is refused early when
+it has more than ``max_columns`` columns.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,11 +38,11 @@ from vo_service.catalog_columns import (
     read_sizes,
     target_ids,
 )
+from vo_service.catalog_safety import check_column_count, check_fits_columns, check_votable
 
 __all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
            "parse_angle", "read_catalog"]
 
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass
@@ -120,10 +121,8 @@ def _detect_format(data: bytes) -> str:
     return "text"
 
 
-def _read_votable(data: bytes, name: str) -> Table:
-    if _DTD.search(data):
-        raise CatalogError(f"{name}: VOTables with a DOCTYPE or ENTITY declaration are refused "
-                           "(entity expansion is unsafe); remove the declaration")
+def _read_votable(data: bytes, name: str, max_columns: int) -> Table:
+    check_votable(data, name, max_columns)  # before astropy could follow any reference
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -139,7 +138,8 @@ def _read_votable(data: bytes, name: str) -> Table:
                            "well-formed VOTable XML") from None
 
 
-def _read_fits(data: bytes, name: str) -> Table:
+def _read_fits(data: bytes, name: str, max_columns: int) -> Table:
+    check_fits_columns(data, name, max_columns)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -161,7 +161,8 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
+def _read_text(data: bytes, name: str, max_rows: int,
+               max_columns: int) -> tuple[Table, str, dict[int, str]]:
     """CSV/TSV with a header line; '#' lines are comments. Every cell is kept as text."""
     lines = [line for line in _decode(data).splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
@@ -173,6 +174,8 @@ def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[
     if header_line.count(delimiter) == 0 and len(lines) > 1:
         raise CatalogError(f"{name}: unrecognised format; a CSV catalog needs a header line "
                            "of column names separated by commas (or tabs)")
+    check_column_count(len(next(csv.reader(lines[:1], delimiter=delimiter))), name,
+                       max_columns)
     rows = list(csv.reader(lines, delimiter=delimiter))
     header = [cell.strip() for cell in rows[0]]
     if len(set(header)) != len(header) or not all(header):
@@ -190,15 +193,16 @@ def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[
     return table, "tsv" if delimiter == "\t" else "csv", problems
 
 
-def _load(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
+def _load(data: bytes, name: str, max_rows: int,
+          max_columns: int) -> tuple[Table, str, dict[int, str]]:
     if not data.strip():
         raise CatalogError(f"{name} is empty; upload a catalog with a header line and rows")
     kind = _detect_format(data)
     if kind == "fits":
-        return _read_fits(data, name), "fits", {}
+        return _read_fits(data, name, max_columns), "fits", {}
     if kind == "votable":
-        return _read_votable(data, name), "votable", {}
-    return _read_text(data, name, max_rows)
+        return _read_votable(data, name, max_columns), "votable", {}
+    return _read_text(data, name, max_rows, max_columns)
 
 
 def _check_count(n_rows: int, max_rows: int) -> None:
@@ -225,6 +229,7 @@ def read_catalog(
     id_column: str | None = None,
     size_column: str | None = None,
     max_rows: int = 10_000,
+    max_columns: int = 1_000,
 ) -> Catalog:
     """Read a VOTable, FITS table or CSV/TSV catalog of targets.
 
@@ -234,11 +239,12 @@ def read_catalog(
     Raises
     ------
     CatalogError
-        Empty, malformed or unrecognised file; a VOTable with DTD/entity declarations; a
-        named column that does not exist; no RA/Dec column; more than ``max_rows`` rows.
+        Empty, malformed or unrecognised file; a VOTable with DTD/entity declarations or
+        external references; a named column that does not exist; no RA/Dec column; more
+        than ``max_rows`` rows or ``max_columns`` columns.
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, problems = _load(data, name, max_rows)
+    table, fmt, problems = _load(data, name, max_rows, max_columns)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = choose_columns(
         table, ra_column, dec_column, id_column, size_column
@@ -274,14 +280,15 @@ def read_catalog(
 
 
 def describe_catalog(
-    source: bytes | Path, filename: str | None = None, *, max_rows: int = 10_000
+    source: bytes | Path, filename: str | None = None, *, max_rows: int = 10_000,
+    max_columns: int = 1_000,
 ) -> CatalogSummary:
     """Columns, row count and the preselected RA/Dec/ID/size columns (None when not found).
 
     Raises :class:`CatalogError` for files that cannot be read at all (as ``read_catalog``).
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, _ = _load(data, name, max_rows)
+    table, fmt, _ = _load(data, name, max_rows, max_columns)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = choose_columns(table, None, None, None, None)
     return CatalogSummary(fmt, len(table), column_info(table, fmt), ra_name, dec_name,
