@@ -1,7 +1,8 @@
 """Uploaded catalogs through the real server are read from their own bytes only, and
 their cost is bounded: external references (STREAM href in BINARY, BINARY2 and FITS data,
 XInclude) are refused before any parser follows them, with no file content in the answer
-and no connection made; too many columns are refused before the table is parsed."""
+and no connection made; too many columns, array-valued RA/Dec/ID/size columns and
+over-long CSV fields are 400 UsageErrors, never a 500."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from astropy.io.votable import from_table
 from astropy.table import Table
@@ -169,3 +171,46 @@ def test_the_column_limit_is_exact_in_every_format(live_server_factory,
         described = post(server, "api/catalog", make(6))
         assert described.status_code == 200, described.text
         assert len(described.json()["columns"]) == 6
+
+
+def array_columns() -> dict[str, tuple[bytes, str]]:
+    """Catalogs whose RA, Dec, ID or size column holds an array per row (VOTable, FITS)."""
+    vector = np.array([[52.9, 52.91], [53.0, 53.01]])
+    ragged = np.array([np.array([52.9, 1.0]), np.array([53.0])], dtype=object)
+    base = {"name": ["a", "b"], "ra": [52.9, 53.0], "dec": [-28.1, -28.0],
+            "size_arcsec": [5.0, 5.0]}
+    cases = {}
+    for role, column, values in (("RA", "ra", vector), ("Dec", "dec", vector),
+                                 ("ID", "name", np.array([[1, 2], [3, 4]])),
+                                 ("size", "size_arcsec", vector), ("RA", "ra", ragged)):
+        kind = "variable-length" if values.dtype == object else "vector"
+        table = Table({**base, column: values})
+        fits_bytes = io.BytesIO()
+        table.write(fits_bytes, format="fits")
+        cases[f"FITS {kind} {role}"] = (fits_bytes.getvalue(), column)
+        votable = io.BytesIO()
+        from_table(table).to_xml(votable)  # arraysize="2", or "*" for the ragged one
+        cases[f"VOTable {kind} {role}"] = (votable.getvalue(), column)
+    return cases
+
+
+ARRAY_COLUMNS = array_columns()
+
+
+@pytest.mark.parametrize("case", sorted(ARRAY_COLUMNS))
+def test_an_array_valued_position_id_or_size_column_is_a_usage_error(
+        live_server: LiveServer, case: str) -> None:
+    data, column = ARRAY_COLUMNS[case]
+    text = usage_error(post(live_server, "async", data))
+    assert repr(column) in text and "one value per row" in text, text
+    described = post(live_server, "api/catalog", data)
+    assert described.status_code in (200, 400), described.text
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_csv_field_over_128_kib_is_a_usage_error(live_server: LiveServer,
+                                                   endpoint: str) -> None:
+    data = b"id,ra,dec\n" + b"x" * (128 * 1024 + 1) + b",52.9,-28.1\n"
+    text = usage_error(post(live_server, endpoint, data, "targets.csv"))
+    assert "131,072 characters" in text and "row 1" in text, text
+    assert "xxxxxxxx" not in text

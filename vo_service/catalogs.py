@@ -10,7 +10,8 @@ text) is kept and reported in ``row_problems``; only a problem with the whole fi
 Safety: a catalog is read from its own bytes only. Before a VOTable reaches astropy,
 :mod:`vo_service.catalog_safety` refuses DTD/entity declarations, ``<STREAM href>`` (which
 astropy would follow to local files or URLs) and XInclude; every format is refused early when
-it has more than ``max_columns`` columns.
+it has more than ``max_columns`` columns, and RA/Dec/ID/size columns must hold one value per
+row.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vo_service.catalog_columns import (
     CatalogError,
     ColumnInfo,
     check_positions,
+    check_scalar,
     choose_columns,
     column_info,
     parse_angle,
@@ -43,6 +45,8 @@ from vo_service.catalog_safety import check_column_count, check_fits_columns, ch
 __all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
            "parse_angle", "read_catalog"]
 
+# Python's csv module refuses longer fields (csv.field_size_limit); said so in the README.
+MAX_FIELD_CHARS = 131_072
 
 
 @dataclass
@@ -161,6 +165,19 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def _csv_rows(lines: list[str], delimiter: str, name: str) -> list[list[str]]:
+    """Every row split into cells; a cell over ``MAX_FIELD_CHARS`` is a CatalogError."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as error:  # e.g. "field larger than field limit"; never quotes cells
+        what = (f"a field longer than {MAX_FIELD_CHARS:,} characters"
+                if "field limit" in str(error) else "text that is not valid CSV")
+        where = "the header line" if reader.line_num <= 1 else f"row {reader.line_num - 1}"
+        raise CatalogError(f"{name}: {where} holds {what}; check the quoting of that "
+                           "row") from None
+
+
 def _read_text(data: bytes, name: str, max_rows: int,
                max_columns: int) -> tuple[Table, str, dict[int, str]]:
     """CSV/TSV with a header line; '#' lines are comments. Every cell is kept as text."""
@@ -174,9 +191,8 @@ def _read_text(data: bytes, name: str, max_rows: int,
     if header_line.count(delimiter) == 0 and len(lines) > 1:
         raise CatalogError(f"{name}: unrecognised format; a CSV catalog needs a header line "
                            "of column names separated by commas (or tabs)")
-    check_column_count(len(next(csv.reader(lines[:1], delimiter=delimiter))), name,
-                       max_columns)
-    rows = list(csv.reader(lines, delimiter=delimiter))
+    check_column_count(len(_csv_rows(lines[:1], delimiter, name)[0]), name, max_columns)
+    rows = _csv_rows(lines, delimiter, name)  # after the cheap checks of the header
     header = [cell.strip() for cell in rows[0]]
     if len(set(header)) != len(header) or not all(header):
         raise CatalogError(f"{name}: the header line must name every column once, got "
@@ -240,8 +256,9 @@ def read_catalog(
     ------
     CatalogError
         Empty, malformed or unrecognised file; a VOTable with DTD/entity declarations or
-        external references; a named column that does not exist; no RA/Dec column; more
-        than ``max_rows`` rows or ``max_columns`` columns.
+        external references; a named column that does not exist; no RA/Dec column; an
+        RA/Dec/ID/size column holding arrays; more than ``max_rows`` rows or
+        ``max_columns`` columns; a CSV field over ``MAX_FIELD_CHARS`` characters.
     """
     data, name = _as_bytes(source, filename)
     table, fmt, problems = _load(data, name, max_rows, max_columns)
@@ -256,6 +273,10 @@ def read_catalog(
             f"it the UCD pos.eq.ra;meta.main / pos.eq.dec;meta.main, or choose it; available "
             f"columns: {', '.join(table.colnames)}"
         )
+    for role, column_name in (("RA", ra_name), ("Dec", dec_name), ("ID", id_name),
+                              ("size", size_name)):
+        if column_name is not None:
+            check_scalar(table[column_name], role)
     ra = read_angles(table[ra_name], is_ra=True, problems=problems)
     dec = read_angles(table[dec_name], is_ra=False, problems=problems)
     check_positions(ra, dec, problems)
