@@ -385,3 +385,61 @@ def test_png_stamps_show_physical_values_with_blank_as_missing(tmp_path: Path) -
     with Image.open(io.BytesIO(png)) as shown, \
             Image.open(io.BytesIO(render_preview(stamp.physical()))) as expected:
         assert np.array_equal(np.asarray(shown), np.asarray(expected))
+
+
+def test_target_ids_alike_as_file_names_get_their_own_stamps(batch_server, client,
+                                                             demo_archive) -> None:
+    """IDs that one file-name-safe form would merge (``tgt/1`` and ``tgt_1``, two IDs over
+    80 characters with a common start, a repeated ID) each get their own stamp, result and
+    bundle entry, cut at their own row's position."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    long_id = "NGC-" + "x" * 90
+    ids = ["tgt/1", "tgt_1", "tgt 1", long_id + "-a", long_id + "-b", "same", "same"]
+    sources = [s for s in _first_sources(demo_archive, 200) if int(s["id"]) < 200_001]
+    chosen = []  # well apart, so each stamp's centre points at one row only
+    for source in sources:
+        ra, dec = float(source["ra"]), float(source["dec"])
+        if all(abs(ra - r) * np.cos(np.radians(dec)) + abs(dec - d) > 20 / 3600
+               for r, d in chosen):
+            chosen.append((ra, dec))
+        if len(chosen) == len(ids):
+            break
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["name", "ra", "dec"])
+    writer.writerows([name, f"{ra:.7f}", f"{dec:.7f}"] for name, (ra, dec)
+                     in zip(ids, chosen, strict=True))
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
+            "SIZE": "16", "PHASE": "RUN"}
+    root = wait_final(client, str(create(client, batch_server, data,
+                                         out.getvalue().encode()).url))
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    results = results_of(root)
+    result_ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
+    assert len(result_ids) == len(set(result_ids))
+    table = assert_valid_votable(client.get(results["manifest"][0]).content
+                                 ).get_first_table().to_table()
+    stamps = [r for r in table if r["status"] in ("ok", "partial")]
+    assert {int(r["row"]) for r in stamps} == set(range(1, len(ids) + 1))
+    files = [str(r["file"]) for r in stamps]
+    assert len(set(files)) == len(files) == len({str(r["access_url"]) for r in stamps})
+    assert any(f.startswith("VIS/r000001_tgt_1__") for f in files), files  # still readable
+    index = ArchiveIndex(batch_server.settings.index_path)
+    with zipfile.ZipFile(io.BytesIO(client.get(results["bundle"][0]).content)) as bundle:
+        members = bundle.namelist()
+        assert len(members) == len(set(members)) == len(stamps) + 1
+        for row in stamps:
+            assert str(row["target_id"]) == ids[int(row["row"]) - 1]
+            with fits.open(io.BytesIO(bundle.read(str(row["file"])))) as stamp:
+                header = stamp[0].header
+                served = client.get(str(row["access_url"])).content
+                assert served == bundle.read(str(row["file"]))
+            centre = WCS(header).pixel_to_world((header["NAXIS1"] - 1) / 2,
+                                                (header["NAXIS2"] - 1) / 2)
+            ra, dec = chosen[int(row["row"]) - 1]
+            distances = [abs(centre.ra.deg - r) * np.cos(np.radians(d)) + abs(centre.dec.deg - d)
+                         for r, d in chosen]
+            assert int(np.argmin(distances)) == int(row["row"]) - 1, (row["row"], distances)
+            assert header["ORIGFILE"] == index.get(str(row["image_id"])).path.name

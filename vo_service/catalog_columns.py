@@ -127,6 +127,18 @@ def choose_columns(table: Table, ra_column: str | None, dec_column: str | None,
 # --- converting values -----------------------------------------------------------------
 
 
+def check_scalar(column, role: str) -> None:
+    """Refuse a column holding an array per row: a vector (FITS ``2D``, VOTable
+    ``arraysize="2"``) or variable-length arrays (FITS ``PD()``, VOTable ``arraysize="*"``
+    of numbers); text columns are scalars."""
+    vector = column.ndim > 1
+    if not vector and column.dtype.kind == "O":
+        vector = any(isinstance(value, np.ndarray | list | tuple) for value in _cells(column))
+    if vector:
+        raise CatalogError(f"the {role} column {column.name!r} holds an array in each row; "
+                           f"choose a {role} column with one value per row")
+
+
 def _cells(column) -> list:
     """Python values of a column, None where masked."""
     mask = np.ma.getmaskarray(column)

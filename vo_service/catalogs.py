@@ -7,15 +7,17 @@ common names, unless named by the caller; positions become ICRS degrees (both in
 text) is kept and reported in ``row_problems``; only a problem with the whole file raises
 :class:`CatalogError`, whose message says what to fix.
 
-XML safety: a VOTable never needs a DTD, so any ``<!DOCTYPE``/``<!ENTITY`` is refused before
-the parser sees the file (no entity expansion, no external entity fetched).
+Safety: a catalog is read from its own bytes only. Before a VOTable reaches astropy,
+:mod:`vo_service.catalog_safety` refuses DTD/entity declarations, ``<STREAM href>`` (which
+astropy would follow to local files or URLs) and XInclude; every format is refused early when
+it has more than ``max_columns`` columns, and RA/Dec/ID/size columns must hold one value per
+row.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from vo_service.catalog_columns import (
     CatalogError,
     ColumnInfo,
     check_positions,
+    check_scalar,
     choose_columns,
     column_info,
     parse_angle,
@@ -37,11 +40,13 @@ from vo_service.catalog_columns import (
     read_sizes,
     target_ids,
 )
+from vo_service.catalog_safety import check_column_count, check_fits_columns, check_votable
 
 __all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
            "parse_angle", "read_catalog"]
 
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+# Python's csv module refuses longer fields (csv.field_size_limit); said so in the README.
+MAX_FIELD_CHARS = 131_072
 
 
 @dataclass
@@ -120,10 +125,8 @@ def _detect_format(data: bytes) -> str:
     return "text"
 
 
-def _read_votable(data: bytes, name: str) -> Table:
-    if _DTD.search(data):
-        raise CatalogError(f"{name}: VOTables with a DOCTYPE or ENTITY declaration are refused "
-                           "(entity expansion is unsafe); remove the declaration")
+def _read_votable(data: bytes, name: str, max_columns: int) -> Table:
+    check_votable(data, name, max_columns)  # before astropy could follow any reference
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -139,7 +142,8 @@ def _read_votable(data: bytes, name: str) -> Table:
                            "well-formed VOTable XML") from None
 
 
-def _read_fits(data: bytes, name: str) -> Table:
+def _read_fits(data: bytes, name: str, max_columns: int) -> Table:
+    check_fits_columns(data, name, max_columns)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -161,7 +165,21 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
+def _csv_rows(lines: list[str], delimiter: str, name: str) -> list[list[str]]:
+    """Every row split into cells; a cell over ``MAX_FIELD_CHARS`` is a CatalogError."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as error:  # e.g. "field larger than field limit"; never quotes cells
+        what = (f"a field longer than {MAX_FIELD_CHARS:,} characters"
+                if "field limit" in str(error) else "text that is not valid CSV")
+        where = "the header line" if reader.line_num <= 1 else f"row {reader.line_num - 1}"
+        raise CatalogError(f"{name}: {where} holds {what}; check the quoting of that "
+                           "row") from None
+
+
+def _read_text(data: bytes, name: str, max_rows: int,
+               max_columns: int) -> tuple[Table, str, dict[int, str]]:
     """CSV/TSV with a header line; '#' lines are comments. Every cell is kept as text."""
     lines = [line for line in _decode(data).splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
@@ -173,7 +191,8 @@ def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[
     if header_line.count(delimiter) == 0 and len(lines) > 1:
         raise CatalogError(f"{name}: unrecognised format; a CSV catalog needs a header line "
                            "of column names separated by commas (or tabs)")
-    rows = list(csv.reader(lines, delimiter=delimiter))
+    check_column_count(len(_csv_rows(lines[:1], delimiter, name)[0]), name, max_columns)
+    rows = _csv_rows(lines, delimiter, name)  # after the cheap checks of the header
     header = [cell.strip() for cell in rows[0]]
     if len(set(header)) != len(header) or not all(header):
         raise CatalogError(f"{name}: the header line must name every column once, got "
@@ -190,15 +209,16 @@ def _read_text(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[
     return table, "tsv" if delimiter == "\t" else "csv", problems
 
 
-def _load(data: bytes, name: str, max_rows: int) -> tuple[Table, str, dict[int, str]]:
+def _load(data: bytes, name: str, max_rows: int,
+          max_columns: int) -> tuple[Table, str, dict[int, str]]:
     if not data.strip():
         raise CatalogError(f"{name} is empty; upload a catalog with a header line and rows")
     kind = _detect_format(data)
     if kind == "fits":
-        return _read_fits(data, name), "fits", {}
+        return _read_fits(data, name, max_columns), "fits", {}
     if kind == "votable":
-        return _read_votable(data, name), "votable", {}
-    return _read_text(data, name, max_rows)
+        return _read_votable(data, name, max_columns), "votable", {}
+    return _read_text(data, name, max_rows, max_columns)
 
 
 def _check_count(n_rows: int, max_rows: int) -> None:
@@ -225,6 +245,7 @@ def read_catalog(
     id_column: str | None = None,
     size_column: str | None = None,
     max_rows: int = 10_000,
+    max_columns: int = 1_000,
 ) -> Catalog:
     """Read a VOTable, FITS table or CSV/TSV catalog of targets.
 
@@ -234,11 +255,13 @@ def read_catalog(
     Raises
     ------
     CatalogError
-        Empty, malformed or unrecognised file; a VOTable with DTD/entity declarations; a
-        named column that does not exist; no RA/Dec column; more than ``max_rows`` rows.
+        Empty, malformed or unrecognised file; a VOTable with DTD/entity declarations or
+        external references; a named column that does not exist; no RA/Dec column; an
+        RA/Dec/ID/size column holding arrays; more than ``max_rows`` rows or
+        ``max_columns`` columns; a CSV field over ``MAX_FIELD_CHARS`` characters.
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, problems = _load(data, name, max_rows)
+    table, fmt, problems = _load(data, name, max_rows, max_columns)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = choose_columns(
         table, ra_column, dec_column, id_column, size_column
@@ -250,6 +273,10 @@ def read_catalog(
             f"it the UCD pos.eq.ra;meta.main / pos.eq.dec;meta.main, or choose it; available "
             f"columns: {', '.join(table.colnames)}"
         )
+    for role, column_name in (("RA", ra_name), ("Dec", dec_name), ("ID", id_name),
+                              ("size", size_name)):
+        if column_name is not None:
+            check_scalar(table[column_name], role)
     ra = read_angles(table[ra_name], is_ra=True, problems=problems)
     dec = read_angles(table[dec_name], is_ra=False, problems=problems)
     check_positions(ra, dec, problems)
@@ -274,14 +301,15 @@ def read_catalog(
 
 
 def describe_catalog(
-    source: bytes | Path, filename: str | None = None, *, max_rows: int = 10_000
+    source: bytes | Path, filename: str | None = None, *, max_rows: int = 10_000,
+    max_columns: int = 1_000,
 ) -> CatalogSummary:
     """Columns, row count and the preselected RA/Dec/ID/size columns (None when not found).
 
     Raises :class:`CatalogError` for files that cannot be read at all (as ``read_catalog``).
     """
     data, name = _as_bytes(source, filename)
-    table, fmt, _ = _load(data, name, max_rows)
+    table, fmt, _ = _load(data, name, max_rows, max_columns)
     _check_rows(table, name, max_rows)
     ra_name, dec_name, id_name, size_name = choose_columns(table, None, None, None, None)
     return CatalogSummary(fmt, len(table), column_info(table, fmt), ra_name, dec_name,

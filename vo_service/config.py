@@ -21,6 +21,7 @@ class Limits:
     """Limits that protect the service from requests that would exhaust it."""
 
     max_upload_rows: int = 10_000
+    max_upload_columns: int = 1_000
     max_upload_bytes: int = 50 * 1024 * 1024
     max_cutout_pixels: int = 4096 * 4096
     max_sync_concurrency: int = 16

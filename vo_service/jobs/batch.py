@@ -4,6 +4,11 @@ then write the manifest VOTable and close the ZIP bundle.
 
 Every stamp goes through the cutout cache under a key of (source image identity, target
 position and size, format): a target already cut from the same image is never cut again.
+
+Stamp names: ``<band>/r<row>_<target id>__<image>.<ext>`` in the bundle, and the same with
+``_`` for ``/`` as the result id. The catalog row number keeps them unique however target
+IDs look once made safe for file names (``tgt/1`` and ``tgt_1``, long IDs cut at 80
+characters, repeated IDs), and stable: the same catalog gives the same names.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import hashlib
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
 # large enough that one image open + one world->pixel call serves many stamps.
 CHUNK_TARGETS = 256
+ROW_DIGITS = 6  # r000123: names sort by row in catalogs of up to a million rows
 MIME = {"fits": "application/fits", "png": "image/png"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -61,8 +66,25 @@ def unique_image_name(record, taken: set[str]) -> str:
     if name in taken:
         digest = hashlib.sha1(record.obs_publisher_did.encode()).hexdigest()[:8]
         name = f"{safe_name(record.obs_id)}_{digest}"
+    base, number = name, 1
+    while name in taken:  # obs_ids alike in their first 80 characters
+        number += 1
+        name = f"{base}_{number}"
     taken.add(name)
     return name
+
+
+def stamp_path(target: Target, folder: str, image: str, row_digits: int,
+               taken: set[str]) -> str:
+    """A stamp's path in the bundle without extension, ``<band>/r<row>_<id>__<image>``,
+    unique in the job: also as a result id (``taken`` holds the result ids given so far)."""
+    path = f"{folder}/r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}__{image}"
+    base, number = path, 1
+    while _result_id(path) in taken:  # only band names that mimic "<band>_r<row>" get here
+        number += 1
+        path = f"{base}_{number}"
+    taken.add(_result_id(path))
+    return path
 
 
 @dataclass
@@ -112,10 +134,11 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         instrument=request.instruments or None, band=request.bandnames or None,
         product_type=request.product_types or None,
     )
-    repeated = {i for i, n in Counter(t.target_id for t in targets).items() if n > 1}
     order = np.lexsort((points, found))
     tasks: list[StampTask] = []
     image_names: set[str] = set()
+    result_ids: set[str] = set()
+    row_digits = max(ROW_DIGITS, len(str(len(catalog))))
     for record_index in np.unique(found):
         chosen = order[found[order] == record_index]
         record = records[int(record_index)]
@@ -124,10 +147,8 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         entries = []
         for point in points[chosen]:
             target = targets[int(point)]
-            stem = safe_name(target.target_id)
-            if target.target_id in repeated:
-                stem += f"_r{target.row + 1}"
-            entries.append((target, f"{folder}/{stem}__{image}"))
+            entries.append((target, stamp_path(target, folder, image, row_digits,
+                                               result_ids)))
         for start in range(0, len(entries), CHUNK_TARGETS):
             tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS]))
     matched = set(points.tolist())

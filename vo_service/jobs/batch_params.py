@@ -121,6 +121,7 @@ def load_catalog(request: BatchRequest, uploads: Mapping[str, Upload], limits: L
             upload.path, filename=upload.filename, ra_column=request.ra_column,
             dec_column=request.dec_column, id_column=request.id_column,
             size_column=request.size_column, max_rows=limits.max_upload_rows,
+            max_columns=limits.max_upload_columns,
         )
     except CatalogError as exc:
         raise UsageError(f"UPLOAD {request.upload_name}: {exc}") from exc

@@ -77,10 +77,11 @@ async def catalog_endpoint(request: Request) -> Response:
     if not params.files:
         raise UsageError("choose a catalog file (VOTable, FITS table or CSV) to upload")
     upload = params.files[0]
-    max_rows = request.app.state.settings.limits.max_upload_rows
+    limits = request.app.state.settings.limits
     try:
         summary = await run_in_threadpool(describe_catalog, upload.data, upload.filename,
-                                          max_rows=max_rows)
+                                          max_rows=limits.max_upload_rows,
+                                          max_columns=limits.max_upload_columns)
     except CatalogError as exc:
         raise UsageError(str(exc)) from exc
     described = summary.to_dict()
