@@ -169,9 +169,25 @@ def test_many_ids_by_post_keep_rows_together(live_server: LiveServer) -> None:
     error = table[table["ID"] == unknown]
     assert len(error) == 1 and error["semantics"][0] == "#this"
     assert str(error["error_message"][0]).startswith("NotFoundFault: ")
+
+
+def test_many_ids_share_one_descriptor_taking_the_id_from_the_row(
+        live_server: LiveServer) -> None:
+    """DataLink 1.1 §4: the ID PARAM refs the links table's ID FIELD; nothing is fixed to
+    one image, so whichever ``#cutout`` row a client picks, it cuts that row's image."""
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
+    votable = assert_valid_votable(links(live_server, *dids, method="POST").content)
     descriptors = [r for r in votable.resources if r.type == "meta"]
-    assert len(descriptors) == len(dids)
-    assert len({r.ID for r in descriptors}) == len(dids)
+    assert len(descriptors) == 1
+    id_param = next(p for p in descriptors[0].groups[0].entries if p.name == "ID")
+    assert id_param.ref == "ID" and not id_param.value
+    id_field = votable.resources[0].tables[0].fields[0]
+    assert (id_field.ID, id_field.name) == ("ID", "ID")  # Aladin: FIELD@ID equals the name
+    cutout_rows = votable.resources[0].tables[0].to_table()
+    cutout_rows = cutout_rows[cutout_rows["semantics"] == "#cutout"]
+    assert sorted(str(i) for i in cutout_rows["ID"]) == sorted(dids)
+    assert set(cutout_rows["service_def"]) == {descriptors[0].ID}
 
 
 def test_non_ascii_unknown_id_is_echoed_as_a_uri(live_server: LiveServer) -> None:
@@ -283,3 +299,39 @@ def test_more_ids_than_allowed_overflow_without_splitting(live_server: LiveServe
     assert query_status(votable)[0] == "OVERFLOW"
     table = votable.resources[0].tables[0].to_table()
     assert [str(i) for i in dict.fromkeys(table["ID"])] == dids[:2]
+
+
+def _own_pixels(links_of_row: DatalinkResults, header: fits.Header) -> np.ndarray:
+    """The pixels of the cutout's box in the file of the row's ``#this`` link."""
+    this = next(links_of_row.bysemantics("#this", include_narrower=False))
+    source = httpx.get(this.access_url, timeout=60).content
+    with fits.open(io.BytesIO(source)) as hdul:
+        data = hdul[header["ORIG_EXT"]].data
+        return np.array(data[header["CUTY0"] - 1:header["CUTY1"],
+                             header["CUTX0"] - 1:header["CUTX1"]])
+
+
+@pytest.mark.parametrize("preserve_order", [False, True], ids=["batched", "preserve_order"])
+def test_pyvo_datalink_loop_cuts_each_rows_own_image(live_server: LiveServer,
+                                                     preserve_order: bool) -> None:
+    """The loop of docs/soda.md: every row's ``processed()`` cutout comes from that row's
+    image. The four NIR-H products of one tile share a WCS, so only ORIGFILE and the
+    pixels tell a wrong image apart."""
+    results = pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H", PRODUCTTYPE=["BGSUB", "RMS", "FLAG", "BGMOD"])
+    dids = [str(row["obs_publisher_did"]) for row in results]
+    assert len(set(dids)) >= 3
+    seen: dict[str, str] = {}
+    for links_of_row in results.iter_datalinks(preserve_order=preserve_order):
+        did = str(links_of_row.original_row["obs_publisher_did"])
+        proc = links_of_row.get_first_proc()
+        assert str(proc["ID"]) == did
+        stream = proc.processed(circle=(*FORNAX, 0.002))
+        with fits.open(io.BytesIO(stream.read())) as hdul:
+            header = hdul[0].header
+            pixels = np.array(hdul[0].data)
+        seen[did] = str(header["ORIGFILE"])
+        assert did.endswith("/" + seen[did]), (did, seen[did])
+        assert np.array_equal(pixels, _own_pixels(links_of_row, header), equal_nan=True)
+    assert sorted(seen) == sorted(dids)
+    assert len(set(seen.values())) == len(dids)
