@@ -14,6 +14,7 @@ from astropy.wcs import WCS
 from PIL import Image
 from pyvo.dal.adhoc import DatalinkResults, SodaQuery
 from server import LiveServer, assert_valid_votable, query_status
+from stilts import datalinklint, votlint
 
 from vo_service.archive.records import ImageRecord
 from vo_service.protocols import datalink
@@ -139,6 +140,9 @@ def test_cutout_descriptor_is_dataset_specific(live_server: LiveServer, vis_bgsu
     assert float(band.values.max) == pytest.approx(vis_bgsub["em_max"])
     assert inputs["TIME"].unit == "d" and inputs["TIME"].values.min is not None
     assert "POL" not in inputs  # no polarization axis
+    # a choice, not a text box (TOPCAT): the formats /sync writes
+    assert [value for _, value in inputs["RESPONSEFORMAT"].values.options] == \
+        ["application/fits", "image/png", "image/jpeg"]
     # pyvo builds a SODA query from it
     proc = datalinks.get_first_proc()
     assert proc["semantics"] == "#cutout"
@@ -188,6 +192,25 @@ def test_many_ids_share_one_descriptor_taking_the_id_from_the_row(
     cutout_rows = cutout_rows[cutout_rows["semantics"] == "#cutout"]
     assert sorted(str(i) for i in cutout_rows["ID"]) == sorted(dids)
     assert set(cutout_rows["service_def"]) == {descriptors[0].ID}
+
+
+@pytest.mark.parametrize("image_count", [1, 4])
+def test_stilts_validators_find_nothing_to_warn_about(live_server: LiveServer, tmp_path,  # noqa: ANN001
+                                                      image_count: int) -> None:
+    """votlint and datalinklint: no "Name 'cutout' already used", and the ID of the shared
+    descriptor is a ROW parameter (taken from each row), of a single-image one FIXED."""
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
+    document = tmp_path / "links.xml"
+    document.write_bytes(links(live_server, *dids[:image_count], method="POST").content)
+    assert votlint(document) == []
+    messages = datalinklint(document)
+    problems = [m for m in messages if m["level"] not in ("INFO", "SUMMARY")]
+    assert problems == []
+    counts = [str(m["text"]) for m in messages if m["code"] == "SDPR"]
+    role = "FIXED" if image_count == 1 else "ROW"
+    assert f"{role} parameter count 1 [ID]" in counts
+    assert sum(m["code"] == "SDDO" for m in messages) == 1  # one descriptor
 
 
 def test_non_ascii_unknown_id_is_echoed_as_a_uri(live_server: LiveServer) -> None:

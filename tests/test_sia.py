@@ -86,6 +86,8 @@ def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) ->
     assert inputs["ID"].ref == "obs_publisher_did"
     assert votable.get_field_by_id("obs_publisher_did").name == "obs_publisher_did"
     assert {"POS", "CIRCLE", "POLYGON", "BAND", "TIME"} <= set(inputs)
+    assert [value for _, value in inputs["RESPONSEFORMAT"].values.options] == \
+        ["application/fits", "image/png", "image/jpeg"]
     this = [r for r in meta if r.utype == "adhoc:this"]
     assert len(this) == 1
     this_inputs = {p.name: p for p in this[0].groups[0].entries}
