@@ -139,6 +139,24 @@ def test_string_and_numeric_filters(live_server: LiveServer) -> None:
     assert len(calibrated) > 0
 
 
+def test_format_matches_the_access_format_the_rows_show(live_server: LiveServer) -> None:
+    """docs/protocols.md: FORMAT is the rows' access_format, the DataLink MIME type; pyvo's
+    ``res_format=`` sends it."""
+    service = pyvo.dal.SIA2Service(live_server.base_url)
+    every = service.search(pos=(*FORNAX, 0.005)).to_table()
+    assert len(every) >= 4
+    for spelling in (DATALINK, "application/x-votable+xml; content=datalink"):
+        found = service.search(pos=(*FORNAX, 0.005), res_format=spelling).to_table()
+        assert sorted(found["obs_publisher_did"]) == sorted(every["obs_publisher_did"])
+        assert set(found["access_format"]) == {DATALINK}
+    for other in ("application/fits", "image/png"):
+        assert len(service.search(pos=(*FORNAX, 0.005), res_format=other)) == 0
+    votable, _ = rows_of(query(live_server, ("MAXREC", "0")))
+    this = next(r for r in votable.resources if r.utype == "adhoc:this")
+    format_param = next(p for p in this.groups[0].entries if p.name == "FORMAT")
+    assert [value for _, value in format_param.values.options] == [DATALINK]
+
+
 def test_time_finds_one_epoch(live_server: LiveServer) -> None:
     _, epochs = rows_of(query(live_server, ("TARGET", "EDF-FORNAX-VAR")))
     target_rows = len(epochs)
