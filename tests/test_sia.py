@@ -157,6 +157,17 @@ def test_format_matches_the_access_format_the_rows_show(live_server: LiveServer)
     assert [value for _, value in format_param.values.options] == [DATALINK]
 
 
+@pytest.mark.parametrize(("pos", "message"), [
+    ("CIRCLE 400 0 1", "UsageError: POS CIRCLE: RA 400.0 is outside [0, 360] degrees"),
+    ("RANGE 10 20 5 1", "UsageError: POS RANGE: the lower Dec limit exceeds the upper one"),
+])
+def test_pyvo_shows_errors_with_each_label_once(live_server: LiveServer, pos: str,
+                                                message: str) -> None:
+    with pytest.raises(pyvo.dal.DALQueryError) as raised:
+        pyvo.dal.SIA2Service(live_server.base_url).search(POS=pos)
+    assert str(raised.value) == message  # not "POS CIRCLE: CIRCLE: RA 400 ..."
+
+
 def test_time_finds_one_epoch(live_server: LiveServer) -> None:
     _, epochs = rows_of(query(live_server, ("TARGET", "EDF-FORNAX-VAR")))
     target_rows = len(epochs)
