@@ -1,4 +1,5 @@
-"""Run Debian's STILTS validators (``votlint``, ``datalinklint``) on documents the server wrote.
+"""Run Debian's STILTS: its validators (``votlint``, ``datalinklint``) on documents the server
+wrote, and its clients (``tapquery``) against the server.
 
 ``make test`` installs the ``stilts`` package; under CI=true a missing ``stilts`` fails the
 tests that need it, elsewhere they are skipped.
@@ -45,3 +46,9 @@ def datalinklint(document: Path) -> list[dict[str, object]]:
          f"votable={document}"],
         capture_output=True, text=True, timeout=STILTS_SECONDS, check=False)
     return json.loads(completed.stdout)["sections"]
+
+
+def stilts(task: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``stilts <task> <arguments>``, its output captured as text (never raises on failure)."""
+    return subprocess.run([stilts_command(), task, *arguments], capture_output=True,
+                          text=True, timeout=STILTS_SECONDS, check=False)
