@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import pyvo
 from server import LiveServer, assert_valid_votable, query_status
+from stilts import votlint
 
 FORNAX = (52.93, -28.09)  # the demo archive's main field (three adjacent tiles)
 DATALINK = "application/x-votable+xml;content=datalink"
@@ -93,6 +94,14 @@ def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) ->
     this_inputs = {p.name: p for p in this[0].groups[0].entries}
     assert {"POS", "BAND", "BANDNAME", "PRODUCTTYPE", "MAXREC"} <= set(this_inputs)
     assert "EUCLID-DEMO" in this_inputs["COLLECTION"].values.options[0]
+
+
+def test_votlint_finds_nothing_to_warn_about(live_server: LiveServer, tmp_path) -> None:  # noqa: ANN001
+    """Results and the three descriptors: valid, every RESOURCE name used once."""
+    document = tmp_path / "sia.xml"
+    answer = query(live_server, ("POS", f"CIRCLE {FORNAX[0]} {FORNAX[1]} 0.01"))
+    document.write_bytes(answer.content)
+    assert votlint(document) == []
 
 
 def test_pyvo_fetches_the_links_of_many_rows_at_once(live_server: LiveServer) -> None:
