@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from PIL import Image
 from pyvo.dal.adhoc import DatalinkResults, SodaQuery
 from server import LiveServer, assert_valid_votable, query_status
-from stilts import datalinklint, votlint
+from stilts_runner import datalinklint, votlint
 
 from vo_service.archive.records import ImageRecord
 from vo_service.protocols import datalink
@@ -195,16 +195,16 @@ def test_many_ids_share_one_descriptor_taking_the_id_from_the_row(
 
 
 @pytest.mark.parametrize("image_count", [1, 4])
-def test_stilts_validators_find_nothing_to_warn_about(live_server: LiveServer, tmp_path,  # noqa: ANN001
-                                                      image_count: int) -> None:
+def test_stilts_validators_find_nothing_to_warn_about(live_server: LiveServer, stilts: str,
+                                                      tmp_path, image_count: int) -> None:  # noqa: ANN001
     """votlint and datalinklint: no "Name 'cutout' already used", and the ID of the shared
     descriptor is a ROW parameter (taken from each row), of a single-image one FIXED."""
     dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
         pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
     document = tmp_path / "links.xml"
     document.write_bytes(links(live_server, *dids[:image_count], method="POST").content)
-    assert votlint(document) == []
-    messages = datalinklint(document)
+    assert votlint(stilts, document) == []
+    messages = datalinklint(stilts, document)
     problems = [m for m in messages if m["level"] not in ("INFO", "SUMMARY")]
     assert problems == []
     counts = [str(m["text"]) for m in messages if m["code"] == "SDPR"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pyvo
 from server import LiveServer, assert_valid_votable, query_status
-from stilts import votlint
+from stilts_runner import votlint
 
 FORNAX = (52.93, -28.09)  # the demo archive's main field (three adjacent tiles)
 DATALINK = "application/x-votable+xml;content=datalink"
@@ -96,12 +96,13 @@ def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) ->
     assert "EUCLID-DEMO" in this_inputs["COLLECTION"].values.options[0]
 
 
-def test_votlint_finds_nothing_to_warn_about(live_server: LiveServer, tmp_path) -> None:  # noqa: ANN001
+def test_votlint_finds_nothing_to_warn_about(live_server: LiveServer, stilts: str,
+                                             tmp_path) -> None:  # noqa: ANN001
     """Results and the three descriptors: valid, every RESOURCE name used once."""
     document = tmp_path / "sia.xml"
     answer = query(live_server, ("POS", f"CIRCLE {FORNAX[0]} {FORNAX[1]} 0.01"))
     document.write_bytes(answer.content)
-    assert votlint(document) == []
+    assert votlint(stilts, document) == []
 
 
 def test_pyvo_fetches_the_links_of_many_rows_at_once(live_server: LiveServer) -> None:

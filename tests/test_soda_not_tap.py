@@ -8,7 +8,7 @@ import pytest
 import pyvo
 from pyvo.dal import DALAccessError
 from server import LiveServer
-from stilts import stilts
+from stilts_runner import run
 
 ADQL = "SELECT TOP 1 * FROM ivoa.obscore"
 SAYS = "this endpoint is SODA (image cutouts), and this service offers no TAP (yet)"
@@ -21,10 +21,11 @@ def test_pyvo_tap_sync_query_is_told_there_is_no_tap(live_server: LiveServer) ->
     assert "ID is missing" not in str(raised.value)
 
 
-def test_stilts_tap_async_query_is_told_there_is_no_tap(live_server: LiveServer) -> None:
+def test_stilts_tap_async_query_is_told_there_is_no_tap(live_server: LiveServer,
+                                                         stilts: str) -> None:
     jobs_before = httpx.get(live_server.url("async"), timeout=60).text.count("jobref")
-    completed = stilts("tapquery", f"tapurl={live_server.base_url}", f"adql={ADQL}",
-                       "sync=false", "omode=count")
+    completed = run(stilts, "tapquery", f"tapurl={live_server.base_url}", f"adql={ADQL}",
+                    "sync=false", "omode=count")
     assert completed.returncode != 0
     assert SAYS in completed.stderr, completed.stderr
     jobs_after = httpx.get(live_server.url("async"), timeout=60).text.count("jobref")
