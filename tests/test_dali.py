@@ -178,6 +178,20 @@ def test_shapes() -> None:
             dali.parse_pos(bad)
 
 
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    (dali.parse_pos, "CIRCLE 400 0 1", "POS CIRCLE: RA 400.0 is outside [0, 360] degrees"),
+    (dali.parse_pos, "RANGE 1 2 5 1", "POS RANGE: the lower Dec limit exceeds the upper one"),
+    (dali.parse_pos, "POLYGON 0 0 1 1 1 0 0 1", "POS POLYGON: the polygon is self-intersecting"),
+    (dali.parse_circle, "10 0 -1", "CIRCLE: radius must be in (0, 180] degrees, got -1.0"),
+    (dali.parse_polygon, "0 0 1 1 400 0", "POLYGON: RA 400.0 is outside [0, 360] degrees"),
+    (dali.parse_range, "400 10 0 1", "POS RANGE: ra_min 400.0 is outside [0, 360] degrees"),
+])
+def test_shape_errors_say_each_label_once(parse, text: str, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(dali.UsageError) as raised:
+        parse(text)
+    assert raised.value.text.startswith(f"UsageError: {message}")
+
+
 def test_scalars() -> None:
     assert dali.parse_float("X", " 5e-07 ") == 5e-07
     assert dali.parse_int("MAXREC", "10", minimum=0) == 10

@@ -14,6 +14,7 @@ from astropy.wcs import WCS
 from PIL import Image
 from pyvo.dal.adhoc import DatalinkResults, SodaQuery
 from server import LiveServer, assert_valid_votable, query_status
+from stilts_runner import datalinklint, votlint
 
 from vo_service.archive.records import ImageRecord
 from vo_service.protocols import datalink
@@ -139,6 +140,9 @@ def test_cutout_descriptor_is_dataset_specific(live_server: LiveServer, vis_bgsu
     assert float(band.values.max) == pytest.approx(vis_bgsub["em_max"])
     assert inputs["TIME"].unit == "d" and inputs["TIME"].values.min is not None
     assert "POL" not in inputs  # no polarization axis
+    # a choice, not a text box (TOPCAT): the formats /sync writes
+    assert [value for _, value in inputs["RESPONSEFORMAT"].values.options] == \
+        ["application/fits", "image/png", "image/jpeg"]
     # pyvo builds a SODA query from it
     proc = datalinks.get_first_proc()
     assert proc["semantics"] == "#cutout"
@@ -169,9 +173,44 @@ def test_many_ids_by_post_keep_rows_together(live_server: LiveServer) -> None:
     error = table[table["ID"] == unknown]
     assert len(error) == 1 and error["semantics"][0] == "#this"
     assert str(error["error_message"][0]).startswith("NotFoundFault: ")
+
+
+def test_many_ids_share_one_descriptor_taking_the_id_from_the_row(
+        live_server: LiveServer) -> None:
+    """DataLink 1.1 §4: the ID PARAM refs the links table's ID FIELD; nothing is fixed to
+    one image, so whichever ``#cutout`` row a client picks, it cuts that row's image."""
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
+    votable = assert_valid_votable(links(live_server, *dids, method="POST").content)
     descriptors = [r for r in votable.resources if r.type == "meta"]
-    assert len(descriptors) == len(dids)
-    assert len({r.ID for r in descriptors}) == len(dids)
+    assert len(descriptors) == 1
+    id_param = next(p for p in descriptors[0].groups[0].entries if p.name == "ID")
+    assert id_param.ref == "ID" and not id_param.value
+    id_field = votable.resources[0].tables[0].fields[0]
+    assert (id_field.ID, id_field.name) == ("ID", "ID")  # Aladin: FIELD@ID equals the name
+    cutout_rows = votable.resources[0].tables[0].to_table()
+    cutout_rows = cutout_rows[cutout_rows["semantics"] == "#cutout"]
+    assert sorted(str(i) for i in cutout_rows["ID"]) == sorted(dids)
+    assert set(cutout_rows["service_def"]) == {descriptors[0].ID}
+
+
+@pytest.mark.parametrize("image_count", [1, 4])
+def test_stilts_validators_find_nothing_to_warn_about(live_server: LiveServer, stilts: str,
+                                                      tmp_path, image_count: int) -> None:  # noqa: ANN001
+    """votlint and datalinklint: no "Name 'cutout' already used", and the ID of the shared
+    descriptor is a ROW parameter (taken from each row), of a single-image one FIXED."""
+    dids = [str(d) for d in pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H").to_table()["obs_publisher_did"]]
+    document = tmp_path / "links.xml"
+    document.write_bytes(links(live_server, *dids[:image_count], method="POST").content)
+    assert votlint(stilts, document) == []
+    messages = datalinklint(stilts, document)
+    problems = [m for m in messages if m["level"] not in ("INFO", "SUMMARY")]
+    assert problems == []
+    counts = [str(m["text"]) for m in messages if m["code"] == "SDPR"]
+    role = "FIXED" if image_count == 1 else "ROW"
+    assert f"{role} parameter count 1 [ID]" in counts
+    assert sum(m["code"] == "SDDO" for m in messages) == 1  # one descriptor
 
 
 def test_non_ascii_unknown_id_is_echoed_as_a_uri(live_server: LiveServer) -> None:
@@ -283,3 +322,39 @@ def test_more_ids_than_allowed_overflow_without_splitting(live_server: LiveServe
     assert query_status(votable)[0] == "OVERFLOW"
     table = votable.resources[0].tables[0].to_table()
     assert [str(i) for i in dict.fromkeys(table["ID"])] == dids[:2]
+
+
+def _own_pixels(links_of_row: DatalinkResults, header: fits.Header) -> np.ndarray:
+    """The pixels of the cutout's box in the file of the row's ``#this`` link."""
+    this = next(links_of_row.bysemantics("#this", include_narrower=False))
+    source = httpx.get(this.access_url, timeout=60).content
+    with fits.open(io.BytesIO(source)) as hdul:
+        data = hdul[header["ORIG_EXT"]].data
+        return np.array(data[header["CUTY0"] - 1:header["CUTY1"],
+                             header["CUTX0"] - 1:header["CUTX1"]])
+
+
+@pytest.mark.parametrize("preserve_order", [False, True], ids=["batched", "preserve_order"])
+def test_pyvo_datalink_loop_cuts_each_rows_own_image(live_server: LiveServer,
+                                                     preserve_order: bool) -> None:
+    """The loop of docs/soda.md: every row's ``processed()`` cutout comes from that row's
+    image. The four NIR-H products of one tile share a WCS, so only ORIGFILE and the
+    pixels tell a wrong image apart."""
+    results = pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(*FORNAX, 0.005), BANDNAME="NIR-H", PRODUCTTYPE=["BGSUB", "RMS", "FLAG", "BGMOD"])
+    dids = [str(row["obs_publisher_did"]) for row in results]
+    assert len(set(dids)) >= 3
+    seen: dict[str, str] = {}
+    for links_of_row in results.iter_datalinks(preserve_order=preserve_order):
+        did = str(links_of_row.original_row["obs_publisher_did"])
+        proc = links_of_row.get_first_proc()
+        assert str(proc["ID"]) == did
+        stream = proc.processed(circle=(*FORNAX, 0.002))
+        with fits.open(io.BytesIO(stream.read())) as hdul:
+            header = hdul[0].header
+            pixels = np.array(hdul[0].data)
+        seen[did] = str(header["ORIGFILE"])
+        assert did.endswith("/" + seen[did]), (did, seen[did])
+        assert np.array_equal(pixels, _own_pixels(links_of_row, header), equal_nan=True)
+    assert sorted(seen) == sorted(dids)
+    assert len(set(seen.values())) == len(dids)

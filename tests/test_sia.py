@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import pyvo
 from server import LiveServer, assert_valid_votable, query_status
+from stilts_runner import votlint
 
 FORNAX = (52.93, -28.09)  # the demo archive's main field (three adjacent tiles)
 DATALINK = "application/x-votable+xml;content=datalink"
@@ -86,11 +87,22 @@ def test_generic_soda_descriptor_and_self_descriptor(live_server: LiveServer) ->
     assert inputs["ID"].ref == "obs_publisher_did"
     assert votable.get_field_by_id("obs_publisher_did").name == "obs_publisher_did"
     assert {"POS", "CIRCLE", "POLYGON", "BAND", "TIME"} <= set(inputs)
+    assert [value for _, value in inputs["RESPONSEFORMAT"].values.options] == \
+        ["application/fits", "image/png", "image/jpeg"]
     this = [r for r in meta if r.utype == "adhoc:this"]
     assert len(this) == 1
     this_inputs = {p.name: p for p in this[0].groups[0].entries}
     assert {"POS", "BAND", "BANDNAME", "PRODUCTTYPE", "MAXREC"} <= set(this_inputs)
     assert "EUCLID-DEMO" in this_inputs["COLLECTION"].values.options[0]
+
+
+def test_votlint_finds_nothing_to_warn_about(live_server: LiveServer, stilts: str,
+                                             tmp_path) -> None:  # noqa: ANN001
+    """Results and the three descriptors: valid, every RESOURCE name used once."""
+    document = tmp_path / "sia.xml"
+    answer = query(live_server, ("POS", f"CIRCLE {FORNAX[0]} {FORNAX[1]} 0.01"))
+    document.write_bytes(answer.content)
+    assert votlint(stilts, document) == []
 
 
 def test_pyvo_fetches_the_links_of_many_rows_at_once(live_server: LiveServer) -> None:
@@ -135,6 +147,35 @@ def test_string_and_numeric_filters(live_server: LiveServer) -> None:
                                   ("COLLECTION", "EUCLID-DEMO"), ("FACILITY", "Euclid"),
                                   ("FORMAT", DATALINK), ("FORMAT", "application/fits")))
     assert len(calibrated) > 0
+
+
+def test_format_matches_the_access_format_the_rows_show(live_server: LiveServer) -> None:
+    """docs/protocols.md: FORMAT is the rows' access_format, the DataLink MIME type; pyvo's
+    ``res_format=`` sends it."""
+    service = pyvo.dal.SIA2Service(live_server.base_url)
+    every = service.search(pos=(*FORNAX, 0.005)).to_table()
+    assert len(every) >= 4
+    for spelling in (DATALINK, "application/x-votable+xml; content=datalink"):
+        found = service.search(pos=(*FORNAX, 0.005), res_format=spelling).to_table()
+        assert sorted(found["obs_publisher_did"]) == sorted(every["obs_publisher_did"])
+        assert set(found["access_format"]) == {DATALINK}
+    for other in ("application/fits", "image/png"):
+        assert len(service.search(pos=(*FORNAX, 0.005), res_format=other)) == 0
+    votable, _ = rows_of(query(live_server, ("MAXREC", "0")))
+    this = next(r for r in votable.resources if r.utype == "adhoc:this")
+    format_param = next(p for p in this.groups[0].entries if p.name == "FORMAT")
+    assert [value for _, value in format_param.values.options] == [DATALINK]
+
+
+@pytest.mark.parametrize(("pos", "message"), [
+    ("CIRCLE 400 0 1", "UsageError: POS CIRCLE: RA 400.0 is outside [0, 360] degrees"),
+    ("RANGE 10 20 5 1", "UsageError: POS RANGE: the lower Dec limit exceeds the upper one"),
+])
+def test_pyvo_shows_errors_with_each_label_once(live_server: LiveServer, pos: str,
+                                                message: str) -> None:
+    with pytest.raises(pyvo.dal.DALQueryError) as raised:
+        pyvo.dal.SIA2Service(live_server.base_url).search(POS=pos)
+    assert str(raised.value) == message  # not "POS CIRCLE: CIRCLE: RA 400 ..."
 
 
 def test_time_finds_one_epoch(live_server: LiveServer) -> None:

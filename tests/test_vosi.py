@@ -60,6 +60,10 @@ def test_pyvo_reads_the_capabilities(live_server: LiveServer) -> None:
     assert service.query_ep == live_server.url("query")
     standard_ids = {c.standardid for c in service.capabilities}
     assert set(CAPABILITIES) <= standard_ids
+    versions = {c.standardid: c.interfaces[0].version for c in service.capabilities}
+    assert versions["ivo://ivoa.net/std/DataLink#links-1.1"] == "1.1"  # absent reads as 1.0
+    assert versions["ivo://ivoa.net/std/SIA#query-2.0"] == "2.0"
+    assert versions["ivo://ivoa.net/std/SODA#sync-1.0"] == "1.0"
 
 
 def test_availability(live_server: LiveServer) -> None:

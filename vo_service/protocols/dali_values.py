@@ -102,10 +102,15 @@ def parse_interval(name: str, text: str, *, allow_scalar: bool = False) -> tuple
 
 
 def _shape(build: type, name: str, *args: object) -> Circle | Range | Polygon:
+    """``build(*args)``; a ShapeError becomes a UsageError under one label: the shape's own
+    (``CIRCLE: …``) is dropped when ``name`` ends with it (``POS CIRCLE: RA 400 …``)."""
     try:
         return build(*args)
     except ShapeError as exc:
-        raise UsageError(f"{name}: {exc}") from exc
+        kind = build.__name__.upper()
+        detail = str(exc).removeprefix(f"{kind}: ")
+        label = name if name.split()[-1] == kind else f"{name} {kind}"
+        raise UsageError(f"{label}: {detail}") from exc
 
 
 def parse_circle(text: str, name: str = "CIRCLE") -> Circle:

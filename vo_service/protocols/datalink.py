@@ -1,7 +1,8 @@
 """DataLink 1.1 {links}: what a client can do with one image, and SODA service descriptors.
 
 For each ID the links table holds ``#this`` (the FITS file), ``#preview`` (a PNG),
-``#cutout`` (through a dataset-specific SODA descriptor with VALUES hints) and
+``#cutout`` (through a SODA descriptor: dataset-specific with VALUES hints when the answer
+is about one image, shared with the ID taken from the row when about several) and
 ``#auxiliary`` rows for the sibling products of the same tile and band. Unknown IDs get a
 ``NotFoundFault`` error row (DataLink §3.4). The descriptors are built with lxml, because
 astropy rewrites an empty array PARAM value (``value=""``) as zeros, which a client would
@@ -240,22 +241,39 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
     return rows
 
 
+LINKS_ID_FIELD = "ID"  # XML ID of the links table's ID FIELD (votable_templates)
+CUTOUT_SERVICE_ID = "soda-cutout"  # RESOURCE ID of the SODA descriptor in a links answer
+
+
 def links_document(index: ArchiveIndex, base: str, ids: Sequence[str], *,
                    overflow_cap: int | None = None) -> bytes:
-    """The links VOTable of ``ids`` with one SODA descriptor per known image.
+    """The links VOTable of ``ids`` with one SODA descriptor for their ``#cutout`` rows.
+
+    With one image the descriptor is dataset-specific (ID fixed, VALUES from the image).
+    With several it is shared: its ID PARAM ``ref``s the links table's ID FIELD, so the ID
+    comes from the row (DataLink 1.1 §4). pyvo's batched ``iter_datalinks()`` copies every
+    descriptor of a many-ID answer into each row's result and ``processed()`` takes the
+    first SODA one: per-image descriptors with fixed IDs would cut the first image for
+    every row.
 
     Built in one call (one thread): index lookups are blocking SQLite reads, and lxml trees
     are best created and serialised by the same thread.
     """
     rows: list[dict[str, object]] = []
-    descriptors: list[etree._Element] = []
-    for number, did in enumerate(ids, start=1):
+    known: list[ImageRecord] = []
+    for did in ids:
         record = index.get(did)
-        service_id = f"soda-{number}"
         siblings = index.siblings(record) if record is not None else []
-        rows.extend(link_rows(base, did, record, siblings, service_id))
+        rows.extend(link_rows(base, did, record, siblings, CUTOUT_SERVICE_ID))
         if record is not None:
-            descriptors.append(soda_descriptor(base, resource_id=service_id, record=record))
+            known.append(record)
+    descriptors = []
+    if len(known) == 1:
+        descriptors.append(soda_descriptor(base, resource_id=CUTOUT_SERVICE_ID,
+                                           record=known[0]))
+    elif known:
+        descriptors.append(soda_descriptor(base, resource_id=CUTOUT_SERVICE_ID,
+                                           id_ref=LINKS_ID_FIELD))
     votable = dali.load_template("datalink_links.xml")
     dali.fill_rows(votable.resources[0].tables[0], rows)
     if overflow_cap is not None:

@@ -40,7 +40,6 @@ STRING_PARAMS = {
     "INSTRUMENT": "instrument",
     "DPTYPE": "dptype",
     "TARGET": "target",
-    "FORMAT": "format",
     "POL": "pol",
     "ID": "id",
     "BANDNAME": "band_name",  # extension: filter name
@@ -60,11 +59,28 @@ INTERVAL_PARAMS = {
 @dataclass(frozen=True)
 class SIAQuery:
     """A parsed SIA 2 request: ``pos`` shapes and ``constraints`` (ArchiveIndex.search
-    keywords -> lists; values of one list OR-ed, lists AND-ed) and ``maxrec``."""
+    keywords -> lists; values of one list OR-ed, lists AND-ed), ``maxrec``, and whether
+    the FORMAT values admit the rows' ``access_format`` at all."""
 
     pos: list[Circle | Range | Polygon] = field(default_factory=list)
     constraints: dict[str, list[object]] = field(default_factory=dict)
     maxrec: int = 10_000
+    format_matches: bool = True
+
+
+def _mime(text: str) -> str:
+    """A MIME type for comparison: lower case, no spaces around ``;`` (RFC 2045 §5.1)."""
+    return ";".join(part.strip() for part in text.lower().split(";"))
+
+
+def format_matches(values: Sequence[str]) -> bool:
+    """Whether FORMAT ``values`` (OR-ed) match the ``access_format`` of the rows.
+
+    SIA 2.0 §2: FORMAT constrains ``access_format``. Every row's access_url is its
+    DataLink document, so every row's access_format is the DataLink MIME type: that value
+    matches all rows, any other (``application/fits`` included) none.
+    """
+    return not values or any(_mime(value) == DATALINK_MIME for value in values)
 
 
 def parse_query(params: dali.Params, maxrec_default: int) -> SIAQuery:
@@ -84,7 +100,8 @@ def parse_query(params: dali.Params, maxrec_default: int) -> SIAQuery:
     maxrec = maxrec_default if maxrec_text is None else dali.parse_int(
         "MAXREC", maxrec_text, minimum=0)
     return SIAQuery(pos=[dali.parse_pos(v) for v in params.get_all("POS")],
-                    constraints=constraints, maxrec=min(maxrec, MAXREC_HARD_LIMIT))
+                    constraints=constraints, maxrec=min(maxrec, MAXREC_HARD_LIMIT),
+                    format_matches=format_matches(params.get_all("FORMAT")))
 
 
 def obscore_row(record: ImageRecord, base: str) -> dict[str, object]:
@@ -150,7 +167,8 @@ def self_descriptor(base: str, facets: Mapping[str, Sequence[str]]) -> etree._El
            options=facets.get("dataproduct_types", ("image", "cube")))
     _param(group, "CALIB", "calibration level", datatype="int", arraysize=None,
            options=("0", "1", "2", "3", "4"))
-    _param(group, "FORMAT", "file format", options=("application/fits",))
+    _param(group, "FORMAT", "access_format: the DataLink document of each image (the files "
+           "behind it are FITS)", options=(DATALINK_MIME,))
     _param(group, "MAXREC", "most rows to return (0: metadata only)", datatype="int",
            arraysize=None)
     return resource
@@ -192,4 +210,6 @@ async def query_endpoint(request: Request) -> Response:
 
 def search(index: ArchiveIndex, query: SIAQuery) -> tuple[list[ImageRecord], bool]:
     """Records matching ``query`` (at most ``query.maxrec``) and whether more matched."""
+    if not query.format_matches:
+        return [], False
     return index.search(pos=query.pos, maxrec=query.maxrec, **query.constraints)

@@ -102,8 +102,21 @@ def _single(params: Params, name: str) -> str | None:
     return values[0] if values else None
 
 
+def refuse_tap(params: Params) -> None:
+    """A TAP request (LANG, QUERY or REQUEST=doQuery) is a UsageError saying that /sync and
+    /async are SODA here and that TAP is not offered, rather than "ID is missing"."""
+    asks_tap = "LANG" in params or "QUERY" in params or any(
+        value.strip().lower() == "doquery" for value in params.get_all("REQUEST"))
+    if asks_tap:
+        raise UsageError(
+            "this endpoint is SODA (image cutouts), and this service offers no TAP (yet): "
+            "LANG, QUERY and REQUEST=doQuery are TAP parameters. Find images with SIA 2 at "
+            "/query, then cut them here with ID and CIRCLE, POLYGON or POS")
+
+
 def parse_sync_request(params: Params) -> SyncRequest:
     """Validate the SODA parameters of a sync request (raises DALIError subclasses)."""
+    refuse_tap(params)
     ids = tuple(value.strip() for value in params.get_all("ID"))
     if not ids:
         raise UsageError("ID is missing; give the publisher DID of an image, as listed by "

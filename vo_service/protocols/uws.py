@@ -32,6 +32,7 @@ from vo_service.protocols.dali import (
     read_params,
     votable_bytes,
 )
+from vo_service.protocols.soda import refuse_tap
 
 XML = "application/xml"
 TEXT = "text/plain; charset=utf-8"
@@ -166,6 +167,7 @@ async def job_list(request: Request) -> Response:
 
 
 async def _create(request: Request, params: Params, service: JobService) -> Response:
+    refuse_tap(params)
     phase = params.get_single("PHASE")
     if phase is not None and phase.strip().upper() not in ("RUN", "ABORT"):
         raise UsageError(f"PHASE in a creating request may only be RUN, got {phase!r}")
