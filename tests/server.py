@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import uvicorn
 
@@ -143,3 +144,37 @@ def query_status(votable) -> tuple[str, str]:  # noqa: ANN001
     if resource.tables:
         infos += [i for i in resource.tables[0].infos if i.name == "QUERY_STATUS"]
     return infos[-1].value, infos[-1].content or ""
+
+
+VOTABLE_FORMATS = ("votable", "application/x-votable+xml", "text/xml", "application/xml")
+
+
+def asks_for_votable(request) -> bool:  # noqa: ANN001 (an httpx.Request)
+    """Whether a request asks for VOTable errors: ``Accept`` naming a VOTable type first,
+    or RESPONSEFORMAT (query string or urlencoded body) naming one (the tests' Accept
+    headers are simple; the service's full rule is tested in test_soda_sync.py)."""
+    accept = request.headers.get("accept", "").lower()
+    first = accept.split(",")[0].split(";")[0].strip()
+    if first in ("application/x-votable+xml", "text/xml"):
+        return True
+    pairs = parse_qsl(request.url.query.decode(), keep_blank_values=True)
+    if "urlencoded" in request.headers.get("content-type", ""):
+        pairs += parse_qsl(request.content.decode(errors="replace"), keep_blank_values=True)
+    return any(name.upper() == "RESPONSEFORMAT"
+               and value.split(";")[0].strip().lower() in VOTABLE_FORMATS
+               for name, value in pairs)
+
+
+def error_text(response) -> str:  # noqa: ANN001 (an httpx.Response)
+    """The ``<label>: <message>`` of an error answer, checked to have the form the service
+    gives it (DESIGN "Errors"): text/plain from SODA /sync unless the request asked for a
+    VOTable, else a valid DALI error VOTable with QUERY_STATUS=ERROR."""
+    content_type = response.headers.get("content-type", "")
+    if response.request.url.path.endswith("/sync") and not asks_for_votable(response.request):
+        assert content_type.startswith("text/plain"), (content_type, response.text[:500])
+        return response.text.strip()
+    assert "votable" in content_type, (content_type, response.text[:500])
+    value, text = query_status(assert_valid_votable(response.content))
+    assert value == "ERROR", text
+    return text
+

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from astropy.io import fits
+from astropy.table import Table
 from server import assert_valid_votable
 from uws_client import (
     UWS,
@@ -211,7 +213,7 @@ def test_non_ascii_target_ids_keep_the_manifest_valid(batch_server, client,
 @pytest.mark.parametrize(("data", "catalog", "fragment"), [
     ({"UPLOAD": "cat,param:cat", "RA_COLUMN": "alpha"}, b"id,ra,dec\na,1,2\n", "alpha"),
     ({"UPLOAD": "cat,param:cat"}, b"\x00\x01\x02 not a table \xff", "UPLOAD cat"),
-    ({"UPLOAD": "cat,param:cat"}, None, "no file"),
+    ({"UPLOAD": "cat,param:cat", "PHASE": "RUN"}, None, "no file"),  # may come before RUN
     ({"UPLOAD": "cat,param:other"}, b"id,ra,dec\na,1,2\n", "other"),
     ({"UPLOAD": "cat,http://example.org/t.csv"}, b"id,ra,dec\na,1,2\n", "URLs"),
     ({"UPLOAD": "cat,param:cat", "WORKERS": "17"}, b"id,ra,dec\na,1,2\n", "WORKERS"),
@@ -228,6 +230,54 @@ def test_unusable_requests_are_refused_at_creation(
     status = votable.resources[0].infos[-1]
     assert status.value == "ERROR" and status.content.startswith("UsageError:")
     assert fragment in status.content
+
+
+def test_a_catalog_job_is_built_up_with_pyvo_then_run(batch_server, client,
+                                                      demo_archive) -> None:
+    """Choices first, the catalog later (pyvo's AsyncTAPJob.upload: a multipart
+    POST …/parameters with UPLOAD), then RUN."""
+    from pyvo.dal import AsyncTAPJob, DALServiceError
+
+    created = client.post(batch_server.url("async"), follow_redirects=True,
+                          data={"BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB", "SIZE": "16"})
+    assert created.status_code == 200, created.text
+    job = AsyncTAPJob(str(created.url))
+    assert job.phase == "PENDING"
+    refused = client.post(f"{job.url}/phase", data={"PHASE": "RUN"})
+    assert refused.status_code == 400
+    text = assert_valid_votable(refused.content).resources[0].infos[-1].content
+    assert text.startswith("UsageError: a catalog job needs UPLOAD=")
+    with pytest.raises(DALServiceError):
+        job.run()
+    assert job.phase == "PENDING"
+    # each value's syntax when it arrives: a bad size, a file that is not a catalog
+    assert client.post(f"{job.url}/parameters", data={"SIZE": "-3"}).status_code == 400
+    garbage = client.post(f"{job.url}/parameters", data={"UPLOAD": "cat,param:cat"},
+                          files={"cat": ("t.csv", b"\x00\x01 not a table \xff")})
+    assert garbage.status_code == 400 and b"UPLOAD cat" in garbage.content
+    assert {p.id_: p.content for p in job.job.parameters} == {
+        "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB", "SIZE": "16"}
+    rows = list(csv.DictReader(io.StringIO(demo_catalog(demo_archive, 20).decode())))[:5]
+    targets = Table({"name": [r["name"] for r in rows],
+                     "ra": [float(r["ra"]) for r in rows],
+                     "dec": [float(r["dec"]) for r in rows]})
+    job.upload(cat=targets)  # a VOTable in the multipart part "cat"
+    job.upload(cat=targets[:3])  # a second thought replaces it
+    job.run()
+    job.wait(timeout=120)
+    job.raise_if_error()
+    root = job_document(client, job.url)
+    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+    assert [e.text for e in root.find("uws:jobInfo", UWS)][-1] == "batch"  # <vos:kind>
+    manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
+    table = manifest.get_first_table().to_table()
+    assert {str(t) for t in table["target_id"]} == {r["name"] for r in rows[:3]}
+    assert set(table["band"]) == {"VIS"}
+    stamps = table[[str(s) in ("ok", "partial") for s in table["status"]]]
+    assert len(stamps) >= 1
+    with fits.open(io.BytesIO(client.get(str(stamps[0]["access_url"])).content)) as stamp:
+        assert stamp[0].data.shape == (16, 16)
+    job.delete()
 
 
 def test_more_rows_than_the_limit_are_refused(batch_server, client) -> None:

@@ -39,6 +39,7 @@ SERVED = [
 ] if CATALOG.exists() else []
 CUBE = "fits/derived/l1448_13co_restfrq.fits"
 CUBE_BAND = "2.72049e-3 2.72050e-3"  # inside the cube's barycentric range
+VOTABLE_ACCEPT = "application/x-votable+xml, text/plain;q=0.5"
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -52,14 +53,15 @@ def record_of(server: LiveServer, file: str, hdu: int):
     raise AssertionError(f"{file}[{hdu}] is not indexed")
 
 
-def sync(server: LiveServer, method: str = "GET", **params: object) -> httpx.Response:
+def sync(server: LiveServer, method: str = "GET", headers: dict[str, str] | None = None,
+         **params: object) -> httpx.Response:
     """One request to /sync; list values repeat the parameter."""
     pairs = [(k, v) for k, vs in params.items()
              for v in (vs if isinstance(vs, list) else [vs])]
     if method == "POST":
         form = {k: (vs if isinstance(vs, list) else [vs]) for k, vs in params.items()}
-        return httpx.post(server.url("sync"), data=form, timeout=60)
-    return httpx.get(server.url("sync"), params=pairs, timeout=60)
+        return httpx.post(server.url("sync"), data=form, headers=headers, timeout=60)
+    return httpx.get(server.url("sync"), params=pairs, headers=headers, timeout=60)
 
 
 def wcs_of(hdulist: fits.HDUList, index: int) -> WCS:
@@ -100,12 +102,20 @@ def assert_equals_cutout2d(source: Path, hdu: int, cutout: fits.HDUList, index: 
         assert got.separation(via_cutout2d).max() < 1 * u.mas
 
 
-def assert_dali_error(response: httpx.Response, status: int, label: str, *words: str) -> str:
-    """``response`` is a valid DALI error VOTable with this status, label and words."""
+def assert_dali_error(response: httpx.Response, status: int, label: str, *words: str,
+                      votable: bool = False) -> str:
+    """``response`` is a /sync error with this status, label and words: text/plain
+    ``<label>: <message>`` (the default), or with ``votable`` a valid DALI error VOTable."""
     assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/x-votable+xml")
-    value, text = query_status(assert_valid_votable(response.content))
-    assert value == "ERROR" and text.startswith(f"{label}: "), text
+    if votable:
+        assert response.headers["content-type"].startswith("application/x-votable+xml")
+        value, text = query_status(assert_valid_votable(response.content))
+        assert value == "ERROR", text
+    else:
+        assert response.headers["content-type"].startswith("text/plain"), response.text
+        text = response.text.strip()
+        assert "\n" not in text, text
+    assert text.startswith(f"{label}: "), text
     for word in words:
         assert word in text, text
     return text
@@ -303,12 +313,76 @@ def test_no_overlap_is_204_with_an_empty_body(real_live_server: LiveServer) -> N
      ["TIME"]),
 ])
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_errors_are_dali_votables(real_live_server: LiveServer, params: dict, status: int,
-                                  label: str, words: list[str], method: str) -> None:
+def test_errors_are_text_or_dali_votables_on_request(
+        real_live_server: LiveServer, params: dict, status: int, label: str, words: list[str],
+        method: str) -> None:
     did = record_of(real_live_server, "fits/images/HorseHead.fits", 0).obs_publisher_did
     params = {k: (did if v == "{hh}" else v) for k, v in params.items()}
-    response = sync(real_live_server, method, **params)
-    assert_dali_error(response, status, label, *words)
+    text = assert_dali_error(sync(real_live_server, method, **params), status, label, *words)
+    asked = sync(real_live_server, method, headers={"Accept": VOTABLE_ACCEPT}, **params)
+    assert assert_dali_error(asked, status, label, *words, votable=True) == text
+
+
+@pytest.mark.parametrize(("headers", "params", "votable"), [
+    ({}, {}, False),
+    ({"Accept": "*/*"}, {}, False),  # requests, pyvo, curl
+    ({"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, {},
+     False),  # a browser
+    ({"Accept": "text/plain, application/x-votable+xml"}, {}, False),
+    ({"Accept": "application/x-votable+xml;q=0.4, text/plain;q=0.5"}, {}, False),
+    ({"Accept": "application/x-votable+xml"}, {}, True),
+    ({"Accept": "text/xml, */*;q=0.1"}, {}, True),
+    ({"Accept": "application/x-votable+xml, text/plain"}, {}, True),
+    ({}, {"RESPONSEFORMAT": "votable"}, True),
+    ({}, {"RESPONSEFORMAT": "application/x-votable+xml;serialization=TABLEDATA"}, True),
+])
+def test_the_client_chooses_text_or_votable_errors(
+        real_live_server: LiveServer, headers: dict, params: dict, votable: bool) -> None:
+    """text/plain unless Accept prefers a VOTable type or RESPONSEFORMAT names one; the
+    status and the text stay the same."""
+    did = record_of(real_live_server, "fits/images/HorseHead.fits", 0).obs_publisher_did
+    response = sync(real_live_server, headers=headers, ID=did, CIRCLE="85.27 -2.46 -1",
+                    **params)
+    assert_dali_error(response, 400, "UsageError", "radius", votable=votable)
+
+
+def test_pyvo_raises_the_message_of_a_sync_error(real_data: Path, tmp_path: Path,
+                                                 live_server_factory) -> None:
+    """pyvo shows its users the service's text (it reads text/plain error bodies only)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(real_data / "fits/images/HorseHead.fits", root)
+    server = live_server_factory(root)
+    server.app.state.settings = replace(server.app.state.settings,
+                                        limits=Limits(max_cutout_pixels=1000))
+    record = server.app.state.index.records()[0]
+    found = pyvo.dal.SIA2Service(server.base_url).search(pos=(record.s_ra, record.s_dec, 0.001))
+    proc = next(found.iter_datalinks()).get_first_proc()
+    # a circle off the image is no error: 204, and pyvo hands back an empty stream
+    assert proc.processed(circle=(10, 10, 0.1) * u.deg).read() == b""
+    # pyvo lets no malformed circle through (it checks RA, Dec and radius itself); one
+    # larger than the service cuts is refused by the service
+    with pytest.raises(pyvo.dal.DALServiceError) as refused:
+        proc.processed(circle=(record.s_ra, record.s_dec, 0.05) * u.deg)
+    assert refused.value.code == 400
+    message = str(refused.value)
+    assert message.startswith(f"UsageError: {record.obs_publisher_did}: the cutout has ")
+    assert "more than the limit of 1000; ask for a smaller region" in message
+
+
+def test_pyvo_raises_the_message_of_a_band_outside_the_image(live_server: LiveServer) -> None:
+    found = pyvo.dal.SIA2Service(live_server.base_url).search(
+        pos=(52.93, -28.09, 0.005), BANDNAME="VIS", PRODUCTTYPE="BGSUB", DPTYPE="image")
+    row = next(r for r in found if "MEF" not in r["obs_publisher_did"])
+    ra, dec = float(row["s_ra"]), float(row["s_dec"])
+    proc = row.getdatalink().get_first_proc()
+    with pytest.raises(pyvo.dal.DALServiceError) as refused:  # VIS is 0.55-0.9 um
+        proc.processed(circle=(ra, dec, 0.002) * u.deg, band=(2.0, 2.1) * u.um)
+    assert refused.value.code == 400
+    message = str(refused.value)
+    assert message.startswith("UsageError: BAND 2e-06 2.1e-06 m is outside the image's "
+                              "spectral range"), message
+    assert str(row["obs_publisher_did"]) in message
 
 
 def test_empty_parameters_count_as_absent(real_live_server: LiveServer) -> None:
@@ -444,9 +518,12 @@ def test_pyvo_band_from_the_descriptor_hints_selects_every_channel(
     with fits.open(io.BytesIO(stream.read())) as cutout:
         assert cutout[0].data.shape[0] == record.shape[0]
         assert_equals_cutout2d(record.path, 0, cutout, 0)
-    with pytest.raises(pyvo.dal.DALServiceError):  # just above the cube: a 400 UsageError
+    with pytest.raises(pyvo.dal.DALServiceError) as refused:  # just above the cube: a 400
         proc.processed(circle=(record.s_ra, record.s_dec, 0.05) * u.deg,
                        band=(high * 1.001, high * 1.002) * u.m)
+    assert refused.value.code == 400
+    assert "UsageError: " in str(refused.value) and "outside the cube's range" in str(
+        refused.value)
 
 
 def test_open_images_are_reused_and_bounded(real_live_server: LiveServer,

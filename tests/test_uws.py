@@ -61,6 +61,11 @@ class StepJob:
                     raise JobParameterError(f"{p.name} must be a number, got {p.value!r}") from None
         return None
 
+    def check_ready(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+                    ) -> None:
+        if any(p.name == "INCOMPLETE" for p in parameters):
+            raise JobParameterError("the job lacks what INCOMPLETE says")
+
     def run(self, context: JobContext) -> None:
         values = {p.name: p.value for p in context.parameters}
         steps = int(values.get("STEPS", "2"))
@@ -316,6 +321,19 @@ def test_parameters_change_only_while_pending(client: httpx.Client, base: str) -
     client.post(f"{url}/phase", data={"PHASE": "RUN"})
     wait_final(client, url)
     assert client.post(f"{url}/parameters", data={"STEPS": "3"}).status_code == 403
+
+
+def test_run_of_an_incomplete_job_is_refused_and_it_stays_pending(
+        client: httpx.Client, base: str) -> None:
+    url = create(client, base, STEPS="1", INCOMPLETE="yes")
+    refused = client.post(f"{url}/phase", data={"PHASE": "RUN"}, follow_redirects=False)
+    assert refused.status_code == 400 and b"UsageError: the job lacks" in refused.content
+    assert client.get(f"{url}/phase").text == "PENDING"
+    # RUN in the creating request: refused, and no job is made
+    listed = len(job_doc(client, f"{base}/async").findall("uws:jobref", UWS_NS))
+    response = client.post(f"{base}/async", data={"INCOMPLETE": "yes", "PHASE": "RUN"})
+    assert response.status_code == 400
+    assert len(job_doc(client, f"{base}/async").findall("uws:jobref", UWS_NS)) == listed
 
 
 def test_execution_duration_is_enforced(client: httpx.Client, base: str) -> None:

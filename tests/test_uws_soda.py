@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
 from lxml import etree
-from server import serve_archive
+from server import assert_valid_votable, query_status, serve_archive
 from uws_client import UWS, XLINK_HREF, job_document, module_client, module_server
 from uws_client import phase_of as phase
 from uws_client import wait_final as wait_for
@@ -103,7 +104,7 @@ def test_bad_parameters_refused_at_creation(soda_server, client, image) -> None:
     bad = [({"ID": image.obs_publisher_did, "CIRCLE": "10 20"}, 400),
            ({"ID": image.obs_publisher_did, "CIRCLE": "10 20 0.1", "BAND": "7 3"}, 400),
            ({"ID": image.obs_publisher_did, "POL": "Z"}, 400),
-           ({"CIRCLE": "10 20 0.1"}, 400),
+           ({"CIRCLE": "10 20 0.1", "PHASE": "RUN"}, 400),  # RUN of an incomplete job
            ({"ID": "ivo://nowhere/nothing", "CIRCLE": "10 20 0.1"}, 404)]
     before = len(document(client, soda_server.url("async")).findall("uws:jobref", UWS))
     for data, status in bad:
@@ -130,6 +131,63 @@ def test_pyvo_runs_waits_and_fetches_results(soda_server, client, image) -> None
     assert job._job.endtime is not None and job._job.creationtime is not None
     job.delete()
     assert client.get(str(response.url)).status_code == 404
+
+
+def error_text(response: httpx.Response) -> str:
+    """The text of a UWS error answer (a DALI error VOTable)."""
+    votable = assert_valid_votable(response.content)
+    return query_status(votable)[1]
+
+
+def test_a_job_is_built_up_then_run(soda_server, client, image) -> None:
+    """UWS 1.1: create with the ID only, add the region with POST …/parameters, RUN."""
+    from pyvo.dal import AsyncTAPJob, DALServiceError
+
+    created = requests.post(soda_server.url("async"), data={"ID": image.obs_publisher_did},
+                            timeout=60)
+    assert created.status_code == 200 and created.history[0].status_code == 303
+    job = AsyncTAPJob(created.url)
+    assert job.phase == "PENDING"
+    # RUN before the job is complete: 400 naming what is missing, the job stays PENDING
+    refused = client.post(f"{job.url}/phase", data={"PHASE": "RUN"})
+    assert refused.status_code == 400
+    assert error_text(refused).startswith("UsageError: the job has no CIRCLE, POLYGON or POS")
+    with pytest.raises(DALServiceError) as by_pyvo:
+        job.run()
+    assert by_pyvo.value.code == 400
+    assert job.phase == "PENDING"
+    # each value's syntax is checked when it arrives; a refused value is not kept
+    bad = requests.post(f"{job.url}/parameters", data={"CIRCLE": "10 20"}, timeout=60)
+    assert bad.status_code == 400 and "CIRCLE" in error_text(bad)
+    parameters = job.job.parameters
+    assert [(p.id_, p.content) for p in parameters] == [("ID", image.obs_publisher_did)]
+    added = requests.post(f"{job.url}/parameters", data={"CIRCLE": centre_circle(image)},
+                          timeout=60)
+    assert added.status_code == 200 and added.url == job.url
+    job.run()
+    job.wait(timeout=120)
+    job.raise_if_error()
+    assert job.phase == "COMPLETED"
+    (uri,) = job.result_uris
+    sync = client.get(soda_server.url("sync"),
+                      params={"ID": image.obs_publisher_did, "CIRCLE": centre_circle(image)})
+    assert client.get(uri).content == sync.content
+    job.delete()
+
+
+def test_a_job_without_an_id_runs_only_once_it_has_one(soda_server, client, image) -> None:
+    url = str(client.post(soda_server.url("async"), data={"CIRCLE": centre_circle(image)}).url)
+    assert phase(document(client, url)) == "PENDING"
+    refused = client.post(f"{url}/phase", data={"PHASE": "RUN"})
+    assert refused.status_code == 400
+    assert error_text(refused).startswith("UsageError: a SODA job needs at least one ID")
+    assert phase(document(client, url)) == "PENDING"
+    unknown = client.post(f"{url}/parameters", data={"ID": "ivo://nowhere/nothing"})
+    assert unknown.status_code == 404 and "not in this archive" in error_text(unknown)
+    client.post(f"{url}/parameters", data={"ID": image.obs_publisher_did})
+    client.post(f"{url}/phase", data={"PHASE": "RUN"})
+    assert phase(wait_final(client, url)) == "COMPLETED"
+    client.delete(url)
 
 
 def test_job_list_is_valid_and_filters(soda_server, client, image) -> None:

@@ -278,6 +278,20 @@ def test_errors_appear_next_to_their_fields(page, server: LiveServer,  # noqa: A
     assert "cannot read 'somewhere nice' as a position" in page.inner_text("#error-quick-pos")
 
 
+def test_the_page_reads_text_and_votable_error_messages(page) -> None:  # noqa: ANN001
+    """/sync answers text/plain errors, the other endpoints VOTables: the page shows both."""
+    content_type, from_sync, from_query = page.evaluate("""async () => {
+        const { errorMessage } = await import("./static/js/api.js");
+        const sync = await fetch("sync?ID=ivo%3A%2F%2Fnowhere%2Fx&CIRCLE=52.9%20-28.1%200.01");
+        const query = await fetch("query?MAXREC=-1");
+        return [sync.headers.get("content-type"), await errorMessage(sync),
+                await errorMessage(query)];
+    }""")
+    assert content_type.startswith("text/plain")
+    assert from_sync.startswith("ID 'ivo://nowhere/x' is not in this archive"), from_sync
+    assert from_query.startswith("MAXREC"), from_query
+
+
 def test_votable_and_fits_catalogs_preselect_their_columns(page) -> None:  # noqa: ANN001
     table = Table({"Name": ["a", "b"], "alpha": [52.93, 52.94], "delta": [-28.09, -28.1]})
     votable = from_table(table)

@@ -31,12 +31,14 @@ from vo_service.jobs.batch_params import (
     BatchRequest,
     load_catalog,
     parse_batch_request,
+    uploaded,
 )
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.executors import as_finished
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
+from vo_service.protocols.dali import UsageError
 from vo_service.protocols.soda import changed_since_indexed
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,23 @@ class BatchJob:
         self.resources = resources
 
     def validate(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]) -> float:
+        """Each value's syntax, and the catalog once it is there (a job may be built up:
+        completeness is checked by :meth:`check_ready` at RUN)."""
         limits = self.resources.settings.limits
-        request = parse_batch_request(parameters, limits)
+        request = parse_batch_request(parameters, limits, complete=False)
+        if not request.upload_name or (uploaded(request, uploads) is None and not uploads):
+            return 1.0  # the catalog may come later
         catalog = load_catalog(request, uploads, limits)
         return 1.0 + 0.01 * len(catalog)
+
+    def check_ready(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+                    ) -> None:
+        """A UsageError naming what is missing (UPLOAD, its file) before the job may run."""
+        request = parse_batch_request(parameters, self.resources.settings.limits)
+        if uploaded(request, uploads) is None:
+            raise UsageError(f"UPLOAD names the part {request.upload_name!r} but the job has "
+                             "no file of that name; send it in a multipart part of that name "
+                             "with POST …/parameters")
 
     def run(self, context: JobContext) -> None:
         settings = self.resources.settings

@@ -59,8 +59,13 @@ def parse_upload(value: str) -> str:
     return part
 
 
-def parse_batch_request(parameters: Sequence[Parameter], limits: Limits) -> BatchRequest:
-    """Parse and check the parameters of a batch job; UsageError says what to fix."""
+def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
+                        complete: bool = True) -> BatchRequest:
+    """Parse and check the parameters of a batch job; UsageError says what to fix.
+
+    With ``complete=False`` a missing UPLOAD is allowed (``upload_name`` is then empty): a
+    PENDING job may be built up with ``POST …/parameters``; RUN needs it.
+    """
     values: dict[str, list[str]] = {}
     for parameter in parameters:
         values.setdefault(parameter.name.upper(), []).append(parameter.value)
@@ -100,8 +105,12 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits) -> Batc
         if workers > limits.max_job_workers:
             raise UsageError(f"WORKERS must be between 1 and {limits.max_job_workers}, "
                              f"got {workers}")
+    upload = one("UPLOAD")
+    if upload is None and complete:
+        raise UsageError("a catalog job needs UPLOAD=<name>,param:<name> with the catalog in "
+                         "the multipart part <name>; add both with POST …/parameters")
     return BatchRequest(
-        upload_name=parse_upload(one("UPLOAD") or ""),
+        upload_name=parse_upload(upload) if upload is not None else "",
         ra_column=one("RA_COLUMN"), dec_column=one("DEC_COLUMN"), id_column=one("ID_COLUMN"),
         size_column=one("SIZE_COLUMN"), size=size, size_unit=unit,
         collections=values.get("COLLECTION", []), instruments=values.get("INSTRUMENT", []),
@@ -110,9 +119,14 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits) -> Batc
     )
 
 
+def uploaded(request: BatchRequest, uploads: Mapping[str, Upload]) -> Upload | None:
+    """The file UPLOAD names, if it came (part names are matched case-insensitively)."""
+    return uploads.get(request.upload_name.upper()) or uploads.get(request.upload_name)
+
+
 def load_catalog(request: BatchRequest, uploads: Mapping[str, Upload], limits: Limits) -> Catalog:
     """Read the uploaded catalog with the requested columns; UsageError if unusable."""
-    upload = uploads.get(request.upload_name.upper()) or uploads.get(request.upload_name)
+    upload = uploaded(request, uploads)
     if upload is None:
         raise UsageError(f"UPLOAD names the part {request.upload_name!r} but the request has "
                          "no file in a multipart part of that name")

@@ -37,8 +37,16 @@ class JobKind(Protocol):
     def validate(
         self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
     ) -> float | None:
-        """Raise JobParameterError (or a DALI UsageError) for bad parameters; return an
-        estimate of the run time in seconds (the quote), or None."""
+        """Raise JobParameterError (or a DALI UsageError) for a bad value; return an
+        estimate of the run time in seconds (the quote), or None. A job may be built up
+        (UWS ``POST …/parameters``): what is still missing is not an error here."""
+        ...
+
+    def check_ready(
+        self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+    ) -> None:
+        """Raise JobParameterError (or a DALI UsageError) naming what is missing before the
+        job may RUN (called when a PENDING job is run)."""
         ...
 
     def run(self, context: JobContext) -> None:

@@ -17,11 +17,21 @@ class Upload:
     path: Path
 
 
+def _upload_folders(job_dir: Path) -> list[Path]:
+    """The folders of saved uploads, in the order they were saved."""
+    root = job_dir / "uploads"
+    folders = [f for f in root.iterdir() if f.name.isdigit()] if root.is_dir() else []
+    return sorted(folders, key=lambda folder: int(folder.name))
+
+
 def save_uploads(job_dir: Path, uploads: Mapping[str, tuple[str | None, bytes]]
                  ) -> dict[str, Upload]:
-    """Write each upload to ``<job>/uploads/<n>/`` with its part name and file name."""
+    """Write each upload to ``<job>/uploads/<n>/`` with its part name and file name
+    (numbered after any saved before)."""
     saved: dict[str, Upload] = {}
-    for number, (name, (filename, content)) in enumerate(uploads.items()):
+    existing = _upload_folders(job_dir)
+    first = int(existing[-1].name) + 1 if existing else 0
+    for number, (name, (filename, content)) in enumerate(uploads.items(), start=first):
         folder = job_dir / "uploads" / str(number)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "name").write_text(name)
@@ -33,14 +43,20 @@ def save_uploads(job_dir: Path, uploads: Mapping[str, tuple[str | None, bytes]]
 
 
 def load_uploads(job_dir: Path) -> dict[str, Upload]:
-    """The uploads saved by :func:`save_uploads`, by part name."""
+    """The uploads saved by :func:`save_uploads`, by part name (a later one of the same
+    name wins)."""
     uploads: dict[str, Upload] = {}
-    root = job_dir / "uploads"
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+    for folder in _upload_folders(job_dir):
         name = (folder / "name").read_text()
         uploads[name] = Upload(name, (folder / "filename").read_text() or None,
                                folder / "content")
     return uploads
+
+
+def remove_uploads(uploads: Mapping[str, Upload]) -> None:
+    """Delete saved uploads (their folders)."""
+    for upload in uploads.values():
+        shutil.rmtree(upload.path.parent, ignore_errors=True)
 
 
 def remove_result_files(job_dir: Path) -> None:

@@ -1,7 +1,10 @@
-"""The job kinds this service runs, and how a creating request picks one.
+"""The job kinds this service runs, and how a job's parameters pick one.
 
-A request with UPLOAD is a catalog batch job (``batch.py``); any other is a SODA async
-job (``soda_job.py``), one result per combination of ID x spatial x BAND x TIME.
+A job with UPLOAD is a catalog batch job (``batch.py``), and so is one being built up with
+catalog-job parameters only (``SIZE``, ``BANDNAME``…: its UPLOAD may come later with
+``POST …/parameters``); any other is a SODA async job (``soda_job.py``), one result per
+combination of ID x spatial x BAND x TIME. The kind is chosen again whenever the
+parameters change.
 """
 
 from __future__ import annotations
@@ -42,9 +45,21 @@ def make_resources(settings: Settings, index: Any, cache: Any = None) -> JobReso
     return JobResources(settings, index, cache, BatchExecutors(settings))
 
 
+# Parameters only a SODA job has; a job with none of them and a catalog-job parameter is
+# a catalog job waiting for its UPLOAD.
+SODA_ONLY = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL"}
+
+
 def choose_kind(parameters: Sequence[Parameter]) -> str:
-    """``batch`` when the request uploads a catalog, else ``soda``."""
-    return "batch" if any(p.name == "UPLOAD" for p in parameters) else "soda"
+    """``batch`` when the job uploads a catalog, or has catalog-job parameters and no SODA
+    ones; else ``soda``."""
+    from vo_service.jobs.batch_params import MULTI_VALUED, SINGLE_VALUED
+
+    names = {p.name.upper() for p in parameters}
+    if "UPLOAD" in names or (names & (MULTI_VALUED | SINGLE_VALUED) - {"RESPONSEFORMAT"}
+                             and not names & SODA_ONLY):
+        return "batch"
+    return "soda"
 
 
 def job_kinds(resources: JobResources) -> dict[str, JobKind]:

@@ -26,7 +26,13 @@ from vo_service.jobs.context import (
     OwnerLimitError,
 )
 from vo_service.jobs.executors import LocalExecutor
-from vo_service.jobs.job_files import Upload, load_uploads, remove_result_files, save_uploads
+from vo_service.jobs.job_files import (
+    Upload,
+    load_uploads,
+    remove_result_files,
+    remove_uploads,
+    save_uploads,
+)
 from vo_service.jobs.phases import (
     ABORTABLE_PHASES,
     ACTIVE_PHASES,
@@ -165,9 +171,11 @@ class JobService:
     def create(
         self, parameters: Sequence[Parameter], uploads: Mapping[str, tuple[str | None, bytes]],
         *, base_url: str, run_id: str | None = None, owner_id: str | None = None,
+        ready: bool = False,
     ) -> JobRecord:
-        """Validate and store a new PENDING job; JobParameterError if it cannot run,
-        OwnerLimitError if its owner already has too many jobs or result bytes."""
+        """Validate and store a new PENDING job; JobParameterError (or a DALI UsageError)
+        for a bad value, OwnerLimitError if its owner already has too many jobs or result
+        bytes. With ``ready`` (RUN in the creating request) it must also be complete."""
         self.check_owner_limits(owner_id)
         kind_name = self.choose_kind(parameters)
         kind = self.kinds[kind_name]
@@ -176,6 +184,8 @@ class JobService:
         saved = save_uploads(job_dir, uploads)
         try:
             estimate = kind.validate(parameters, saved)
+            if ready:
+                kind.check_ready(parameters, saved)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
@@ -209,19 +219,37 @@ class JobService:
                 f"{most_bytes / 1e6:.1f} MB; delete finished jobs you no longer need "
                 "(DELETE /async/<job id>) before creating more")
 
-    def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
-        """New parameters for a PENDING job, validated like at creation."""
-        uploads = load_uploads(self.store.job_dir(job_id))
+    def replace_parameters(
+        self, job_id: str, parameters: Sequence[Parameter],
+        uploads: Mapping[str, tuple[str | None, bytes]] | None = None,
+    ) -> None:
+        """New parameters (and uploaded files, replacing those of the same part name) for a
+        PENDING job, each value checked like at creation; completeness waits for RUN."""
+        job_dir = self.store.job_dir(job_id)
+        before = load_uploads(job_dir)
+        added = save_uploads(job_dir, uploads or {})
         kind_name = self.choose_kind(parameters)
-        self.kinds[kind_name].validate(parameters, uploads)
+        try:
+            self.kinds[kind_name].validate(parameters, {**before, **added})
+        except BaseException:
+            remove_uploads(added)
+            raise
+        remove_uploads({name: upload for name, upload in before.items() if name in added})
         self.store.replace_parameters(job_id, parameters)
         self.store.update(job_id, kind=kind_name)
 
     def run(self, job_id: str) -> None:
-        """PENDING/HELD -> QUEUED (HELD if the queue is full); elsewhere a no-op."""
+        """PENDING/HELD -> QUEUED (HELD if the queue is full); elsewhere a no-op.
+
+        A PENDING job must be complete: its kind's ``check_ready`` raises a UsageError
+        naming what is missing, and the job stays PENDING.
+        """
         job = self.store.get(job_id)
         if job is None or job.phase not in RUNNABLE_PHASES:
             return
+        if job.phase is Phase.PENDING:
+            self.kinds[job.kind].check_ready(self.store.parameters(job_id),
+                                             load_uploads(self.store.job_dir(job_id)))
         if self.store.count([Phase.QUEUED]) >= self.limits.max_queued_jobs:
             self.store.change_phase(job_id, Phase.HELD, only_from=RUNNABLE_PHASES)
         elif self.store.change_phase(job_id, Phase.QUEUED, only_from=RUNNABLE_PHASES):

@@ -40,8 +40,13 @@ SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RES
 MAX_JOB_CUTOUTS = 10_000  # results of one SODA job (the cartesian product is checked first)
 
 
-def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
-    """One single-cutout request per combination, in request order; UsageError if bad."""
+def parse_soda_requests(parameters: Sequence[Parameter], *, complete: bool = True
+                        ) -> list[SyncRequest]:
+    """One single-cutout request per combination, in request order; UsageError if bad.
+
+    With ``complete=False`` only each value's syntax is checked (a PENDING job being built
+    up may still lack its ID or region; UWS 1.1 ``POST …/parameters``).
+    """
     values: dict[str, list[str]] = {}
     regions: list[Shape] = []
     for parameter in parameters:
@@ -58,9 +63,9 @@ def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a SODA job; use "
                          f"{', '.join(sorted(SODA_PARAMETERS))} (or UPLOAD for a catalog job)")
     ids = [value.strip() for value in values.get("ID", [])]
-    if not ids:
+    if not ids and complete:
         raise UsageError("a SODA job needs at least one ID (or UPLOAD=name,param:name with a "
-                         "catalog for a batch job)")
+                         "catalog for a batch job); add it with POST …/parameters")
     bands = [parse_interval("BAND", v) for v in values.get("BAND", [])]
     times = [parse_interval("TIME", v) for v in values.get("TIME", [])]
     labels = [label.strip().upper() for value in values.get("POL", []) for label in value.split()]
@@ -69,9 +74,9 @@ def parse_soda_requests(parameters: Sequence[Parameter]) -> list[SyncRequest]:
             raise UsageError(f"POL: {label!r} is not a polarization state; use one of "
                              + " ".join(POL_LABELS))
     pol = tuple(sorted(set(labels))) if labels else None
-    if not regions and not bands and not times and pol is None:
-        raise UsageError("give CIRCLE, POLYGON or POS (or BAND, TIME, POL) to say which part "
-                         "of the images to cut")
+    if not regions and not bands and not times and pol is None and complete:
+        raise UsageError("the job has no CIRCLE, POLYGON or POS (nor BAND, TIME, POL) to say "
+                         "which part of the images to cut; add one with POST …/parameters")
     formats = values.get("RESPONSEFORMAT", [])
     if len(formats) > 1:
         raise UsageError("RESPONSEFORMAT is single-valued; send it once")
@@ -99,15 +104,22 @@ class SodaJob:
         self.resources = resources
 
     def validate(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]) -> float:
+        """Each value's syntax, and that every ID is in the archive (a job may be built up:
+        completeness is checked by :meth:`check_ready` at RUN)."""
         if uploads:
             raise UsageError("files were uploaded but UPLOAD does not name them; send "
                              "UPLOAD=name,param:name for a catalog job")
-        requests = parse_soda_requests(parameters)
+        requests = parse_soda_requests(parameters, complete=False)
         for did in dict.fromkeys(r.ids[0] for r in requests):
             if self.resources.index.get(did) is None:
                 raise NotFound(f"ID {did!r} is not in this archive; find IDs with /query "
                                "(obs_publisher_did)")
         return 0.5 + 0.05 * len(requests)
+
+    def check_ready(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+                    ) -> None:
+        """A UsageError naming what is missing (an ID, a region) before the job may run."""
+        parse_soda_requests(parameters)
 
     def run(self, context: JobContext) -> None:
         requests = parse_soda_requests(context.parameters)

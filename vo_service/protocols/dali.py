@@ -56,6 +56,7 @@ from vo_service.protocols.dali_values import (
     parse_responseformat,
     parse_timestamp,
 )
+from vo_service.protocols.error_format import PLAIN_ERRORS_KEY
 
 __all__ = [
     "FORMAT_ALIASES", "VOTABLE_MIME", "AuthenticationError", "DALIError",
@@ -64,8 +65,8 @@ __all__ = [
     "error_response", "error_votable", "fill_rows", "load_template", "parse_bool",
     "parse_circle", "parse_float", "parse_int", "parse_interval", "parse_polygon",
     "parse_pos", "parse_range", "parse_responseformat", "parse_timestamp",
-    "public_base_url", "read_params", "server_error_handler", "votable_bytes",
-    "votable_response",
+    "public_base_url", "read_params", "request_error_response", "server_error_handler",
+    "votable_bytes", "votable_response",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,17 @@ def error_response(exc: DALIError, *, standard_id: str | None = None,
                             status=exc.status, headers=exc.headers)
 
 
+def request_error_response(request: Request, exc: DALIError) -> Response:
+    """``exc`` in the form this request's errors take: text/plain where the endpoint chose
+    it (SODA ``/sync``, see :mod:`~vo_service.protocols.error_format`), else the VOTable."""
+    return error_response(exc, standard_id=request.scope.get("vo_standard_id"),
+                          plain_text=bool(request.scope.get(PLAIN_ERRORS_KEY)))
+
+
 async def dali_exception_handler(request: Request, exc: Exception) -> Response:
     """Starlette handler: a :class:`DALIError` becomes its DALI error document."""
     assert isinstance(exc, DALIError)
-    standard_id = request.scope.get("vo_standard_id")
-    return error_response(exc, standard_id=standard_id)
+    return request_error_response(request, exc)
 
 
 # Failures of the service's own storage: not the client's fault and not a bug, but a state
@@ -198,13 +205,12 @@ async def server_error_handler(request: Request, exc: Exception) -> Response:
     problem = storage_failure(exc)
     if problem is not None:
         log.error("storage failure on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(ServiceUnavailable(
+        return request_error_response(request, ServiceUnavailable(
             f"the service cannot write its files ({problem}); the operators have been told, "
-            "retry later", retry_after=STORAGE_RETRY_SECONDS),
-            standard_id=request.scope.get("vo_standard_id"))
+            "retry later", retry_after=STORAGE_RETRY_SECONDS))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     error = DALIError("internal error; the operators have been told (see the server log)")
-    return error_response(error)
+    return error_response(error, plain_text=bool(request.scope.get(PLAIN_ERRORS_KEY)))
 
 
 # ---------------------------------------------------------------------------------------

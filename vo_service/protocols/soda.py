@@ -44,13 +44,18 @@ from vo_service.protocols.dali import (
     ResponseFormat,
     ServiceUnavailable,
     UsageError,
-    error_response,
     parse_circle,
     parse_interval,
     parse_polygon,
     parse_pos,
     parse_responseformat,
     read_params,
+    request_error_response,
+)
+from vo_service.protocols.error_format import (
+    PLAIN_ERRORS_KEY,
+    accept_prefers_votable,
+    names_votable,
 )
 from vo_service.shapes import Range, Shape
 
@@ -378,7 +383,10 @@ def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels:
 
 async def _sync(request: Request) -> Response:
     settings, cache, slots = _state(request)
-    sync_request = parse_sync_request(await read_params(request))
+    params = await read_params(request)
+    if names_votable(params.get_all("RESPONSEFORMAT")):
+        request.scope[PLAIN_ERRORS_KEY] = False
+    sync_request = parse_sync_request(params)
     if not slots.try_acquire():
         raise ServiceUnavailable(
             f"{slots.limit} cutouts are being made already; retry in a few seconds",
@@ -412,10 +420,16 @@ async def _sync(request: Request) -> Response:
 
 
 async def sync_endpoint(request: Request) -> Response:
-    """GET/POST ``/sync``: a SODA cutout, or a DALI error VOTable with the right status."""
+    """GET/POST ``/sync``: a SODA cutout, or a DALI error with the right status.
+
+    The error is text/plain ``<label>: <message>`` (SODA §5.2; what pyvo shows its users)
+    unless the client asks for the DALI error VOTable with ``Accept`` or a VOTable
+    ``RESPONSEFORMAT`` (:mod:`~vo_service.protocols.error_format`).
+    """
     request.scope["vo_standard_id"] = SYNC_STANDARD_ID
+    request.scope[PLAIN_ERRORS_KEY] = not accept_prefers_votable(request.headers.get("accept"))
     try:
         return await _sync(request)
     except DALIError as exc:
         log.info("sync error %d: %s", exc.status, exc.text)
-        return error_response(exc, standard_id=SYNC_STANDARD_ID)
+        return request_error_response(request, exc)

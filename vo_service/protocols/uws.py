@@ -128,7 +128,10 @@ async def _job_document(request: Request, job: JobRecord) -> Response:
 def _phase_action(service: JobService, job_id: str, value: str) -> None:
     action = value.strip().upper()
     if action == "RUN":
-        service.run(job_id)
+        try:
+            service.run(job_id)  # an incomplete PENDING job: 400, it stays PENDING
+        except JobParameterError as exc:
+            raise UsageError(str(exc)) from exc
     elif action == "ABORT":
         service.abort(job_id)
     else:
@@ -180,6 +183,7 @@ async def _create(request: Request, params: Params, service: JobService) -> Resp
         job = await run_in_threadpool(
             service.create, _job_parameters(params), uploads,
             base_url=_list_url(request), run_id=run_id, owner_id=request_owner(request),
+            ready=phase is not None and phase.strip().upper() == "RUN",
         )
     except JobParameterError as exc:
         raise UsageError(str(exc)) from exc
@@ -303,7 +307,8 @@ async def result_file(request: Request) -> Response:
 
 
 async def parameters_resource(request: Request) -> Response:
-    """GET ``uws:parameters``; POST name=value pairs while PENDING (replace those names)."""
+    """GET ``uws:parameters``; POST name=value pairs while PENDING (replace those names),
+    multipart with the files UPLOAD names (replacing files of the same part name)."""
     job = _job(request)
     service = _service(request)
     if request.method == "GET":
@@ -312,13 +317,12 @@ async def parameters_resource(request: Request) -> Response:
         raise DALIError(f"job {job.job_id} is {job.phase.value}; parameters can only change "
                         "while it is PENDING", label="UsageError", status=403)
     params = await read_params(request)
-    if params.files:
-        raise UsageError("uploads are only accepted when the job is created")
+    uploads = {upload.name: (upload.filename, upload.data) for upload in params.files}
     changed = _job_parameters(params)
     names = {p.name for p in changed}
     merged = [p for p in service.store.parameters(job.job_id) if p.name not in names] + changed
     try:
-        await run_in_threadpool(service.replace_parameters, job.job_id, merged)
+        await run_in_threadpool(service.replace_parameters, job.job_id, merged, uploads)
     except JobParameterError as exc:
         raise UsageError(str(exc)) from exc
     return _see_job(request, job.job_id)

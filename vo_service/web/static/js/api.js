@@ -1,13 +1,19 @@
 // Talking to the service: JSON helpers, and the words of a DALI error document.
 
-/** The message of a failed response: the DALI error VOTable's QUERY_STATUS text, without
- * the standard label ("UsageError: ..."), or the HTTP status when the body says nothing. */
+/** The message of a failed response: the DALI error VOTable's QUERY_STATUS text, or the
+ * text/plain body (/sync), without the standard label ("UsageError: ..."), or the HTTP
+ * status when the body says nothing. */
 export async function errorMessage(response) {
   const text = await response.text();
-  const doc = new DOMParser().parseFromString(text, "application/xml");
-  const info = [...doc.getElementsByTagName("INFO")].find(
-    (node) => node.getAttribute("name") === "QUERY_STATUS" && node.getAttribute("value") === "ERROR");
-  const message = (info ? info.textContent : "").trim();
+  let message = "";
+  if ((response.headers.get("content-type") || "").startsWith("text/plain")) {
+    message = text.trim();
+  } else {
+    const doc = new DOMParser().parseFromString(text, "application/xml");
+    const info = [...doc.getElementsByTagName("INFO")].find(
+      (node) => node.getAttribute("name") === "QUERY_STATUS" && node.getAttribute("value") === "ERROR");
+    message = (info ? info.textContent : "").trim();
+  }
   if (!message) return `the service answered ${response.status} ${response.statusText}`;
   return message.replace(/^[A-Za-z]+Error:\s*|^MultiValuedParamNotSupported:\s*|^ServiceUnavailable:\s*/, "");
 }
