@@ -125,3 +125,40 @@ def compressed_copy(source: Path, path: Path, tile_shape=None) -> Path:
                                        tile_shape=tile_shape)
         fits.HDUList([fits.PrimaryHDU(), compressed]).writeto(path, overwrite=True)
     return path
+
+
+def rectangular_pixel_header(crval=(150.0, 2.2), crpix=(200.5, 150.5),
+                             pixel_arcsec=(0.260, 0.288), rotation_deg=30.0,
+                             tpv_x2=0.0) -> fits.Header:
+    """A TAN (or, with ``tpv_x2``, TPV-distorted) WCS whose pixels are not square.
+
+    One pixel step along axis 1 spans ``pixel_arcsec[0]`` on the sky, along axis 2
+    ``pixel_arcsec[1]`` (CD columns of those lengths, rotated by ``rotation_deg``).
+    ``tpv_x2`` adds xi += tpv_x2 * x**2 (x, xi in degrees, TPV PV1_4), which stretches the
+    pixels along axis 1 away from the reference pixel: the local scale then differs from
+    the reference one.
+    """
+    theta = np.radians(rotation_deg)
+    rotation = np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    cd = rotation @ np.diag(np.array(pixel_arcsec) / 3600.0)
+    projection = "TPV" if tpv_x2 else "TAN"
+    header = fits.Header()
+    header["WCSAXES"] = 2
+    header["CTYPE1"] = f"RA---{projection}"
+    header["CTYPE2"] = f"DEC--{projection}"
+    header["CRVAL1"], header["CRVAL2"] = crval
+    header["CRPIX1"], header["CRPIX2"] = crpix
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    header["RADESYS"] = "ICRS"
+    if tpv_x2:
+        header["PV1_1"] = 1.0  # xi = x + tpv_x2 x^2
+        header["PV1_4"] = float(tpv_x2)
+        header["PV2_1"] = 1.0  # eta = y
+    return header
+
+
+def rectangular_pixel_image(path: Path, shape=(300, 400), **header_options) -> Path:
+    """A float32 image (numpy ``shape``) with `rectangular_pixel_header`'s WCS."""
+    return write_image(path, rectangular_pixel_header(**header_options), position_image(shape))

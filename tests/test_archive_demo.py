@@ -11,9 +11,10 @@ from vo_service.archive.index import ArchiveIndex
 
 BANDS = ("VIS", "NIR-Y", "NIR-J", "NIR-H", "DES-G", "DES-R", "DES-I", "DES-Z")
 PRODUCTS = ("BGSUB", "RMS", "FLAG", "BGMOD")
-EM_NM = {"VIS": (530, 920), "NIR-Y": (950, 1212), "NIR-J": (1168, 1567),
-         "NIR-H": (1521, 2021), "DES-G": (398, 548), "DES-R": (562, 720),
-         "DES-I": (699, 850), "DES-Z": (850, 1000)}
+# half-maximum ranges of speclite's Euclid and DES DR1 (decamDR1) filter curves
+EM_NM = {"VIS": (541.6, 924.4), "NIR-Y": (950.4, 1216.9), "NIR-J": (1167.0, 1572.3),
+         "NIR-H": (1523.9, 2027.1), "DES-G": (417.6, 547.5), "DES-R": (567.1, 715.6),
+         "DES-I": (708.0, 856.2), "DES-Z": (849.4, 996.5)}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,9 @@ def test_rows_per_band_and_product(demo_index):
     for record in records:
         if record.band in EM_NM:
             lo, hi = EM_NM[record.band]
-            assert (record.em_min, record.em_max) == (pytest.approx(lo * 1e-9),
-                                                      pytest.approx(hi * 1e-9))
+            assert (record.em_min, record.em_max) == (pytest.approx(lo * 1e-9, abs=1e-10),
+                                                      pytest.approx(hi * 1e-9, abs=1e-10))
+            assert record.em_res_power == pytest.approx((lo + hi) / 2 / (hi - lo), rel=1e-3)
         assert record.t_min is not None and record.t_max > record.t_min
         assert record.s_region is not None and not record.wide
 

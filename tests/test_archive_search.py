@@ -87,7 +87,10 @@ def test_intervals_and_nulls(index):
 def test_strings_and_ids(index):
     assert names(index.search(collection=["OTHER"])) == ["small.fits"]
     assert names(index.search(instrument=["VIS", "NISP"])) == ["nir.fits", "vis.fits"]
-    assert names(index.search(instrument=["vis"])) == []  # strings are case-sensitive
+    # names a user types match in any case; product types and band names are exact
+    assert names(index.search(instrument=["vis"], facility=["EUCLID"])) == ["vis.fits"]
+    assert names(index.search(collection=["other"], target=["NOBODY", "x"])) == []
+    assert names(index.search(product_type=["rms"])) == []
     assert names(index.search(facility=["Euclid"], product_type=["RMS"])) == ["nir.fits"]
     assert names(index.search(dptype=["cube"])) == []
     assert len(index.search(dptype=["image"], format=["application/fits"])[0]) == 5

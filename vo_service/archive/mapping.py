@@ -14,8 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vo_service.archive import passbands
+from vo_service.archive.passbands import Passband
+
 FIELDS = ("collection", "instrument", "facility", "band", "product_type", "tile", "target",
           "calib_level", "o_ucd")
+# Keys of [[rules]] and [bands.NAME] that fix the spectral range: a filter curve by name
+# (see vo_service/archive/passbands.py) or em_min/em_max in metres.
+RANGE_KEYS = ("curve", "em_min", "em_max")
 
 
 class MappingError(ValueError):
@@ -23,21 +29,32 @@ class MappingError(ValueError):
 
 
 @dataclass(frozen=True)
+class BandRange:
+    """A spectral range fixed by the mapping: a filter curve by name, or em_min/em_max
+    (metres)."""
+
+    name: str
+    em_min: float | None = None
+    em_max: float | None = None
+    curve: str | None = None
+
+    def passband(self) -> Passband:
+        """The range as a Passband (the curve's half-maximum range, or the numbers)."""
+        if self.curve is not None:
+            return passbands.passband(self.curve)
+        assert self.em_min is not None and self.em_max is not None
+        return Passband(self.name, self.em_min, self.em_max, "archive mapping")
+
+
+@dataclass(frozen=True)
 class Rule:
-    """A file-name pattern with named groups, and fixed values for files it matches."""
+    """A file-name pattern with named groups, and fixed values for files it matches
+    (``band_range``: a spectral range that wins over the band's own)."""
 
     name: str
     pattern: re.Pattern[str]
     values: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class BandRange:
-    """A named band's wavelength interval, metres."""
-
-    name: str
-    em_min: float
-    em_max: float
+    band_range: BandRange | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,7 @@ class Assigned:
     target: str | None = None
     calib_level: int = 2
     o_ucd: str | None = None
-    band_range: BandRange | None = None
+    band_range: Passband | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,9 @@ class ArchiveMapping:
         header of a multi-extension file (None for the primary HDU itself); both return None
         for absent or blank keywords. Precedence per field: fixed values of matching rules,
         the HDU's header, named groups of matching rules, the primary header, defaults.
+        The spectral range: a matching rule's curve or em_min/em_max, else the band's entry
+        in [bands], else the filter identified from band, instrument and telescope
+        (`passbands.identify`), else None.
         """
         found: dict[str, Any] = {}
         matches = [m for m in (rule.pattern.search(relative_path) for rule in self.rules) if m]
@@ -109,7 +129,25 @@ class ArchiveMapping:
         except (TypeError, ValueError):
             calib = 2
         return Assigned(**strings, calib_level=min(max(calib, 0), 4),
-                        band_range=self.band_range(strings["band"]))
+                        band_range=self._passband(relative_path, strings, header, primary))
+
+    def _passband(self, relative_path: str, strings: dict[str, str | None],
+                  header: Callable[[str], Any], primary: Callable[[str], Any] | None,
+                  ) -> Passband | None:
+        """The spectral range of an HDU (precedence: see `assign`)."""
+        fixed = next((rule.band_range for rule in self.rules
+                      if rule.band_range is not None and rule.pattern.search(relative_path)),
+                     None) or self.band_range(strings["band"])
+        if fixed is not None:
+            return fixed.passband()
+
+        def either(key: str) -> Any:
+            value = _clean(header(key))
+            return value if value is not None or primary is None else _clean(primary(key))
+
+        name = passbands.identify(strings["band"], strings["instrument"], strings["facility"],
+                                  either)
+        return passbands.passband(name) if name is not None else None
 
     def _from_header(self, found: dict[str, Any], header: Callable[[str], Any]) -> None:
         """Fill fields not yet found from the header keywords listed in [keywords]."""
@@ -147,11 +185,14 @@ def parse_mapping(text: str, source: str = "mapping") -> ArchiveMapping:
             pattern = re.compile(entry["pattern"])
         except re.error as exc:
             raise MappingError(f"{source}: rule {number} pattern: {exc}") from exc
-        unknown = set(entry) - {"name", "pattern", *FIELDS}
+        unknown = set(entry) - {"name", "pattern", *FIELDS, *RANGE_KEYS}
         if unknown:
             raise MappingError(f"{source}: rule {number}: unknown keys {sorted(unknown)}")
         values = {k: v for k, v in entry.items() if k in FIELDS}
-        rules.append(Rule(str(entry.get("name", f"rule {number}")), pattern, values))
+        name = str(entry.get("name", f"rule {number}"))
+        band_range = (_band_range(name, entry, f"{source}: rule {number}")
+                      if set(entry) & set(RANGE_KEYS) else None)
+        rules.append(Rule(name, pattern, values, band_range))
     keywords = {}
     for name, keys in data.get("keywords", {}).items():
         if name not in FIELDS:
@@ -164,16 +205,31 @@ def parse_mapping(text: str, source: str = "mapping") -> ArchiveMapping:
         raise MappingError(f"{source}: [defaults] unknown keys {sorted(unknown)}")
     bands: dict[str, BandRange] = {}
     for name, spec in data.get("bands", {}).items():
-        try:
-            lo, hi = float(spec["em_min"]), float(spec["em_max"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MappingError(f"{source}: [bands.{name}] needs numbers em_min, em_max") from exc
-        if not 0 < lo < hi:
-            raise MappingError(f"{source}: [bands.{name}] needs 0 < em_min < em_max (metres)")
+        band_range = _band_range(name, spec, f"{source}: [bands.{name}]")
         for alias in [name, *spec.get("aliases", [])]:
-            bands[str(alias)] = BandRange(name, lo, hi)
-    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+            bands[str(alias)] = band_range
+    # the identification rules are part of what the mapping means: a new version of them
+    # re-reads every file, as a changed mapping file does
+    fingerprint = hashlib.sha256(
+        (text + passbands.RULES_VERSION).encode()).hexdigest()[:16]
     return ArchiveMapping(tuple(rules), keywords, defaults, bands, fingerprint)
+
+
+def _band_range(name: str, spec: dict[str, Any], where: str) -> BandRange:
+    """A `BandRange` from ``curve = "..."`` or ``em_min``/``em_max``; MappingError else."""
+    if "curve" in spec:
+        curve = str(spec["curve"])
+        if not passbands.is_known(curve):
+            raise MappingError(f"{where}: unknown filter curve {curve!r} (a speclite curve "
+                               "such as 'decamDR1-r', or a name from passbands.HAND_TABLE)")
+        return BandRange(name, curve=curve)
+    try:
+        lo, hi = float(spec["em_min"]), float(spec["em_max"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MappingError(f"{where} needs a curve or numbers em_min, em_max") from exc
+    if not 0 < lo < hi:
+        raise MappingError(f"{where} needs 0 < em_min < em_max (metres)")
+    return BandRange(name, lo, hi)
 
 
 def default_mapping_text() -> str:

@@ -22,6 +22,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from vo_service.archive import passbands
 from vo_service.archive.footprint import celestial_image, image_footprint
 from vo_service.archive.mapping import ArchiveMapping, header_lookup
 from vo_service.archive.records import ImageRecord, finite_or_none
@@ -148,8 +149,14 @@ def _records_of(hdul: fits.HDUList, path: Path, relative: str, root: Path,
         extname = _text(header.get("EXTNAME"))
         spectral = _spectral_range(header, hdul, (footprint.centre_ra, footprint.centre_dec))
         em_min, em_max, em_xel = spectral if spectral else (None, None, None)
-        if spectral is None and assigned.band_range is not None:
-            em_min, em_max = assigned.band_range.em_min, assigned.band_range.em_max
+        em_res_power = None
+        if spectral is None:
+            # an image: its filter's range (mapping or identified), else a WAVELEN keyword
+            passband = assigned.band_range or passbands.header_wavelength(
+                [header, primary] if index else [header])
+            if passband is not None:
+                em_min, em_max = passband.em_min, passband.em_max
+                em_res_power = passband.em_res_power
         t_min, t_max, exptime = _time_range(get)
         shape = tuple(int(n) for n in hdu.shape)
         info = hdu.fileinfo() or {}
@@ -177,6 +184,7 @@ def _records_of(hdul: fits.HDUList, path: Path, relative: str, root: Path,
             s_xel2=image.ny,
             em_min=em_min,
             em_max=em_max,
+            em_res_power=em_res_power,
             em_xel=em_xel,
             t_min=t_min,
             t_max=t_max,

@@ -2,7 +2,8 @@
 
 Rules (SIA 2.0 §2): every parameter may repeat; values of one parameter are OR'ed, different
 parameters AND'ed; numeric intervals are inclusive; null metadata never matches; strings are
-exact and case-sensitive except ID (an IVOID, case-insensitive).
+exact, case-insensitively for ID (an IVOID) and for the names a user types (COLLECTION,
+FACILITY, INSTRUMENT, TARGET: "vis" finds VIS), case-sensitively for the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ STRING_COLUMNS = {"collection": "obs_collection", "facility": "facility_name",
                   "instrument": "instrument_name", "dptype": "dataproduct_type",
                   "target": "target_name", "format": "access_format",
                   "product_type": "product_type", "band_name": "band"}
+# Matched ignoring ASCII case (SQLite NOCASE: other letters must match exactly).
+NOCASE_CONSTRAINTS = {"collection", "facility", "instrument", "target"}
 
 
 def _intervals(values: Iterable[float | Sequence[float]]) -> list[Interval]:
@@ -53,8 +56,9 @@ def where_clause(constraints: dict[str, Sequence[object]]) -> tuple[str, list[ob
     """WHERE text (without the keyword, '1' when empty) and its parameters.
 
     Keys: band, time (overlap); fov, spatres, exptime, specrp, timeres (within); pol
-    (states); id (case-insensitive); calib (ints); collection, facility, instrument, dptype,
-    target, format, product_type, band_name (exact strings). Empty lists are ignored.
+    (states); id (case-insensitive); calib (ints); collection, facility, instrument, target
+    (strings, any ASCII case); dptype, format, product_type, band_name (exact strings).
+    Empty lists are ignored.
     """
     clauses: list[str] = []
     params: list[object] = []
@@ -81,7 +85,8 @@ def where_clause(constraints: dict[str, Sequence[object]]) -> tuple[str, list[ob
             params.extend(int(v) for v in values)
         elif name in STRING_COLUMNS:
             column = STRING_COLUMNS[name]
-            alternatives = [f"{column} IN ({', '.join('?' * len(values))})"]
+            collate = " COLLATE NOCASE" if name in NOCASE_CONSTRAINTS else ""
+            alternatives = [f"{column}{collate} IN ({', '.join('?' * len(values))})"]
             params.extend(str(v) for v in values)
         else:
             raise ValueError(f"unknown search constraint {name!r}")

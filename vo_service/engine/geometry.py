@@ -303,6 +303,27 @@ def _samples(region: Shape, mapper: SkyToPixel) -> tuple[np.ndarray, np.ndarray]
     return ra, dec
 
 
+def _pixels_per_degree_along_axes(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pixels per degree of sky along pixel axes 1 and 2 at a target.
+
+    ``x, y`` are the pixel positions of the target and of small steps north and east of it
+    (see `_samples`): the columns of the local sky->pixel Jacobian J. The sky length of one
+    pixel step along an axis is the norm of the matching column of J^-1 (what
+    ``proj_plane_pixel_scales`` gives at the reference point, but here at the target, so
+    distortion and rectangular or skewed pixels are accounted for); its inverse is the
+    number of pixels a degree spans along that axis. The signs of the steps do not matter.
+    """
+    dx_north, dy_north = (x[1] - x[0]) / ANGLE_STEP_DEG, (y[1] - y[0]) / ANGLE_STEP_DEG
+    dx_east, dy_east = (x[2] - x[0]) / ANGLE_STEP_DEG, (y[2] - y[0]) / ANGLE_STEP_DEG
+    determinant = abs(dx_north * dy_east - dy_north * dx_east)
+    # J^-1 = adj(J) / det: column 1 is (dy_east, -dy_north) / det, column 2 (-dx_east,
+    # dx_north) / det, so one pixel step along x spans hypot(dy_north, dy_east) / det deg.
+    step_x, step_y = math.hypot(dy_north, dy_east), math.hypot(dx_north, dx_east)
+    if determinant == 0 or step_x == 0 or step_y == 0:
+        return math.nan, math.nan
+    return determinant / step_x, determinant / step_y
+
+
 def _center_size_boxes(regions: list[CenterSize], xs: list[np.ndarray], ys: list[np.ndarray],
                        footprint: tuple[float, float, float]) -> list[PixelBox | None]:
     """Boxes of centre+size regions, vectorized over the regions."""
@@ -319,12 +340,13 @@ def _center_size_boxes(regions: list[CenterSize], xs: list[np.ndarray], ys: list
         if not np.all(np.isfinite(x) & np.isfinite(y)):
             valid[k] = False
             continue
-        north = (x[1] - x[0], y[1] - y[0])
-        east = (x[2] - x[0], y[2] - y[0])
-        per_deg = math.sqrt(abs(north[0] * east[1] - north[1] * east[0])) / ANGLE_STEP_DEG
+        per_deg_x, per_deg_y = _pixels_per_degree_along_axes(x, y)
+        if not (math.isfinite(per_deg_x) and math.isfinite(per_deg_y)):
+            valid[k] = False  # a singular WCS at the target: no pixel scale there
+            continue
         to_deg = ANGLE_UNITS_DEG[region.unit]
-        widths[k] *= to_deg * per_deg
-        heights[k] *= to_deg * per_deg
+        widths[k] *= to_deg * per_deg_x
+        heights[k] *= to_deg * per_deg_y
         half_diag[k] = math.hypot(region.width, region.height) * to_deg / 2
     widths = np.maximum(np.round(widths), 1).astype(np.int64)
     heights = np.maximum(np.round(heights), 1).astype(np.int64)
