@@ -30,6 +30,7 @@ from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.cors import DALICORSMiddleware
 from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ def create_app(settings: Settings) -> Starlette:
         # CORS (any origin, see vo_service.cors) comes first so that preflight requests
         # need no token.
         middleware=[Middleware(DALICORSMiddleware),
-                    Middleware(BearerAuthMiddleware, owners=token_owners)],
+                    Middleware(BearerAuthMiddleware, owners=token_owners),
+                    Middleware(BodyTimeoutMiddleware,
+                               seconds=settings.limits.body_timeout_seconds)],
         exception_handlers={
             dali.DALIError: dali.dali_exception_handler,
             HTTPException: http_error,

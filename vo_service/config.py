@@ -37,6 +37,10 @@ class Limits:
     # 0 means no limit.
     max_jobs_per_owner: int = 32
     max_result_bytes_per_owner: int = 20 * 1024**3
+    # Half-sent requests: the request head must arrive within header_timeout_seconds; a
+    # body may pause at most body_timeout_seconds between two pieces. Then 408, closed.
+    header_timeout_seconds: float = 30.0
+    body_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
