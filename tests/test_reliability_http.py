@@ -113,7 +113,8 @@ def _body_heads(length: int) -> dict[str, bytes]:
     form = b"Content-Type: application/x-www-form-urlencoded\r\n"
     size = b"Content-Length: %d\r\n\r\n" % length
     return {"async": b"POST /async HTTP/1.1\r\nHost: x\r\n" + multipart + size,
-            "sync": b"POST /sync HTTP/1.1\r\nHost: x\r\n" + form + size,
+            "sync": b"POST /sync HTTP/1.1\r\nHost: x\r\nAccept: application/x-votable+xml\r\n"
+            + form + size,
             "query": b"POST /query HTTP/1.1\r\nHost: x\r\n" + form + size,
             "api/catalog": b"POST /api/catalog HTTP/1.1\r\nHost: x\r\n" + multipart + size,
             "chunked": b"POST /links HTTP/1.1\r\nHost: x\r\n" + form

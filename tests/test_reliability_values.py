@@ -16,6 +16,7 @@ from test_reliability_input import TIMEOUT, a_record, assert_dali_error
 THOUSANDS_OF_DIGITS = "9" * 5000
 BEYOND_64_BITS = str(2**64)
 NEGATIVE_BEYOND_64_BITS = str(-(2**64))
+VOTABLE_ERRORS = {"Accept": "application/x-votable+xml"}  # DALI error documents on /sync too
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def _integer_requests(server: LiveServer, job_url: str, number: str
 def test_huge_integers_are_usage_errors(live_server: LiveServer, job_url: str,
                                         number: str) -> None:
     for method, url, params in _integer_requests(live_server, job_url, number):
-        response = httpx.request(method, url, timeout=TIMEOUT,
+        response = httpx.request(method, url, timeout=TIMEOUT, headers=VOTABLE_ERRORS,
                                  **({"params": params} if method == "GET" else {"data": params}))
         name = list(params)[-1]
         text = assert_dali_error(response, 400, contains=name)
@@ -122,6 +123,7 @@ def test_a_responseformat_no_header_can_carry_is_a_usage_error(live_server: Live
         for method in ("GET",) if path == "preview" else ("GET", "POST"):
             request = {**params, "RESPONSEFORMAT": value}
             response = httpx.request(method, live_server.url(path), timeout=TIMEOUT,
+                                     headers=VOTABLE_ERRORS,
                                      **({"params": request} if method == "GET"
                                         else {"data": request}))
             assert_dali_error(response, 400, contains="RESPONSEFORMAT")
