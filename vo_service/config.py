@@ -24,6 +24,9 @@ class Limits:
     max_upload_bytes: int = 50 * 1024 * 1024
     max_cutout_pixels: int = 4096 * 4096
     max_sync_concurrency: int = 16
+    # Working memory of the sync cutouts running at once (estimated from their pixel
+    # boxes before any pixel is read); beyond it 503 + Retry-After.
+    sync_memory_bytes: int = 2 * 1024**3
     max_queued_jobs: int = 64
     job_workers: int = 2
     max_job_workers: int = 16
