@@ -53,6 +53,7 @@ def start_server(settings: Settings) -> LiveServer:
     """Index ``settings.data_roots``, then serve ``create_app(settings)`` on a free port."""
     from vo_service.app import create_app
     from vo_service.archive import index as archive_index
+    from vo_service.request_timeouts import uvicorn_options
 
     archive_index.run_index(settings)
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it
@@ -62,7 +63,8 @@ def start_server(settings: Settings) -> LiveServer:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                            **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"vo-service:{port}", daemon=True)

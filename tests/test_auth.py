@@ -92,6 +92,21 @@ def test_requests_without_a_valid_token_are_refused(secured) -> None:
         assert httpx.get(secured.url(path)).status_code == 200, path
 
 
+def test_two_authorization_headers_are_refused_not_first_wins(secured, alice_jobs) -> None:
+    """Alice's job, asked for with her token and another one in either order (or twice):
+    the server does not guess which header counts."""
+    done_url, _ = alice_jobs
+    alices, bobs = "Bearer alice-secret-1", "Bearer bob-secret-2"
+    for first, second in ((alices, bobs), (bobs, alices), (alices, alices),
+                          (alices, "Basic YWxpY2U6eA==")):
+        headers = httpx.Headers([("Authorization", first), ("Authorization", second)])
+        for url in (done_url, f"{done_url}/results/manifest", secured.url("async")):
+            assert_authentication_error(httpx.get(url, headers=headers),
+                                        "2 Authorization headers; send exactly one")
+        assert_authentication_error(httpx.delete(done_url, headers=headers), "exactly one")
+    assert httpx.get(done_url, headers={"Authorization": alices}).status_code == 200
+
+
 def test_capabilities_declare_the_token_interface(secured) -> None:
     root = etree.fromstring(httpx.get(secured.url("capabilities")).content)
     load_schema("capabilities-bundle.xsd").assertValid(root)

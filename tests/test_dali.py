@@ -195,10 +195,15 @@ def test_shape_errors_say_each_label_once(parse, text: str, message: str) -> Non
 def test_scalars() -> None:
     assert dali.parse_float("X", " 5e-07 ") == 5e-07
     assert dali.parse_int("MAXREC", "10", minimum=0) == 10
-    with pytest.raises(dali.UsageError, match=">= 0"):
+    with pytest.raises(dali.UsageError, match="at least 0"):
         dali.parse_int("MAXREC", "-1", minimum=0)
     with pytest.raises(dali.UsageError, match="integer"):
         dali.parse_int("MAXREC", "1.5")
+    assert dali.parse_int("N", str(2**63 - 1)) == 2**63 - 1
+    for huge in ("9" * 5000, str(2**63), "-" + "9" * 5000):  # never built, never echoed whole
+        with pytest.raises(dali.UsageError, match=r"too large|at least") as refused:
+            dali.parse_int("N", huge)
+        assert len(str(refused.value)) < 200
     assert dali.parse_bool("B", "TRUE") is True and dali.parse_bool("B", "0") is False
     with pytest.raises(dali.UsageError, match="true or false"):
         dali.parse_bool("B", "yes")

@@ -61,3 +61,38 @@ def test_pool_evicts_past_an_image_that_is_lent_out(images):
             with pool.image(path, 0):
                 pass
     assert pool.idle_count() == 1
+
+
+def _mapped_rss(path) -> int:  # noqa: ANN001
+    """Resident bytes of this process's memory maps of ``path`` (Linux smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0]:  # a mapping's first line: address range ... path
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_a_large_read_leaves_no_file_pages_mapped(tmp_path):
+    """The pixels are right, and RSS does not keep the pages a large read touched (each
+    open copy of an image would count them again); a small read keeps its pages."""
+    import numpy as np
+    from astropy.io import fits
+
+    from vo_service.engine.geometry import PixelBox
+    from vo_service.engine.reading import FORGET_PAGES_BYTES
+
+    pixels = np.arange(2200 * 1800, dtype=">f4").reshape(1800, 2200)
+    path = tmp_path / "large.fits"
+    fits.PrimaryHDU(pixels).writeto(path)
+    box = PixelBox(((10, 2100), (5, 1700)))  # x then y, half-open: 2090 x 1695 float32
+    assert box.size * 4 >= FORGET_PAGES_BYTES
+    with OpenImage(path) as image:
+        read = image.read(box)
+        assert np.array_equal(read, pixels[5:1700, 10:2100])
+        assert _mapped_rss(path) < 1024 * 1024
+        small = image.read(PixelBox(((0, 100), (0, 100))))
+        assert np.array_equal(small, pixels[:100, :100])
+        assert _mapped_rss(path) > 0

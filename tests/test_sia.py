@@ -228,7 +228,7 @@ def test_range_and_polygon_positions(live_server: LiveServer) -> None:
     ((("POS", "CIRCLE 52 -28 -1"),), "radius"),
     ((("BAND", "2e-6 1e-6"),), "exceeds"),
     ((("BAND", "nan 1"),), "NaN"),
-    ((("MAXREC", "-1"),), ">= 0"),
+    ((("MAXREC", "-1"),), "at least 0"),
     ((("MAXREC", "1"), ("MAXREC", "2")), "single-valued"),
     ((("RESPONSEFORMAT", "application/fits"),), "not supported"),
     ((("CALIB", "two"),), "integer"),

@@ -108,6 +108,23 @@ def test_unusable_catalogs_are_refused_in_words(server: LiveServer, demo_archive
     assert nothing.status_code == 400 and "choose a catalog file" in dali_message(nothing)
 
 
+def test_a_readable_catalog_without_usable_rows_is_described_and_refused_as_a_job(
+        server: LiveServer) -> None:
+    """README: /api/catalog describes any readable file (the page lets the user pick other
+    columns); which rows are usable is decided when the job is created, in words."""
+    cases = {"words": (b"id,ra,dec\na,x,y\nb,north,south\n", "ra", "cannot read RA 'x'"),
+             "off the sky": (b"id,ra,dec\na,400,95\n", "ra", "outside [0, 360)"),
+             "no position column": (b"id,foo\na,1\n", None, "no RA and Dec column")}
+    for name, (content, ra_column, reason) in cases.items():
+        described = httpx.post(server.url("api/catalog"), files={"catalog": ("t.csv", content)})
+        assert described.status_code == 200, (name, described.text[-300:])
+        summary = described.json()
+        assert summary["ra_column"] == ra_column and summary["n_rows"] == content.count(b"\n") - 1
+        job = httpx.post(server.url("async"), data={"UPLOAD": "cat,param:cat", "SIZE": "32"},
+                         files={"cat": ("t.csv", content)})
+        assert job.status_code == 400 and reason in dali_message(job), (name, job.text[-300:])
+
+
 def test_images_at_a_position_given_in_degrees_or_sexagesimal(server: LiveServer) -> None:
     query = {"INSTRUMENT": "NISP", "PRODUCTTYPE": "BGSUB", "BANDNAME": ["NIR-Y", "NIR-H"]}
     degrees = httpx.get(server.url("api/images"), params={**query, "POS": "52.93 -28.09"}).json()

@@ -18,7 +18,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -29,7 +28,9 @@ from vo_service.archive.index import ArchiveIndex
 from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
+from vo_service.cors import DALICORSMiddleware
 from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -114,15 +115,12 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        # Public VO data: browser clients on other sites (Aladin Lite, notebooks) may call
-        # every endpoint; with tokens they send them as an Authorization header (no cookies).
-        # CORS comes first so that preflight requests need no token.
-        middleware=[Middleware(CORSMiddleware, allow_origins=["*"],
-                               allow_methods=["GET", "HEAD", "POST", "DELETE"],
-                               allow_headers=["Authorization"],
-                               expose_headers=["Location", "Content-Disposition", "Retry-After",
-                                               "Last-Modified", "ETag", "WWW-Authenticate"]),
-                    Middleware(BearerAuthMiddleware, owners=token_owners)],
+        # CORS (any origin, see vo_service.cors) comes first so that preflight requests
+        # need no token.
+        middleware=[Middleware(DALICORSMiddleware),
+                    Middleware(BearerAuthMiddleware, owners=token_owners),
+                    Middleware(BodyTimeoutMiddleware,
+                               seconds=settings.limits.body_timeout_seconds)],
         exception_handlers={
             dali.DALIError: dali.dali_exception_handler,
             HTTPException: http_error,

@@ -6,7 +6,8 @@ every request must carry ``Authorization: Bearer <token>`` except the VOSI resou
 (capabilities and availability must stay anonymous, VOSI 1.1 §2), the DALI examples page
 and the web page with its static assets (the page's own API calls carry the token). A
 missing or unknown token answers 401 with ``WWW-Authenticate: Bearer realm="vo-service"``
-and a DALI error VOTable (``AuthenticationError: ...``).
+and a DALI error VOTable (``AuthenticationError: ...``), as do two ``Authorization``
+headers (no guessing which one counts).
 
 Only sha256 digests of tokens are kept in memory and in the tokens file.
 """
@@ -86,12 +87,18 @@ def request_owner(request: Request) -> str | None:
     return request.scope.get("vo_owner")
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-    return None
+def _authorizations(scope: Scope) -> list[str]:
+    """Every ``Authorization`` header of the request, in order."""
+    return [value.decode("latin-1") for name, value in scope.get("headers", ())
+            if name == b"authorization"]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    """The token of a ``Bearer`` credential; "" for another scheme, None without one."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class BearerAuthMiddleware:
@@ -109,7 +116,15 @@ class BearerAuthMiddleware:
         if self.owners is None:
             await self.app(scope, receive, send)
             return
-        token = _bearer(scope)
+        authorizations = _authorizations(scope)
+        if len(authorizations) > 1:  # which one counts would be the server's guess
+            error = AuthenticationError(
+                f"the request carries {len(authorizations)} Authorization headers; send "
+                "exactly one, 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": CHALLENGE})
+            await error_response(error)(scope, receive, send)
+            return
+        token = _bearer(authorizations[0] if authorizations else None)
         owner = self.owners.get(token_digest(token)) if token else None
         path = scope.get("path", "/")
         public = path in ANONYMOUS_PATHS or path.startswith(ANONYMOUS_PREFIXES)

@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from vo_service.app import create_app
     from vo_service.archive.index import run_index
+    from vo_service.request_timeouts import uvicorn_options
 
     settings = _settings(args)
     if args.executor or args.scheduler:
@@ -98,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.executor == "dask":
         print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
     print(f"serving on http://{settings.host}:{settings.port}/")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                **uvicorn_options(settings))
     return 0
 
 

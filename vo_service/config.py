@@ -25,6 +25,9 @@ class Limits:
     max_upload_bytes: int = 50 * 1024 * 1024
     max_cutout_pixels: int = 4096 * 4096
     max_sync_concurrency: int = 16
+    # Working memory of the sync cutouts running at once (estimated from their pixel
+    # boxes before any pixel is read); beyond it 503 + Retry-After.
+    sync_memory_bytes: int = 2 * 1024**3
     max_queued_jobs: int = 64
     job_workers: int = 2
     max_job_workers: int = 16
@@ -38,6 +41,10 @@ class Limits:
     # 0 means no limit.
     max_jobs_per_owner: int = 32
     max_result_bytes_per_owner: int = 20 * 1024**3
+    # Half-sent requests: the request head must arrive within header_timeout_seconds; a
+    # body may pause at most body_timeout_seconds between two pieces. Then 408, closed.
+    header_timeout_seconds: float = 30.0
+    body_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

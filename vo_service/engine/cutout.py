@@ -118,7 +118,7 @@ class CutoutResult:
 
     def fits_bytes(self, *, primary: bool = True) -> bytes:
         """A complete FITS file (or, primary=False, extension HDUs) of this stamp."""
-        return b"".join(bytes(part) for part in self.chunks(primary=primary))
+        return b"".join(self.chunks(primary=primary))  # one copy: join takes memoryviews
 
     def physical(self) -> np.ndarray | None:
         """Pixel values in physical units (BSCALE/BZERO applied, BLANK -> NaN), native

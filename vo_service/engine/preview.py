@@ -94,10 +94,12 @@ def _check_int(name: str, value: int | None, low: int, high: int) -> int | None:
 
 
 def _parse_int(name: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {text!r}") from None
+    digits = text.strip().lstrip("+-")
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"{name} must be an integer, got {text[:40]!r}")
+    if len(digits.lstrip("0")) > 18:  # never convert thousands of digits; far beyond any limit
+        raise ValueError(f"{name} is out of range ({len(digits)} digits)")
+    return int(text.strip())
 
 
 def _parse_bool(name: str, text: str) -> bool:

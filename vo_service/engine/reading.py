@@ -10,6 +10,7 @@ boxes on a row-tiled image `read_rows` decompresses a strip of rows once.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import threading
 import warnings
@@ -25,6 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from vo_service.engine.geometry import PixelBox, SkyToPixel
 
 LOOKUP_EXTNAMES = ("WCSDVARR", "D2IMARR")
+FORGET_PAGES_BYTES = 8 * 1024 * 1024  # reads at least this large unmap their file pages
 
 
 class OpenImage:
@@ -106,7 +108,41 @@ class OpenImage:
         slices = box.slices()
         if self.is_compressed:
             return _big_endian(np.asarray(self.hdu.section[slices]))
-        return _big_endian(np.array(self._raw[slices]))
+        window = self._raw[slices]
+        pixels = _big_endian(np.array(window))
+        self._forget_mapped_pages(window)
+        return pixels
+
+    def _forget_mapped_pages(self, window: np.ndarray) -> None:
+        """Unmap the file pages a read touched (they stay in the page cache).
+
+        Every open copy of an image maps the file anew and RSS counts the pages it touched
+        once per copy: 16 concurrent 4096 x 4096 cutouts of one file added 1.4 GB of RSS
+        that was only page cache. Only large reads release their pages: touching them again
+        costs page faults, negligible beside copying megabytes but not beside a small stamp.
+        """
+        mapped = self._mapping
+        if mapped is None or window.nbytes < FORGET_PAGES_BYTES:
+            return
+        mapping, start_address = mapped
+        first = window.ctypes.data
+        last = first + window.itemsize + sum(
+            (n - 1) * abs(stride) for n, stride in zip(window.shape, window.strides,
+                                                       strict=True))
+        start = (first - start_address) // mmap.PAGESIZE * mmap.PAGESIZE
+        stop = min(last - start_address, len(mapping))
+        if 0 <= start < stop:
+            mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+    @cached_property
+    def _mapping(self) -> tuple[mmap.mmap, int] | None:
+        """The memory map under the raw array and its start address, if there is one."""
+        mapping = self._raw
+        while mapping is not None and not isinstance(mapping, mmap.mmap):
+            mapping = getattr(mapping, "base", None)
+        if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return None
+        return mapping, np.frombuffer(mapping, dtype=np.uint8).ctypes.data
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows y0..y1 (0-based, half-open) of a 2-D image at full width."""

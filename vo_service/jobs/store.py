@@ -20,14 +20,16 @@ import sqlite_utils
 
 from vo_service.jobs.phases import Phase
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 ANY_OWNER = object()  # JobStore.list: jobs of every owner
 ORPHAN_AGE_SECONDS = 3600
 
 
 def format_time(moment: datetime) -> str:
-    """UTC time as UWS wants it: ``T``-separated, milliseconds, ``Z`` (sortable as text)."""
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)[:-3] + "Z"
+    """UTC time as UWS wants it: ``T``-separated, milliseconds, ``Z`` (sortable as text).
+
+    isoformat, not strftime: ``%Y`` does not pad years before 1000 to four digits.
+    """
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:

@@ -47,15 +47,36 @@ def parse_float(name: str, text: str, *, allow_inf: bool = False) -> float:
     return _number(name, text.strip(), allow_inf=allow_inf)
 
 
-def parse_int(name: str, text: str, *, minimum: int | None = None) -> int:
-    """An integer, optionally at least ``minimum``."""
+# The largest integer any parameter may hold: SQLite's INTEGER (64 bits), far beyond every
+# count, duration or offset this service handles.
+INT64_MAX = 2**63 - 1
+
+
+def shorten(text: str, keep: int = 40) -> str:
+    """``text`` for an error message: a long value cut, with its length said."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def parse_int(name: str, text: str, *, minimum: int | None = None,
+              maximum: int = INT64_MAX) -> int:
+    """An integer within [``minimum``, ``maximum``] (at most 64 bits by default).
+
+    The digits are counted before converting: a number of thousands of digits is refused
+    without building it (Python refuses to, beyond 4,300 digits).
+    """
     text = text.strip()
     if not re.fullmatch(r"[+-]?\d+", text):
-        raise UsageError(f"{name}: {text!r} is not an integer")
-    value = int(text)
-    if minimum is not None and value < minimum:
-        raise UsageError(f"{name}: must be >= {minimum}, got {value}")
-    return value
+        raise UsageError(f"{name}: {shorten(text)!r} is not an integer")
+    low = -INT64_MAX if minimum is None else minimum
+    # Compare lengths first: never convert a number of thousands of digits.
+    longest = len(str(max(abs(low), maximum)))
+    huge = len(text.lstrip("+-").lstrip("0")) > longest
+    negative = text.startswith("-")
+    if (huge and negative) or (not huge and int(text) < low):
+        raise UsageError(f"{name}: must be at least {low}, got {shorten(text)}")
+    if huge or int(text) > maximum:
+        raise UsageError(f"{name}: {shorten(text)} is too large; give at most {maximum}")
+    return int(text)
 
 
 def parse_bool(name: str, text: str) -> bool:
@@ -172,6 +193,13 @@ FORMAT_ALIASES = {
 }
 
 
+# A media type as HTTP writes it (RFC 9110 §8.3.1): token/token, then ``; name=value``
+# parameters whose value is a token or a quoted string of printable ASCII.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;(?:[ \t]*{_TOKEN}=(?:{_TOKEN}|\"(?:[ !#-\[\]-~]|\\[ -~])*\"))?)*")
+
+
 @dataclass(frozen=True)
 class ResponseFormat:
     """A RESPONSEFORMAT: ``mime`` (canonical, no parameters) and the Content-Type to send."""
@@ -191,6 +219,11 @@ def parse_responseformat(text: str | None, supported: Iterable[str],
     if text is None:
         return ResponseFormat(default, default)
     requested = text.strip()
+    if "/" in requested and not _MEDIA_TYPE.fullmatch(requested):
+        # It would be echoed as Content-Type: only what HTTP allows there (RFC 9110 §8.3).
+        raise UsageError(f"RESPONSEFORMAT {shorten(requested)!r} is not a MIME type that "
+                         "HTTP can carry (type/subtype[;name=value], printable ASCII); use "
+                         "one of " + ", ".join(supported))
     bare = requested.split(";")[0].strip().lower()
     mime = FORMAT_ALIASES.get(bare, bare)
     if mime not in supported:

@@ -12,7 +12,6 @@ send as a constant.
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import itertools
 import math
@@ -68,8 +67,9 @@ def did_from_token(token: str) -> str:
     try:
         padded = token + "=" * (-len(token) % 4)
         return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise dali.NotFound(f"no file is known under {token!r}") from exc
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, a non-ASCII token
+        raise dali.NotFound(f"no file is known under {token!r}; take file URLs from "
+                            "/links (#this)") from exc
 
 
 def file_url(base: str, record: ImageRecord) -> str:

@@ -31,7 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from vo_service.archive.records import ImageRecord
 from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
 from vo_service.engine.batch import iter_cutouts, multi_extension_chunks
-from vo_service.engine.cutout import CutoutResult, describe_region
+from vo_service.engine.cutout import CutoutResult, describe_region, plan_cutouts
 from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
@@ -57,6 +57,7 @@ from vo_service.protocols.error_format import (
     accept_prefers_votable,
     names_votable,
 )
+from vo_service.protocols.sync_memory import Hold, MemoryBudget, working_bytes
 from vo_service.shapes import Range, Shape
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,37 @@ def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
     return results
 
 
-def make_product(request: SyncRequest, records: list[ImageRecord], max_pixels: int) -> bytes:
+def planned_bytes(request: SyncRequest, records: list[ImageRecord], max_pixels: int) -> int:
+    """The working memory the answer will need, from the pixel boxes planned on each image
+    (no pixel is read). An image that cannot be planned counts 0: cutting it raises the
+    error the client should see."""
+    regions = list(request.regions) or [EVERYWHERE]
+    raw_bytes = pixels = 0
+    for record in records:
+        try:
+            with IMAGES.image(record.path, record.hdu) as image:
+                plans = plan_cutouts(image, regions, band=request.band, time=request.time,
+                                     pol=list(request.pol) if request.pol else None,
+                                     max_pixels=max_pixels)
+                itemsize = image.dtype.itemsize
+        except Exception:  # noqa: BLE001 - cut_record raises it again, classified for the client
+            continue
+        boxes = sum(plan.read_box.size for plan in plans if plan.read_box is not None)
+        pixels += boxes
+        raw_bytes += boxes * itemsize
+    return working_bytes(raw_bytes, pixels, preview=request.preview is not None)
+
+
+def make_product(request: SyncRequest, records: list[ImageRecord], max_pixels: int,
+                 hold: Hold | None = None) -> bytes:
     """The bytes of the response: FITS (one stamp, or a multi-extension file) or a preview.
 
-    Raises NoOverlap when no region overlaps any image.
+    With ``hold``, the memory the cutting needs is reserved first (ServiceUnavailable when
+    the sync memory budget has not enough left). Raises NoOverlap when no region overlaps
+    any image.
     """
+    if hold is not None:
+        hold.reserve(planned_bytes(request, records, max_pixels))
     outcomes = [(record, result) for record in records
                 for result in cut_record(request, record, max_pixels)]
     stamps = [result for _, result in outcomes if result.has_stamp]
@@ -293,10 +320,11 @@ def product_key(request: SyncRequest, records: list[ImageRecord]) -> str:
 
 
 def fetch_product(cache: CutoutCache, request: SyncRequest, records: list[ImageRecord],
-                  max_pixels: int) -> tuple[CachedFile, bool, str]:
-    """The cached product (computed on a miss): open file, hit flag, key."""
+                  max_pixels: int, hold: Hold | None = None) -> tuple[CachedFile, bool, str]:
+    """The cached product (computed on a miss, within ``hold``'s memory): open file, hit
+    flag, key."""
     key = product_key(request, records)
-    compute: Callable[[], bytes] = partial(make_product, request, records, max_pixels)
+    compute: Callable[[], bytes] = partial(make_product, request, records, max_pixels, hold)
     cached, hit = cache.open_or_compute(key, compute)
     return cached, hit, key
 
@@ -322,15 +350,17 @@ class SyncSlots:
         self.busy -= 1
 
 
-def _state(request: Request) -> tuple[object, CutoutCache, SyncSlots]:
-    """Settings, cache and slot counter of the app (created on first use when absent)."""
+def _state(request: Request) -> tuple[object, CutoutCache, SyncSlots, MemoryBudget]:
+    """Settings, cache, slot counter and memory budget of the app (created on first use)."""
     state = request.app.state
     settings = state.settings
     if getattr(state, "cache", None) is None:
         state.cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
     if getattr(state, "sync_slots", None) is None:
         state.sync_slots = SyncSlots(settings.limits.max_sync_concurrency)
-    return settings, state.cache, state.sync_slots
+    if getattr(state, "sync_memory", None) is None:
+        state.sync_memory = MemoryBudget(settings.limits.sync_memory_bytes)
+    return settings, state.cache, state.sync_slots, state.sync_memory
 
 
 def download_name(request: SyncRequest, records: list[ImageRecord], key: str) -> str:
@@ -369,20 +399,38 @@ class _Answer:
     content: bytes | None  # the whole product when small, else None (stream ``cached``)
 
 
-def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels: int
-            ) -> _Answer:
+def _from_its_file(cached: CachedFile) -> CachedFile:
+    """A product just computed, to be streamed from the file the cache wrote rather than
+    from memory (the bytes are dropped before the request's memory is given back); the
+    in-memory copy when the file is already gone (evicted) or not whole."""
+    try:
+        handle = open(cached.path, "rb")  # noqa: SIM115 - closed by iter_chunks
+    except OSError:
+        return cached
+    if os.fstat(handle.fileno()).st_size != cached.size:
+        handle.close()
+        return cached
+    cached.close()
+    return CachedFile(handle, cached.path, cached.size)
+
+
+def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels: int,
+            budget: MemoryBudget) -> _Answer:
     """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
     records = lookup_records(index, request.ids)
-    cached, hit, key = fetch_product(cache, request, records, max_pixels)
-    content = None
-    if cached.size <= INLINE_BYTES:
-        with cached:
-            content = cached.handle.read()
+    with budget.hold() as hold:  # memory reserved by the cutting, if any, until the end
+        cached, hit, key = fetch_product(cache, request, records, max_pixels, hold)
+        content = None
+        if cached.size <= INLINE_BYTES:
+            with cached:
+                content = cached.handle.read()
+        elif not hit:
+            cached = _from_its_file(cached)
     return _Answer(records, cached, hit, key, content)
 
 
 async def _sync(request: Request) -> Response:
-    settings, cache, slots = _state(request)
+    settings, cache, slots, budget = _state(request)
     params = await read_params(request)
     if names_votable(params.get_all("RESPONSEFORMAT")):
         request.scope[PLAIN_ERRORS_KEY] = False
@@ -394,7 +442,7 @@ async def _sync(request: Request) -> Response:
     try:
         answer = await anyio.to_thread.run_sync(
             _answer, request.app.state.index, cache, sync_request,
-            settings.limits.max_cutout_pixels)
+            settings.limits.max_cutout_pixels, budget)
     except NoOverlap:
         log.info("sync runid=%s: no overlap", sync_request.runid)
         return Response(status_code=204)

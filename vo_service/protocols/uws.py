@@ -8,6 +8,7 @@ errors are DALI error documents (404 unknown job, 400 bad value, 403 wrong phase
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from vo_service.protocols.dali import (
     read_params,
     votable_bytes,
 )
+from vo_service.protocols.dali_values import shorten
 from vo_service.protocols.soda import refuse_tap
 
 XML = "application/xml"
@@ -143,6 +145,18 @@ def _job_parameters(params: Params) -> list[Parameter]:
             if name not in CONTROL_PARAMETERS]
 
 
+def _utc_time(name: str, text: str) -> datetime:
+    """A time parameter (ISO 8601; ``Z``, an offset or none = UTC) in UTC, or a UsageError."""
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {shorten(text)!r} is not an ISO 8601 time; use e.g. "
+                         "2030-01-31T12:00:00Z") from exc
+    except OverflowError as exc:  # year 1 or 9999 moved past the calendar by its offset
+        raise UsageError(f"{name}: {shorten(text)!r} falls outside the years 0001-9999 in "
+                         "UTC; give a time within them (in UTC: end it with Z)") from exc
+
+
 # -- the job list -----------------------------------------------------------------------
 
 
@@ -158,10 +172,7 @@ async def job_list(request: Request) -> Response:
         raise UsageError(f"PHASE: {exc}") from exc
     after = params.get_single("AFTER")
     if after is not None:
-        try:
-            after = format_time(parse_time(after))
-        except ValueError as exc:
-            raise UsageError(f"AFTER: {after!r} is not an ISO 8601 time") from exc
+        after = format_time(_utc_time("AFTER", after))
     last_text = params.get_single("LAST")
     last = parse_int("LAST", last_text, minimum=1) if last_text is not None else None
     jobs = service.store.list(phases=phases, after=after, last=last,
@@ -258,10 +269,8 @@ async def destruction_resource(request: Request) -> Response:
     if request.method == "GET":
         return _text(job.destruction)
     value = await _posted_value(request, "DESTRUCTION", "DESTRUCTION=<ISO 8601 time>")
-    try:
-        _service(request).set_destruction(job.job_id, value)
-    except ValueError as exc:
-        raise UsageError(f"DESTRUCTION: {value!r} is not an ISO 8601 time") from exc
+    _utc_time("DESTRUCTION", value)  # a UsageError before the service sees it
+    _service(request).set_destruction(job.job_id, value)
     return _see_job(request, job.job_id)
 
 

@@ -1,0 +1,59 @@
+"""Cross-origin access (CORS) for browser clients, with refusals as DALI error documents.
+
+Public VO data: browser clients on other sites (Aladin Lite, notebooks) may call every
+endpoint; with tokens they send them as an ``Authorization`` header (no cookies). Starlette's
+middleware does the work; a preflight it refuses (a method or header the service does not
+take) is answered here as a DALI error VOTable that names what to change, like every other
+error of the service, instead of a bare ``Disallowed CORS method``.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import SAFELISTED_HEADERS, CORSMiddleware
+from starlette.responses import Response
+
+from vo_service.protocols.dali import UsageError, error_response
+from vo_service.protocols.dali_values import shorten
+
+ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE")
+ALLOWED_HEADERS = ("Authorization",)
+EXPOSED_HEADERS = ("Location", "Content-Disposition", "Retry-After", "Last-Modified", "ETag",
+                   "WWW-Authenticate")
+
+
+class DALICORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware for any origin, whose refused preflights are DALI errors."""
+
+    def __init__(self, app, **options) -> None:  # noqa: ANN001, ANN003 - as CORSMiddleware
+        options = {"allow_origins": ["*"], "allow_methods": ALLOWED_METHODS,
+                   "allow_headers": ALLOWED_HEADERS, "expose_headers": EXPOSED_HEADERS,
+                   **options}
+        super().__init__(app, **options)
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """The preflight answer; a refusal says which method or headers to drop."""
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        problems = []
+        method = request_headers["access-control-request-method"]
+        if method not in self.allow_methods:
+            problems.append(f"the method {shorten(method)!r} is not offered (use "
+                            f"{', '.join(self.allow_methods)})")
+        requested = [name.strip() for name in
+                     request_headers.get("access-control-request-headers", "").split(",")]
+        refused = [name for name in requested if name and name.lower() not in self.allow_headers]
+        if refused:
+            allowed = sorted({*SAFELISTED_HEADERS, *ALLOWED_HEADERS})
+            problems.append(f"the header(s) {shorten(', '.join(refused))!r} are not accepted "
+                            f"(send only {', '.join(allowed)})")
+        if "access-control-request-private-network" in request_headers:
+            problems.append("private-network access is not offered")
+        if not self.is_allowed_origin(request_headers["origin"]):
+            problems.append(f"the origin {shorten(request_headers['origin'])!r} is not allowed")
+        cors_headers = {name: value for name, value in answer.headers.items()
+                        if name.startswith("access-control-") or name == "vary"}
+        error = UsageError("cross-origin request refused: " + "; ".join(problems or [
+            "the preflight request was not acceptable"]), headers=cors_headers)
+        return error_response(error)
