@@ -61,7 +61,9 @@ def _votable_error(answer: bytes, status: int) -> str:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     assert status_line.startswith(f"HTTP/1.1 {status} "), answer[:300]
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in header_lines]
-    response = httpx.Response(status, headers=headers, content=body)
+    # A stalled request is answered before its path is read, so always as a VOTable.
+    response = httpx.Response(status, headers=headers, content=body,
+                              request=httpx.Request("GET", "http://stalled.invalid/"))
     assert response.headers["connection"] == "close"
     assert int(response.headers["content-length"]) == len(body)
     return assert_dali_error(response, status)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.middleware.cors import SAFELISTED_HEADERS, CORSMiddleware
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from vo_service.protocols.dali import UsageError, error_response
 from vo_service.protocols.dali_values import shorten
+from vo_service.protocols.error_format import accept_prefers_votable
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE")
 ALLOWED_HEADERS = ("Authorization",)
@@ -31,7 +33,20 @@ class DALICORSMiddleware(CORSMiddleware):
                    **options}
         super().__init__(app, **options)
 
-    def preflight_response(self, request_headers: Headers) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As CORSMiddleware; a preflight of SODA ``/sync`` is refused in text/plain like
+        every other ``/sync`` error (SODA 1.0 §5.2), unless it asks for a VOTable."""
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
+        if (scope["type"] == "http" and scope["method"] == "OPTIONS" and "origin" in headers
+                and "access-control-request-method" in headers):
+            plain = (scope["path"].rstrip("/").endswith("/sync")
+                     and not accept_prefers_votable(headers.get("accept")))
+            await self.preflight_response(headers, plain_text=plain)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def preflight_response(self, request_headers: Headers, *,
+                           plain_text: bool = False) -> Response:
         """The preflight answer; a refusal says which method or headers to drop."""
         answer = super().preflight_response(request_headers)
         if answer.status_code < 400:
@@ -56,4 +71,4 @@ class DALICORSMiddleware(CORSMiddleware):
                         if name.startswith("access-control-") or name == "vary"}
         error = UsageError("cross-origin request refused: " + "; ".join(problems or [
             "the preflight request was not acceptable"]), headers=cors_headers)
-        return error_response(error)
+        return error_response(error, plain_text=plain_text)
