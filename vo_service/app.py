@@ -122,7 +122,8 @@ def create_app(settings: Settings) -> Starlette:
                                allow_headers=["Authorization"],
                                expose_headers=["Location", "Content-Disposition", "Retry-After",
                                                "Last-Modified", "ETag", "WWW-Authenticate"]),
-                    Middleware(BearerAuthMiddleware, owners=token_owners)],
+                    Middleware(BearerAuthMiddleware, owners=token_owners),
+                    Middleware(dali.StorageFailureMiddleware)],
         exception_handlers={
             dali.DALIError: dali.dali_exception_handler,
             HTTPException: http_error,
