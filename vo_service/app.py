@@ -80,7 +80,8 @@ def create_app(settings: Settings) -> Starlette:
     """The vo-service web application over the index at ``settings.index_path``."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     index = ArchiveIndex(settings.index_path)
-    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes,
+                        min_free_bytes=settings.limits.cache_min_free_bytes)
     job_service = uws.create_job_service(settings, index, cache)
     token_owners = load_token_owners(settings)  # None: no authentication
 

@@ -32,6 +32,8 @@ class Limits:
     default_execution_duration: int = 3600
     default_destruction_days: float = 7.0
     cache_bytes: int = 2 * 1024**3
+    # The cache never fills its file system beyond this much free space (it evicts instead).
+    cache_min_free_bytes: int = 64 * 1024**2
     maxrec_default: int = 10_000
     # Per owner (token holder; everyone shares the anonymous owner when auth is off):
     # unfinished jobs (PENDING, QUEUED, EXECUTING, HELD) and bytes of kept results.
