@@ -37,7 +37,7 @@ class Limits:
     cache_min_free_bytes: int = 64 * 1024**2
     # A file of this size kept in state_dir/jobs and deleted when the disk is full, so that
     # the job database can still record failed, aborted and deleted jobs (0: none).
-    state_reserve_bytes: int = 32 * 1024**2
+    state_reserve_bytes: int = 16 * 1024**2
     maxrec_default: int = 10_000
     # Per owner (token holder; everyone shares the anonymous owner when auth is off):
     # unfinished jobs (PENDING, QUEUED, EXECUTING, HELD) and bytes of kept results.
