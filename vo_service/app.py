@@ -29,6 +29,7 @@ from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.cors import DALICORSMiddleware
+from vo_service.jobs.reserve import SpaceReserve
 from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
 from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
@@ -80,8 +81,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The vo-service web application over the index at ``settings.index_path``."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    SpaceReserve.of_state(settings).release_if_full()  # room to open the databases
     index = ArchiveIndex(settings.index_path)
-    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes,
+                        min_free_bytes=settings.limits.cache_min_free_bytes)
     job_service = uws.create_job_service(settings, index, cache)
     token_owners = load_token_owners(settings)  # None: no authentication
 
@@ -119,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
         # need no token.
         middleware=[Middleware(DALICORSMiddleware),
                     Middleware(BearerAuthMiddleware, owners=token_owners),
+                    Middleware(dali.StorageFailureMiddleware),
                     Middleware(BodyTimeoutMiddleware,
                                seconds=settings.limits.body_timeout_seconds)],
         exception_handlers={

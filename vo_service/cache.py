@@ -11,17 +11,24 @@ file + ``os.replace``). The index (``<cache_dir>/index.sqlite``,
 was last used. Every hit re-reads the file and checks both, so a truncated, altered or
 missing file is dropped and recomputed, never served. Several threads and processes can
 share one cache directory.
+
+The byte budget is ``max_bytes``, and also what the file system can hold while keeping
+``min_free_bytes`` free (``shutil.disk_usage``): on a filling disk the cache shrinks, and
+a file that does not fit even so is refused as if the disk were full (ENOSPC), instead of
+taking the last bytes that the job database needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -33,12 +40,15 @@ from typing import BinaryIO
 import sqlite_utils
 
 from vo_service.cache_index import CacheIndex
+from vo_service.errors import storage_failure
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 # Files up to this size are verified from one read whose bytes the caller may reuse.
 KEEP_CONTENT_BYTES = 1024 * 1024
+# Free space the cache leaves on its file system by default (Limits.cache_min_free_bytes).
+MIN_FREE_BYTES = 64 * 1024**2
 
 
 def make_key(parts: Mapping[str, object]) -> str:
@@ -103,11 +113,17 @@ class CutoutCache:
     max_bytes
         Byte budget; after each ``put`` the least recently used entries are evicted until
         the total is within it (the entry just written is kept even if it alone is larger).
+    min_free_bytes
+        Free space to leave on the file system: the budget shrinks to what fits above it;
+        a put evicts first when its bytes would not fit, and raises ENOSPC if they still
+        do not.
     """
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *,
+                 min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
+        self.min_free_bytes = int(min_free_bytes)
         self.objects_dir = self.directory / "objects"
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         self.index = CacheIndex(self.directory / "index.sqlite")
@@ -157,7 +173,12 @@ class CutoutCache:
             if key not in opened:  # a repeated key is opened once
                 row = rows.get(key)
                 opened[key] = None if row is None else self._open_verified(key, row)
-        self.index.touch_many([key for key, cached in opened.items() if cached is not None])
+        try:
+            self.index.touch_many([key for key, cached in opened.items() if cached is not None])
+        except sqlite3.OperationalError as exc:  # a full disk: serve the hits all the same
+            if storage_failure(exc) is None:
+                raise
+            log.debug("cache hits not marked used: %s", exc)
         return opened
 
     def _open_verified(self, key: str, row: dict) -> CachedFile | None:
@@ -227,6 +248,9 @@ class CutoutCache:
         runs, which keeps every key of ``items``. Returns the paths by key."""
         paths: dict[str, Path] = {}
         entries: list[tuple[str, int, str]] = []
+        incoming = sum(len(c) if isinstance(c, bytes | bytearray | memoryview)
+                       else Path(c).stat().st_size for _, c in items)
+        self._make_room(incoming, [key for key, _ in items])
         try:
             for key, content in items:
                 paths[key], size, digest = self._write_file(key, content)
@@ -273,15 +297,43 @@ class CutoutCache:
         """Remove least recently used entries (never ``keep``) until the total fits the
         budget; return their keys.
 
-        The total is the running one (one row), so a put within budget costs O(1).
+        The total is the running one (one row), so a put within budget costs O(1). The budget
+        is also capped by the free space of the file system (see :meth:`spare_bytes`).
         """
-        victims = self.index.evict_over(self.max_bytes, keep)
+        victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=self.spare_bytes())
+        self._remove(victims)
+        return victims
+
+    def _make_room(self, incoming: int, keep: list[str]) -> None:
+        """Evict until ``incoming`` bytes fit above ``min_free_bytes``; ENOSPC if they
+        cannot (the disk is filled by something else than the cache)."""
+        spare = self.spare_bytes()
+        if spare is None or spare >= incoming:
+            return
+        victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare - incoming)
+        self._remove(victims)
+        spare = self.spare_bytes()
+        if spare is not None and spare < incoming:
+            raise OSError(errno.ENOSPC, f"the cutout cache keeps {self.min_free_bytes} bytes "
+                          f"free on its disk and cannot store {incoming} more "
+                          f"({spare + self.min_free_bytes} free)")
+
+    def spare_bytes(self) -> int | None:
+        """Bytes the cache may still add before its file system has less than
+        ``min_free_bytes`` free (negative: that many should go); None if unknown."""
+        try:
+            return shutil.disk_usage(self.directory).free - self.min_free_bytes
+        except OSError:
+            return None
+
+    def _remove(self, victims: list[str]) -> None:
+        """Delete the files of evicted keys."""
         for key in victims:
             with contextlib.suppress(FileNotFoundError):
                 self.path_for(key).unlink()
         if victims:
-            log.info("cache over budget: evicted %d entries", len(victims))
-        return victims
+            log.info("cache over budget (cache_bytes or free disk space): evicted %d entries",
+                     len(victims))
 
     # -- both -------------------------------------------------------------------------------
 

@@ -63,7 +63,8 @@ class CacheIndex:
         try:
             yield db
         except BaseException:
-            db.conn.execute("ROLLBACK")
+            if db.conn.in_transaction:  # SQLite already rolled back after "disk is full"
+                db.conn.execute("ROLLBACK")
             raise
         db.conn.execute("COMMIT")
 
@@ -159,16 +160,20 @@ class CacheIndex:
                 [(key, size, sha256, now, now) for key, size, sha256 in entries],
             )
 
-    def evict_over(self, max_bytes: int, keep: str | Collection[str] | None = None
-                   ) -> list[str]:
+    def evict_over(self, max_bytes: int, keep: str | Collection[str] | None = None, *,
+                   spare_bytes: int | None = None) -> list[str]:
         """Delete least recently used entries (never ``keep``: one key or several) until the
-        total fits ``max_bytes``; return their keys, whose files the caller removes.
+        total fits ``max_bytes`` and, if given, ``spare_bytes`` more would still fit on the
+        disk (negative: that many bytes must go); return their keys, whose files the caller
+        removes.
 
         The total is the running one (one row), so a put within budget costs O(1), and an
         eviction reads only as many entries, oldest first, as it removes.
         """
         with self.write() as db:
             total = int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
+            if spare_bytes is not None:
+                max_bytes = min(max_bytes, total + spare_bytes)
             if total <= max_bytes:
                 return []
             kept = {keep} if isinstance(keep, str) else set(keep or ())

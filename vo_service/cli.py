@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from vo_service.app import create_app
     from vo_service.archive.index import run_index
+    from vo_service.errors import storage_failure
     from vo_service.request_timeouts import uvicorn_options
 
     settings = _settings(args)
@@ -94,12 +95,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, port=args.port)
-    report = run_index(settings)
-    print(report.summary())
+    try:
+        print(run_index(settings).summary())
+    except Exception as exc:
+        problem = storage_failure(exc)
+        if problem is None:
+            raise
+        # The index as it is still answers queries; what needs the disk answers 503.
+        log.warning("the state directory %s cannot be written (%s): serving the archive "
+                    "index read-only as it was last built, without re-indexing; jobs and "
+                    "new cutouts answer 503 ServiceUnavailable until it can be written again",
+                    settings.state_dir, problem)
     if settings.executor == "dask":
         print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
+    try:
+        app = create_app(settings)
+    except Exception as exc:
+        problem = storage_failure(exc)
+        if problem is None:
+            raise
+        log.error("cannot open the databases in the state directory %s (%s): free space "
+                  "on its disk, then start again", settings.state_dir, problem)
+        return 1
     print(f"serving on http://{settings.host}:{settings.port}/")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                 **uvicorn_options(settings))
     return 0
 

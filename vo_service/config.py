@@ -35,6 +35,12 @@ class Limits:
     default_execution_duration: int = 3600
     default_destruction_days: float = 7.0
     cache_bytes: int = 2 * 1024**3
+    # The cutout cache leaves this much free on its file system: it evicts, and refuses
+    # (503 ServiceUnavailable) a file that would still not fit.
+    cache_min_free_bytes: int = 64 * 1024**2
+    # A file of this size kept in state_dir/jobs and deleted when the disk is full, so that
+    # the job database can still record failed, aborted and deleted jobs (0: none).
+    state_reserve_bytes: int = 16 * 1024**2
     maxrec_default: int = 10_000
     # Per owner (token holder; everyone shares the anonymous owner when auth is off):
     # unfinished jobs (PENDING, QUEUED, EXECUTING, HELD) and bytes of kept results.

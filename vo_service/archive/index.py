@@ -159,7 +159,8 @@ class ArchiveIndex:
                 self._bump()
                 self.db.conn.execute("COMMIT")
             except BaseException:
-                self.db.conn.execute("ROLLBACK")
+                if self.db.conn.in_transaction:  # SQLite already rolled back a full disk
+                    self.db.conn.execute("ROLLBACK")
                 raise
             report.images = self.db["images"].count
         return report

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vo_service.catalogs import Catalog
+from vo_service.errors import storage_failure
 from vo_service.jobs.batch_cut import Outcome, StampTask, Target
 from vo_service.jobs.batch_params import (
     DEFAULT_SIZE_PIX,
@@ -222,6 +223,8 @@ class BatchJob:
                     packed = future.result()
                     outcomes = packed.outcomes
                 except Exception as exc:  # a bug or an unreadable image: report, go on
+                    if storage_failure(exc) is not None:  # a full disk: the job cannot go on
+                        raise
                     log.exception("batch job %s: cutting %s failed", context.job_id,
                                   task.record.obs_publisher_did)
                     reason = f"internal error: {exc}"

@@ -39,7 +39,8 @@ def make_resources(settings: Settings, index: Any, cache: Any = None) -> JobReso
     if cache is None:
         from vo_service.cache import CutoutCache
 
-        cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+        cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes,
+                            min_free_bytes=settings.limits.cache_min_free_bytes)
     from vo_service.jobs.remote import BatchExecutors
 
     return JobResources(settings, index, cache, BatchExecutors(settings))

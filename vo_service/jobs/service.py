@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from vo_service.config import Settings
+from vo_service.errors import storage_failure
 from vo_service.jobs.context import (
     JobContext,
     JobFailed,
@@ -39,6 +42,7 @@ from vo_service.jobs.phases import (
     RUNNABLE_PHASES,
     Phase,
 )
+from vo_service.jobs.reserve import SpaceReserve
 from vo_service.jobs.store import (
     JobRecord,
     JobStore,
@@ -47,7 +51,6 @@ from vo_service.jobs.store import (
     now,
     parse_time,
 )
-from vo_service.protocols.dali import storage_failure
 
 log = logging.getLogger(__name__)
 __all__ = ["JobContext", "JobFailed", "JobKind", "JobParameterError", "JobService",
@@ -88,7 +91,8 @@ class JobService:
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
-        self.store = JobStore(settings.jobs_dir)
+        self.reserve = SpaceReserve.of_state(settings)
+        self.store = JobStore(settings.jobs_dir, self.reserve)
         self.kinds = dict(kinds)
         self.choose_kind = choose_kind
         self.resources = resources
@@ -107,7 +111,7 @@ class JobService:
         """Startup hook: recover jobs a previous process left running, start the sweep."""
         self._loop = asyncio.get_running_loop()
         self.recover()
-        self.sweep()
+        self._sweep_logged()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -126,45 +130,70 @@ class JobService:
         close = getattr(self.resources, "close", None)
         if close is not None:
             await asyncio.to_thread(close)
+        if self.store.flush_unsaved():
+            log.error("%d job changes could not be written (the disk is full); those jobs "
+                      "are resumed or failed again at the next start", len(self.store.unsaved))
         self.store.close()
 
     def recover(self) -> None:
-        """Re-queue jobs that were QUEUED or EXECUTING when the last process ended."""
+        """Re-queue jobs that were QUEUED or EXECUTING when the last process ended; a job
+        that cannot be re-queued for lack of space ends in ERROR saying so."""
         for job in self.store.list(phases=[Phase.QUEUED, Phase.EXECUTING]):
-            if job.phase is Phase.EXECUTING and job.attempts >= MAX_ATTEMPTS:
+            try:
+                self._recover(job)
+            except Exception as exc:
+                if storage_failure(exc) is None:
+                    raise
                 self.store.change_phase(
-                    job.job_id, Phase.ERROR, only_from=[Phase.EXECUTING],
-                    end_time=format_time(now()), error_type="fatal",
-                    error_message=f"Error: the service restarted {job.attempts} times while "
-                    "this job was executing; it was stopped. Create it again, perhaps "
-                    "with fewer targets.",
-                )
-                continue
-            self.store.clear_results(job.job_id)
-            remove_result_files(self.store.job_dir(job.job_id))
+                    job.job_id, Phase.ERROR, only_from=[Phase.QUEUED, Phase.EXECUTING],
+                    end_time=format_time(now()), error_type="transient",
+                    error_message=failure_message(job.job_id, exc))
+
+    def _recover(self, job: JobRecord) -> None:
+        if job.phase is Phase.EXECUTING and job.attempts >= MAX_ATTEMPTS:
             self.store.change_phase(
-                job.job_id, Phase.QUEUED, only_from=[job.phase],
-                start_time=None, progress_done=0, progress_total=0,
+                job.job_id, Phase.ERROR, only_from=[Phase.EXECUTING],
+                end_time=format_time(now()), error_type="fatal",
+                error_message=f"Error: the service restarted {job.attempts} times while "
+                "this job was executing; it was stopped. Create it again, perhaps "
+                "with fewer targets.",
             )
-            log.info("re-queued job %s after a restart", job.job_id)
-            self._submit(job.job_id)
+            return
+        self.store.clear_results(job.job_id)
+        remove_result_files(self.store.job_dir(job.job_id))
+        self.store.change_phase(
+            job.job_id, Phase.QUEUED, only_from=[job.phase],
+            start_time=None, progress_done=0, progress_total=0,
+        )
+        log.info("re-queued job %s after a restart", job.job_id)
+        self._submit(job.job_id)
 
     def sweep(self) -> None:
-        """Destroy jobs whose destruction time has passed, with their files."""
+        """Write job changes a full disk refused, destroy jobs whose destruction time has
+        passed (with their files), forget orphans, and make the space reserve again."""
+        unsaved = self.store.flush_unsaved()
         for job_id in self.store.expired(format_time(now())):
             self.delete(job_id)
         with self._guard:
             running = list(self._aborts)
         self.store.forget_orphans(running)
         self.store.forget_stamp_outcomes(OUTCOME_DAYS * 86400)
+        if not unsaved:
+            self.reserve.fill()
+
+    def _sweep_logged(self) -> None:
+        try:
+            self.sweep()
+        except Exception as exc:  # keep sweeping; a failed sweep is retried next time
+            if storage_failure(exc) is None:
+                log.exception("job sweep failed")
+            else:
+                log.warning("job sweep stopped: %s", exc)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            try:
-                await asyncio.to_thread(self.sweep)
-            except Exception:  # keep sweeping; a failed sweep is retried next time
-                log.exception("job sweep failed")
+            await asyncio.to_thread(self._sweep_logged)
 
     # -- client actions ---------------------------------------------------------------
 
@@ -177,12 +206,15 @@ class JobService:
         for a bad value, OwnerLimitError if its owner already has too many jobs or result
         bytes. With ``ready`` (RUN in the creating request) it must also be complete."""
         self.check_owner_limits(owner_id)
+        if not self.reserve.fill():  # the disk is (nearly) full: no new work
+            raise OSError(errno.ENOSPC, "the disk of the job directory has no room for the "
+                          "space reserve of the job database; no new jobs until space is freed")
         kind_name = self.choose_kind(parameters)
         kind = self.kinds[kind_name]
         job_id = secrets.token_hex(8)
         job_dir = self.store.job_dir(job_id)
-        saved = save_uploads(job_dir, uploads)
-        try:
+        try:  # a half-saved upload (full disk) goes too
+            saved = save_uploads(job_dir, uploads)
             estimate = kind.validate(parameters, saved)
             if ready:
                 kind.check_ready(parameters, saved)
@@ -334,13 +366,16 @@ class JobService:
     def _execute(self, job_id: str, flag: threading.Event) -> None:
         try:
             self._execute_job(job_id, flag)
-        except Exception:  # a bug in the machinery: fail the job instead of leaving it
-            log.exception("job %s crashed", job_id)
+        except Exception as exc:  # the machinery failed: fail the job instead of leaving it
+            storage = storage_failure(exc) is not None  # e.g. no room to record EXECUTING
             self.store.change_phase(
                 job_id, Phase.ERROR, only_from=[Phase.QUEUED, Phase.EXECUTING],
-                end_time=format_time(now()), error_type="fatal",
-                error_message="Error: internal failure while running the job",
+                end_time=format_time(now()), error_type="transient" if storage else "fatal",
+                error_message=failure_message(job_id, exc) if storage
+                else "Error: internal failure while running the job",
             )
+            if not storage:
+                log.exception("job %s crashed", job_id)
             self._notify(job_id)
         finally:
             with self._guard:
@@ -376,8 +411,9 @@ class JobService:
             outcome, message = Phase.ERROR, failure_message(job_id, failure)
         if self.stopping and not flag.is_set():
             # left EXECUTING on purpose: recover() re-queues it at the next start; a clean
-            # shutdown is not counted as a failed attempt
-            self.store.update(job_id, attempts=job.attempts)
+            # shutdown is not counted as a failed attempt (if the disk lets us say so)
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.store.update(job_id, attempts=job.attempts)
             return
         transient = bool(message) and message.startswith("ServiceUnavailable:")
         finished = self.store.change_phase(

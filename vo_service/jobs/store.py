@@ -3,6 +3,11 @@
 One database file under ``settings.jobs_dir`` in WAL mode, so that every job survives a
 restart; result files live in ``<jobs_dir>/<job id>/``. One connection shared by the
 event loop and the worker threads, serialised by a lock (every statement is short).
+
+On a full disk the store deletes its space reserve (:mod:`vo_service.jobs.reserve`) and
+tries again; a final phase or a deletion that still cannot be written is kept in memory
+(:class:`~vo_service.jobs.unsaved.UnsavedChanges`), shown to every reader as if written,
+and written by :meth:`JobStore.flush_unsaved` once the disk has room.
 """
 
 from __future__ import annotations
@@ -18,10 +23,16 @@ from pathlib import Path
 
 import sqlite_utils
 
-from vo_service.jobs.phases import Phase
+from vo_service.errors import storage_failure
+from vo_service.jobs.phases import FINAL_PHASES, Phase
+from vo_service.jobs.reserve import SpaceReserve
+from vo_service.jobs.unsaved import UnsavedChanges
 
 ANY_OWNER = object()  # JobStore.list: jobs of every owner
 ORPHAN_AGE_SECONDS = 3600
+# Result rows deleted per transaction: a job of 100,000 results is deleted through a WAL of
+# under 1 MB reused between chunks, not one that must grow by 14 MB on a full disk.
+DELETE_CHUNK = 2000
 
 
 def format_time(moment: datetime) -> str:
@@ -108,8 +119,9 @@ _JOB_COLUMNS = {
 class JobStore:
     """Jobs, parameters and results in SQLite; files in one directory per job."""
 
-    def __init__(self, jobs_dir: Path) -> None:
+    def __init__(self, jobs_dir: Path, reserve: SpaceReserve | None = None) -> None:
         self.jobs_dir = Path(jobs_dir)
+        self.unsaved = UnsavedChanges(self._apply, reserve)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(
             self.jobs_dir / "jobs.sqlite", check_same_thread=False, isolation_level=None
@@ -164,7 +176,8 @@ class JobStore:
         """The job, or None if there is no such job."""
         with self._lock:
             rows = list(self._db.query("SELECT * FROM jobs WHERE job_id = ?", [job_id]))
-        return JobRecord.from_row(rows[0]) if rows else None
+            row = self.unsaved.applied(job_id, rows[0] if rows else None)
+        return JobRecord.from_row(row) if row else None
 
     def update(self, job_id: str, **changes: object) -> None:
         """Change some columns of a job."""
@@ -179,18 +192,60 @@ class JobStore:
         """Move a job to ``phase`` if it is in one of ``only_from``; True if it moved.
 
         The check and the write are one statement, so a worker finishing a job and a
-        client aborting it cannot both win.
+        client aborting it cannot both win. A final phase that a full disk refuses is kept
+        in memory (see the module's docstring); any other storage failure raises.
         """
         sources = [str(p) for p in only_from]
         assignments = {"phase": str(phase), **changes}
         sets = ", ".join(f"{name} = ?" for name in assignments)
         marks = ", ".join("?" for _ in sources)
         with self._lock:
-            cursor = self._db.execute(
-                f"UPDATE jobs SET {sets} WHERE job_id = ? AND phase IN ({marks})",
-                [*assignments.values(), job_id, *sources],
-            )
+            if self.unsaved.holds(job_id):
+                current = self.unsaved.phase(job_id)
+                if current is None or current not in sources:
+                    return False
+                self.unsaved.write_or_keep(job_id,
+                                           {**self.unsaved.changes(job_id), **assignments})
+                return True
+            try:
+                cursor = self.unsaved.with_reserve(lambda: self._db.execute(
+                    f"UPDATE jobs SET {sets} WHERE job_id = ? AND phase IN ({marks})",
+                    [*assignments.values(), job_id, *sources],
+                ))
+            except sqlite3.OperationalError as exc:
+                if phase not in FINAL_PHASES or storage_failure(exc) is None:
+                    raise
+                job = self.get(job_id)
+                if job is None or str(job.phase) not in sources:
+                    return False
+                self.unsaved.keep(job_id, assignments, exc)
+                return True
             return cursor.rowcount == 1
+
+    # -- writes a full disk refuses ---------------------------------------------------
+
+    def _apply(self, job_id: str, changes: dict[str, object] | None) -> None:
+        """Write kept columns of a job, or delete its rows (results in chunks)."""
+        if changes is not None:
+            self._db["jobs"].update(job_id, changes)
+            return
+        with self._db.conn:
+            for table in ("parameters", "jobs"):
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
+        self._delete_results("job_id = ?", [job_id])
+
+    def _delete_results(self, where: str, values: list[object]) -> None:
+        """Delete result rows matching ``where``, DELETE_CHUNK per transaction, with a
+        checkpoint after each so that the next one reuses the same WAL pages."""
+        while self._db.execute(
+                f"DELETE FROM results WHERE rowid IN (SELECT rowid FROM results WHERE {where} "
+                f"LIMIT {DELETE_CHUNK})", values).rowcount == DELETE_CHUNK:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def flush_unsaved(self) -> int:
+        """Write what a full disk refused; returns how many jobs are still unsaved."""
+        with self._lock:
+            return self.unsaved.flush()
 
     def list(
         self, *, phases: Iterable[Phase] = (), after: str | None = None,
@@ -198,6 +253,15 @@ class JobStore:
     ) -> list[JobRecord]:
         """Jobs filtered as the UWS job list does (§2.2.1.1), oldest first unless ``last``;
         ``owner_id`` keeps one owner's jobs (None: the anonymous ones)."""
+        with self._lock:
+            if self.unsaved:  # filter after applying what is kept in memory
+                jobs = [job for job in self._list((), after, None, owner_id)
+                        if not phases or job.phase in set(phases)]
+                return jobs[::-1][:last] if last is not None else jobs
+            return self._list(phases, after, last, owner_id)
+
+    def _list(self, phases: Iterable[Phase], after: str | None, last: int | None,
+              owner_id: str | None | object) -> list[JobRecord]:
         where, values = [], []
         phase_names = [str(p) for p in phases]
         if phase_names:
@@ -219,7 +283,8 @@ class JobStore:
         else:
             sql += " ORDER BY creation_time, rowid"
         with self._lock:
-            return [JobRecord.from_row(row) for row in self._db.query(sql, values)]
+            rows = (self.unsaved.applied(row["job_id"], row) for row in self._db.query(sql, values))
+            return [JobRecord.from_row(row) for row in rows if row is not None]
 
     def expired(self, moment: str) -> list[str]:
         """IDs of jobs whose destruction time has passed."""
@@ -234,6 +299,8 @@ class JobStore:
         """How many jobs are in any of ``phases``."""
         names = [str(p) for p in phases]
         with self._lock:
+            if self.unsaved:
+                return len(self.list(phases=phases))
             rows = list(self._db.query(
                 f"SELECT count(*) AS n FROM jobs WHERE phase IN ({', '.join('?' * len(names))})",
                 names,
@@ -244,6 +311,13 @@ class JobStore:
         """(jobs of ``owner_id`` in ``phases``, bytes of all its results); None = anonymous."""
         names = [str(p) for p in phases]
         with self._lock:
+            if self.unsaved:
+                unfinished = len(self.list(phases=phases, owner_id=owner_id))
+                sizes = self._db.query(
+                    "SELECT r.job_id, sum(r.size) AS n FROM results r JOIN jobs j "
+                    "ON r.job_id = j.job_id WHERE j.owner_id IS ? GROUP BY r.job_id", [owner_id])
+                return unfinished, sum(int(row["n"]) for row in sizes
+                                       if not self.unsaved.deleted(row["job_id"]))
             jobs = list(self._db.query(
                 f"SELECT count(*) AS n FROM jobs WHERE owner_id IS ? AND phase IN "
                 f"({', '.join('?' * len(names))})", [owner_id, *names]))
@@ -253,11 +327,11 @@ class JobStore:
         return int(jobs[0]["n"]), int(sizes[0]["n"])
 
     def delete(self, job_id: str) -> None:
-        """Forget a job and remove its files."""
-        with self._lock, self._db.conn:
-            for table in ("results", "parameters", "jobs"):
-                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", [job_id])
+        """Remove a job's files, then forget it: in this order the files free space on a
+        full disk for the database to record the deletion (else it is kept in memory)."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        with self._lock:
+            self.unsaved.write_or_keep(job_id, None)
 
     def forget_orphans(self, running: Iterable[str]) -> int:
         """Remove rows and old folders of jobs that no longer exist (deleted while running).
@@ -265,11 +339,11 @@ class JobStore:
         Jobs in ``running`` are left alone: their worker may still be writing.
         """
         busy = set(running)
-        with self._lock, self._db.conn:
+        with self._lock:
             known = {row["job_id"] for row in self._db.query("SELECT job_id FROM jobs")}
-            for table in ("results", "parameters"):
-                self._db.execute(
-                    f"DELETE FROM {table} WHERE job_id NOT IN (SELECT job_id FROM jobs)")
+            self._db.execute(
+                "DELETE FROM parameters WHERE job_id NOT IN (SELECT job_id FROM jobs)")
+            self._delete_results("job_id NOT IN (SELECT job_id FROM jobs)", [])
         removed = 0
         settled = time.time() - ORPHAN_AGE_SECONDS  # spares folders of jobs being created
         for folder in self.jobs_dir.iterdir():

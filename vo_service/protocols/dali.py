@@ -11,13 +11,10 @@ The exceptions live in :mod:`~vo_service.protocols.dali_errors` and the value pa
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import math
-import os
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,9 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vo_service.errors import storage_failure
 from vo_service.protocols.dali_errors import (
     AuthenticationError,
     DALIError,
@@ -67,6 +66,7 @@ __all__ = [
     "parse_pos", "parse_range", "parse_responseformat", "parse_timestamp",
     "public_base_url", "read_params", "request_error_response", "server_error_handler",
     "votable_bytes", "votable_response",
+    "StorageFailureMiddleware", "storage_error", "storage_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,42 +175,69 @@ async def dali_exception_handler(request: Request, exc: Exception) -> Response:
 
 # Failures of the service's own storage: not the client's fault and not a bug, but a state
 # the operators fix (free space, permissions); clients should retry later.
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                  errno.EIO}
-STORAGE_SQLITE_ERRORS = ("database or disk is full", "readonly database", "disk i/o error",
-                         "unable to open database file")
 STORAGE_RETRY_SECONDS = 60
 
 
-def storage_failure(exc: BaseException) -> str | None:
-    """What went wrong if ``exc`` (or its cause) is a failing disk or state directory."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-            return os.strerror(exc.errno)
-        if isinstance(exc, sqlite3.OperationalError) and any(
-                text in str(exc).lower() for text in STORAGE_SQLITE_ERRORS):
-            return str(exc)
-        exc = exc.__cause__ or exc.__context__
-    return None
+def storage_error(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 answer to ``exc`` if it is a failing disk (full, read-only, no permission)."""
+    problem = storage_failure(exc)
+    if problem is None:
+        return None
+    return ServiceUnavailable(
+        f"the service cannot write its files ({problem}); the operators have been told, "
+        "retry later", retry_after=STORAGE_RETRY_SECONDS)
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
-    """Any other exception is a bug: log it with the traceback, answer a 500 DALI error.
+    """Any other exception is a bug: one log line, a 500 DALI error (Starlette re-raises the
+    exception afterwards, so the server logs its traceback once).
 
-    Except a failing disk (full, read-only, no permission): a 503 ServiceUnavailable with
-    Retry-After that names the problem; the service works again once the disk does.
+    Except a failing disk (see :class:`StorageFailureMiddleware`, which normally answers it
+    first): a 503 ServiceUnavailable with Retry-After that names the problem.
     """
-    problem = storage_failure(exc)
-    if problem is not None:
+    error = storage_error(exc)
+    if error is not None:
         log.error("storage failure on %s %s: %s", request.method, request.url.path, exc)
-        return request_error_response(request, ServiceUnavailable(
-            f"the service cannot write its files ({problem}); the operators have been told, "
-            "retry later", retry_after=STORAGE_RETRY_SECONDS))
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return request_error_response(request, error)
+    log.error("unhandled error on %s %s: %s: %s", request.method, request.url.path,
+              type(exc).__name__, exc)
     error = DALIError("internal error; the operators have been told (see the server log)")
     return error_response(error, plain_text=bool(request.scope.get(PLAIN_ERRORS_KEY)))
+
+
+class StorageFailureMiddleware:
+    """Answer a failing disk with 503 ServiceUnavailable + Retry-After and one log line.
+
+    Starlette's outermost middleware answers every other exception with a 500 and then
+    re-raises it for the server to log with its traceback; a full or read-only disk is a
+    known state of the service, not a bug, so it is answered here and logged once.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            log.error("storage failure on %s %s: %s", scope["method"], scope["path"], exc)
+            if not started:  # else the client sees a cut-off answer, as on any failure
+                response = error_response(error, standard_id=scope.get("vo_standard_id"),
+                                          plain_text=bool(scope.get(PLAIN_ERRORS_KEY)))
+                await response(scope, receive, send)
 
 
 # ---------------------------------------------------------------------------------------

@@ -399,5 +399,7 @@ async def preview_endpoint(request: Request) -> Response:
     try:
         body = await run_in_threadpool(_cached_preview, cache, record, key, fmt)
     except (OSError, ValueError) as exc:
+        if dali.storage_failure(exc) is not None:  # a full disk: 503, retry later
+            raise
         raise dali.DALIError(f"the preview of {did!r} could not be rendered: {exc}") from exc
     return Response(body, media_type=requested.content_type, headers=headers)
