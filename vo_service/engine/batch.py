@@ -24,11 +24,11 @@ from vo_service.engine.cutout import (
 )
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError
+from vo_service.engine.tiles import read_boxes
 from vo_service.engine.writing import atomic_write, dtype_bitpix, empty_primary_bytes
 from vo_service.shapes import Shape
 
 MAX_WORKERS = 16
-STRIP_BYTES = 64 * 1024 * 1024  # budget of one decompressed strip of a compressed image
 
 
 def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=None,
@@ -68,47 +68,11 @@ def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=
 
 def _read_pixels(image: OpenImage, plans: list[Plan]) -> Iterator[tuple[int, np.ndarray]]:
     wanted = [(index, plan.read_box) for index, plan in enumerate(plans) if plan.read_box]
-    if image.is_compressed and len(image.fits_shape) == 2 and _strips_cheaper(image, wanted):
-        yield from _read_strips(image, wanted)
+    if image.is_compressed and len(image.fits_shape) == 2:
+        yield from read_boxes(image, wanted)  # each tile decompressed once per batch
         return
     for index, box in wanted:
         yield index, image.read(box)
-
-
-def _strips_cheaper(image: OpenImage, wanted) -> bool:
-    """Section reads decompress every touched tile per box; a strip pass decompresses the
-    rows under the boxes once. Choose strips when the per-box tile area is larger."""
-    if not wanted:
-        return False
-    tile_x, tile_y = (image.tile_shape or image.fits_shape)[:2]
-    per_box = sum(
-        (-(-box.x1 // tile_x) - box.x0 // tile_x) * tile_x
-        * (-(-box.y1 // tile_y) - box.y0 // tile_y) * tile_y
-        for _, box in wanted
-    )
-    covered_rows, reach = 0, -1
-    for start, stop in sorted((box.y0, box.y1) for _, box in wanted):
-        start = max(start, reach)
-        if stop > start:
-            covered_rows += stop - start
-        reach = max(reach, stop)
-    return per_box > covered_rows * image.fits_shape[0]
-
-
-def _read_strips(image: OpenImage, wanted) -> Iterator[tuple[int, np.ndarray]]:
-    width, height = image.fits_shape[:2]
-    rows = max(1, STRIP_BYTES // max(1, width * image.dtype.itemsize))
-    pending = sorted(wanted, key=lambda item: item[1].y0)
-    while pending:
-        top = pending[0][1].y0
-        lowest = max(box.y1 for _, box in pending)  # never decompress rows below every box
-        bottom = min(height, lowest, max(top + rows, pending[0][1].y1))
-        inside = [item for item in pending if item[1].y1 <= bottom]
-        strip = image.read_rows(top, bottom)
-        for index, box in inside:
-            yield index, strip[box.y0 - top:box.y1 - top, box.x0:box.x1].copy()
-        done = {id(item) for item in inside}
-        pending = [item for item in pending if id(item) not in done]
 
 
 def cut_many(path: str | Path, hdu: int | str, regions: Sequence[Shape], **options
