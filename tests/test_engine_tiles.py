@@ -63,8 +63,12 @@ def touched(boxes, tile_shape, shape) -> np.ndarray:
     return grid
 
 
-def test_batch_stamps_equal_the_plain_image_and_each_tile_decodes_once(images, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_stamps_equal_the_plain_image_and_each_tile_decodes_once(images, monkeypatch,
+                                                                        threads):
     plain, packed = images
+    monkeypatch.setattr(tiles, "DECODE_THREADS", threads)
+    monkeypatch.setattr(tiles, "BAND_BYTES", 200 * 4 * 20)  # bands of about 20 rows
     regions = targets_on(plain, 90, seed=11)  # partial stamps at the edges included
     calls = decoded_tiles(monkeypatch)
     with OpenImage(packed, 1) as image:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vo_service.engine import tiles
 from vo_service.engine.bundle import BundleWriter, ZipAppender, ZipStream  # noqa: F401
 from vo_service.engine.cutout import (
     CutoutResult,
@@ -285,9 +286,11 @@ _worker_images: OpenImagePool | None = None
 
 def _start_worker() -> None:
     """Initializer of worker processes: tasks of the same image that land on one worker
-    share one opened image (file, header, WCS), instead of opening it per task."""
+    share one opened image (file, header, WCS), instead of opening it per task, and
+    tile-compressed images are decoded in the worker's own thread."""
     global _worker_images
     _worker_images = OpenImagePool(size=4)
+    tiles.DECODE_THREADS = 1  # the pool already runs a process per core
 
 
 @contextlib.contextmanager

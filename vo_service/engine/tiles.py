@@ -5,13 +5,17 @@ bands of whole tile rows (about BAND_BYTES each, at least one tile row); a band 
 only the tiles some box of the batch touches, in tile-aligned rectangles (one
 `CompImageHDU.section` call per rectangle), and is dropped as soon as the sweep has
 passed below it. So every tile the batch needs is decompressed once, none it does not
-need is decompressed, and memory holds only the bands under the current box. A box
-taller than TALL_BYTES of full-width rows is read on its own (its tiles only).
+need is decompressed, and memory holds only the bands under the current box plus a few
+decoded ahead by DECODE_THREADS threads. A box taller than TALL_BYTES of full-width rows
+is read on its own (its tiles only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -21,6 +25,8 @@ from vo_service.engine.reading import OpenImage
 BAND_BYTES = 8 * 1024 * 1024  # decoded pixels of one band (at least one tile row)
 TALL_BYTES = 64 * 1024 * 1024  # boxes spanning more full-width rows are read alone
 MAX_TILES = 1 << 22  # a tile grid larger than this (tiny tiles) is read box by box
+DECODE_THREADS = min(2, os.cpu_count() or 1)  # 1 in pool workers (one per core already)
+MIN_THREADED_BANDS = 3  # fewer bands are decoded in the calling thread
 
 
 def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
@@ -36,26 +42,88 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
             yield index, image.read(box)
         return
     band_rows = tile_y * max(1, BAND_BYTES // (tile_y * row_bytes))
-    needed = needed_tiles([box for _, box in wanted], (tile_x, tile_y), grid)
-    bands: dict[int, np.ndarray] = {}
+    swept = []
     for index, box in sorted(wanted, key=lambda item: item[1].y0):
         if (box.y1 - box.y0) * row_bytes > TALL_BYTES:
-            yield index, image.read(box)
-            continue
-        first, last = box.y0 // band_rows, (box.y1 - 1) // band_rows
-        for passed in [number for number in bands if number < first]:
-            del bands[passed]  # every later box starts at or below this box
-        pieces = []
-        for number in range(first, last + 1):
-            band = bands.get(number)
-            if band is None:
-                band = bands[number] = _decode_band(image, number, band_rows, tile_y, tile_x,
-                                                    needed)
-            top = number * band_rows
-            pieces.append(band[max(box.y0, top) - top:min(box.y1, top + band_rows) - top,
-                               box.x0:box.x1])
-        stamp = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        yield index, stamp.astype(image.dtype)  # one copy, swapped to big-endian
+            yield index, image.read(box)  # before any decoding thread uses the file
+        else:
+            swept.append((index, box))
+    if not swept:
+        return
+    needed = needed_tiles([box for _, box in swept], (tile_x, tile_y), grid)
+    numbers = sorted({number for _, box in swept
+                      for number in range(box.y0 // band_rows, (box.y1 - 1) // band_rows + 1)})
+
+    def decode(opened: OpenImage, number: int) -> np.ndarray:
+        return _decode_band(opened, number, band_rows, tile_y, tile_x, needed)
+
+    source = _Bands(image, numbers, decode)
+    bands: dict[int, np.ndarray] = {}
+    try:
+        for index, box in swept:
+            first, last = box.y0 // band_rows, (box.y1 - 1) // band_rows
+            for passed in [number for number in bands if number < first]:
+                del bands[passed]  # every later box starts at or below this box
+            pieces = []
+            for number in range(first, last + 1):
+                band = bands.get(number)
+                if band is None:
+                    band = bands[number] = source.get(number)
+                top = number * band_rows
+                pieces.append(band[max(box.y0, top) - top:min(box.y1, top + band_rows) - top,
+                                   box.x0:box.x1])
+            stamp = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            yield index, stamp.astype(image.dtype)  # one copy, swapped to big-endian
+    finally:
+        source.close()
+
+
+class _Bands:
+    """Decoded bands, asked for in ascending order. With DECODE_THREADS > 1 the next
+    bands are decoded ahead by threads (the codecs release the GIL), each on its own
+    opened copy of the image, as astropy HDUs are not thread-safe; at most
+    DECODE_THREADS + 1 bands wait decoded ahead."""
+
+    def __init__(self, image: OpenImage, numbers: list[int],
+                 decode: Callable[[OpenImage, int], np.ndarray]) -> None:
+        self._image = image
+        self._numbers = numbers
+        self._position = {number: position for position, number in enumerate(numbers)}
+        self._decode = decode
+        self._submitted = 0
+        self._futures: dict[int, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._opened: list[OpenImage] = []
+        self._lock = threading.Lock()
+        if DECODE_THREADS > 1 and len(numbers) >= MIN_THREADED_BANDS:
+            self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="tiles")
+
+    def get(self, number: int) -> np.ndarray:
+        if self._pool is None:
+            return self._decode(self._image, number)
+        ahead = min(len(self._numbers), self._position[number] + DECODE_THREADS + 2)
+        while self._submitted < ahead:
+            upcoming = self._numbers[self._submitted]
+            self._futures[upcoming] = self._pool.submit(self._decode_here, upcoming)
+            self._submitted += 1
+        return self._futures.pop(number).result()
+
+    def _decode_here(self, number: int) -> np.ndarray:
+        opened = getattr(self._local, "image", None)
+        if opened is None:
+            opened = self._local.image = OpenImage(self._image.path, self._image.hdu_index)
+            with self._lock:
+                self._opened.append(opened)
+        return self._decode(opened, number)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._futures.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+        for opened in self._opened:
+            opened.close()
 
 
 def needed_tiles(boxes: Sequence[PixelBox], tile: tuple[int, int], grid: tuple[int, int]
