@@ -164,6 +164,15 @@ class OpenImagePool:
                 if not images:
                     del self._idle[oldest_key]
 
+    def close(self) -> None:
+        """Close every idle image (lent ones are closed by their borrowers' errors or
+        kept until returned)."""
+        with self._lock:
+            idle, self._idle = self._idle, OrderedDict()
+        for images in idle.values():
+            for image in images:
+                image.close()
+
     def idle_count(self) -> int:
         with self._lock:
             return sum(map(len, self._idle.values()))
