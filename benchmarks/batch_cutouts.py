@@ -6,8 +6,12 @@ raw memmap slicing, on one large float32 image and a tile-compressed copy.
 
 Data are generated under benchmarks/data/ (git-ignored) and reused. Memory is private
 memory (/proc/<pid>/smaps_rollup "Private_Dirty", summed over worker processes), sampled
-every 10 ms: memory-mapped image pages are file-backed and not counted, so this shows what
+every 100 ms: memory-mapped image pages are file-backed and not counted, so this shows what
 the cutting itself holds; the table gives the peak increase over the start of each run.
+Reading smaps_rollup walks the page tables of every mapping (the 1 GB image too): about
+4 ms of kernel time per process, so the sampler is kept sparse and its own CPU time is
+left out of "/cpu-s" (at one sample per 10 ms per process it took about a core of the two,
+and more with more worker processes, which made "x2" look no faster than one).
 Methods:
   engine-files    vo-service engine (batch.write_task_files), one FITS file per stamp
   engine-bundle   vo-service engine (batch.bundle_tasks), all stamps streamed into one ZIP;
@@ -141,12 +145,16 @@ def children(pid: int) -> list[int]:
 
 
 class PeakMemory:
-    """Peak anonymous memory of this process plus its children while the block runs."""
+    """Peak anonymous memory of this process plus its children while the block runs;
+    `cpu_s` is the CPU time the sampling itself took (to leave out of the run's)."""
+
+    INTERVAL_S = 0.1
 
     def __enter__(self) -> PeakMemory:
         me = os.getpid()
         self.baseline_kb = private_kb(me) + sum(private_kb(c) for c in children(me))
         self.peak_kb = self.baseline_kb
+        self.cpu_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -154,10 +162,11 @@ class PeakMemory:
 
     def _sample(self) -> None:
         me = os.getpid()
-        while not self._stop.is_set():
+        started = time.thread_time()
+        while not self._stop.wait(self.INTERVAL_S):
             total = private_kb(me) + sum(private_kb(child) for child in children(me))
             self.peak_kb = max(self.peak_kb, total)
-            time.sleep(0.01)
+        self.cpu_s = time.thread_time() - started
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -270,6 +279,7 @@ def measure(method: str, path: Path, hdu: int, ras, decs, size: int, side: int,
             done = METHODS[method](path, hdu, ras, decs, size, side, workers, out_dir)
             elapsed = time.perf_counter() - start
             cpu = _cpu_seconds() - cpu_start
+        cpu -= memory.cpu_s
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     assert done > 0

@@ -327,3 +327,37 @@ def test_written_files_follow_the_umask(real_data, tmp_path):
     assert len(written) >= 7
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {
         p.name: "0o644" for p in written}
+
+
+def _append_members(target: str, prefix: str) -> list:
+    from vo_service.engine.bundle import ZipAppender
+
+    appender = ZipAppender(target, buffer_bytes=700)  # a write every few members
+    for number in range(40):
+        appender.add(f"{prefix}{number}.fits", [prefix.encode() * (50 + number)])
+    return appender.close()
+
+
+def test_zip_appenders_in_several_processes_fill_one_archive(tmp_path):
+    """Workers append concurrently; every member lands whole and the directory finds it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vo_service.engine.bundle import ZipStream
+
+    target = tmp_path / "shared.zip"
+    archive = ZipStream(target)
+    archive.add("first.fits", [b"parent"])
+    archive.flush()
+    with ProcessPoolExecutor(3) as pool:
+        for entries in pool.map(_append_members, [str(target)] * 3, "abc"):
+            archive.adopt(entries)
+    archive.add("last.fits", [b"after the workers"])
+    archive.close()
+    with zipfile.ZipFile(target) as readback:
+        assert readback.testzip() is None
+        assert len(readback.namelist()) == 2 + 3 * 40
+        for prefix in "abc":
+            for number in range(40):
+                assert readback.read(f"{prefix}{number}.fits") == prefix.encode() * (50 + number)
+        assert readback.read("first.fits") == b"parent"
+        assert readback.read("last.fits") == b"after the workers"

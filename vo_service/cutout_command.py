@@ -3,7 +3,8 @@
 Targets come from ``--ra/--dec`` or a catalog (VOTable, FITS table, CSV/TSV). Every target
 is cut from every image HDU with a celestial WCS of every file (or the ``--hdu`` chosen),
 written as FITS and/or PNG/JPEG previews. Work is split into (image, chunk of targets)
-tasks: each opens its image once and converts all its targets to pixels in one call.
+tasks of neighbouring targets: each opens its image once and converts all its targets to
+pixels in one call.
 
 Exit status: 0 when stamps were made without errors, 1 when some cutouts failed or none
 could be made (e.g. no target overlaps any image), 2 on bad input. The arguments and the
@@ -37,13 +38,16 @@ from vo_service.cutout_inputs import (
 from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
 from vo_service.engine.composite import CompositeError, render_composite
 from vo_service.engine.preview import PreviewOptions, physical_pixels
-from vo_service.engine.reading import OpenImage
+from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write, empty_primary_bytes
 
 __all__ = ["add_cutout_arguments", "run_cutout_command"]
 
 MAX_CHUNK = 200  # targets per task: bounds memory and gives the progress bar steps
+# Images opened by this process's jobs, kept for its next chunk of the same image
+# (opening and parsing the WCS costs about as much as a hundred small stamps).
+_IMAGES = OpenImagePool(size=4)
 
 
 # ---- work ---------------------------------------------------------------------------
@@ -57,7 +61,7 @@ class Job:
     image_position: int
     label: str
     names: tuple[str, ...]
-    first_target: int
+    targets: tuple[int, ...]  # catalog positions of the regions
     out_dir: Path
     write_fits: bool
     preview: PreviewOptions | None
@@ -86,7 +90,7 @@ def _physical(result, header: fits.Header) -> np.ndarray:
 
 
 def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
-    target = job.first_target + result.index
+    target = job.targets[result.index]
     if not result.has_stamp:
         return Outcome(target, job.image_position, result.status, result.message)
     stem = f"{job.names[result.index]}_{job.label}"
@@ -116,7 +120,7 @@ def run_job(job: Job) -> list[Outcome]:
     """Cut and write every target of one job (module level: runs in worker processes)."""
     outcomes: list[Outcome] = []
     try:
-        with OpenImage(job.task.path, job.task.hdu) as image, warnings.catch_warnings():
+        with _IMAGES.image(job.task.path, job.task.hdu) as image, warnings.catch_warnings():
             # repaired header cards and NaN-ridden distortion solutions far off an image
             # are the engine's business; the command reports per-stamp statuses instead
             warnings.simplefilter("ignore", AstropyWarning)
@@ -127,10 +131,8 @@ def run_job(job: Job) -> list[Outcome]:
         message = str(error) if isinstance(error, CutoutError | OSError | ValueError) else (
             f"{type(error).__name__}: {error}")
         done = {outcome.target for outcome in outcomes}
-        outcomes += [
-            Outcome(job.first_target + i, job.image_position, "error", message)
-            for i in range(len(job.task.regions)) if job.first_target + i not in done
-        ]
+        outcomes += [Outcome(target, job.image_position, "error", message)
+                     for target in job.targets if target not in done]
     return outcomes
 
 
@@ -139,13 +141,17 @@ def _jobs(images: list[Image], targets: Targets, args: argparse.Namespace,
           rgb_staging: Path | None) -> list[Job]:
     count = len(targets.regions)
     chunk = max(1, min(MAX_CHUNK, math.ceil(count / (4 * args.workers))))
+    # chunks of neighbouring targets (by declination): each covers a band of an image, so
+    # a tile-compressed image is decompressed about once, not once per chunk
+    order = np.argsort([region.dec for region in targets.regions], kind="stable").tolist()
     jobs, extver_offset = [], 0
     for position, image in enumerate(images):
         for start in range(0, count, chunk):
-            task = ImageTask(image.path, image.hdu, tuple(targets.regions[start:start + chunk]),
-                             pad=args.pad)
+            members = tuple(order[start:start + chunk])
+            task = ImageTask(image.path, image.hdu,
+                             tuple(targets.regions[i] for i in members), pad=args.pad)
             jobs.append(Job(task, position, image.label,
-                            tuple(targets.names[start:start + chunk]), start, Path(args.out),
+                            tuple(targets.names[i] for i in members), members, Path(args.out),
                             args.output_format in ("fits", "both"), preview, staging,
                             extver_offset, rgb_staging))
         extver_offset += image.lookup_extvers
@@ -273,6 +279,7 @@ def run_cutout_command(args: argparse.Namespace) -> int:
         if rgb_staging is not None:
             composites = _write_composites(rgb_staging, out_dir, targets, args)
     finally:
+        _IMAGES.close()
         for folder in (staging, rgb_staging):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -13,10 +13,11 @@ from typing import Any
 _EXPORTS = {
     "cut": "cutout", "CutoutResult": "cutout", "describe_region": "cutout",
     "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "bundle", "ZipStream": "bundle",
+    "ZipAppender": "bundle",
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",
     "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
     "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",
-    "write_task_zip_part": "batch", "bundle_tasks": "batch",
+    "append_task_zip": "batch", "bundle_tasks": "batch",
     "OpenImage": "reading", "OpenImagePool": "reading", "PixelBox": "geometry",
     "SkyToPixel": "geometry",
     "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",

@@ -4,7 +4,9 @@ many images in parallel (1-16 workers), and streamed writing to files or one arc
 
 from __future__ import annotations
 
-import uuid
+import contextlib
+import gc
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vo_service.engine.bundle import BundleWriter, ZipStream  # noqa: F401 - re-exported
+from vo_service.engine import tiles
+from vo_service.engine.bundle import BundleWriter, ZipAppender, ZipStream  # noqa: F401
 from vo_service.engine.cutout import (
     CutoutResult,
     Plan,
@@ -22,13 +25,13 @@ from vo_service.engine.cutout import (
     padded_stamp,
     plan_cutouts,
 )
-from vo_service.engine.reading import OpenImage
+from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
+from vo_service.engine.tiles import read_boxes
 from vo_service.engine.writing import atomic_write, dtype_bitpix, empty_primary_bytes
 from vo_service.shapes import Shape
 
 MAX_WORKERS = 16
-STRIP_BYTES = 64 * 1024 * 1024  # budget of one decompressed strip of a compressed image
 
 
 def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=None,
@@ -68,47 +71,11 @@ def iter_cutouts(image: OpenImage, regions: Sequence[Shape], *, band=None, time=
 
 def _read_pixels(image: OpenImage, plans: list[Plan]) -> Iterator[tuple[int, np.ndarray]]:
     wanted = [(index, plan.read_box) for index, plan in enumerate(plans) if plan.read_box]
-    if image.is_compressed and len(image.fits_shape) == 2 and _strips_cheaper(image, wanted):
-        yield from _read_strips(image, wanted)
+    if image.is_compressed and len(image.fits_shape) == 2:
+        yield from read_boxes(image, wanted)  # each tile decompressed once per batch
         return
     for index, box in wanted:
         yield index, image.read(box)
-
-
-def _strips_cheaper(image: OpenImage, wanted) -> bool:
-    """Section reads decompress every touched tile per box; a strip pass decompresses the
-    rows under the boxes once. Choose strips when the per-box tile area is larger."""
-    if not wanted:
-        return False
-    tile_x, tile_y = (image.tile_shape or image.fits_shape)[:2]
-    per_box = sum(
-        (-(-box.x1 // tile_x) - box.x0 // tile_x) * tile_x
-        * (-(-box.y1 // tile_y) - box.y0 // tile_y) * tile_y
-        for _, box in wanted
-    )
-    covered_rows, reach = 0, -1
-    for start, stop in sorted((box.y0, box.y1) for _, box in wanted):
-        start = max(start, reach)
-        if stop > start:
-            covered_rows += stop - start
-        reach = max(reach, stop)
-    return per_box > covered_rows * image.fits_shape[0]
-
-
-def _read_strips(image: OpenImage, wanted) -> Iterator[tuple[int, np.ndarray]]:
-    width, height = image.fits_shape[:2]
-    rows = max(1, STRIP_BYTES // max(1, width * image.dtype.itemsize))
-    pending = sorted(wanted, key=lambda item: item[1].y0)
-    while pending:
-        top = pending[0][1].y0
-        lowest = max(box.y1 for _, box in pending)  # never decompress rows below every box
-        bottom = min(height, lowest, max(top + rows, pending[0][1].y1))
-        inside = [item for item in pending if item[1].y1 <= bottom]
-        strip = image.read_rows(top, bottom)
-        for index, box in inside:
-            yield index, strip[box.y0 - top:box.y1 - top, box.x0:box.x1].copy()
-        done = {id(item) for item in inside}
-        pending = [item for item in pending if id(item) not in done]
 
 
 def cut_many(path: str | Path, hdu: int | str, regions: Sequence[Shape], **options
@@ -207,7 +174,7 @@ def write_task_files(task: ImageTask, directory: str | Path) -> list[StampRecord
     `directory`; returns one record per region, in input order."""
     records = []
     try:
-        with OpenImage(task.path, task.hdu) as image:
+        with _opened(task) as image:
             for result in iter_cutouts(image, task.regions, **task.options()):
                 path = None
                 if result.has_stamp:
@@ -219,10 +186,10 @@ def write_task_files(task: ImageTask, directory: str | Path) -> list[StampRecord
     return sorted(records, key=lambda record: record.index)
 
 
-def _cut_into_zip(task: ImageTask, stream: ZipStream) -> list[StampRecord]:
+def _cut_into_zip(task: ImageTask, stream: ZipStream | ZipAppender) -> list[StampRecord]:
     records = []
     try:
-        with OpenImage(task.path, task.hdu) as image:
+        with _opened(task) as image:
             for result in iter_cutouts(image, task.regions, **task.options()):
                 name = None
                 if result.has_stamp:
@@ -235,26 +202,26 @@ def _cut_into_zip(task: ImageTask, stream: ZipStream) -> list[StampRecord]:
     return sorted(records, key=lambda record: record.index)
 
 
-def write_task_zip_part(task: ImageTask, directory: str | Path
-                        ) -> tuple[Path, list, list[StampRecord]]:
-    """Cut one task into a ZIP part file (local records only) in `directory`, for a worker
-    process; the parent adds it to one bundle with `ZipStream.append_part(part, entries)`.
-    Returns (part path, entries, records); records carry the member name as `path`."""
-    part = Path(directory) / f".{Path(task.path).name}.{task.hdu}.{uuid.uuid4().hex}.part"
-    stream = ZipStream(part)
+def append_task_zip(task: ImageTask, target: str | Path
+                    ) -> tuple[list, list[StampRecord]]:
+    """Cut one task straight into the bundle at `target` (a `ZipStream`'s file) from a
+    worker process; returns (entries, records) for `ZipStream.adopt`. Records carry the
+    member name as `path`."""
+    appender = ZipAppender(target)
     try:
-        records = _cut_into_zip(task, stream)
+        records = _cut_into_zip(task, appender)
     finally:
-        entries = stream.close_part()
-    return part, entries, records
+        entries = appender.close()
+    return entries, records
 
 
-def bundle_tasks(tasks: Sequence[ImageTask], target: str | Path, *, workers: int = 1,
-                 scratch: str | Path | None = None) -> dict[int, list[StampRecord]]:
+def bundle_tasks(tasks: Sequence[ImageTask], target: str | Path, *, workers: int = 1
+                 ) -> dict[int, list[StampRecord]]:
     """Cut many tasks (images, or slices of one image's targets) into ONE ZIP at `target`.
 
-    One worker writes straight into the archive; with 2-16 worker processes each writes
-    part files that the parent copies in, so no stamp bytes travel through pipes.
+    One worker writes straight into the archive; 2-16 worker processes append their
+    stamps to it themselves (`ZipAppender`), so no stamp bytes travel through pipes or
+    part files and the parent only writes the central directory.
     Returns {task index: records} (records' `path` is the member name)."""
     archive = ZipStream(target)
     done: dict[int, list[StampRecord]] = {}
@@ -263,12 +230,11 @@ def bundle_tasks(tasks: Sequence[ImageTask], target: str | Path, *, workers: int
             for index, task in enumerate(tasks):
                 done[index] = _cut_into_zip(task, archive)
             return done
-        scratch = Path(scratch) if scratch is not None else Path(target).parent
-        for index, (part, entries, records) in run_tasks(
-                tasks, write_task_zip_part, workers=workers, processes=True,
-                args=(scratch,)):
-            archive.append_part(part, entries)
-            Path(part).unlink(missing_ok=True)
+        archive.flush()  # the file exists before any worker appends to it
+        for index, (entries, records) in run_tasks(
+                tasks, append_task_zip, workers=workers, processes=True,
+                args=(str(target),)):
+            archive.adopt(entries)
             done[index] = records
     finally:
         archive.close()
@@ -291,8 +257,49 @@ def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
         for index, task in enumerate(tasks):
             yield index, handle(task, *args)
         return
-    pool: Executor = (ProcessPoolExecutor if processes else ThreadPoolExecutor)(workers)
+    pool: Executor = (ProcessPoolExecutor(workers, initializer=_start_worker) if processes
+                      else ThreadPoolExecutor(workers))
     with pool:
-        futures = {pool.submit(handle, task, *args): index for index, task in enumerate(tasks)}
+        with _frozen_heap(processes):  # forked workers start on the first submit
+            futures = {pool.submit(handle, task, *args): index
+                       for index, task in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+@contextlib.contextmanager
+def _frozen_heap(forking: bool) -> Iterator[None]:
+    """Keep the garbage collector of forked workers off the parent's objects (gc.freeze):
+    its passes would otherwise write to, and so copy, every inherited page."""
+    if not forking or multiprocessing.get_start_method() != "fork":
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+_worker_images: OpenImagePool | None = None
+
+
+def _start_worker() -> None:
+    """Initializer of worker processes: tasks of the same image that land on one worker
+    share one opened image (file, header, WCS), instead of opening it per task, and
+    tile-compressed images are decoded in the worker's own thread."""
+    global _worker_images
+    _worker_images = OpenImagePool(size=4)
+    tiles.DECODE_THREADS = 1  # the pool already runs a process per core
+
+
+@contextlib.contextmanager
+def _opened(task: ImageTask) -> Iterator[OpenImage]:
+    """The task's image: from the worker's pool in a worker process, else opened here
+    and closed afterwards."""
+    if _worker_images is not None:
+        with _worker_images.image(task.path, task.hdu) as image:
+            yield image
+        return
+    with OpenImage(task.path, task.hdu) as image:
+        yield image

@@ -45,26 +45,41 @@ class ZipStream:
         self._offset = 0
         self._entries: list[tuple[bytes, int, int, int]] = []
         self._time, self._date = _dos_time(time.time())
+        self._appended = False
 
     def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
-        """One member from byte chunks (held briefly to compute the CRC and size)."""
-        parts = list(chunks)
-        crc = 0
-        size = 0
-        for part in parts:
-            crc = zlib.crc32(part, crc)
-            size += len(part) if isinstance(part, bytes) else part.nbytes
-        if size >= ZIP32_LIMIT:
-            raise ValueError(f"member {name} is too large for a stored stamp ({size} bytes)")
-        encoded = name.encode("utf-8")
-        header = _LOCAL.pack(0x04034B50, 20, 0x800, 0, self._time, self._date, crc, size,
-                             size, len(encoded), 0) + encoded
+        """One member from byte chunks (held briefly to compute the CRC and size).
+        Not while `ZipAppender`s are still appending to the same file."""
+        if self._appended:
+            self._seek_end()
+        header, parts, (encoded, crc, size) = _local_member(name, chunks, self._time,
+                                                            self._date)
         write = self._stream.write
         write(header)
         for part in parts:
             write(part)
         self._entries.append((encoded, crc, size, self._offset))
         self._offset += len(header) + size
+
+    def flush(self) -> None:
+        """Push buffered bytes to the file (before other processes append to it)."""
+        self._stream.flush()
+
+    def adopt(self, entries: list[tuple[bytes, int, int, int]]) -> None:
+        """Take on members that `ZipAppender`s in other processes appended to this
+        archive's file (entries with offsets in the file); the central directory is then
+        written after everything appended so far."""
+        self._entries.extend(entries)
+        self._appended = True
+
+    def _seek_end(self) -> None:
+        """Continue after what appenders wrote (the file's end)."""
+        self._stream.flush()
+        end = os.fstat(self._stream.fileno()).st_size
+        if end != self._offset:
+            self._stream.seek(end)
+            self._offset = end
+        self._appended = False
 
     def close_part(self) -> list[tuple[bytes, int, int, int]]:
         """Close a part written by a worker without a central directory; returns its
@@ -106,6 +121,8 @@ class ZipStream:
         return done
 
     def close(self) -> None:
+        if self._appended:  # the directory goes after what the appenders wrote
+            self._seek_end()
         start = self._offset
         write = self._stream.write
         for encoded, crc, size, offset in self._entries:
@@ -132,6 +149,80 @@ class ZipStream:
             self._stream.close()
         else:
             self._stream.flush()
+
+
+class ZipAppender:
+    """Members appended to a `ZipStream`'s file by another process, alongside others.
+
+    Each worker process opens the archive for appending and buffers its members; a full
+    buffer goes out in one O_APPEND `writev`, which the kernel places at the end of the
+    file as one piece, and the worker's own file position then tells where it landed.
+    No part files and no copying: the parent only adopts the entries (`ZipStream.adopt`)
+    and writes the central directory. Use within one machine (one file system).
+    """
+
+    def __init__(self, path: str | Path, *, buffer_bytes: int = 8 << 20) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._buffer_bytes = buffer_bytes
+        self._pending: list[bytes | memoryview] = []
+        self._pending_entries: list[tuple[bytes, int, int, int]] = []
+        self._pending_size = 0
+        self.entries: list[tuple[bytes, int, int, int]] = []
+        self._time, self._date = _dos_time(time.time())
+
+    def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
+        header, parts, (encoded, crc, size) = _local_member(name, chunks, self._time,
+                                                            self._date)
+        self._pending_entries.append((encoded, crc, size, self._pending_size))
+        self._pending.append(header)
+        self._pending.extend(parts)
+        self._pending_size += len(header) + size
+        if self._pending_size >= self._buffer_bytes or len(self._pending) > _IOV_MAX - 8:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered members in one write and learn where they landed."""
+        if not self._pending:
+            return
+        buffers = self._pending
+        if len(buffers) > _IOV_MAX:  # one member of very many chunks
+            buffers = [b"".join(buffers)]
+        written = os.writev(self._fd, buffers)
+        if written != self._pending_size:  # e.g. a full disk: the archive is unusable
+            raise OSError(f"appended {written} of {self._pending_size} bytes to the bundle")
+        start = os.lseek(self._fd, 0, os.SEEK_CUR) - written
+        self.entries.extend((name, crc, size, start + offset)
+                            for name, crc, size, offset in self._pending_entries)
+        self._pending, self._pending_entries, self._pending_size = [], [], 0
+
+    def close(self) -> list[tuple[bytes, int, int, int]]:
+        """Flush and close; returns the entries (offsets in the file) for `adopt`."""
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+        return self.entries
+
+
+_IOV_MAX = 1024  # writev takes at most this many buffers (Linux IOV_MAX)
+
+
+def _local_member(name: str, chunks: Iterable[bytes | memoryview], dos_time: int,
+                  dos_date: int) -> tuple[bytes, list[bytes | memoryview],
+                                          tuple[bytes, int, int]]:
+    """(local header, data parts, (encoded name, CRC, size)) of one stored member."""
+    parts = list(chunks)
+    crc = 0
+    size = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+        size += len(part) if isinstance(part, bytes) else part.nbytes
+    if size >= ZIP32_LIMIT:
+        raise ValueError(f"member {name} is too large for a stored stamp ({size} bytes)")
+    encoded = name.encode("utf-8")
+    header = _LOCAL.pack(0x04034B50, 20, 0x800, 0, dos_time, dos_date, crc, size,
+                         size, len(encoded), 0) + encoded
+    return header, parts, (encoded, crc, size)
 
 
 class BundleWriter:

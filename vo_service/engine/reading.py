@@ -2,8 +2,8 @@
 
 Plain images are memory-mapped and read raw (`do_not_scale_image_data=True`), so BSCALE,
 BZERO and BLANK integers reach the output unchanged. Tile-compressed images are read
-with `CompImageHDU.section`, which decompresses only the tiles a box touches; for many
-boxes on a row-tiled image `read_rows` decompresses a strip of rows once.
+with `CompImageHDU.section`, which decompresses only the tiles a box touches; many boxes
+of one batch go through `engine.tiles`, which decompresses each tile once.
 `OpenImagePool` keeps opened images between requests (SODA sync, batch jobs, the CLI).
 """
 
@@ -144,22 +144,18 @@ class OpenImage:
             return None
         return mapping, np.frombuffer(mapping, dtype=np.uint8).ctypes.data
 
-    def read_rows(self, y0: int, y1: int) -> np.ndarray:
-        """Rows y0..y1 (0-based, half-open) of a 2-D image at full width."""
-        if self.is_compressed:
-            return _big_endian(np.asarray(self.hdu.section[y0:y1, :]))
-        return self._raw[y0:y1, :]
+    def decode(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Decompressed raw pixels of rows y0..y1, columns x0..x1 (0-based, half-open) of
+        a 2-D tile-compressed image, in native byte order: only the tiles the rectangle
+        touches are decompressed (whole tiles when it is tile-aligned)."""
+        return np.asarray(self.hdu.section[y0:y1, x0:x1])
 
     @cached_property
     def tile_shape(self) -> tuple[int, ...] | None:
         """Compression tile shape in FITS order (ZTILEn), None for plain images."""
         if not self.is_compressed:
             return None
-        compressed = self.hdu._header
-        return tuple(
-            int(compressed.get(f"ZTILE{i}", 1 if i > 1 else self.fits_shape[0]))
-            for i in range(1, len(self.fits_shape) + 1)
-        )
+        return tuple(int(n) for n in reversed(self.hdu.tile_shape))  # astropy: numpy order
 
 
 class OpenImagePool:
@@ -203,6 +199,15 @@ class OpenImagePool:
                 surplus -= 1
                 if not images:
                     del self._idle[oldest_key]
+
+    def close(self) -> None:
+        """Close every idle image (lent ones are closed by their borrowers' errors or
+        kept until returned)."""
+        with self._lock:
+            idle, self._idle = self._idle, OrderedDict()
+        for images in idle.values():
+            for image in images:
+                image.close()
 
     def idle_count(self) -> int:
         with self._lock:

@@ -8,8 +8,8 @@ per-stamp astropy Header or WCS construction.
 
 Header cards written (1-based, inclusive pixel box in the source image):
 CUTX0/CUTX1, CUTY0/CUTY1 (axes 1, 2), CUTZ0/CUTZ1, CUTW0/CUTW1 (axes 3, 4 of cubes);
-ORIGFILE and ORIG_FLE (source file), ORIG_EXT (source HDU index), CUTSHAPE, and HISTORY
-cards with the request.
+ORIGFILE and ORIG_FLE (source file, whole: a long name continues on CONTINUE cards),
+ORIG_EXT (source HDU index), CUTSHAPE, and HISTORY cards with the request.
 """
 
 from __future__ import annotations
@@ -60,13 +60,28 @@ def format_value(value: object) -> str:
 
 
 def card(key: str, value: object, comment: str = "") -> str:
-    """One 80-character card image (strings are truncated to fit one card)."""
+    """One card image: 80 characters, or a multiple of 80 for a string too long for one
+    card (FITS long-string convention, CONTINUE cards, as astropy writes it). A comment
+    that does not fit is cut; a value never is."""
     text = f"{key:<8}= {format_value(value)}"
+    if len(text) > 80 and isinstance(value, str):
+        return long_string_card(key, value, comment)
     if comment:
         text += f" / {comment}"
-    if len(text) > 80 and isinstance(value, str):
-        text = f"{key:<8}= " + format_value(value[:66])
     return f"{text[:80]:<80}"
+
+
+def long_string_card(key: str, value: str, comment: str = "") -> str:
+    """A string card continued over CONTINUE cards, rendered by astropy's `Card` (used
+    once per header template, so its cost does not reach the per-stamp path). Characters
+    FITS does not allow become '?', as in every other card this module writes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        return fits.Card(key, _printable(value), _printable(comment)).image
+
+
+def _printable(text: str) -> str:
+    return "".join(char if " " <= char <= "~" else "?" for char in text)
 
 
 def history_cards(text: str) -> str:
