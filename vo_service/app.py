@@ -76,11 +76,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return dali.error_response(error)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The vo-service web application over the index at ``settings.index_path``."""
+def create_app(settings: Settings, *, sweep_cache: bool = True) -> Starlette:
+    """The vo-service web application over the index at ``settings.index_path``.
+
+    ``sweep_cache=False``: one of several server processes, whose parent has already swept
+    the cutout cache (see ``vo_service.serving``).
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     index = ArchiveIndex(settings.index_path)
-    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
+    cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes, sweep=sweep_cache)
     job_service = uws.create_job_service(settings, index, cache)
     token_owners = load_token_owners(settings)  # None: no authentication
 

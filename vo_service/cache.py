@@ -103,9 +103,12 @@ class CutoutCache:
     max_bytes
         Byte budget; after each ``put`` the least recently used entries are evicted until
         the total is within it (the entry just written is kept even if it alone is larger).
+    sweep
+        Remove stray files now (:meth:`sweep`); False where another process sharing the
+        directory already did at startup.
     """
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *, sweep: bool = True) -> None:
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.objects_dir = self.directory / "objects"
@@ -114,7 +117,8 @@ class CutoutCache:
         self.index_path = self.index.path
         self._key_locks: dict[str, list] = {}
         self._key_locks_guard = threading.Lock()
-        self.sweep()
+        if sweep:
+            self.sweep()
 
     # -- the index (for vo_service.cache_check and tests) --------------------------------
 

@@ -69,10 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from vo_service.app import create_app
     from vo_service.archive.index import run_index
+    from vo_service.serving import serve
 
     settings = _settings(args)
     if args.executor or args.scheduler:
@@ -93,12 +91,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, port=args.port)
-    report = run_index(settings)
+    if args.workers is not None:
+        if args.workers < 1:
+            print("--workers needs a number of processes >= 1", file=sys.stderr)
+            return 2
+        from dataclasses import replace
+
+        settings = replace(settings, workers=args.workers)
+    report = run_index(settings)  # once, before any worker process starts
     print(report.summary())
     if settings.executor == "dask":
         print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
-    print(f"serving on http://{settings.host}:{settings.port}/")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    processes = f" with {settings.workers} worker processes" if settings.workers > 1 else ""
+    print(f"serving on http://{settings.host}:{settings.port}/{processes}")
+    serve(settings, log_level=logging.getLogger().getEffectiveLevel())
     return 0
 
 
@@ -153,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--workers", type=int,
+                   help="server processes sharing the port and the state dir (default 1; "
+                        "more use more cores for /sync; one of them runs the jobs)")
     p.add_argument("--executor", choices=("local", "dask"),
                    help="where catalog jobs cut: local threads (default) or a Dask cluster")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
