@@ -339,14 +339,11 @@ class JobService:
 
     def _retime(self, job: JobRecord) -> None:
         """Restart the timer of a job running here for its current execution duration."""
-        with self._guard:
-            running = self._timers.get(job.job_id)
-        if running is not None and job.start_time:
+        if job.start_time:
             # a running job keeps its start: the new limit counts from there
-            running.cancel()
             elapsed = (now() - parse_time(job.start_time)).total_seconds()
             self._start_timer(job.job_id, max(0.0, job.execution_duration - elapsed),
-                              job.execution_duration)
+                              job.execution_duration, replacing=True)
 
     async def wait(self, job_id: str, seconds: float, phase: Phase | None) -> JobRecord | None:
         """Block until the job's phase changes, at most ``seconds`` (UWS 1.1 §2.2.1.1).
@@ -449,11 +446,18 @@ class JobService:
                  f": {message}" if message else "")
         self._notify(job_id)
 
-    def _start_timer(self, job_id: str, seconds: float, duration: int) -> None:
-        """Abort the job in ``seconds``, enforcing an execution duration of ``duration``."""
+    def _start_timer(self, job_id: str, seconds: float, duration: int, *,
+                     replacing: bool = False) -> None:
+        """Abort the job in ``seconds``, enforcing an execution duration of ``duration``;
+        ``replacing``: only if a timer of the job runs, which is cancelled."""
         timer = threading.Timer(seconds, self._exceeded, (job_id,))
         timer.daemon = True
         with self._guard:
+            if replacing:
+                running = self._timers.get(job_id)
+                if running is None:
+                    return
+                running.cancel()
             self._timers[job_id] = timer
             self._timed[job_id] = duration
         timer.start()
