@@ -149,7 +149,13 @@ async def run_load(base: str, requests: list[tuple[str, str]], clients: int
         while not queue.empty():
             did, circle = queue.get_nowait()
             started = time.perf_counter()
-            response = await client.get(f"{base}/sync", params={"ID": did, "CIRCLE": circle})
+            try:
+                response = await client.get(f"{base}/sync",
+                                            params={"ID": did, "CIRCLE": circle})
+            except httpx.TransportError as error:  # counted, not timed: the run goes on
+                label = type(error).__name__
+                counts[label] = counts.get(label, 0) + 1
+                continue
             latencies.append(time.perf_counter() - started)
             received += len(response.content)
             label = response.headers.get("x-cache", str(response.status_code))

@@ -28,6 +28,9 @@ def worker_app() -> Starlette:
     """The application of one worker process (a uvicorn factory)."""
     from vo_service.app import create_app
 
+    if SETTINGS_ENV not in os.environ:
+        raise RuntimeError("worker_app runs in the processes of `vo-service serve --workers N`, "
+                           f"which hand it the settings in ${SETTINGS_ENV}")
     handed = json.loads(os.environ[SETTINGS_ENV])
     logging.basicConfig(level=handed["log_level"], format=LOG_FORMAT)
     return create_app(settings_from_json(handed["settings"]), sweep_cache=False)
@@ -38,10 +41,10 @@ def serve(settings: Settings, *, log_level: int = logging.INFO, access_log: bool
     log line per request."""
     import uvicorn
 
-    from vo_service.app import create_app
-
     level = logging.getLevelName(log_level).lower()
     if settings.workers <= 1:
+        from vo_service.app import create_app
+
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level=level, access_log=access_log)
         return
