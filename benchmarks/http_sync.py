@@ -12,7 +12,14 @@ It prints latency p50/p95, requests/s and MB/s per setting, the hit/miss speed r
 the in-process engine time of the same stamps (FITS bytes, no HTTP, no cache) opening the
 file per stamp ("reopen", as astrocut does) and with the image kept open ("kept", the floor).
 
-Run: ``.venv/bin/python benchmarks/http_sync.py [--requests 200] [--clients 1 4 16]``
+``--workers 1 2`` runs everything once per number of server processes (``vo-service serve
+--workers N``, each time from an empty cache) and prints the requests/s of N processes over
+one. The load generator is one more process on the same machine: on two cores it competes
+with the server processes for them. ``--rounds R`` repeats the whole sequence (1, 2, 1, 2,
+...) and compares the best requests/s of each setting, which tames a noisy shared machine.
+
+Run: ``.venv/bin/python benchmarks/http_sync.py [--requests 200] [--clients 1 4 16]
+[--workers 1 2] [--rounds 2]``
 """
 
 from __future__ import annotations
@@ -38,17 +45,17 @@ DATA = HERE / "data"
 ARCHIVE = DATA / "demo-archive"
 STATE = DATA / "http-sync-state"
 SERVER_CODE = """
-import sys
+import logging, sys
 from dataclasses import replace
 from pathlib import Path
-import uvicorn
-from vo_service.app import create_app
 from vo_service.archive.index import run_index
 from vo_service.config import Settings
-settings = replace(Settings(), data_roots=(Path(sys.argv[1]),), state_dir=Path(sys.argv[2]))
+from vo_service.serving import serve
+settings = replace(Settings(), data_roots=(Path(sys.argv[1]),), state_dir=Path(sys.argv[2]),
+                   host="127.0.0.1", port=int(sys.argv[3]), workers=int(sys.argv[4]))
 run_index(settings)
-uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]),
-            log_level="warning", access_log=False)
+logging.basicConfig(level=logging.INFO)
+serve(settings, log_level=logging.INFO, access_log=False)
 """
 
 
@@ -70,12 +77,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    """The service in its own process (so the load generator does not share its GIL)."""
+def start_server(port: int, workers: int) -> subprocess.Popen:
+    """The service in its own process(es) (so the load generator does not share a GIL),
+    once every worker process has started."""
     shutil.rmtree(STATE / "cache", ignore_errors=True)  # start with an empty cache
     STATE.mkdir(parents=True, exist_ok=True)
-    return start_server_process([sys.executable, "-c", SERVER_CODE, str(ARCHIVE), str(STATE),
-                                 str(port)], port, STATE / "server.log")
+    log = STATE / "server.log"
+    server = start_server_process([sys.executable, "-c", SERVER_CODE, str(ARCHIVE), str(STATE),
+                                   str(port), str(workers)], port, log)
+    deadline = time.monotonic() + 120
+    while log.read_text().count("Application startup complete") < workers:
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker process started; see {log}")
+        time.sleep(0.2)
+    return server
 
 
 def vis_images():
@@ -134,7 +149,13 @@ async def run_load(base: str, requests: list[tuple[str, str]], clients: int
         while not queue.empty():
             did, circle = queue.get_nowait()
             started = time.perf_counter()
-            response = await client.get(f"{base}/sync", params={"ID": did, "CIRCLE": circle})
+            try:
+                response = await client.get(f"{base}/sync",
+                                            params={"ID": did, "CIRCLE": circle})
+            except httpx.TransportError as error:  # counted, not timed: the run goes on
+                label = type(error).__name__
+                counts[label] = counts.get(label, 0) + 1
+                continue
             latencies.append(time.perf_counter() - started)
             received += len(response.content)
             label = response.headers.get("x-cache", str(response.status_code))
@@ -179,30 +200,20 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1000.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200, help="requests per setting")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--hit-set", type=int, default=20,
-                        help="distinct requests repeated in the hit runs")
-    args = parser.parse_args()
-    rng = np.random.default_rng(7)
-    ensure_archive()
+def measure_server(workers: int, images, args: argparse.Namespace,
+                   rng: np.random.Generator) -> list[tuple]:
+    """Rows (workers, side, mode, clients, n, p50, p95, req/s, MB/s, counts) of one server
+    run with ``workers`` processes, from an empty cache."""
     port = free_port()
     started = time.perf_counter()
-    server = start_server(port)
-    print(f"server up on 127.0.0.1:{port} in {time.perf_counter() - started:.1f} s "
-          f"(pid {server.pid}, {os.cpu_count()} cores)", flush=True)
+    server = start_server(port, workers)
+    print(f"server with {workers} worker process(es) up on 127.0.0.1:{port} in "
+          f"{time.perf_counter() - started:.1f} s (pid {server.pid}, {os.cpu_count()} cores)",
+          flush=True)
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        images = vis_images()
         for side in args.sizes:
-            for name, floor in zip(("reopen", "kept"), engine_floor(images, side, 50, rng),
-                                   strict=True):
-                rows.append((side, name, 1, len(floor), percentile(floor, 50),
-                             percentile(floor, 95), len(floor) / sum(floor), None, {}))
             hot = circles(images, side, args.hit_set, rng)
             asyncio.run(run_load(base, hot, 1))  # warm the hit set
             for clients in args.clients:
@@ -213,33 +224,83 @@ def main() -> None:
                         batch = [hot[k % len(hot)] for k in range(args.requests)]
                     latencies, wall, received, counts = asyncio.run(
                         run_load(base, batch, clients))
-                    rows.append((side, mode, clients, len(latencies),
+                    rows.append((workers, side, mode, clients, len(latencies),
                                  percentile(latencies, 50), percentile(latencies, 95),
                                  len(latencies) / wall, received / wall / 1e6, counts))
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per setting")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--hit-set", type=int, default=20,
+                        help="distinct requests repeated in the hit runs")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="server processes (vo-service serve --workers N), one run each")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the runs of every --workers value, interleaved")
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
+    ensure_archive()
+    if not (STATE / "index.sqlite").exists():
+        from vo_service.archive.index import run_index
+        from vo_service.config import Settings
+
+        run_index(Settings(data_roots=(ARCHIVE,), state_dir=STATE))
+    images = vis_images()
+    rows = []
+    for side in args.sizes:
+        for name, floor in zip(("reopen", "kept"), engine_floor(images, side, 50, rng),
+                               strict=True):
+            rows.append((0, side, name, 1, len(floor), percentile(floor, 50),
+                         percentile(floor, 95), len(floor) / sum(floor), None, {}))
+    for _ in range(args.rounds):
+        for workers in args.workers:
+            rows += measure_server(workers, images, args, rng)
     print()
-    print(f"{'stamp':>7} {'path':>6} {'clients':>7} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} "
-          f"{'req/s':>8} {'MB/s':>7}  responses")
-    for side, mode, clients, n, p50, p95, rate, mbps, counts in rows:
+    print(f"{'workers':>7} {'stamp':>7} {'path':>6} {'clients':>7} {'n':>5} {'p50 ms':>8} "
+          f"{'p95 ms':>8} {'req/s':>8} {'MB/s':>7}  responses")
+    for workers, side, mode, clients, n, p50, p95, rate, mbps, counts in rows:
         mb = f"{mbps:7.1f}" if mbps is not None else f"{'-':>7}"
         shown = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        print(f"{side:>4}px² {mode:>6} {clients:>7} {n:>5} {p50:8.2f} {p95:8.2f} {rate:8.1f} "
-              f"{mb}  {shown}")
+        print(f"{workers or '-':>7} {side:>4}px² {mode:>6} {clients:>7} {n:>5} {p50:8.2f} "
+              f"{p95:8.2f} {rate:8.1f} {mb}  {shown}")
     print()
-    for side in args.sizes:
-        reopen_p50 = next(r for r in rows if r[:2] == (side, "reopen"))[4]
-        for clients in args.clients:
-            miss = next(r for r in rows if r[:3] == (side, "miss", clients))
-            hit = next(r for r in rows if r[:3] == (side, "hit", clients))
-            print(f"{side}px², {clients:>2} clients: throughput hit/miss x{hit[6] / miss[6]:.2f}; "
-                  f"p50 over HTTP / engine opening the file: miss x{miss[4] / reopen_p50:.2f}, "
-                  f"hit x{hit[4] / reopen_p50:.2f}")
+
+    def best(key: tuple) -> tuple:
+        """The row of the highest req/s among the rounds of one setting."""
+        return max((r for r in rows if r[:4] == key), key=lambda r: r[7])
+
+    for workers in args.workers:
+        for side in args.sizes:
+            reopen_p50 = next(r for r in rows if r[1:3] == (side, "reopen"))[5]
+            for clients in args.clients:
+                miss = best((workers, side, "miss", clients))
+                hit = best((workers, side, "hit", clients))
+                print(f"{workers} worker(s), {side}px², {clients:>2} clients: throughput "
+                      f"hit/miss x{hit[7] / miss[7]:.2f}; p50 over HTTP / engine opening the "
+                      f"file: miss x{miss[5] / reopen_p50:.2f}, hit x{hit[5] / reopen_p50:.2f}")
+    first = args.workers[0]
+    for workers in args.workers[1:]:
+        print()
+        for side in args.sizes:
+            for clients in args.clients:
+                for mode in ("miss", "hit"):
+                    one = best((first, side, mode, clients))
+                    more = best((workers, side, mode, clients))
+                    print(f"{side}px² {mode:>4}, {clients:>2} clients: {workers} workers / "
+                          f"{first}: req/s {more[7]:.1f} / {one[7]:.1f} = "
+                          f"x{more[7] / one[7]:.2f}")
     print("\nload average (1, 5, 15 min) at the end: "
           + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     print(f"reproduce: {sys.executable} benchmarks/http_sync.py "
-          f"--requests {args.requests} --clients {' '.join(map(str, args.clients))}")
+          f"--requests {args.requests} --clients {' '.join(map(str, args.clients))} "
+          f"--workers {' '.join(map(str, args.workers))} --rounds {args.rounds}")
 
 
 if __name__ == "__main__":

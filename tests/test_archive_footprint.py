@@ -10,8 +10,8 @@ import pytest
 from astropy.io import fits
 
 from tests.archive_helpers import write_image
-from vo_service.archive import sphere
 from vo_service.archive.footprint import CelestialImage, celestial_image, image_footprint
+from vo_service.engine import sphere
 
 ARCSEC = 1.0 / 3600.0
 

@@ -16,11 +16,11 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from tests.archive_helpers import write_image, write_mef
-from vo_service.archive import sphere
 from vo_service.archive.footprint import celestial_image
 from vo_service.archive.index import ArchiveIndex, run_index
 from vo_service.archive.mapping import load_mapping
 from vo_service.config import Settings
+from vo_service.engine import sphere
 from vo_service.engine.spectral import barycentric_wavelengths
 from vo_service.shapes import Circle
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vo_service.archive import sphere
 from vo_service.archive.index import ArchiveIndex
 from vo_service.archive.lookup import SpatialIndex
 from vo_service.archive.records import ImageRecord
+from vo_service.engine import sphere
 
 
 def random_polygon(rng: np.random.Generator, ra: float, dec: float, size: float,

@@ -106,3 +106,11 @@ def test_maxrec_overflow(index):
     assert len(records) == 5 and not overflow
     records, overflow = index.search(maxrec=0)
     assert records == [] and overflow
+
+
+def test_range_from_360_to_0_is_all_ra_as_the_engine_cuts_it(index):
+    from vo_service.engine.sky_regions import inside
+
+    whole_circle = Range(360.0, 0.0, 4.9, 5.1)
+    assert names(index.search(pos=[whole_circle])) == ["nir.fits", "vis.fits"]
+    assert inside(whole_circle, [10.0, 190.0], [5.0, 5.0]).tolist() == [True, True]

@@ -32,3 +32,26 @@ def test_unknown_setting_is_refused(tmp_path):
     config.write_text("data_rots = []\n")
     with pytest.raises(ValueError, match="data_rots"):
         load_settings(config, environ={})
+
+
+def test_workers_from_toml_and_environment(tmp_path):
+    config = tmp_path / "vo.toml"
+    config.write_text("workers = 3\n")
+    assert load_settings(config, environ={}).workers == 3
+    assert load_settings(config, environ={"VO_SERVICE_WORKERS": "2"}).workers == 2
+    assert load_settings(environ={}).workers == 1
+    config.write_text("workers = 0\n")
+    with pytest.raises(ValueError, match="workers must be a whole number of processes >= 1"):
+        load_settings(config, environ={})
+
+
+def test_settings_survive_the_trip_to_worker_processes():
+    from dataclasses import replace
+
+    from vo_service.config import Limits, Settings, settings_from_json, settings_to_json
+
+    settings = replace(Settings(), data_roots=(Path("/data/a"), Path("/data/b")),
+                       state_dir=Path("/var/vo"), workers=4, tokens="alice:secret",
+                       mapping_file=Path("/etc/mapping.toml"),
+                       limits=Limits(max_sync_concurrency=3, wait_cap_seconds=9.5))
+    assert settings_from_json(settings_to_json(settings)) == settings

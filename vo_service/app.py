@@ -78,13 +78,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return dali.error_response(error)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The vo-service web application over the index at ``settings.index_path``."""
+def create_app(settings: Settings, *, sweep_cache: bool = True) -> Starlette:
+    """The vo-service web application over the index at ``settings.index_path``.
+
+    ``sweep_cache=False``: one of several server processes, whose parent has already swept
+    the cutout cache (see ``vo_service.serving``).
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     SpaceReserve.of_state(settings).release_if_full()  # room to open the databases
     index = ArchiveIndex(settings.index_path)
     cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes,
-                        min_free_bytes=settings.limits.cache_min_free_bytes)
+                        min_free_bytes=settings.limits.cache_min_free_bytes, sweep=sweep_cache)
     job_service = uws.create_job_service(settings, index, cache)
     token_owners = load_token_owners(settings)  # None: no authentication
 

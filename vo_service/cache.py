@@ -117,10 +117,13 @@ class CutoutCache:
         Free space to leave on the file system: the budget shrinks to what fits above it;
         a put evicts first when its bytes would not fit, and raises ENOSPC if they still
         do not.
+    sweep
+        Remove stray files now (:meth:`sweep`); False where another process sharing the
+        directory already did at startup.
     """
 
     def __init__(self, directory: Path, max_bytes: int, *,
-                 min_free_bytes: int = MIN_FREE_BYTES) -> None:
+                 min_free_bytes: int = MIN_FREE_BYTES, sweep: bool = True) -> None:
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.min_free_bytes = int(min_free_bytes)
@@ -130,7 +133,8 @@ class CutoutCache:
         self.index_path = self.index.path
         self._key_locks: dict[str, list] = {}
         self._key_locks_guard = threading.Lock()
-        self.sweep()
+        if sweep:
+            self.sweep()
 
     # -- the index (for vo_service.cache_check and tests) --------------------------------
 

@@ -69,12 +69,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from vo_service.app import create_app
     from vo_service.archive.index import run_index
     from vo_service.errors import storage_failure
-    from vo_service.request_timeouts import uvicorn_options
+    from vo_service.serving import serve
 
     settings = _settings(args)
     if args.executor or args.scheduler:
@@ -95,7 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, port=args.port)
-    try:
+    if args.workers is not None:
+        if args.workers < 1:
+            print("--workers needs a number of processes >= 1", file=sys.stderr)
+            return 2
+        from dataclasses import replace
+
+        settings = replace(settings, workers=args.workers)
+    try:  # once, before any worker process starts
         print(run_index(settings).summary())
     except Exception as exc:
         problem = storage_failure(exc)
@@ -108,8 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     settings.state_dir, problem)
     if settings.executor == "dask":
         print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
+    processes = f" with {settings.workers} worker processes" if settings.workers > 1 else ""
+    print(f"serving on http://{settings.host}:{settings.port}/{processes}")
     try:
-        app = create_app(settings)
+        serve(settings, log_level=logging.getLogger().getEffectiveLevel())
     except Exception as exc:
         problem = storage_failure(exc)
         if problem is None:
@@ -117,9 +123,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.error("cannot open the databases in the state directory %s (%s): free space "
                   "on its disk, then start again", settings.state_dir, problem)
         return 1
-    print(f"serving on http://{settings.host}:{settings.port}/")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                **uvicorn_options(settings))
     return 0
 
 
@@ -174,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--workers", type=int,
+                   help="server processes sharing the port and the state dir (default 1; "
+                        "more use more cores for /sync; one of them runs the jobs)")
     p.add_argument("--executor", choices=("local", "dask"),
                    help="where catalog jobs cut: local threads (default) or a Dask cluster")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")

@@ -7,10 +7,11 @@ documented in the README ("Configuration").
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 ENV_PREFIX = "VO_SERVICE_"
@@ -64,6 +65,9 @@ class Settings:
     mapping_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    # Server processes answering HTTP on host:port over the same state directory (each
+    # with its own event loop and GIL); one of them runs the jobs.
+    workers: int = 1
     # Where the per-image batches of catalog jobs run: "local" (threads of this process)
     # or "dask" (a dask.distributed cluster at ``scheduler``, e.g. tcp://host:8786).
     executor: str = "local"
@@ -125,6 +129,9 @@ def _settings_from_mapping(values: Mapping[str, object], base: Settings) -> Sett
         raise ValueError(f"unknown limit(s): {', '.join(sorted(unknown))}")
     if limit_changes:
         changes["limits"] = replace(base.limits, **limit_changes)
+    workers = changes.get("workers", base.workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number of processes >= 1, got {workers!r}")
     if changes.get("executor", base.executor) not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', got {changes['executor']!r}")
     return replace(base, **changes)
@@ -162,3 +169,15 @@ def load_settings(
     if env_limits:
         env_values["limits"] = env_limits
     return _settings_from_mapping(env_values, settings)
+
+
+def settings_to_json(settings: Settings) -> str:
+    """``settings`` as JSON that :func:`settings_from_json` reads back equal (how
+    ``serve --workers N`` hands them to its worker processes)."""
+    return json.dumps(asdict(settings),
+                      default=lambda value: str(value) if isinstance(value, Path) else value)
+
+
+def settings_from_json(text: str) -> Settings:
+    """The settings written by :func:`settings_to_json`."""
+    return _settings_from_mapping(json.loads(text), Settings())

@@ -22,7 +22,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import wcs_to_celestial_frame
 from numpy.typing import ArrayLike, NDArray
 
-from vo_service.archive import sphere
+from vo_service.engine import sphere
 
 SAMPLES_PER_EDGE = 16
 # Beyond this radius a polygon is no longer a safe description (the gnomonic containment

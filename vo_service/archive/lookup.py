@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from vo_service.archive import regions, sphere
+from vo_service.archive import regions
 from vo_service.archive.footprint import load_celestial_image
 from vo_service.archive.records import ImageRecord
+from vo_service.engine import sphere
 
 log = logging.getLogger(__name__)
 

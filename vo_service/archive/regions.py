@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from vo_service.archive import sphere
+from vo_service.engine import sphere
 from vo_service.shapes import Circle, Polygon, Range
 
 RANGE_PIECE_RA = 90.0    # a Range is cut into pieces no wider than this (deg of RA) ...
@@ -67,16 +67,11 @@ def probe_of(shape: Circle | Range | Polygon) -> Probe:
 
 
 def _range_probe(shape: Range) -> Probe:
-    dec_lo = max(shape.dec_min, -90.0)
-    dec_hi = min(shape.dec_max, 90.0)
-    open_ra = not (math.isfinite(shape.ra_min) and math.isfinite(shape.ra_max))
-    span = 360.0 if open_ra else (shape.ra_max - shape.ra_min) % 360.0
-    if not open_ra and shape.ra_max - shape.ra_min >= 360.0:
-        span = 360.0
-    if span >= 360.0:
+    ra_lo, span, dec_lo, dec_hi, all_ra = sphere.range_limits(shape)
+    if all_ra:
         return Probe(dec_band=(dec_lo, dec_hi))
     span = max(span, 1e-9)
-    ra_cuts = np.linspace(0.0, span, int(math.ceil(span / RANGE_PIECE_RA)) + 1) + shape.ra_min
+    ra_cuts = np.linspace(0.0, span, int(math.ceil(span / RANGE_PIECE_RA)) + 1) + ra_lo
     height = max(dec_hi - dec_lo, 1e-9)
     dec_cuts = np.linspace(dec_lo, dec_lo + height, int(math.ceil(height / RANGE_PIECE_DEC)) + 1)
     polygons = []

@@ -22,14 +22,8 @@ from astropy.coordinates import ICRS, SkyCoord
 from astropy.wcs import WCS
 from astropy.wcs.utils import wcs_to_celestial_frame
 
-from vo_service.engine.sky_regions import (
-    angular_distance,
-    boundary_near,
-    inside,
-    region_centre_radius,
-    to_radec,
-    unit_vectors,
-)
+from vo_service.engine.sky_regions import boundary_near, inside, region_centre_radius
+from vo_service.engine.sphere import angular_distance, radec_to_xyz, xyz_to_radec
 from vo_service.shapes import ANGLE_UNITS_DEG, CenterSize, Circle, Polygon, Range, Shape
 
 GRID_STEPS = 32
@@ -216,10 +210,10 @@ class SkyToPixel:
         gx, gy, ra, dec = self.grid
         if ra.size == 0:
             return 0.0, 0.0, 180.0
-        centre = unit_vectors(ra, dec).sum(axis=0)
+        centre = radec_to_xyz(ra, dec).sum(axis=0)
         if np.linalg.norm(centre) < 1e-9:
             return 0.0, 0.0, 180.0
-        cra, cdec = to_radec(centre / np.linalg.norm(centre))
+        cra, cdec = xyz_to_radec(centre / np.linalg.norm(centre))
         radius = float(np.max(angular_distance(cra, cdec, ra, dec)))
         # a coarse grid can miss the far edges of a strongly curved image
         step = radius / GRID_STEPS
@@ -379,8 +373,8 @@ def _boundary_window(mapper: SkyToPixel, region: Shape, ra: np.ndarray, dec: np.
         return None
     nx, ny = mapper.fits_shape[:2]
     cra, cdec, cradius = mapper.footprint
-    centre = unit_vectors(np.array(cra), np.array(cdec))
-    distance = np.degrees(np.arccos(np.clip(unit_vectors(ra, dec) @ centre, -1.0, 1.0)))
+    centre = radec_to_xyz(np.array(cra), np.array(cdec))
+    distance = np.degrees(np.arccos(np.clip(radec_to_xyz(ra, dec) @ centre, -1.0, 1.0)))
     valid = np.isfinite(x) & np.isfinite(y)
     with np.errstate(invalid="ignore"):
         on_image = (valid & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)

@@ -3,6 +3,12 @@
 HTTP lives in ``protocols/uws.py``; what a job *does* lives in job kinds (``soda_job.py``,
 ``batch.py``). A kind validates its parameters at creation and later runs in a worker
 thread with a ``JobContext`` that reports progress and results and says when to stop.
+
+Several server processes may share one job store (``serve --workers N``): every process
+creates, changes and waits on jobs; only the holder of the runner lock
+(``coordination.py``) runs, recovers and sweeps them. Each process looks for changes the
+others made every ``WATCH_SECONDS``: the runner for jobs to start, aborts and new execution
+durations, every process for phase changes that end a blocking WAIT.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import secrets
 import shutil
 import sqlite3
@@ -28,6 +35,7 @@ from vo_service.jobs.context import (
     JobParameterError,
     OwnerLimitError,
 )
+from vo_service.jobs.coordination import RunnerLock, StoreChanges
 from vo_service.jobs.executors import LocalExecutor
 from vo_service.jobs.job_files import (
     Upload,
@@ -62,6 +70,10 @@ UNFINISHED_PHASES = (Phase.PENDING, Phase.QUEUED, Phase.EXECUTING, Phase.HELD, P
 # a job that kills the process cannot loop forever.
 MAX_ATTEMPTS = 2
 SWEEP_SECONDS = 60.0
+# How often a process looks for job changes made by the other server processes: the delay
+# before the runner starts a job queued elsewhere, and at most before a WAIT answered
+# elsewhere notices a phase change.
+WATCH_SECONDS = 0.05
 # How long the outcome of a batch stamp (status, pixel box) is remembered.
 OUTCOME_DAYS = 30
 
@@ -100,39 +112,58 @@ class JobService:
         self._slots = LocalExecutor(self.limits.job_workers, name="vo-uws")
         self._aborts: dict[str, threading.Event] = {}
         self._timers: dict[str, threading.Timer] = {}
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._timed: dict[str, int] = {}  # the execution duration each timer enforces
+        # blocking WAITs: job id -> {their event: the phase they wait to change}
+        self._waiters: dict[str, dict[asyncio.Event, Phase]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._runner_lock = RunnerLock(settings.jobs_dir / "runner.lock")
+        self._changes = StoreChanges(settings.jobs_dir / "jobs.sqlite")
         self._guard = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
+    @property
+    def is_runner(self) -> bool:
+        """Whether this process runs the jobs (holds the runner lock)."""
+        return self._runner_lock.held
+
     async def start(self) -> None:
-        """Startup hook: recover jobs a previous process left running, start the sweep."""
+        """Startup hook: become the runner if no other process is (then recover jobs a
+        previous process left running and start the sweep); watch the others' changes."""
         self._loop = asyncio.get_running_loop()
-        self.recover()
-        self._sweep_logged()
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        if self._runner_lock.acquire():
+            self.recover()
+            self._sweep_logged()
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._watcher = asyncio.create_task(self._watch_forever())
 
     async def stop(self) -> None:
         """Shutdown hook: stop jobs at their next check (they resume after a restart)."""
         self.stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._watcher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for timer in list(self._timers.values()):
             timer.cancel()
+        drained = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.to_thread(self._slots.shutdown, True, cancel_futures=True), 30
             )
+            drained = True
         close = getattr(self.resources, "close", None)
         if close is not None:
             await asyncio.to_thread(close)
         if self.store.flush_unsaved():
             log.error("%d job changes could not be written (the disk is full); those jobs "
                       "are resumed or failed again at the next start", len(self.store.unsaved))
+        if drained:  # else the lock goes with the process, once its job threads ended
+            self._runner_lock.release()
+        self._changes.close()
         self.store.close()
 
     def recover(self) -> None:
@@ -189,6 +220,49 @@ class JobService:
                 log.exception("job sweep failed")
             else:
                 log.warning("job sweep stopped: %s", exc)
+
+    async def _watch_forever(self) -> None:
+        """Take over as runner when the runner's process ended; follow the store's changes
+        made by other processes (jobs to start, aborts, phase changes for WAITs)."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                if not self.is_runner and self._runner_lock.acquire():
+                    log.info("process %d takes over running the jobs", os.getpid())
+                    await asyncio.to_thread(self.recover)
+                    self._sweeper = asyncio.create_task(self._sweep_forever())
+                if self._changes.changed():
+                    phases = await asyncio.to_thread(self._follow_changes, list(self._waiters))
+                    self._wake_changed(phases)
+            except Exception:  # keep watching; the next round retries
+                log.exception("following the job store failed")
+
+    def _follow_changes(self, waited: list[str]) -> dict[str, Phase | None]:
+        """Start queued jobs and stop aborted or deleted ones (runner only); the phases of
+        the ``waited`` jobs (None: deleted)."""
+        if self.is_runner and not self.stopping:
+            for job in self.store.list(phases=[Phase.QUEUED]):
+                self._submit(job.job_id)
+            with self._guard:
+                running = dict(self._aborts)
+            for job_id, flag in running.items():
+                job = self.store.get(job_id)
+                if job is None or job.phase not in (Phase.QUEUED, Phase.EXECUTING):
+                    flag.set()  # aborted or deleted through another process
+                elif self._timed.get(job_id, job.execution_duration) != job.execution_duration:
+                    self._retime(job)  # EXECUTIONDURATION changed through another process
+        phases: dict[str, Phase | None] = {}
+        for job_id in waited:
+            job = self.store.get(job_id)
+            phases[job_id] = None if job is None else job.phase
+        return phases
+
+    def _wake_changed(self, phases: Mapping[str, Phase | None]) -> None:
+        """Wake the WAITs whose job left the phase they wait on."""
+        for job_id, phase in phases.items():
+            for changed, waited_phase in list(self._waiters.get(job_id, {}).items()):
+                if phase != waited_phase:
+                    changed.set()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -320,13 +394,16 @@ class JobService:
         clamped = ceiling if seconds == 0 or seconds > ceiling else seconds
         self.store.update(job_id, execution_duration=clamped)
         job = self.store.get(job_id)
-        with self._guard:
-            running = self._timers.get(job_id)
-        if job is not None and running is not None and job.start_time:
+        if job is not None:
+            self._retime(job)
+
+    def _retime(self, job: JobRecord) -> None:
+        """Restart the timer of a job running here for its current execution duration."""
+        if job.start_time:
             # a running job keeps its start: the new limit counts from there
-            running.cancel()
             elapsed = (now() - parse_time(job.start_time)).total_seconds()
-            self._start_timer(job_id, max(0.0, clamped - elapsed))
+            self._start_timer(job.job_id, max(0.0, job.execution_duration - elapsed),
+                              job.execution_duration, replacing=True)
 
     async def wait(self, job_id: str, seconds: float, phase: Phase | None) -> JobRecord | None:
         """Block until the job's phase changes, at most ``seconds`` (UWS 1.1 §2.2.1.1).
@@ -340,7 +417,7 @@ class JobService:
         cap = self.limits.wait_cap_seconds
         timeout = cap if seconds < 0 else min(seconds, cap)
         changed = asyncio.Event()
-        self._waiters.setdefault(job_id, set()).add(changed)
+        self._waiters.setdefault(job_id, {})[changed] = job.phase
         try:
             current = self.store.get(job_id)
             if current is None or current.phase != job.phase:
@@ -350,7 +427,7 @@ class JobService:
         finally:
             waiters = self._waiters.get(job_id)
             if waiters is not None:
-                waiters.discard(changed)
+                waiters.pop(changed, None)
                 if not waiters:
                     self._waiters.pop(job_id, None)
         return self.store.get(job_id)
@@ -358,8 +435,14 @@ class JobService:
     # -- execution --------------------------------------------------------------------
 
     def _submit(self, job_id: str) -> None:
+        """Hand a QUEUED job to a job slot, once; elsewhere than in the runner a no-op (the
+        runner finds the job in the store)."""
+        if not self.is_runner:
+            return
         flag = threading.Event()
         with self._guard:
+            if job_id in self._aborts:
+                return
             self._aborts[job_id] = flag
         self._slots.submit(self._execute, job_id, flag)
 
@@ -380,6 +463,7 @@ class JobService:
         finally:
             with self._guard:
                 self._aborts.pop(job_id, None)
+                self._timed.pop(job_id, None)
                 timer = self._timers.pop(job_id, None)
             if timer is not None:
                 timer.cancel()
@@ -395,7 +479,7 @@ class JobService:
             return
         self._notify(job_id)
         if job.execution_duration > 0:
-            self._start_timer(job_id, job.execution_duration)
+            self._start_timer(job_id, job.execution_duration, job.execution_duration)
         context = JobContext(
             job_id=job_id, parameters=self.store.parameters(job_id),
             uploads=load_uploads(self.store.job_dir(job_id)), job_dir=self.store.job_dir(job_id),
@@ -426,11 +510,20 @@ class JobService:
                  f": {message}" if message else "")
         self._notify(job_id)
 
-    def _start_timer(self, job_id: str, seconds: float) -> None:
+    def _start_timer(self, job_id: str, seconds: float, duration: int, *,
+                     replacing: bool = False) -> None:
+        """Abort the job in ``seconds``, enforcing an execution duration of ``duration``;
+        ``replacing``: only if a timer of the job runs, which is cancelled."""
         timer = threading.Timer(seconds, self._exceeded, (job_id,))
         timer.daemon = True
         with self._guard:
+            if replacing:
+                running = self._timers.get(job_id)
+                if running is None:
+                    return
+                running.cancel()
             self._timers[job_id] = timer
+            self._timed[job_id] = duration
         timer.start()
 
     def _exceeded(self, job_id: str) -> None:

@@ -1,11 +1,13 @@
-"""Spherical geometry of the archive index: containment, orientation, crossings."""
+"""Spherical geometry shared by the archive and the engine: containment, orientation, crossings,
+RANGE wrap-around."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vo_service.archive import sphere
+from vo_service.engine import sphere
+from vo_service.shapes import Range
 
 
 def square(ra: float, dec: float, half: float) -> np.ndarray:
@@ -73,3 +75,36 @@ def test_distance_to_edges(ra, dec, expected):
     polygon = square(11.0, 0.0, 1.0)  # RA 10..12, Dec -1..1
     distance = sphere.distance_to_polygon_edges(sphere.radec_to_xyz(ra, dec), polygon)
     assert distance == pytest.approx(expected, abs=0.02)
+
+
+@pytest.mark.parametrize(("box", "inside", "outside"), [
+    (Range(350.0, 10.0, -5.0, 5.0), [(355.0, 0.0), (5.0, 4.0), (0.0, -5.0)],
+     [(180.0, 0.0), (11.0, 0.0), (349.0, 0.0), (0.0, 6.0)]),
+    (Range(10.0, 20.0, -90.0, -80.0), [(15.0, -85.0), (20.0, -80.0)], [(25.0, -85.0)]),
+    (Range(0.0, 360.0, 0.0, 1.0), [(0.0, 0.5), (180.0, 0.5), (359.9, 1.0)], [(90.0, -0.1)]),
+    (Range(360.0, 0.0, 0.0, 1.0), [(0.0, 0.5), (180.0, 0.5)], [(90.0, 2.0)]),
+    (Range(-np.inf, np.inf, 0.0, np.inf), [(123.0, 89.0), (0.0, 0.0)], [(5.0, -0.1)]),
+])
+def test_range_wraps_through_ra_zero_and_opens_to_all_ra(box, inside, outside):
+    ra, dec = np.array(inside + outside, dtype=float).T
+    expected = [True] * len(inside) + [False] * len(outside)
+    assert sphere.in_range(box, ra, dec).tolist() == expected
+
+
+def test_range_limits_resolve_wrap_and_open_ends():
+    assert sphere.range_limits(Range(350.0, 10.0, -1.0, 1.0)) == (350.0, 20.0, -1.0, 1.0, False)
+    assert sphere.range_limits(Range(360.0, 0.0, -1.0, 1.0))[1:] == (360.0, -1.0, 1.0, True)
+    assert sphere.range_limits(Range(5.0, 5.0, -np.inf, np.inf)) == (5.0, 0.0, -90.0, 90.0,
+                                                                      False)
+
+
+def test_points_in_polygon_keeps_the_shape_of_a_grid():
+    polygon = square(0.0, 0.0, 1.0)
+    ra, dec = np.meshgrid([359.5, 0.5, 2.0], [0.0, 3.0])
+    inside = sphere.points_in_polygon(sphere.radec_to_xyz(ra, dec), polygon)
+    assert inside.tolist() == [[True, True, False], [False, False, False]]
+
+
+def test_angular_distance_across_ra_zero_and_near_zero():
+    assert sphere.angular_distance(359.5, 0.0, 0.5, 0.0) == pytest.approx(1.0)
+    assert sphere.angular_distance(10.0, 20.0, 10.0, 20.0 + 1e-9) == pytest.approx(1e-9, rel=1e-4)

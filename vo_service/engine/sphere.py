@@ -1,15 +1,21 @@
-"""Geometry on the unit sphere in 3-D vectors: no RA wrap-around, no pole singularities.
+"""Geometry on the unit sphere, the one module for it: the archive's footprint lookups and
+the engine's region tests both use it.
 
-Polygons are sequences of unit vectors joined by great-circle arcs, each polygon smaller
-than a hemisphere. Containment is a crossing-number test in the gnomonic projection around
-the polygon's centre (great circles project to straight lines there, so the test is exact
-for great-circle edges).
+Points are 3-D unit vectors (no RA wrap-around, no pole singularities). Polygons are
+sequences of unit vectors joined by great-circle arcs, each polygon smaller than a
+hemisphere. Containment is a crossing-number test in the gnomonic projection around the
+polygon's centre (great circles project to straight lines there, so the test is exact for
+great-circle edges). A RANGE's RA interval may wrap through RA = 0 (:func:`range_limits`).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from vo_service.shapes import Range
 
 Vectors = NDArray[np.float64]
 
@@ -46,6 +52,40 @@ def angle_deg(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
     cross = np.linalg.norm(np.cross(a, b), axis=-1)
     dot = np.sum(a * b, axis=-1)
     return np.degrees(np.arctan2(cross, dot))
+
+
+def angular_distance(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike, dec2: ArrayLike
+                     ) -> NDArray[np.float64]:
+    """Great-circle distance in degrees between ICRS positions (broadcast, stable near 0)."""
+    return angle_deg(radec_to_xyz(ra1, dec1), radec_to_xyz(ra2, dec2))
+
+
+def range_limits(box: Range) -> tuple[float, float, float, float, bool]:
+    """(ra_lo, ra_span, dec_lo, dec_hi, all_ra) of a RANGE with open limits resolved.
+
+    The RA interval runs from ``ra_lo`` eastwards over ``ra_span`` degrees, through RA = 0
+    when ``ra_min > ra_max``; infinite limits, a span of 360 degrees or more, and equal
+    ends on opposite sides of RA = 0 (``360 0``) mean all RA.
+    """
+    dec_lo = max(box.dec_min, -90.0)
+    dec_hi = min(box.dec_max, 90.0)
+    if not (math.isfinite(box.ra_min) and math.isfinite(box.ra_max)):
+        return 0.0, 360.0, dec_lo, dec_hi, True
+    span = (box.ra_max - box.ra_min) % 360.0
+    if box.ra_max - box.ra_min >= 360.0 or (span == 0 and box.ra_max != box.ra_min):
+        span = 360.0
+    return box.ra_min, span, dec_lo, dec_hi, span >= 360.0
+
+
+def in_range(box: Range, ra: ArrayLike, dec: ArrayLike) -> NDArray[np.bool_]:
+    """Which ICRS positions (degrees) lie inside a RANGE, edges included."""
+    ra = np.asarray(ra, dtype=float)
+    dec = np.asarray(dec, dtype=float)
+    ra_lo, span, dec_lo, dec_hi, all_ra = range_limits(box)
+    in_dec = (dec >= dec_lo) & (dec <= dec_hi)
+    if all_ra:
+        return in_dec
+    return in_dec & (((ra - ra_lo) % 360.0) <= span)
 
 
 def tangent_basis(centres: ArrayLike) -> tuple[Vectors, Vectors]:
@@ -118,16 +158,28 @@ def planar_crossings(
 
 
 def points_in_polygon(points: ArrayLike, vertices: ArrayLike) -> NDArray[np.bool_]:
-    """Which of the unit vectors ``points`` (N, 3) lie inside one polygon (K, 3)."""
-    points = np.atleast_2d(np.asarray(points, dtype=float))
+    """Which of the unit vectors ``points`` (..., 3; one vector counts as (1, 3)) lie inside
+    one polygon (K, 3).
+
+    One pass per edge over all points: memory grows with the points, not points x edges.
+    """
+    points = np.asarray(points, dtype=float)
+    leading = points.shape[:-1] or (1,)
+    points = points.reshape(-1, 3)
     vertices = np.asarray(vertices, dtype=float)
     centre, _ = bounding_cone(vertices)
     east, north = tangent_basis(centre)
     vx, vy, _ = gnomonic(vertices, centre, east, north)
     px, py, front = gnomonic(points, centre, east, north)
-    inside = planar_crossings(px, py, np.broadcast_to(vx, (len(points), len(vx))),
-                              np.broadcast_to(vy, (len(points), len(vy))))
-    return inside & front
+    inside = np.zeros(len(points), dtype=bool)
+    previous = len(vx) - 1
+    for current in range(len(vx)):
+        x0, y0, x1, y1 = vx[current], vy[current], vx[previous], vy[previous]
+        if y0 != y1:  # a horizontal edge never crosses the test ray
+            straddles = (y0 > py) != (y1 > py)
+            inside ^= straddles & (px < x0 + (py - y0) * (x1 - x0) / (y1 - y0))
+        previous = current
+    return (inside & front).reshape(leading)
 
 
 def _orient(a: Vectors, b: Vectors, c: Vectors) -> NDArray[np.float64]:
