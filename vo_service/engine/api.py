@@ -24,6 +24,8 @@ from vo_service.engine.batch import (
     run_tasks,
 )
 from vo_service.engine.cutout import CutoutResult
+from vo_service.engine.mosaic import stitched_cutouts
+from vo_service.engine.resample import DEFAULT_METHOD, METHODS
 from vo_service.engine.writing import atomic_write
 from vo_service.shapes import CenterSize
 
@@ -75,8 +77,8 @@ def first_image_hdu(path: str | Path) -> int:
 
 def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
            output_dir: str | Path | None = None, single_outfile: bool = False,
-           pad: bool = False, hdu: int | None = None, workers: int = 1
-           ) -> list[fits.HDUList] | list[Path]:
+           pad: bool = False, hdu: int | None = None, workers: int = 1,
+           stitch: bool | str = False) -> list[fits.HDUList] | list[Path]:
     """Cut every target from every file.
 
     Parameters
@@ -91,6 +93,11 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     pad : pad stamps at image edges to the full size (NaN / BLANK).
     hdu : the image HDU of every file (default: the first image with a celestial WCS).
     workers : files cut in parallel (1-16 threads).
+    stitch : treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT) and
+        make one stamp per target and mosaic, on the grid of the tile holding the target,
+        filled across tile edges from the other tiles: exact copies from tiles on the same
+        pixel grid, others resampled (True or ``"interp"``: bilinear; ``"flux"``:
+        flux-conserving). See `vo_service.engine.stitch`.
 
     Returns
     -------
@@ -102,18 +109,28 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     width, height, unit = _size(size)
     regions = tuple(CenterSize(float(ra), float(dec), width, height, unit)
                     for ra, dec in zip(ras, decs, strict=True))
-    tasks = [ImageTask(path, first_image_hdu(path) if hdu is None else hdu, regions, pad=pad)
-             for path in paths]
-    per_task: dict[int, list[CutoutResult]] = dict(run_tasks(tasks, cut_task, workers=workers))
+    hdus = [first_image_hdu(path) if hdu is None else hdu for path in paths]
+    if stitch:
+        method = DEFAULT_METHOD if stitch is True else str(stitch)
+        if method not in METHODS:
+            raise ValueError(f"stitch must be True or one of {', '.join(METHODS)}, not "
+                             f"{stitch!r}")
+        outcomes = stitched_cutouts(list(zip(paths, hdus, strict=True)), regions,
+                                    method=method, pad=pad)
+    else:
+        tasks = [ImageTask(path, number, regions, pad=pad)
+                 for path, number in zip(paths, hdus, strict=True)]
+        per_task = dict(run_tasks(tasks, cut_task, workers=workers))
+        outcomes = [(task.path, result) for task_index, task in enumerate(tasks)
+                    for result in per_task[task_index]]
     stamps: list[tuple[Path, CutoutResult]] = []
-    for task_index, task in enumerate(tasks):
-        for result in per_task[task_index]:
-            if result.has_stamp:
-                stamps.append((task.path, result))
-            else:
-                warnings.warn(f"target {result.index} ({ras[result.index]:.6f}, "
-                              f"{decs[result.index]:.6f}) not cut from {task.path.name}: "
-                              f"{result.status} {result.message}".rstrip(), stacklevel=2)
+    for path, result in outcomes:
+        if result.has_stamp:
+            stamps.append((path, result))
+        else:
+            warnings.warn(f"target {result.index} ({ras[result.index]:.6f}, "
+                          f"{decs[result.index]:.6f}) not cut from {path.name}: "
+                          f"{result.status} {result.message}".rstrip(), stacklevel=2)
     if single_outfile:
         chunks = multi_extension_chunks(
             (result for _, result in stamps), extname=lambda r: f"CUTOUT{r.index}")
