@@ -125,3 +125,60 @@ def test_the_python_api_stitches_files_into_one_stamp_per_target(tract):
         np.testing.assert_array_equal(stamp[0].data, expected[0].data)
     with pytest.raises(ValueError, match="interp, flux"):
         vo_service.cutout(list(tiles.values()), targets, 40, stitch="cubic")
+
+
+@pytest.fixture(scope="module")
+def rotated_pair(tmp_path_factory):
+    """Two tiles with their own tangent points (the second rotated by 4 degrees), both
+    rendered from one sky of isolated point sources, some right on the seam."""
+    directory = tmp_path_factory.mktemp("rotated")
+    west = tile_factory.tile_header((150.0, 2.2), (200, 200))
+    west_wcs = WCS(west)
+    east = tile_factory.tile_header(sky_of(west_wcs, 285.0, 110.0), (200, 200),
+                                    rotation_deg=4.0)
+    rng = np.random.default_rng(5)
+    columns, rows = np.meshgrid([200.3, 226.7], np.arange(25.4, 180, 25.2))
+    x = columns.ravel() + rng.uniform(-1, 1, columns.size)
+    ra, dec = west_wcs.all_pix2world(x, rows.ravel(), 0)
+    sky = tile_factory.PointSky(ra, dec, rng.uniform(500, 5000, x.size))
+    paths = [tile_factory.write_rendered(directory / f"{name}.fits", sky, header, (200, 200))
+             for name, header in (("west", west), ("east", east))]
+    return paths, sky, west_wcs
+
+
+@pytest.mark.parametrize("method", ["interp", "flux"])
+def test_resampled_seam_keeps_point_source_flux_within_one_percent(rotated_pair, method):
+    (west, east), sky, west_wcs = rotated_pair
+    region = CenterSize(*sky_of(west_wcs, 195.0, 100.0), 90, 180, "pix")
+    (result,) = stitch_on(west, [east], [region], method=method)
+    assert result.status == "stitched"
+    header = result.to_hdulist()[0].header
+    assert (header["SRCHOW2"], header["STITCHMD"]) == ("resample", method)
+    source_map = result.to_hdulist()["SRCMAP"].data
+    seam = 200 - result.pixel_box.x0  # first stamp column beyond the west tile
+    assert (source_map[:, :seam] == 1).all() and (source_map[:, seam:] == -2).all()
+    stamp_wcs = WCS(header)
+    data = result.data.astype(float)
+    x, y = stamp_wcs.all_world2pix(sky.ra, sky.dec, 0)
+    rows, columns = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+    errors = np.array([data[np.hypot(columns - xs, rows - ys) < 8].sum() / flux - 1
+                       for xs, ys, flux in zip(x, y, sky.flux, strict=True)])
+    on_seam = np.abs(x - seam) < 2
+    assert on_seam.sum() == 7 and (~on_seam).sum() == 7
+    assert np.abs(errors[on_seam]).max() < 0.01  # half copied, half resampled
+    assert np.abs(errors[~on_seam]).max() < 0.002  # resampled only
+    truth = sky.render(stamp_wcs, data.shape)
+    assert np.abs(data - truth).max() < 0.08 * truth.max()  # interpolation error
+
+
+def test_integer_masks_are_never_interpolated(tmp_path):
+    west = tile_factory.tile_header((150.0, 2.2), (60, 60))
+    east = tile_factory.tile_header(sky_of(WCS(west), 80.0, 30.0), (60, 60), rotation_deg=7)
+    flags = np.where(np.arange(3600).reshape(60, 60) % 7 == 0, 4, 1).astype(np.int32)
+    paths = [fits_factory.write_image(tmp_path / f"{name}.fits", header, flags)
+             for name, header in (("west", west), ("east", east))]
+    (result,) = stitch_on(paths[0], [paths[1]],
+                          [CenterSize(*sky_of(WCS(west), 55.0, 30.0), 30, 20, "pix")],
+                          method="flux")
+    assert result.status == "stitched" and result.data.dtype.kind == "i"
+    assert set(np.unique(result.data)) <= {1, 4}
