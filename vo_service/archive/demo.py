@@ -23,6 +23,11 @@
     <root>/euclid/EPOCHS/<YYYY-MM-DD>/EUC_MER_BGSUB-MOSAIC-VIS_TILE102020001.fits
         one field seen at four epochs (distinct DATE-OBS, MJD-OBS, slightly dithered
         pointings); the source with ``variable = 1`` in sources.csv changes its flux.
+    <root>/euclid/TRACTS/EUC_MER_<PRODUCT>-MOSAIC-VIS_TILE<tile>.fits
+        tiles whose edges overlap, for stitched stamps (PRODUCT: BGSUB, RMS, FLAG): tiles
+        102031001 and 102031002 are two patches of one pixel grid (the same tangent point,
+        CRPIX shifted), tile 102032001 has its own tangent point and overlaps both from the
+        north. Point sources with IDs from 300901 in sources.csv sit on the seams.
 
 Every image HDU carries TELESCOP, INSTRUME, FILTER, PRODTYPE, TILEID, OBJECT, OBS_COLL
 ('EUCLID-DEMO'), DATE-OBS, MJD-OBS, MJD-END, EXPTIME, BUNIT, MAGZERO (23.9: images are in
@@ -113,8 +118,13 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
     written.append(_write_mef(root, seed, tile_centres[MAIN_TILES[1]], 0.025 * scale, main))
     written.append(_write_cube(root, seed, tile_centres[MAIN_TILES[0]], scale, main))
     written += _write_epochs(root, seed, epoch_side, epoch_cat, variable_id)
+    from vo_service.archive.demo_seams import SEAM_FIELD, write_seam_tiles
+
+    seam_files, seam_cat = write_seam_tiles(root, seed, scale)
+    written += seam_files
     _write_sources(root / "sources.csv", [(main, name), (ra0_cat, RA0_FIELD[0]),
-                                          (epoch_cat, EPOCH_FIELD[0])], variable_id)
+                                          (epoch_cat, EPOCH_FIELD[0]),
+                                          (seam_cat, SEAM_FIELD[0])], variable_id)
     total_bytes = sum(path.stat().st_size for path in written)
     hdus = sum(_count_image_hdus(path) for path in written)
     contents = (
@@ -122,7 +132,8 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
         f"(scale {scale}, seed {seed}): {len(MAIN_TILES) + 1} tiles x {len(BANDS)} bands x "
         f"{len(PRODUCTS)} products (tile {COMPRESSED_TILE} RICE-compressed, tile {RA0_TILE} "
         f"straddling RA 0), one multi-extension file, one spectral cube, {len(EPOCH_DATES)} "
-        f"epochs; {len(main) + len(ra0_cat) + len(epoch_cat)} sources in sources.csv"
+        f"epochs, 3 tiles with overlapping edges for stitching; "
+        f"{len(main) + len(ra0_cat) + len(epoch_cat) + len(seam_cat)} sources in sources.csv"
     )
     # README.txt holds no build time, so that it too is identical between builds.
     _atomic_write_text(root / "README.txt", f"{__doc__}\nThis archive: {contents}.\n")
