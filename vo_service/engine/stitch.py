@@ -158,14 +158,16 @@ def _insert_cards(header: bytes, cards: str) -> bytes:
 
 def stitch_cutouts(grid: Tile, neighbours: Sequence[Tile], regions: Sequence[Shape], *,
                    method: str = DEFAULT_METHOD, max_pixels: int | None = None,
-                   origfile: str | None = None, pad: bool = False) -> list[CutoutResult]:
+                   origfile: str | None = None, pad: bool = False,
+                   **filters: object) -> list[CutoutResult]:
     """Cut every region from ``grid``; a stamp that leaves the grid image is filled from
     ``neighbours`` (status ``stitched``, a StitchedResult) when any of them covers part of
     the rest. Results in input order; the others are what `iter_cutouts` gives.
 
     ``method``: how neighbours that are not on the grid image's pixel grid are resampled,
     ``interp`` (bilinear, the default) or ``flux`` (flux-conserving).
-    ``pad`` pads a stamp no neighbour helps to fill, as `iter_cutouts` does.
+    ``pad`` pads a stamp no neighbour helps to fill, as `iter_cutouts` does; ``filters``
+    (band, time, pol) are checked as `iter_cutouts` checks them.
     Raises CutoutError when the grid image cannot answer at all, ValueError for an
     unknown method.
     """
@@ -173,8 +175,11 @@ def stitch_cutouts(grid: Tile, neighbours: Sequence[Tile], regions: Sequence[Sha
         raise ValueError(f"unknown stitching method {method!r}; use one of "
                          + ", ".join(METHODS))
     regions = list(regions)
+    if not regions:
+        return []
     results = sorted(iter_cutouts(grid.image, regions, max_pixels=max_pixels,
-                                  origfile=origfile, pad=pad), key=lambda result: result.index)
+                                  origfile=origfile, pad=pad, **filters),
+                     key=lambda result: result.index)
     partial = [result.index for result in results
                if result.status == "partial" and len(grid.image.fits_shape) == 2]
     if not partial or not neighbours:

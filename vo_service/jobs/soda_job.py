@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.stamps import publish_cached
 from vo_service.jobs.store import Parameter, ResultFile
+from vo_service.products import stitching
 from vo_service.protocols.dali import (
     DALIError,
     NotFound,
@@ -34,7 +36,8 @@ from vo_service.protocols.soda import (
 )
 from vo_service.shapes import Shape
 
-SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT"}
+SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT",
+                   "STITCH"}
 
 
 MAX_JOB_CUTOUTS = 10_000  # results of one SODA job (the cartesian product is checked first)
@@ -87,9 +90,17 @@ def parse_soda_requests(parameters: Sequence[Parameter], *, complete: bool = Tru
         raise UsageError(f"{count:,} cutouts (ID x region x BAND x TIME) in one job, more "
                          f"than {MAX_JOB_CUTOUTS:,}; split the job, or upload a catalog "
                          "(UPLOAD) for many positions")
+    stitch_values = values.get(stitching.STITCH_PARAMETER, [])
+    if len(stitch_values) > 1:
+        raise UsageError("STITCH is single-valued; send it once")
+    try:
+        method = stitching.parse_stitch(stitch_values[0] if stitch_values else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    stitch = stitching.Stitching(method) if method else None
     return [
         SyncRequest((did,), (region,) if region is not None else (), band, time, pol,
-                    response_format, None, None)
+                    response_format, None, None, stitch)
         for did, region, band, time in itertools.product(
             ids, regions or [None], bands or [None], times or [None])
     ]
@@ -140,6 +151,8 @@ class SodaJob:
         if record is None:
             return _text_result(context, result_id, f"UsageError: unknown ID {request.ids[0]!r}")
         try:
+            request = replace(request, stitch=stitching.resolve(
+                self.resources.index, request.stitch, [record]))
             cached, _, _ = fetch_product(self.resources.cache, request, [record],
                                          self.resources.settings.limits.max_cutout_pixels)
         except NoOverlap:
@@ -156,3 +169,4 @@ def _text_result(context: JobContext, result_id: str, text: str) -> ResultFile:
     path = context.job_dir / f"{result_id}.txt"
     path.write_text(text + "\n")
     return ResultFile(result_id, path.name, "text/plain", path.stat().st_size)
+

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import anyio.to_thread
@@ -36,6 +36,7 @@ from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
+from vo_service.products import stitching
 from vo_service.protocols.dali import (
     DALIError,
     MultiValuedParamNotSupported,
@@ -92,6 +93,7 @@ class SyncRequest:
     response_format: ResponseFormat
     preview: PreviewOptions | None  # set for image/png and image/jpeg
     runid: str | None
+    stitch: stitching.Stitching | None = None  # STITCH: fill stamps across tile edges
 
     @property
     def cutout_count(self) -> int:
@@ -118,6 +120,15 @@ def refuse_tap(params: Params) -> None:
             "this endpoint is SODA (image cutouts), and this service offers no TAP (yet): "
             "LANG, QUERY and REQUEST=doQuery are TAP parameters. Find images with SIA 2 at "
             "/query, then cut them here with ID and CIRCLE, POLYGON or POS")
+
+
+def parse_stitch(params: Params) -> stitching.Stitching | None:
+    """The service-specific STITCH parameter (none, interp or flux; docs/soda.md)."""
+    try:
+        method = stitching.parse_stitch(params.get_single(stitching.STITCH_PARAMETER))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return stitching.Stitching(method) if method else None
 
 
 def parse_sync_request(params: Params) -> SyncRequest:
@@ -164,7 +175,7 @@ def parse_sync_request(params: Params) -> SyncRequest:
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     request = SyncRequest(ids, tuple(regions), band, time, pol, response_format, preview,
-                          params.get_single("RUNID"))
+                          params.get_single("RUNID"), parse_stitch(params))
     if request.cutout_count > MAX_SYNC_CUTOUTS:
         raise UsageError(f"{request.cutout_count} cutouts (ID x region) in one sync request, "
                          f"more than {MAX_SYNC_CUTOUTS}; split it or use /async")
@@ -217,10 +228,16 @@ def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
     regions = list(request.regions) or [EVERYWHERE]
     try:
         with IMAGES.image(record.path, record.hdu) as image:
-            results = sorted(iter_cutouts(
-                image, regions, band=request.band, time=request.time,
-                pol=list(request.pol) if request.pol else None, max_pixels=max_pixels,
-                origfile=record.path.name), key=lambda result: result.index)
+            if request.stitch is not None:
+                results = stitching.cut_stitched(
+                    IMAGES, image, record, request.stitch.of(record), regions,
+                    method=request.stitch.method, max_pixels=max_pixels, band=request.band,
+                    time=request.time, pol=list(request.pol) if request.pol else None)
+            else:
+                results = sorted(iter_cutouts(
+                    image, regions, band=request.band, time=request.time,
+                    pol=list(request.pol) if request.pol else None, max_pixels=max_pixels,
+                    origfile=record.path.name), key=lambda result: result.index)
     except CutoutError as exc:
         raise UsageError(f"{record.obs_publisher_did}: {exc}") from exc
     except FileNotFoundError as exc:
@@ -251,11 +268,12 @@ def planned_bytes(request: SyncRequest, records: list[ImageRecord], max_pixels: 
             with IMAGES.image(record.path, record.hdu) as image:
                 plans = plan_cutouts(image, regions, band=request.band, time=request.time,
                                      pol=list(request.pol) if request.pol else None,
-                                     max_pixels=max_pixels)
+                                     max_pixels=max_pixels, pad=request.stitch is not None)
                 itemsize = image.dtype.itemsize
         except Exception:  # noqa: BLE001 - cut_record raises it again, classified for the client
             continue
-        boxes = sum(plan.read_box.size for plan in plans if plan.read_box is not None)
+        boxes = sum((plan.box if request.stitch else plan.read_box).size for plan in plans
+                    if plan.read_box is not None)
         pixels += boxes
         raw_bytes += boxes * itemsize
     return working_bytes(raw_bytes, pixels, preview=request.preview is not None)
@@ -316,6 +334,7 @@ def product_key(request: SyncRequest, records: list[ImageRecord]) -> str:
         "band": request.band, "time": request.time, "pol": request.pol,
         "format": request.response_format.mime,
         "preview": request.preview.cache_key() if request.preview else None,
+        **({"stitch": request.stitch.key()} if request.stitch else {}),
     })
 
 
@@ -418,6 +437,7 @@ def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels:
             budget: MemoryBudget) -> _Answer:
     """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
     records = lookup_records(index, request.ids)
+    request = replace(request, stitch=stitching.resolve(index, request.stitch, records))
     with budget.hold() as hold:  # memory reserved by the cutting, if any, until the end
         cached, hit, key = fetch_product(cache, request, records, max_pixels, hold)
         content = None
