@@ -277,7 +277,8 @@ class _Stitcher:
             contributions.append(Contribution(self.neighbours[k].label, how, int(mine.sum())))
         bitpix = dtype_bitpix(stamp.dtype)
         template = make_template(self.grid.image, self.origfile, bitpix)
-        blank = kind.fill if stamp.dtype.kind in "iu" else None
+        # BLANK only when some pixel has no data (readers turn integers with BLANK to floats)
+        blank = kind.fill if stamp.dtype.kind in "iu" and (source_map == 0).any() else None
         box = plan.box
         return StitchedResult(
             STITCHED, box, f"stitched from {len(contributions)} images", stamp.astype(

@@ -39,6 +39,7 @@ from vo_service.jobs.executors import as_finished
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
+from vo_service.products import stitching
 from vo_service.protocols.dali import UsageError
 from vo_service.protocols.soda import changed_since_indexed
 
@@ -152,8 +153,10 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
             target = targets[int(point)]
             entries.append((target, stamp_path(target, folder, image, row_digits,
                                                result_ids)))
+        neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
         for start in range(0, len(entries), CHUNK_TARGETS):
-            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS]))
+            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
+                                   request.stitch, neighbours))
     matched = set(points.tolist())
     unmatched = [t for i, t in enumerate(targets) if i not in matched]
     return BatchPlan(tasks, unmatched, bad)
@@ -279,6 +282,7 @@ class BatchJob:
             file=primary[0] if primary else None,
             pixel_box=format_pixel_box(outcome.ranges), bytes=primary[1] if primary else None,
             status=outcome.status, message=outcome.message or None,
+            stitched_from=" ".join(stitching.sources_described(outcome.message)) or None,
         )
 
 

@@ -8,6 +8,7 @@ once if it had none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,10 @@ from vo_service.cache import (
 )
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.preview import render_preview
-from vo_service.engine.reading import OpenImage
+from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.stamps import link_replacing, publish_cached
+from vo_service.products import stitching
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
@@ -64,6 +66,8 @@ class StampTask:
 
     record: object
     entries: list[tuple[Target, str]]
+    stitch: str | None = None  # resampling method of stitched stamps (None: plain cutouts)
+    neighbours: tuple = ()  # the other tiles of the record's mosaic, for stitching
 
 
 @dataclass
@@ -81,11 +85,14 @@ class Outcome:
     contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict[str, str]:
-    """Keys of a target's outcome and of each stamp format on one source image."""
+def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
+               stitch: dict | None = None) -> dict[str, str]:
+    """Keys of a target's outcome and of each stamp format on one source image (and, for
+    stitched stamps, the method and the neighbours as they are on disk)."""
     request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                "center": [target.ra, target.dec],
-               "size": [target.size, target.size, target.unit], "pad": False}
+               "size": [target.size, target.size, target.unit], "pad": False,
+               **({"stitch": stitch} if stitch else {})}
     keys = {"outcome": make_key({**request, "what": "outcome"})}
     for fmt in formats:
         keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
@@ -104,9 +111,10 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     record = task.record
     try:
         identity = source_identity(record.path, record.hdu)
+        stitch = _stitch_key(task)
     except OSError as exc:
         return [Outcome(t, "error", f"the image cannot be read: {exc}") for t, _ in task.entries]
-    keyed = [(target, stem, stamp_keys(identity, target, formats))
+    keyed = [(target, stem, stamp_keys(identity, target, formats, stitch))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     folders = _Folders(stamp_dir)
@@ -134,7 +142,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                     cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    folders))
+                                    folders, task))
     return outcomes
 
 
@@ -174,12 +182,29 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
     return outcome
 
 
+def _stitch_key(task: StampTask) -> dict | None:
+    """The stitching part of the stamp keys of a task (raises OSError for an unreadable
+    neighbour)."""
+    if not task.stitch:
+        return None
+    return {"method": task.stitch, "neighbours": [source_identity(other.path, other.hdu)
+                                                  for other in task.neighbours]}
+
+
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
-                formats: tuple[str, ...], max_pixels: int, folders: _Folders) -> list[Outcome]:
+                formats: tuple[str, ...], max_pixels: int, folders: _Folders,
+                task: StampTask) -> list[Outcome]:
     try:
         with OpenImage(record.path, record.hdu) as image:
-            results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
-                                        max_pixels=max_pixels, origfile=record.path.name))
+            regions = [t.region for t, _, _ in misses]
+            if task.stitch:
+                with contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
+                    results = stitching.cut_stitched(
+                        neighbour_images, image, record, task.neighbours, regions,
+                        method=task.stitch, max_pixels=max_pixels)
+            else:
+                results = list(iter_cutouts(image, regions, max_pixels=max_pixels,
+                                            origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
         return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
@@ -190,6 +215,8 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
         target, stem, keys = misses[result.index]
         ranges = [tuple(r) for r in result.pixel_box.ranges] if result.pixel_box else None
         outcome = Outcome(target, result.status, result.message, ranges)
+        if images := stitching.stitched_images(result):
+            outcome.message = stitching.describe_sources(images)
         if result.has_stamp:
             for fmt in formats:
                 try:

@@ -14,11 +14,12 @@ from vo_service.catalogs import Catalog, CatalogError, read_catalog
 from vo_service.config import Limits
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
+from vo_service.products import stitching
 from vo_service.protocols.dali import UsageError, parse_float, parse_int
 
 MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE"}
 SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN", "SIZE",
-                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS"}
+                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "STITCH"}
 SIZE_UNITS = ("pix", "arcsec", "arcmin", "deg")
 DEFAULT_SIZE_PIX = 64.0
 FORMATS = {"fits": ("fits",), "application/fits": ("fits",), "png": ("png",),
@@ -43,6 +44,7 @@ class BatchRequest:
     product_types: list[str]
     formats: tuple[str, ...]
     workers: int
+    stitch: str | None = None  # STITCH: resampling method of stitched stamps, None = off
 
 
 def parse_upload(value: str) -> str:
@@ -74,7 +76,7 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a catalog job; see "
                          "docs/async.md for UPLOAD, RA_COLUMN, DEC_COLUMN, ID_COLUMN, "
                          "SIZE_COLUMN, SIZE, SIZE_UNIT, COLLECTION, INSTRUMENT, BANDNAME, "
-                         "PRODUCTTYPE, RESPONSEFORMAT, WORKERS")
+                         "PRODUCTTYPE, RESPONSEFORMAT, WORKERS, STITCH")
     for name in SINGLE_VALUED:
         if len(values.get(name, [])) > 1:
             raise UsageError(f"{name} is single-valued but was given {len(values[name])} "
@@ -105,6 +107,10 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         if workers > limits.max_job_workers:
             raise UsageError(f"WORKERS must be between 1 and {limits.max_job_workers}, "
                              f"got {workers}")
+    try:
+        stitch = stitching.parse_stitch(one("STITCH"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     upload = one("UPLOAD")
     if upload is None and complete:
         raise UsageError("a catalog job needs UPLOAD=<name>,param:<name> with the catalog in "
@@ -115,7 +121,7 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         size_column=one("SIZE_COLUMN"), size=size, size_unit=unit,
         collections=values.get("COLLECTION", []), instruments=values.get("INSTRUMENT", []),
         bandnames=values.get("BANDNAME", []), product_types=values.get("PRODUCTTYPE", []),
-        formats=FORMATS[format_text], workers=workers,
+        formats=FORMATS[format_text], workers=workers, stitch=stitch,
     )
 
 

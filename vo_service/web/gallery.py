@@ -21,7 +21,7 @@ from vo_service.engine.composite import render_composite
 from vo_service.engine.preview import PreviewOptions
 from vo_service.web.choices import product_rank
 
-STATUS_RANK = {"ok": 0, "partial": 1}
+STATUS_RANK = {"ok": 0, "stitched": 0, "partial": 1}
 # Lupton linear range for gallery composites: the engine's 0.5 shows the sky noise of faint
 # targets as coloured speckle at stamp sizes; 1.0 keeps the noise dark and sources in colour.
 COMPOSITE_STRETCH = 1.0
