@@ -126,3 +126,20 @@ def test_the_python_api_combines_files_with_their_rms(sky, tmp_path):
         assert hdus["RMS"].data[60, 60] == pytest.approx(1 / math.sqrt(2.25), rel=1e-5)
     with pytest.raises(ValueError, match="mean, median, sum, ivar"):
         vo_service.combine(files, method="mode")
+
+
+def test_the_command_line_combines_stamps(sky, tmp_path, capsys):
+    from vo_service.cli import main
+
+    stamps, _ = epoch_stamps(sky, [1.0, 1.0], [(0, 0), (0, 0)])
+    files = [fits_factory.write_image(tmp_path / f"{s.label}.fits", s.wcs.to_header(), s.data)
+             for s in stamps]
+    out = tmp_path / "median.fits"
+    assert main(["combine", *map(str, files), "--method", "median", "--out", str(out)]) == 0
+    assert "2 stamps combined (median)" in capsys.readouterr().out
+    with fits.open(out) as hdus:
+        np.testing.assert_allclose(hdus[0].data, (stamps[0].data + stamps[1].data) / 2,
+                                   rtol=1e-6)
+        assert (hdus["COUNT"].data == 2).all()
+    assert main(["combine", *map(str, files), "--method", "ivar", "--out", str(out)]) == 2
+    assert "needs an RMS image" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 import vo_service
@@ -182,3 +183,26 @@ def test_integer_masks_are_never_interpolated(tmp_path):
                           method="flux")
     assert result.status == "stitched" and result.data.dtype.kind == "i"
     assert set(np.unique(result.data)) <= {1, 4}
+
+
+def test_the_command_line_stitches_tiles(tract, tmp_path, capsys):
+    from vo_service.cli import main
+
+    big, tiles, wcs = tract
+    ra, dec = sky_of(wcs, 165.3, 105.4)
+    out = tmp_path / "out"
+    status = main(["cutout", *map(str, tiles.values()), "--ra", str(ra), "--dec", str(dec),
+                   "--id", "seam", "--size", "40", "--stitch", "--format", "both",
+                   "--out", str(out), "--quiet"])
+    assert status == 0
+    assert "1 cutouts made, 0 partial, 1 stitched, 0 no overlap, 0 errors" in (
+        capsys.readouterr().out)
+    (written,) = out.glob("*.fits")
+    assert len(list(out.glob("*.png"))) == 1
+    (truth,) = vo_service.cutout([big], [(ra, dec)], 40)
+    with fits.open(written) as hdus:
+        np.testing.assert_array_equal(hdus[0].data, truth[0].data)
+        assert hdus["SRCMAP"].data.min() > 0
+    refused = main(["cutout", *map(str, tiles.values()), "--ra", str(ra), "--dec", str(dec),
+                    "--stitch", "--single-file", "--out", str(out)])
+    assert refused == 2

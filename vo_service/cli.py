@@ -1,4 +1,4 @@
-"""The ``vo-service`` command: serve, index, check, cutout, demo-archive, worker.
+"""The ``vo-service`` command: serve, index, check, cutout, combine, demo-archive, worker.
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -162,6 +162,12 @@ def cmd_cutout(args: argparse.Namespace) -> int:
     return run_cutout_command(args)
 
 
+def cmd_combine(args: argparse.Namespace) -> int:
+    from vo_service.mosaic_commands import run_combine_command
+
+    return run_combine_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vo-service`` command."""
     parser = argparse.ArgumentParser(prog="vo-service", description=__doc__.splitlines()[0])
@@ -219,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cutout_arguments(p)
     p.set_defaults(func=cmd_cutout)
+
+    p = sub.add_parser("combine", help="combine stamps of one position (mean, median, sum, "
+                                       "inverse-variance mean) with a count per pixel")
+    from vo_service.mosaic_commands import add_combine_arguments
+
+    add_combine_arguments(p)
+    p.set_defaults(func=cmd_combine)
     return parser
 
 

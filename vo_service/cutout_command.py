@@ -227,7 +227,7 @@ class Progress:
 def _report(outcomes: list[Outcome], images: list[Image], targets: Targets) -> tuple[int, int]:
     """Print the summary; returns (stamps made, errors)."""
     statuses = [outcome.status for outcome in outcomes]
-    made = statuses.count("ok") + statuses.count("partial")
+    made = statuses.count("ok") + statuses.count("partial") + statuses.count("stitched")
     errors = [o for o in outcomes if o.status == "error"]
     for outcome in errors[:10]:
         print(f"error: {targets.names[outcome.target]} on {images[outcome.image].label}: "
@@ -238,7 +238,8 @@ def _report(outcomes: list[Outcome], images: list[Image], targets: Targets) -> t
         if hidden > 0:
             print(f"... and {hidden} more {what}", file=sys.stderr)
     summary = (f"{made} cutouts made, {statuses.count('partial')} partial, "
-               f"{statuses.count('no-overlap')} no overlap, {len(errors)} errors")
+               + (f"{statuses.count('stitched')} stitched, " if "stitched" in statuses else "")
+               + f"{statuses.count('no-overlap')} no overlap, {len(errors)} errors")
     if targets.skipped:
         summary += f", {len(targets.skipped)} catalog rows skipped"
     print(summary)
@@ -261,6 +262,8 @@ def run_cutout_command(args: argparse.Namespace) -> int:
               f"got {len(images)}: {', '.join(image.label for image in images)}",
               file=sys.stderr)
         return 2
+    if args.stitch:
+        return _run_stitched(images, targets, args, preview, out_dir)
     single = args.single_file and args.output_format in ("fits", "both")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir)) if single else None
     rgb_staging = Path(tempfile.mkdtemp(prefix=".rgb-", dir=out_dir)) if args.rgb else None
@@ -288,6 +291,23 @@ def run_cutout_command(args: argparse.Namespace) -> int:
         for problem in composites[1][:10]:
             print(f"colour: {problem}", file=sys.stderr)
         print(f"{composites[0]} colour composites made")
+    if made:
+        print(f"written to {out_dir}")
+    return 1 if errors or not made else 0
+
+
+def _run_stitched(images: list[Image], targets: Targets, args: argparse.Namespace,
+                  preview: PreviewOptions | None, out_dir: Path) -> int:
+    """``--stitch``: one stamp per target and mosaic (mosaic_commands.py)."""
+    if args.single_file or args.rgb:
+        print("vo-service cutout: error: --stitch makes one stamp per target and mosaic; "
+              "it cannot be combined with --single-file or --rgb", file=sys.stderr)
+        return 2
+    from vo_service.mosaic_commands import stitched_outcomes
+
+    outcomes = [Outcome(*outcome) for outcome in stitched_outcomes(images, targets, args,
+                                                                  preview, out_dir)]
+    made, errors = _report(outcomes, images, targets)
     if made:
         print(f"written to {out_dir}")
     return 1 if errors or not made else 0

@@ -100,6 +100,9 @@ def add_cutout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_workers, default=1,
                         help=f"parallel worker processes (1-{MAX_WORKERS}, default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from vo_service.mosaic_commands import add_stitch_argument
+
+    add_stitch_argument(box)
 
 
 # ---- inputs -------------------------------------------------------------------------

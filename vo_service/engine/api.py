@@ -115,8 +115,8 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
         if method not in METHODS:
             raise ValueError(f"stitch must be True or one of {', '.join(METHODS)}, not "
                              f"{stitch!r}")
-        outcomes = stitched_cutouts(list(zip(paths, hdus, strict=True)), regions,
-                                    method=method, pad=pad)
+        outcomes = [(paths[position], result) for position, result in stitched_cutouts(
+            list(zip(paths, hdus, strict=True)), regions, method=method, pad=pad)]
     else:
         tasks = [ImageTask(path, number, regions, pad=pad)
                  for path, number in zip(paths, hdus, strict=True)]

@@ -52,12 +52,13 @@ def grid_choice(images: Sequence[OpenImage], ra: np.ndarray, dec: np.ndarray) ->
 
 def stitched_cutouts(files: Sequence[tuple[Path, int]], regions: Sequence[CenterSize], *,
                      method: str, pad: bool = False, max_pixels: int | None = None
-                     ) -> list[tuple[Path, CutoutResult]]:
+                     ) -> list[tuple[int, CutoutResult]]:
     """One stamp per target and mosaic among ``files`` ((path, HDU) pairs), each on the grid
-    of the tile holding its centre: (grid file, result) pairs, results indexed by target."""
+    of the tile holding its centre: (position of the grid file in ``files``, result) pairs,
+    results indexed by target."""
     ra = np.array([region.ra for region in regions], dtype=float)
     dec = np.array([region.dec for region in regions], dtype=float)
-    out: list[tuple[Path, CutoutResult]] = []
+    out: list[tuple[int, CutoutResult]] = []
     with contextlib.ExitStack() as stack:
         images = [stack.enter_context(OpenImage(path, hdu)) for path, hdu in files]
         groups: dict[tuple[object, ...], list[int]] = {}
@@ -69,12 +70,17 @@ def stitched_cutouts(files: Sequence[tuple[Path, int]], regions: Sequence[Center
                 targets = np.flatnonzero(choice == position)
                 if not targets.size:
                     continue
-                tiles = [Tile(images[m], files[m][0].name) for m in members]
+                tiles = [Tile(images[m], _label(*files[m])) for m in members]
                 results = stitch_cutouts(
                     tiles[position], tiles[:position] + tiles[position + 1:],
                     [regions[t] for t in targets], method=method, pad=pad,
                     max_pixels=max_pixels)
                 for result in results:
                     result.index = int(targets[result.index])
-                    out.append((files[member][0], result))
+                    out.append((member, result))
     return out
+
+
+def _label(path: Path, hdu: int) -> str:
+    """How a stitched stamp's header names a file: its name, and the HDU unless 0."""
+    return path.name if hdu == 0 else f"{path.name}[{hdu}]"
