@@ -66,9 +66,10 @@ def offset_holds(base: WCS, other: WCS, offset: tuple[int, int],
     (x0, x1), (y0, y1) = box
     xs = np.array([x0, x1 - 1, x0, x1 - 1, (x0 + x1 - 1) / 2], dtype=float)
     ys = np.array([y0, y0, y1 - 1, y1 - 1, (y0 + y1 - 1) / 2], dtype=float)
-    world = base.celestial.all_pix2world(np.column_stack([xs, ys]), 0)
+    first, second = (w if w.naxis == 2 else w.celestial for w in (base, other))
+    world = first.all_pix2world(np.column_stack([xs, ys]), 0)
     with np.errstate(invalid="ignore"):
-        back = other.celestial.all_world2pix(world, 0, quiet=True)
+        back = second.all_world2pix(world, 0, quiet=True)
     expected = np.column_stack([xs + offset[0], ys + offset[1]])
     return bool(np.all(np.abs(back - expected) < CHECK_TOLERANCE_PIX))
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.coordinates import ICRS, SkyCoord
-from astropy.io import fits
 
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.cutout import (
@@ -119,15 +118,16 @@ class StitchedResult(CutoutResult):
     def _source_map_bytes(self, extname: str | None) -> bytes:
         """The SRCMAP image extension, with the stamp's celestial WCS."""
         assert self.source_map is not None and self.template is not None
-        header = fits.Header.fromstring(
-            self.template.render(self.pixel_box.ranges[:2], primary=False).decode("ascii"))
-        wcs_cards = [entry for entry in header.cards if _is_wcs_keyword(entry.keyword)]
+        rendered = self.template.render(self.pixel_box.ranges[:2], primary=False).decode(
+            "ascii")
+        wcs_cards = [rendered[start:start + 80] for start in range(0, len(rendered), 80)
+                     if _is_wcs_keyword(rendered[start:start + 8].rstrip())]
         text = (card("XTENSION", "IMAGE") + card("BITPIX", 16) + card("NAXIS", 2)
                 + card("NAXIS1", self.source_map.shape[1])
                 + card("NAXIS2", self.source_map.shape[0])
                 + card("PCOUNT", 0) + card("GCOUNT", 1)
                 + card("EXTNAME", _map_name(extname))
-                + "".join(entry.image for entry in wcs_cards)
+                + "".join(wcs_cards)
                 + history_cards("0 = no image, +n = copied from SRCIMGn of the image "
                                 "header, -n = resampled from SRCIMGn")
                 + f"{'END':<80}")
@@ -207,7 +207,13 @@ class _Stitcher:
         self.method = method
         self.origfile = origfile
         grid_wcs = grid.image.wcs
-        self.offsets = [shared_grid_offset(grid_wcs, tile.image.wcs) for tile in neighbours]
+        whole = ((0, grid.image.fits_shape[0]), (0, grid.image.fits_shape[1]))
+        self.offsets = []  # per neighbour: the whole-pixel offset of a shared grid, or None
+        for tile in neighbours:
+            offset = shared_grid_offset(grid_wcs, tile.image.wcs)
+            if offset is not None and not offset_holds(grid_wcs, tile.image.wcs, offset, whole):
+                offset = None
+            self.offsets.append(offset)
         self.centres = [self._centre_on_grid(tile.image) for tile in neighbours]
 
     def _centre_on_grid(self, image: OpenImage) -> tuple[float, float]:
@@ -235,8 +241,7 @@ class _Stitcher:
         sky: tuple[np.ndarray, np.ndarray] | None = None
         for k, tile in enumerate(self.neighbours):
             offset = self.offsets[k]
-            if offset is not None and offset_holds(self.grid.image.wcs, tile.image.wcs,
-                                                   offset, ((x0, x1), (y0, y1))):
+            if offset is not None:
                 px, py = grid_x + offset[0], grid_y + offset[1]
                 copies.add(k)
             else:
