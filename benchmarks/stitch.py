@@ -44,7 +44,7 @@ from vo_service.engine.batch import iter_cutouts  # noqa: E402
 from vo_service.engine.grids import box_wcs  # noqa: E402
 from vo_service.engine.mosaic import grid_choice  # noqa: E402
 from vo_service.engine.reading import OpenImage  # noqa: E402
-from vo_service.engine.stitch import Tile, stitch_cutouts  # noqa: E402
+from vo_service.engine.stitch import Tile, iter_stitched  # noqa: E402
 from vo_service.shapes import CenterSize  # noqa: E402
 
 warnings.simplefilter("ignore")
@@ -184,9 +184,8 @@ def run_stitched(paths: list[Path], regions: list[CenterSize], groups: dict[int,
     made = 0
     try:
         for tile, members in groups.items():
-            results = stitch_cutouts(tiles[tile], tiles[:tile] + tiles[tile + 1:],
-                                     [regions[i] for i in members], method=method)
-            for result in results:
+            for result in iter_stitched(tiles[tile], tiles[:tile] + tiles[tile + 1:],
+                                        [regions[i] for i in members], method=method):
                 made += len(result.fits_bytes()) > 0
     finally:
         for image in images:

@@ -23,7 +23,7 @@ otherwise it holds physical values (float, BLANK as NaN). Pixels no image covers
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,30 +171,41 @@ def stitch_cutouts(grid: Tile, neighbours: Sequence[Tile], regions: Sequence[Sha
     Raises CutoutError when the grid image cannot answer at all, ValueError for an
     unknown method.
     """
+    return sorted(iter_stitched(grid, neighbours, regions, method=method,
+                                max_pixels=max_pixels, origfile=origfile, pad=pad, **filters),
+                  key=lambda result: result.index)
+
+
+def iter_stitched(grid: Tile, neighbours: Sequence[Tile], regions: Sequence[Shape], *,
+                  method: str = DEFAULT_METHOD, max_pixels: int | None = None,
+                  origfile: str | None = None, pad: bool = False,
+                  **filters: object) -> Iterator[CutoutResult]:
+    """`stitch_cutouts` one result at a time (each with ``.index``, its position in
+    ``regions``), in the order they are made: memory holds one stamp, however many
+    regions."""
     if method not in METHODS:
         raise ValueError(f"unknown stitching method {method!r}; use one of "
                          + ", ".join(METHODS))
     regions = list(regions)
     if not regions:
-        return []
-    results = sorted(iter_cutouts(grid.image, regions, max_pixels=max_pixels,
-                                  origfile=origfile, pad=pad, **filters),
-                     key=lambda result: result.index)
-    partial = [result.index for result in results
-               if result.status == "partial" and len(grid.image.fits_shape) == 2]
-    if not partial or not neighbours:
-        return results
-    plans = plan_cutouts(grid.image, [regions[i] for i in partial], pad=True,
-                         max_pixels=max_pixels)
-    stitcher = _Stitcher(grid, neighbours, method, origfile)
-    for index, plan in zip(partial, plans, strict=True):
-        if plan.status == "error":
-            results[index] = CutoutResult("error", None, plan.message, index=index)
+        return
+    padded = None  # the whole box of every region, planned at once
+    if neighbours and len(grid.image.fits_shape) == 2:
+        padded = plan_cutouts(grid.image, regions, pad=True, max_pixels=max_pixels)
+    stitcher: _Stitcher | None = None
+    for result in iter_cutouts(grid.image, regions, max_pixels=max_pixels, origfile=origfile,
+                               pad=pad, **filters):
+        if result.status != "partial" or padded is None:
+            yield result
             continue
-        stitched = stitcher.stitch(plan, regions[index], index)
-        if stitched is not None:
-            results[index] = stitched
-    return results
+        plan = padded[result.index]
+        if plan.status == "error":  # the whole box is larger than allowed
+            yield CutoutResult("error", None, plan.message, index=result.index)
+            continue
+        if stitcher is None:
+            stitcher = _Stitcher(grid, neighbours, method, origfile)
+        stitched = stitcher.stitch(plan, regions[result.index], result.index)
+        yield result if stitched is None else stitched
 
 
 class _Stitcher:
