@@ -51,17 +51,6 @@ def stitched_outcomes(images: list[Image], targets: Targets, args: argparse.Name
     return outcomes
 
 
-def add_stitch_argument(parser: argparse.ArgumentParser) -> None:
-    """``--stitch [interp|flux]`` of ``vo-service cutout``."""
-    parser.add_argument(
-        "--stitch", nargs="?", const=DEFAULT_METHOD, choices=METHODS,
-        help="treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT): one "
-             "stamp per target and mosaic, on the grid of the tile holding the target, filled "
-             "across tile edges from the other tiles (exact copies on a shared pixel grid; "
-             "others resampled: interp, the default, or flux); the SRCMAP extension says "
-             "where each pixel came from")
-
-
 def add_combine_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``vo-service combine``."""
     parser.add_argument("files", nargs="+", metavar="STAMP",
