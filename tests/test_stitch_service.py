@@ -190,3 +190,19 @@ def test_a_catalog_job_marks_stitched_rows_with_their_images(stitch_server, clie
             assert hdus[0].data.shape == (100, 100)
             if row["product_type"] == "FLAG":
                 assert hdus[0].data.dtype.kind == "i"
+
+
+def test_several_regions_give_an_srcmap_per_stitched_extension(live_server, demo_archive):
+    west = tile_record(live_server, WEST)
+    circles = [f"{ra} {dec} {10 / 3600}" for ra, dec in (
+        seam_source(demo_archive, ON_PATCH_SEAM), (west.s_ra, west.s_dec))]
+    answer = httpx.get(live_server.url("sync"), timeout=120, params=[
+        ("ID", west.obs_publisher_did), ("CIRCLE", circles[0]), ("CIRCLE", circles[1]),
+        ("STITCH", "interp")])
+    assert answer.status_code == 200, answer.text
+    with fits.open(io.BytesIO(answer.content)) as hdus:
+        assert [hdu.name for hdu in hdus] == ["PRIMARY", "CUTOUT1", "CUTOUT1_SRCMAP",
+                                              "CUTOUT2"]
+        assert hdus["CUTOUT1"].header["SRCMAP"] == "CUTOUT1_SRCMAP"
+        assert hdus["CUTOUT1_SRCMAP"].data.shape == hdus["CUTOUT1"].data.shape
+        assert "STITCHED" not in hdus["CUTOUT2"].header  # inside the tile: a plain cutout
