@@ -252,8 +252,10 @@ def main() -> None:
         ("stitched-interp", lambda: run_stitched(own, regions, own_groups, "interp"), 1.0),
         ("stitched-flux", lambda: run_stitched(own, regions, own_groups, "flux"), 1.0),
     ]
-    # warm up imports (reproject, astropy coordinates) outside the timed runs
-    run_stitched(own, regions[:50], by_grid(own, regions[:50]), "flux")
+    # warm up imports and first-use allocations (reproject, scipy, astropy coordinates:
+    # about 24 MB once) outside the timed runs
+    for method in ("interp", "flux"):
+        run_stitched(own, regions[:50], by_grid(own, regions[:50]), method)
     rows = []
     for name, run, _ in runs:
         stamps, wall, cpu, peak = measure(run)
