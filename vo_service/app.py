@@ -29,7 +29,7 @@ from vo_service.archive.index import ArchiveIndex
 from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
-from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.protocols import coverage, dali, datalink, examples, sia, soda, uws, vosi
 from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/files/{token}", datalink.file_endpoint, methods=["GET"]),
         Route("/preview", datalink.preview_endpoint, methods=["GET"]),
         Route("/sync", soda.sync_endpoint, methods=GET_POST),
+        *coverage.routes(),  # /coverage (MOC), /footprints (region files)
         # The job list itself without the trailing slash: pyvo posts to ".../async".
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
