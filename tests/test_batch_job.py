@@ -89,7 +89,8 @@ def test_catalog_job_completes_with_manifest_bundle_and_stamps(
     assert len(ids) == len(set(ids))
     assert results["manifest"][1] == "application/x-votable+xml"
     assert results["bundle"][1] == "application/zip"
-    stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle")}
+    assert results["coverage"][1] == "application/fits"  # MOC of targets and stamps
+    stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle", "coverage")}
     assert stamps and all(mime == "application/fits" for _, mime in stamps.values())
 
     manifest = assert_valid_votable(client.get(results["manifest"][0]).content)

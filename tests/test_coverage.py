@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from mocpy import MOC
 from pyvo.dal.adhoc import DatalinkResults
-from regions import PolygonSkyRegion, Regions
+from regions import PointSkyRegion, PolygonSkyRegion, Regions
 from server import LiveServer, error_text
 from uws_client import results_of, wait_final
 
@@ -226,6 +226,9 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
             if stamp_mime == "application/fits" and key != "coverage":
                 with fits.open(io.BytesIO(client.get(stamp_url).content)) as stamp:
                     footprints.append(WCS(stamp[0].header).calc_footprint(center=False))
+        job_id = str(created.url).rsplit("/", 1)[1]
+        region_files = {fmt: client.get(server.url(f"api/jobs/{job_id}/regions"),
+                                        params={"FORMAT": fmt}) for fmt in ("ds9", "crtf")}
     assert len(footprints) >= 12
     order = moc.max_order
     reference = MOC.from_lonlat(lon=np.array(targets)[:, 0] * u.deg,
@@ -235,3 +238,17 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
             SkyCoord(corners, unit="deg"), max_depth=order))
     assert moc == reference
     assert contains(moc, *np.array(targets).T).all()  # the target outside every image too
+    # the same targets and stamp footprints as region files for DS9 and CASA
+    for fmt, response in region_files.items():
+        assert response.status_code == 200
+        shapes = Regions.parse(response.text, format=fmt)
+        points = [s for s in shapes if isinstance(s, PointSkyRegion)]
+        polygons = [s for s in shapes if isinstance(s, PolygonSkyRegion)]
+        # one polygon per stamp footprint (epochs of one field share theirs)
+        distinct = {tuple(np.round(f, 6).ravel()) for f in footprints}
+        assert len(points) == len(targets) and len(polygons) == len(distinct)
+        drawn = SkyCoord([p.center.icrs for p in points])
+        sent = SkyCoord(np.array(targets), unit="deg")
+        assert drawn.separation(sent).max() < 0.1 * u.arcsec
+        assert {p.meta["label" if fmt == "crtf" else "text"] for p in points} == {
+            f"t{n}" for n in range(len(targets))}

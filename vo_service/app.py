@@ -31,6 +31,7 @@ from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.protocols import coverage, dali, datalink, examples, sia, soda, uws, vosi
 from vo_service.web.routes import routes as web_routes
+from vo_service.web.sky import routes as sky_routes
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
         *web_routes(),  # JSON/PNG helpers of the web page
+        *sky_routes(),  # the page's sky view and SAMP hand-off
         Mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False),
               name="static"),
     ]

@@ -73,7 +73,8 @@ def region_file(polygons: Sequence[LabelledPolygon], points: Sequence[LabelledPo
         shapes.append(PointSkyRegion(
             SkyCoord(point.ra, point.dec, unit="deg", frame="icrs"),
             meta=RegionMeta({"text": label, "label": label}),
-            visual=RegionVisual({"color": TARGET_COLOUR, "marker": "x"})))
+            # "symbol" makes astropy-regions write CRTF symbol[] (its point[] is no CRTF)
+            visual=RegionVisual({"color": TARGET_COLOUR, "marker": "x", "symbol": "x"})))
     if not shapes:  # astropy-regions writes nothing at all for no shapes
         return "# Region file format: DS9 version 4.1\nicrs\n" if fmt == "ds9" \
             else "#CRTFv0\n"

@@ -39,13 +39,37 @@ STAMP_STATUSES = ("ok", "partial")
 _BOX = re.compile(r"^\[(\d+):(\d+),(\d+):(\d+)")
 
 
+@dataclass(frozen=True)
+class JobTarget:
+    """A catalog row with a position; ``manifest_index``: its first manifest row (0-based,
+    what SAMP's ``table.highlight.row`` names); ``target_index``: its place among the
+    job's targets (0-based, catalog order, the gallery's OFFSET)."""
+
+    row: int
+    target_id: str
+    ra: float
+    dec: float
+    manifest_index: int
+    target_index: int
+
+
+@dataclass(frozen=True)
+class JobStamp:
+    """The footprint of a target's stamps in one band (ICRS degrees, the pixel box's outer
+    corners)."""
+
+    row: int
+    band: str
+    vertices: tuple[tuple[float, float], ...]
+
+
 @dataclass
 class JobSky:
-    """A job's targets (one point per catalog row with a position) and the footprints of
-    its stamps (one polygon per target, band and pixel box)."""
+    """A job's targets (one per catalog row with a position) and the footprints of its
+    stamps (one polygon per target, band and pixel box)."""
 
-    targets: list[LabelledPoint] = field(default_factory=list)
-    stamps: list[LabelledPolygon] = field(default_factory=list)
+    targets: list[JobTarget] = field(default_factory=list)
+    stamps: list[JobStamp] = field(default_factory=list)
     pixel_scales: list[float] = field(default_factory=list)
 
     def moc(self) -> MOC:
@@ -56,6 +80,13 @@ class JobSky:
         targets = points_moc([t.ra for t in self.targets], [t.dec for t in self.targets],
                              order)
         return union([targets, polygons_moc(polygons, order)], order)
+
+    def region_shapes(self) -> tuple[list[LabelledPolygon], list[LabelledPoint]]:
+        """Stamp footprints and targets, labelled, for a region file."""
+        names = {t.row: t.target_id for t in self.targets}
+        polygons = [LabelledPolygon(s.vertices, f"{names.get(s.row, s.row)} {s.band}".strip())
+                    for s in self.stamps]
+        return polygons, [LabelledPoint(t.ra, t.dec, t.target_id) for t in self.targets]
 
 
 def _text(value: object) -> str:
@@ -89,18 +120,21 @@ def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveInde
         "target_id", "row", "ra", "dec", "band", "image_id", "pixel_box", "status")}
     sky = JobSky()
     seen_rows: set[int] = set()
-    boxes: dict[str, dict[tuple, str]] = {}  # image -> (row, band, box) -> label
+    all_rows: set[int] = set()  # with a position or not (bad rows)
+    boxes: dict[str, set[tuple[int, str, str]]] = {}  # image -> {(row, band, box)}
     for k in range(len(table)):
         row, ra, dec = columns["row"][k], columns["ra"][k], columns["dec"][k]
-        target_id = _text(columns["target_id"][k]) or str(row)
         if row not in seen_rows and ra is not None and dec is not None:
             seen_rows.add(row)
-            sky.targets.append(LabelledPoint(float(ra), float(dec), target_id))
+            target_id = _text(columns["target_id"][k]) or str(row)
+            sky.targets.append(JobTarget(int(row), target_id, float(ra), float(dec), k,
+                                         len(all_rows)))
+        all_rows.add(row)
         image, box = _text(columns["image_id"][k]), _text(columns["pixel_box"][k])
         if image and box and _text(columns["status"][k]) in STAMP_STATUSES:
-            band = _text(columns["band"][k])
-            boxes.setdefault(image, {})[(row, band, box)] = f"{target_id} {band}".strip()
-    for image, labelled in boxes.items():
+            boxes.setdefault(image, set()).add((int(row), _text(columns["band"][k]), box))
+    drawn: set[tuple] = set()  # sibling products (BGSUB, RMS, ...) share a footprint
+    for image, entries in boxes.items():
         record = index.get(image)
         celestial = None if record is None else load_celestial_image(
             record.path, record.hdu, record.mtime)
@@ -109,14 +143,17 @@ def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveInde
         scale = pixel_scale_arcsec(record)
         if scale:
             sky.pixel_scales.append(scale)
-        for (_row, _band, box), label in labelled.items():
+        for row, band, box in sorted(entries):
             corners = box_corners(box)
             if corners is None:
                 continue
             ra, dec = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
             if np.isfinite(ra).all() and np.isfinite(dec).all():
                 vertices = tuple(zip(ra.tolist(), dec.tolist(), strict=True))
-                sky.stamps.append(LabelledPolygon(vertices, label))
+                key = (row, band, tuple(np.round(vertices, 7).ravel().tolist()))
+                if key not in drawn:
+                    drawn.add(key)
+                    sky.stamps.append(JobStamp(row, band, vertices))
     return sky
 
 
