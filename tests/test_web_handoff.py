@@ -266,6 +266,16 @@ def colour_pixels(png: bytes, rgb: tuple[int, int, int], tolerance: int = 40) ->
     return int((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tolerance).sum())
 
 
+def texture(png: bytes, x: float, y: float, half: int = 6) -> float:
+    """Standard deviation of the grey levels around (x, y) of a screenshot: about 0 on the
+    empty sky, large on a picture of sky noise and stars."""
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L")).astype(float)
+    row, column = int(round(y)), int(round(x))
+    if not (half <= row < grey.shape[0] - half and half <= column < grey.shape[1] - half):
+        return float("nan")
+    return float(grey[row - half:row + half, column - half:column + half].std())
+
+
 def test_sky_view_draws_footprints_and_targets_offline(browser, server: LiveServer,  # noqa: ANN001, F811
                                                       job: dict) -> None:
     with offline_page(browser, server.base_url + "/") as (page, elsewhere):
@@ -280,6 +290,21 @@ def test_sky_view_draws_footprints_and_targets_offline(browser, server: LiveServ
         width, height = Image.open(io.BytesIO(archive_view)).size
         assert abs(width - box["width"]) < 2 and abs(height - box["height"]) < 2
         assert colour_pixels(archive_view, FOOTPRINT_RGB) > 500  # the footprints' outlines
+        # the archive's own pictures under the footprints nearest the centre
+        page.check("#sky-images")
+        images = [f for f in footprints["footprints"] if f["type"] == "image"]
+        page.wait_for_selector(f"#sky-view[data-images='{min(12, len(images))}']")
+        page.wait_for_timeout(500)
+        with_images = page.locator("#sky-view").screenshot()
+        centres = [page.evaluate("([ra, dec]) => window.voSky.pixelOf(ra, dec)",
+                                 np.mean(f["vertices"], axis=0).tolist()) for f in images]
+        textured = [texture(with_images, x, y) - texture(archive_view, x, y)
+                    for x, y in (c for c in centres if c)]
+        assert sum(change > 5 for change in textured) >= 2  # sky noise and stars appeared
+        if SCREENSHOTS:
+            page.locator("#sky").screenshot(path=str(Path(SCREENSHOTS) / "sky-images.png"))
+        page.uncheck("#sky-images")
+        page.wait_for_selector("#sky-view[data-images='0']")
 
         open_gallery(page, job)
         page.locator("#sky").scroll_into_view_if_needed()

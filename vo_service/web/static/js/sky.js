@@ -1,10 +1,11 @@
 // The sky view: the archive's footprints, and a job's targets and stamp footprints, drawn on
 // the sky by Aladin Lite (static/vendor/aladin-lite, loaded when the view first scrolls into
 // sight). It needs nothing from outside the service: no remote HiPS background (survey: []),
-// no HiPS list, no usage logging. A click on a target shows its stamps beside the view and
-// centres the view on it.
+// no HiPS list, no usage logging. "Images" lays the archive's own pictures (each image's
+// /preview PNG with its WCS) under the footprints nearest the centre. A click on a target
+// shows its stamps beside the view and centres the view on it.
 import { el, getJSON, query, setImageSource, showError } from "./api.js";
-import { jobSky, sampButton, sendStamps } from "./handoff.js";
+import { absolute, jobSky, sampButton, sendStamps } from "./handoff.js";
 
 const ALADIN = new URL("../vendor/aladin-lite/aladin.js", import.meta.url).href;
 const FOOTPRINT_COLOUR = "#22d3ee";
@@ -34,6 +35,7 @@ function framing(polygons, aspect = 1) {
 }
 
 const CLUSTER_DEG = 2;
+const MAX_IMAGES = 12; // previews laid on the sky at once (each a PNG of at most 1024 px)
 
 function centreOf(vertices) {
   return framing([vertices]);
@@ -65,7 +67,10 @@ export class SkyView {
     this.filter = document.getElementById("sky-instrument");
     this.job = null;
     this.ready = null;
+    this.imagesBox = document.getElementById("sky-images");
+    this.imageLayers = [];
     this.filter.addEventListener("change", () => this.ready && this.ready.then(() => this.drawArchive()));
+    this.imagesBox.addEventListener("change", () => this.ready && this.ready.then(() => this.drawImages()));
     const observer = new IntersectionObserver((entries) => {
       if (entries.some((entry) => entry.isIntersecting)) { observer.disconnect(); this.load(); }
     });
@@ -118,10 +123,39 @@ export class SkyView {
     facts.textContent = `${data.total} footprint${data.total === 1 ? "" : "s"}`
       + (data.truncated ? ` (the first ${data.footprints.length} drawn)` : "");
     this.box.dataset.footprints = String(data.footprints.length);
+    this.shown = data.footprints;
     if (!this.job) {
       const { ra, dec, fov } = framing(densest(data.footprints.map((f) => f.vertices)), this.aspect());
       this.aladin.gotoRaDec(ra, dec);
       this.aladin.setFoV(fov);
+    }
+  }
+
+  /** The archive's own pictures under the footprints nearest the view centre: each
+   * image's /preview PNG placed with the WCS of that preview (api/preview-wcs). */
+  async drawImages() {
+    for (const name of this.imageLayers) this.aladin.removeImageLayer(name);
+    this.imageLayers = [];
+    this.box.dataset.images = "0";
+    if (!this.imagesBox.checked) return;
+    const [ra, dec] = this.aladin.getRaDec();
+    const nearest = (this.shown || []).filter((f) => f.type === "image")
+      .map((f) => ({ f, distance: separationDeg({ ra, dec }, centreOf(f.vertices)) }))
+      .sort((a, b) => a.distance - b.distance).slice(0, MAX_IMAGES).map(({ f }) => f);
+    let drawn = 0;
+    for (const [k, footprint] of nearest.entries()) {
+      const id = encodeURIComponent(footprint.image_id);
+      let wcs;
+      try {
+        wcs = await getJSON(`api/preview-wcs?ID=${id}`);
+      } catch (error) {
+        continue; // no celestial WCS: nothing to place
+      }
+      const name = `image-${k}`;
+      const image = this.A.image(absolute(`preview?ID=${id}`), { name: footprint.label, imgFormat: "png", wcs,
+        successCallback: () => { drawn += 1; this.box.dataset.images = String(drawn); } });
+      this.aladin.setOverlayImageLayer(image, name);
+      this.imageLayers.push(name);
     }
   }
 
