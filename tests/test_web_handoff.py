@@ -301,8 +301,6 @@ def test_sky_view_draws_footprints_and_targets_offline(browser, server: LiveServ
         textured = [texture(with_images, x, y) - texture(archive_view, x, y)
                     for x, y in (c for c in centres if c)]
         assert sum(change > 5 for change in textured) >= 2  # sky noise and stars appeared
-        if SCREENSHOTS:
-            page.locator("#sky").screenshot(path=str(Path(SCREENSHOTS) / "sky-images.png"))
         page.uncheck("#sky-images")
         page.wait_for_selector("#sky-view[data-images='0']")
 
@@ -312,8 +310,6 @@ def test_sky_view_draws_footprints_and_targets_offline(browser, server: LiveServ
         page.wait_for_timeout(500)
         job_view = page.locator("#sky-view").screenshot()
         assert colour_pixels(job_view, TARGET_RGB) > 20 * len(job["sky"]["targets"]) // 2
-        if SCREENSHOTS:
-            page.locator("#sky").screenshot(path=str(Path(SCREENSHOTS) / "sky.png"))
 
         # a click on a target shows its stamps beside the view
         target = job["sky"]["targets"][0]
@@ -324,5 +320,11 @@ def test_sky_view_draws_footprints_and_targets_offline(browser, server: LiveServ
         page.wait_for_selector(f"#sky-target[data-row='{target['row']}']")
         assert target["target_id"] in page.inner_text("#sky-target h3")
         assert images_loaded(page, "#sky-target img", 3) == 3  # NIR-Y, NIR-J, NIR-H
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            page.check("#sky-images")
+            page.wait_for_selector("#sky-view:not([data-images='0'])")
+            page.wait_for_timeout(1000)
+            page.locator("#sky").screenshot(path=str(Path(SCREENSHOTS) / "sky.png"))
         assert elsewhere == []  # no HiPS, no HiPS list, no logging: nothing left the machine
 
