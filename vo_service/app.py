@@ -30,9 +30,10 @@ from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.cors import DALICORSMiddleware
 from vo_service.jobs.reserve import SpaceReserve
-from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.protocols import coverage, dali, datalink, examples, sia, soda, uws, vosi
 from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
+from vo_service.web.sky import routes as sky_routes
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -112,10 +113,12 @@ def create_app(settings: Settings, *, sweep_cache: bool = True) -> Starlette:
         Route("/files/{token}", datalink.file_endpoint, methods=["GET"]),
         Route("/preview", datalink.preview_endpoint, methods=["GET"]),
         Route("/sync", soda.sync_endpoint, methods=GET_POST),
+        *coverage.routes(),  # /coverage (MOC), /footprints (region files)
         # The job list itself without the trailing slash: pyvo posts to ".../async".
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
         *web_routes(),  # JSON/PNG helpers of the web page
+        *sky_routes(),  # the page's sky view and SAMP hand-off
         Mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False),
               name="static"),
     ]

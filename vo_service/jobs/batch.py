@@ -36,6 +36,7 @@ from vo_service.jobs.batch_params import (
 )
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.executors import as_finished
+from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
@@ -259,6 +260,7 @@ class BatchJob:
             ResultFile("manifest", "manifest.xml", MANIFEST_MIME, manifest_size),
             ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size),
         ])
+        add_coverage_result(context, manifest_path, self.resources.index)  # coverage.fits
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")

@@ -42,6 +42,7 @@ FRAGMENTS = {
     "sync": "50-soda-sync.xml",
     "async": "60-soda-async.xml",
     "examples": "70-dali-examples.xml",
+    "coverage": "80-coverage-moc.xml",
 }
 
 
