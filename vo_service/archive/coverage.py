@@ -33,8 +33,8 @@ import astropy.units as u
 import numpy as np
 from mocpy import MOC
 
-from vo_service.archive import sphere
 from vo_service.archive.records import ImageRecord, Vertices
+from vo_service.engine import sphere
 
 CELL_PIXELS = 16  # a MOC cell is at most this many pixels of the selected images wide
 MIN_ORDER = 6  # 0.92 deg cells: coarser says nothing about an image archive
