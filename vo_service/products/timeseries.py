@@ -197,30 +197,35 @@ def _key(what: str, epochs: Sequence[Epoch], request: SeriesRequest, **options: 
 
 
 def stack_product(index, request: SeriesRequest,  # noqa: ANN001 - ArchiveIndex
-                  cache: CutoutCache | None = None, workers: int = 1) -> bytes:
-    """The multi-extension FITS stack (one exact stamp per epoch + the EPOCHS table)."""
-    epochs = series_epochs(index, request)
+                  cache: CutoutCache | None = None, workers: int = 1,
+                  stamps: Sequence[EpochStamp] | None = None) -> bytes:
+    """The multi-extension FITS stack (one exact stamp per epoch + the EPOCHS table);
+    ``stamps``: the request's stamps when already cut (a cache miss then cuts nothing)."""
+    epochs = [s.epoch for s in stamps] if stamps is not None else series_epochs(index, request)
 
     def compute() -> bytes:
-        stamps = cut_epochs(epochs, request.size, request.size, request.size_unit,
-                            pad=request.pad, workers=workers)
-        return stack_bytes(stamps, request.description())
+        cut = stamps if stamps is not None else cut_epochs(
+            epochs, request.size, request.size, request.size_unit, pad=request.pad,
+            workers=workers)
+        return stack_bytes(cut, request.description())
 
     return _cached(cache, _key("stack", epochs, request), compute)
 
 
 def cube_product(index, request: SeriesRequest, method: str = "bilinear",  # noqa: ANN001
-                 cache: CutoutCache | None = None, workers: int = 1) -> bytes:
+                 cache: CutoutCache | None = None, workers: int = 1,
+                 stamps: Sequence[EpochStamp] | None = None) -> bytes:
     """The aligned cube (resampled on the first full epoch's grid), as FITS."""
     from vo_service.engine.stack_cube import CubeError, cube_bytes
 
-    epochs = series_epochs(index, request)
+    epochs = [s.epoch for s in stamps] if stamps is not None else series_epochs(index, request)
 
     def compute() -> bytes:
-        stamps = cut_epochs(epochs, request.size, request.size, request.size_unit,
-                            pad=request.pad, workers=workers)
+        cut = stamps if stamps is not None else cut_epochs(
+            epochs, request.size, request.size, request.size_unit, pad=request.pad,
+            workers=workers)
         try:
-            return cube_bytes(stamps, method, request.description())
+            return cube_bytes(cut, method, request.description())
         except CubeError as exc:
             raise SeriesError(str(exc)) from exc
 
@@ -383,6 +388,39 @@ def _votable_unit(text: str) -> str | None:
         return u.Unit(text).to_string("vounit")
     except (ValueError, TypeError):
         return None
+
+
+def epochs_votable(stamps: Sequence[EpochStamp], request: SeriesRequest) -> bytes:
+    """The epochs of a series as a VOTable 1.4 (the manifest of a time-series job): per
+    epoch its times, image, stamp centre (the predicted position of a moving target),
+    the target's pixel on the stamp, pixel box, status and message."""
+    from vo_service.engine.stack import EPOCH_COLUMNS, epoch_rows
+
+    rows = epoch_rows(stamps)
+    table = Table()
+    for name, fmt, unit, text in EPOCH_COLUMNS:
+        values = [row[name] for row in rows]
+        if fmt == "D":
+            table[name] = np.array([math.nan if v is None else float(v) for v in values])
+        elif fmt == "J":
+            table[name] = np.array([-1 if v is None else int(v) for v in values],
+                                   dtype=np.int32)
+        else:
+            table[name] = np.array([str(v or "") for v in values], dtype=str)
+        if unit:
+            table[name].unit = unit
+        table[name].description = text
+    votable = VOTableFile.from_table(table)
+    votable.version = "1.4"
+    resource = votable.resources[0]
+    resource.type = "results"
+    resource.infos.append(Info(name="QUERY_STATUS", value="OK"))
+    for key, value, _ in request.description():
+        resource.infos.append(Info(name=key.lower(), value=str(value)))
+    resource.tables[0].name = "epochs"
+    stream = io.BytesIO()
+    votable.to_xml(stream, tabledata_format="tabledata")
+    return stream.getvalue()
 
 
 def light_curve_png(points: Sequence[LightCurvePoint], request: SeriesRequest) -> bytes:
