@@ -193,7 +193,8 @@ def stamp_hdu_bytes(stamp: EpochStamp, extver_offset: int = 0) -> bytes:
     header.insert("GCOUNT", ("EXTNAME", stamp.extname, "epoch number in time order"),
                   after=True)
     header["EPOCH"] = (stamp.number, "epoch number in time order (1 = first)")
-    header["IMAGE_ID"] = (stamp.epoch.image_id, "publisher DID or file of the source")
+    image_id = stamp.epoch.image_id  # long IDs continue on CONTINUE cards, no comment
+    header["IMAGE_ID"] = (image_id, "source image" if len(image_id) < 52 else "")
     for key, value, comment in _mjd_card_values(stamp.epoch):
         header[key] = (value, comment)
     header["TGT_RA"] = (stamp.epoch.ra, "[deg] ICRS RA the stamp is centred on")
