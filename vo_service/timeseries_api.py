@@ -78,9 +78,7 @@ def _request(coordinates, size, *, collection, instrument, band, product_type,  
 def _file_epochs(files, request: series.SeriesRequest,  # noqa: ANN001
                  hdu: int | None) -> list[Epoch]:
     paths = [Path(files)] if isinstance(files, str | Path) else [Path(f) for f in files]
-    from vo_service.engine.api import first_image_hdu
-
-    hdus = [first_image_hdu(p) if hdu is None else hdu for p in paths]
+    hdus = None if hdu is None else [hdu] * len(paths)
     if request.ephemeris is None:
         assert request.ra is not None and request.dec is not None
         return epochs_from_files(paths, request.ra, request.dec, hdus)

@@ -94,16 +94,27 @@ class EpochStamp:
 
 
 def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
-                      hdus: Sequence[int] | None = None) -> list[Epoch]:
+                      hdus: Sequence[int | None] | None = None) -> list[Epoch]:
     """Epochs of local files, their times read from each header (MJD-OBS/DATE-OBS,
-    MJD-END/EXPTIME); the image ID is the file name with the HDU."""
+    MJD-END/EXPTIME); the image ID is the file name with the HDU. Without ``hdus`` each
+    file's first image HDU with a celestial WCS is used."""
+    from vo_service.engine.stack_fast import scan_hdu
+
     epochs = []
     for number, path in enumerate(paths):
-        hdu = 0 if hdus is None else int(hdus[number])
-        header = fits.getheader(path, hdu)
+        path = Path(path)
+        wanted = None if hdus is None else hdus[number]
+        raw = scan_hdu(path, wanted)
+        if raw is not None:
+            hdu, header = raw.index, fits.Header.fromstring(raw.text)
+        else:  # gzip, or a layout the quick scan does not follow
+            from vo_service.engine.api import first_image_hdu
+
+            hdu = first_image_hdu(path) if wanted is None else int(wanted)
+            header = fits.getheader(path, hdu)
         interval = observation_interval(header)
         exptime = header.get("EXPTIME", header.get("XPOSURE"))
-        epochs.append(Epoch(Path(path), hdu, f"{Path(path).name}[{hdu}]", ra, dec,
+        epochs.append(Epoch(path, hdu, f"{path.name}[{hdu}]", ra, dec,
                             interval[0] if interval else None,
                             interval[1] if interval else None,
                             float(exptime) if exptime is not None else None))
@@ -116,14 +127,21 @@ def time_order(epochs: Sequence[Epoch]) -> list[Epoch]:
 
 
 def _cut_one(task: tuple[int, Epoch, float, float, str, bool]) -> EpochStamp:
+    from vo_service.engine.batch import iter_cutouts
+    from vo_service.engine.stack_fast import quick_cut
+
     number, epoch, width, height, unit, pad = task
     region = CenterSize(epoch.ra % 360.0, epoch.dec, width, height, unit)
     try:
-        with OpenImage(epoch.path, epoch.hdu) as image:
-            from vo_service.engine.batch import iter_cutouts
-
-            (result,) = iter_cutouts(image, [region], pad=pad, origfile=epoch.path.name)
-            x, y = image.sky_to_pixel.pixels(np.array([region.ra]), np.array([region.dec]))
+        quick = quick_cut(epoch.path, epoch.hdu, region, pad=pad, origfile=epoch.path.name)
+        if quick is not None:
+            result, (x, y) = quick
+        else:
+            with OpenImage(epoch.path, epoch.hdu) as image:
+                (result,) = iter_cutouts(image, [region], pad=pad, origfile=epoch.path.name)
+                xs, ys = image.sky_to_pixel.pixels(np.array([region.ra]),
+                                                   np.array([region.dec]))
+                x, y = float(xs[0]), float(ys[0])
     except (CutoutError, OSError, ValueError) as exc:
         return EpochStamp(epoch, number, "error", str(exc).splitlines()[0])
     if not result.has_stamp:
@@ -131,7 +149,7 @@ def _cut_one(task: tuple[int, Epoch, float, float, str, bool]) -> EpochStamp:
                           result.message or "the target is off the image", result)
     box = result.pixel_box
     assert box is not None
-    target = (float(x[0]) - box.x0 + 1.0, float(y[0]) - box.y0 + 1.0)
+    target = (x - box.x0 + 1.0, y - box.y0 + 1.0)
     status = result.status
     if _is_empty(result):
         status = "empty"
@@ -182,29 +200,43 @@ def _mjd_card_values(epoch: Epoch) -> list[tuple[str, object, str]]:
     return cards
 
 
+def _cards(key: str, value: object, comment: str) -> str:
+    """Card images of one keyword: one card, or CONTINUE cards for a long string."""
+    from vo_service.engine.writing import card
+
+    if isinstance(value, str) and len(value) > 60:
+        return fits.Card(key, value, comment if len(value) < 52 else "").image
+    return card(key, value, comment)
+
+
 def stamp_hdu_bytes(stamp: EpochStamp, extver_offset: int = 0) -> bytes:
     """One image extension: the exact stamp, its source WCS shifted, plus the epoch's
-    times (DATE-OBS, MJD-OBS, MJD-MID, EXPTIME) and the target's position on it."""
+    times (DATE-OBS, MJD-OBS, MJD-MID, EXPTIME) and the target's position on it.
+
+    The epoch cards follow the source's own (and replace same-named ones), rendered as
+    card images: no astropy Header per stamp."""
     assert stamp.result is not None
     result = stamp.result
     parts = result.chunks(primary=False, extver_offset=extver_offset, extname=stamp.extname)
-    header = fits.Header.fromstring(bytes(parts[0]).decode("ascii"))
-    header.remove("EXTNAME", ignore_missing=True)
-    header.insert("GCOUNT", ("EXTNAME", stamp.extname, "epoch number in time order"),
-                  after=True)
-    header["EPOCH"] = (stamp.number, "epoch number in time order (1 = first)")
-    image_id = stamp.epoch.image_id  # long IDs continue on CONTINUE cards, no comment
-    header["IMAGE_ID"] = (image_id, "source image" if len(image_id) < 52 else "")
-    for key, value, comment in _mjd_card_values(stamp.epoch):
-        header[key] = (value, comment)
-    header["TGT_RA"] = (stamp.epoch.ra, "[deg] ICRS RA the stamp is centred on")
-    header["TGT_DEC"] = (stamp.epoch.dec, "[deg] ICRS Dec the stamp is centred on")
+    head = bytes(parts[0]).decode("ascii")
+    extra: list[tuple[str, object, str]] = [
+        ("EPOCH", stamp.number, "epoch number in time order (1 = first)"),
+        ("IMAGE_ID", stamp.epoch.image_id, "source image"),
+        *_mjd_card_values(stamp.epoch),
+        ("TGT_RA", stamp.epoch.ra, "[deg] ICRS RA the stamp is centred on"),
+        ("TGT_DEC", stamp.epoch.dec, "[deg] ICRS Dec the stamp is centred on")]
     if stamp.target_pixel is not None:
-        header["TGT_X"] = (round(stamp.target_pixel[0], 4), "target x in this stamp (1-based)")
-        header["TGT_Y"] = (round(stamp.target_pixel[1], 4), "target y in this stamp (1-based)")
-    for key, (value, comment) in stamp.extras.items():  # type: ignore[misc]
-        header[key] = (value, comment)
-    text = header.tostring()
+        extra += [("TGT_X", round(stamp.target_pixel[0], 4), "target x in this stamp (1-based)"),
+                  ("TGT_Y", round(stamp.target_pixel[1], 4), "target y in this stamp (1-based)")]
+    extra += [(key, value, comment) for key, (value, comment)  # type: ignore[misc]
+              in stamp.extras.items()]
+    replaced = {key for key, _, _ in extra}
+    cards = [head[i:i + 80] for i in range(0, len(head), 80)]
+    end = next(i for i, text in enumerate(cards) if text.startswith("END     "))
+    kept = [text for text in cards[:end]
+            if text[:8].rstrip() not in replaced or text[8:10] != "= "]
+    text = "".join(kept) + "".join(_cards(*item) for item in extra) + f"{'END':<80}"
+    text += " " * (-len(text) % BLOCK)
     return text.encode("ascii") + b"".join(bytes(p) for p in parts[1:])
 
 
