@@ -187,7 +187,12 @@ class TimeSeriesJob:
     def validate(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
                  ) -> float:
         """Each value's syntax (and the ephemeris once it is there)."""
-        parse_series_job(parameters, uploads, complete=False)
+        parsed = parse_series_job(parameters, uploads, complete=False)
+        limit = self.resources.settings.limits.max_cutout_pixels
+        if parsed.request is not None and parsed.request.size_unit == "pix" and \
+                parsed.request.size ** 2 > limit:
+            raise JobParameterError(f"SIZE {parsed.request.size:g} pix makes stamps larger "
+                                    f"than the limit of {limit} pixels")
         return 5.0
 
     def check_ready(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
@@ -200,7 +205,10 @@ class TimeSeriesJob:
         request = parsed.request
         assert request is not None
         index, cache = self.resources.index, self.resources.cache
-        stamps = series.series_stamps(index, request)
+        try:
+            stamps = series.series_stamps(index, request)
+        except series.SeriesError as exc:
+            raise JobFailed(f"UsageError: {exc}") from exc
         total = len(stamps) + 2
         context.set_progress(0, total)
         if not stamps:

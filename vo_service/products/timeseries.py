@@ -34,6 +34,7 @@ from vo_service.shapes import ANGLE_UNITS_DEG, Circle
 KEY_VERSION = 1  # bump when the bytes of a series product change for the same request
 RMS_PRODUCT_TYPES = ("RMS", "NOISE", "ERR", "ERROR", "SIGMA")
 DEFAULT_PIXEL_ARCSEC = 1.0  # pixel scale assumed for a search radius when none is known
+MAX_SERIES_EPOCHS = 10_000  # epochs (stamps) of one series: its stack is built in memory
 
 
 class SeriesError(ValueError):
@@ -175,9 +176,14 @@ def moving_epochs(index, request: SeriesRequest) -> list[Epoch]:  # noqa: ANN001
 
 
 def series_epochs(index, request: SeriesRequest) -> list[Epoch]:  # noqa: ANN001
-    """The epochs of a request: moving when it has an ephemeris, else fixed."""
-    return moving_epochs(index, request) if request.ephemeris is not None else find_epochs(
+    """The epochs of a request: moving when it has an ephemeris, else fixed; SeriesError
+    beyond MAX_SERIES_EPOCHS."""
+    epochs = moving_epochs(index, request) if request.ephemeris is not None else find_epochs(
         index, request)
+    if len(epochs) > MAX_SERIES_EPOCHS:
+        raise SeriesError(f"{len(epochs):,} epochs match, more than {MAX_SERIES_EPOCHS:,} in "
+                          "one series; choose one band and product type, or narrow TIME")
+    return epochs
 
 
 def series_stamps(index, request: SeriesRequest, workers: int = 1  # noqa: ANN001
