@@ -84,12 +84,14 @@ def test_aligned_cube_resamples_on_the_first_grid_and_keeps_flux(index, variable
     assert data.shape == (20, 41, 41)
     assert header["RESAMPLE"] == "reproject_interp bilinear"
     assert header["FLUXCONV"] == "PER_PIXEL" and header["RESAMPLD"] is True
-    first = vo_service.time_series(variable, 41, index=index, **VIS)["EPOCH1"].data
-    assert np.array_equal(data[0], first)  # the reference plane is not resampled
+    stack = vo_service.time_series(variable, 41, index=index, **VIS)
+    assert np.array_equal(data[0], stack["EPOCH1"].data)  # the reference is not resampled
     assert len(cube["EPOCHS"].data) == 20
-    # a constant neighbour keeps its total flux through resampling (to a few per cent)
-    centre = data[:, 10:31, 10:31].sum(axis=(1, 2))
-    assert np.all(np.isfinite(centre))
+    # the variable star keeps its flux through resampling (1 %), epoch by epoch
+    resampled = data[:, 10:31, 10:31].sum(axis=(1, 2))
+    exact = np.array([stack[f"EPOCH{n}"].data[10:31, 10:31].sum() for n in range(1, 21)])
+    assert np.allclose(resampled, exact, rtol=0.01)
+    assert np.ptp(exact) > 0.5 * exact.mean()  # and it does vary: the test can fail
 
 
 def test_light_curve_recovers_the_injected_one(index, variable, demo_archive,

@@ -98,7 +98,7 @@ def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
     """Epochs of local files, their times read from each header (MJD-OBS/DATE-OBS,
     MJD-END/EXPTIME); the image ID is the file name with the HDU. Without ``hdus`` each
     file's first image HDU with a celestial WCS is used."""
-    from vo_service.engine.stack_fast import scan_hdu
+    from vo_service.engine.stack_fast import RawHeader, scan_hdu
 
     epochs = []
     for number, path in enumerate(paths):
@@ -106,7 +106,7 @@ def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
         wanted = None if hdus is None else hdus[number]
         raw = scan_hdu(path, wanted)
         if raw is not None:
-            hdu, header = raw.index, fits.Header.fromstring(raw.text)
+            hdu, header = raw.index, RawHeader(raw.text)
         else:  # gzip, or a layout the quick scan does not follow
             from vo_service.engine.api import first_image_hdu
 

@@ -141,6 +141,10 @@ def scan_hdu(path: Path, hdu: int | None = None) -> RawHDU | None:
     header blocks only; None for gzip files or anything unexpected."""
     if path.name.lower().endswith((".gz", ".fz")):
         return None
+    return _scan(path, hdu)
+
+
+def _scan(path: Path, hdu: int | None) -> RawHDU | None:
     try:
         with open(path, "rb") as stream:
             offset, index = 0, 0
