@@ -128,3 +128,14 @@ def test_catalog_job_refuses_a_bad_time(series_server, client) -> None:
         "UPLOAD": "cat,param:cat", "TIME": "60500 60400"},
         files={"cat": ("targets.csv", b"ra,dec\n53.3,-27.85\n", "text/csv")})
     assert response.status_code == 400 and "TIME" in error_text(response)
+
+
+def test_stilts_votlint_accepts_the_epochs_and_light_curve(finished, client, stilts,
+                                                           tmp_path) -> None:
+    from stilts_runner import votlint
+
+    _, results = finished
+    for name in ("epochs", "lightcurve"):
+        document = tmp_path / f"{name}.xml"
+        document.write_bytes(client.get(results[name][0]).content)
+        assert votlint(stilts, document) == [], name

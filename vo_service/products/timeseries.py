@@ -362,25 +362,47 @@ def light_curve_votable(points: Sequence[LightCurvePoint], spec: ApertureSpec,
     """The light curve as a VOTable 1.4 (one row per epoch, measured or not)."""
     unit = next((p.measurement.unit for p in points if p.measurement.unit), "")
     table = light_curve_table(points)
+    for name in ("flux", "flux_err", "background"):
+        table[name].unit = _votable_unit(unit) if unit else None
+    infos = [("aperture_radius_arcsec", str(spec.radius)),
+             ("annulus_arcsec", f"{spec.annulus_inner} {spec.annulus_outer}"),
+             ("flux_unit", unit or "unknown")]
+    if request.ra is not None and request.dec is not None:
+        infos.append(("target", f"{request.ra} {request.dec}"))
+    return _votable_bytes(table, infos, "lightcurve",
+                          [(name, ucd, text) for name, _, ucd, text in LIGHT_CURVE_FIELDS])
+
+
+def _votable_bytes(table: Table, infos: Sequence[tuple[str, str]], name: str,
+                   fields: Sequence[tuple[str, str | None, str]] = ()) -> bytes:
+    """A results VOTable 1.4 of ``table``: text columns as ``char`` of any length with
+    empty cells null, INFOs after QUERY_STATUS, FIELD UCDs and descriptions from
+    ``fields`` (name, ucd, description)."""
+    from astropy.table import MaskedColumn
+
+    table = table.copy(copy_data=False)
+    for column in table.colnames:
+        if table[column].dtype.kind == "U":
+            values = np.asarray(table[column])
+            table[column] = MaskedColumn(values, mask=values == "", unit=table[column].unit,
+                                         description=table[column].description)
     votable = VOTableFile.from_table(table)
     votable.version = "1.4"
     resource = votable.resources[0]
     resource.type = "results"
     resource.infos.append(Info(name="QUERY_STATUS", value="OK"))
-    resource.infos.append(Info(name="aperture_radius_arcsec", value=str(spec.radius)))
-    resource.infos.append(Info(name="annulus_arcsec",
-                               value=f"{spec.annulus_inner} {spec.annulus_outer}"))
-    resource.infos.append(Info(name="flux_unit", value=unit or "unknown"))
-    if request.ra is not None and request.dec is not None:
-        resource.infos.append(Info(name="target", value=f"{request.ra} {request.dec}"))
+    for key, value in infos:
+        resource.infos.append(Info(name=key, value=value))
     votable_table = resource.tables[0]
-    votable_table.name = "lightcurve"
-    for votable_field, (_, _, ucd, text) in zip(votable_table.fields, LIGHT_CURVE_FIELDS,
-                                                strict=True):
-        votable_field.ucd = ucd
-        votable_field.description = text
-        if votable_field.name in ("flux", "flux_err", "background") and unit:
-            votable_field.unit = _votable_unit(unit)
+    votable_table.name = name
+    details = {field_name: (ucd, text) for field_name, ucd, text in fields}
+    for votable_field in votable_table.fields:
+        if votable_field.datatype in ("char", "unicodeChar"):
+            votable_field.datatype = "char" if all(
+                str(v).isascii() for v in table[votable_field.name]) else "unicodeChar"
+            votable_field.arraysize = "*"
+        if votable_field.name in details:
+            votable_field.ucd, votable_field.description = details[votable_field.name]
     stream = io.BytesIO()
     votable.to_xml(stream, tabledata_format="tabledata")
     return stream.getvalue()
@@ -416,17 +438,8 @@ def epochs_votable(stamps: Sequence[EpochStamp], request: SeriesRequest) -> byte
         if unit:
             table[name].unit = unit
         table[name].description = text
-    votable = VOTableFile.from_table(table)
-    votable.version = "1.4"
-    resource = votable.resources[0]
-    resource.type = "results"
-    resource.infos.append(Info(name="QUERY_STATUS", value="OK"))
-    for key, value, _ in request.description():
-        resource.infos.append(Info(name=key.lower(), value=str(value)))
-    resource.tables[0].name = "epochs"
-    stream = io.BytesIO()
-    votable.to_xml(stream, tabledata_format="tabledata")
-    return stream.getvalue()
+    return _votable_bytes(table, [(key.lower(), str(value))
+                                  for key, value, _ in request.description()], "epochs")
 
 
 def light_curve_png(points: Sequence[LightCurvePoint], request: SeriesRequest) -> bytes:
