@@ -38,7 +38,7 @@ test: $(STAMP) browser stilts
 
 # Screenshots of the web page for the README (docs/screenshots/), taken by the browser tests.
 screenshots: $(STAMP) browser
-	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py
+	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py tests/test_timeseries_web.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
