@@ -139,3 +139,17 @@ def test_stilts_votlint_accepts_the_epochs_and_light_curve(finished, client, sti
         document = tmp_path / f"{name}.xml"
         document.write_bytes(client.get(results[name][0]).content)
         assert votlint(stilts, document) == [], name
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"mjd,ra,dec\n60000,53.3,-27.8\n60000,53.31,-27.8\n", "same time"),
+    (b"when,ra,dec\nsoon,53.3,-27.8\n", "needs a time column"),
+    (b"mjd,ra,dec\n60000,400,-27.8\n", "RA 400"),
+    (b"\x00\x01garbage", "UPLOAD eph"),
+])
+def test_a_bad_ephemeris_is_refused_at_once(series_server, client, content, words) -> None:
+    response = client.post(series_server.url("async"), data={
+        "SERIES": "stack", "UPLOAD": "eph,param:eph"},
+        files={"eph": ("eph.csv", content, "text/csv")})
+    assert response.status_code == 400, response.text
+    assert words in error_text(response)

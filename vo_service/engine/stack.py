@@ -173,11 +173,10 @@ def cut_epochs(epochs: Sequence[Epoch], width: float, height: float | None = Non
     full size with NaN/BLANK when ``pad``), 'empty' (no finite pixel), 'no-overlap' (the
     box misses the image) or 'error' (the file cannot be read), with a message.
     """
-    ordered = time_order(epochs)
-    numbers: dict[tuple[str, str], int] = {}
+    numbers: dict[str, int] = {}  # one number per image: its path and fixed stamps share it
     tasks = []
-    for epoch in ordered:
-        number = numbers.setdefault((epoch.image_id, "t"), len(numbers) + 1)
+    for epoch in time_order(epochs):
+        number = numbers.setdefault(epoch.image_id, len(numbers) + 1)
         tasks.append((number, epoch, float(width), float(height or width), unit, pad))
     done = dict(run_tasks(tasks, _cut_one, workers=workers))
     return [done[i] for i in range(len(tasks))]  # type: ignore[misc]

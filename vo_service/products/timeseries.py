@@ -157,11 +157,14 @@ def moving_epochs(index, request: SeriesRequest) -> list[Epoch]:  # noqa: ANN001
         if start > end:
             return []
     ra, dec, radius = path_extent(ephemeris)
-    wide = replace(request, size=request.size, size_unit=request.size_unit)
-    probe_radius = radius + _radius_deg(wide, DEFAULT_PIXEL_ARCSEC)
+    probe_radius = radius + _radius_deg(request, DEFAULT_PIXEL_ARCSEC)
     filters = request.filters()
     filters["time"] = [(start, end)]
     records, _ = index.search(pos=[Circle(ra, dec, min(probe_radius, 180.0))], **filters)
+    coarsest = max((r.s_resolution or DEFAULT_PIXEL_ARCSEC for r in records), default=0.0)
+    if request.size_unit == "pix" and coarsest > DEFAULT_PIXEL_ARCSEC:  # wider stamps
+        probe_radius = radius + _radius_deg(request, coarsest)
+        records, _ = index.search(pos=[Circle(ra, dec, min(probe_radius, 180.0))], **filters)
     epochs = []
     for record in records:
         if record.t_min is None:
