@@ -39,7 +39,7 @@ test: $(STAMP) browser stilts
 # Screenshots of the web page for the README (docs/screenshots/), taken by the browser tests.
 screenshots: $(STAMP) browser
 	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py \
-	  tests/test_web_handoff.py
+	  tests/test_web_handoff.py tests/test_timeseries_web.py
 
 # The page's vendored browser libraries (committed; see vo_service/web/static/vendor/README.md),
 # fetched again from the npm registry with npm pack.

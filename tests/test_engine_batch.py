@@ -227,7 +227,7 @@ def test_demo_archive_cube_band_and_epochs_time(demo_archive):
     result = cut(cube, 0, region, band=(waves[10], waves[19]))
     assert result.pixel_box.ranges[2] == (10, 20)
     assert cut(cube, 0, region, band=(3e-6, 4e-6)).status == "no-overlap"
-    epochs = sorted(demo_archive.rglob("EPOCHS/*/*.fits"))
+    epochs = sorted(demo_archive.rglob("EPOCHS/*/*BGSUB*.fits"))
     mjds = [fits.getheader(path)["MJD-OBS"] for path in epochs]
     hits = [cut(path, 0, region_near(path), time=(mjds[1] - 0.01, mjds[1] + 0.01)).status
             for path in epochs]

@@ -43,7 +43,7 @@ from vo_service.catalog_columns import (
 from vo_service.catalog_safety import check_column_count, check_fits_columns, check_votable
 
 __all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
-           "parse_angle", "read_catalog"]
+           "parse_angle", "read_catalog", "read_table"]
 
 # Python's csv module refuses longer fields (csv.field_size_limit); said so in the README.
 MAX_FIELD_CHARS = 131_072
@@ -234,6 +234,19 @@ def _check_rows(table: Table, name: str, max_rows: int) -> None:
 
 
 # --- public API ------------------------------------------------------------------------
+
+
+def read_table(source: bytes | Path, *, filename: str | None = None, max_rows: int = 10_000,
+               max_columns: int = 1_000) -> Table:
+    """The first table of a VOTable, FITS table or CSV/TSV file (text cells stay text),
+    with the same safety checks as :func:`read_catalog`; ephemerides are read with it."""
+    data, name = _as_bytes(source, filename)
+    table, _, problems = _load(data, name, max_rows, max_columns)
+    _check_rows(table, name, max_rows)
+    if problems:
+        row, text = next(iter(sorted(problems.items())))
+        raise CatalogError(f"{name}: row {row + 1}: {text}")
+    return table
 
 
 def read_catalog(

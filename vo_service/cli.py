@@ -1,4 +1,4 @@
-"""The ``vo-service`` command: serve, index, check, cutout, demo-archive, worker.
+"""The ``vo-service`` command: serve, index, check, cutout, timeseries, demo-archive, worker.
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -162,6 +162,12 @@ def cmd_cutout(args: argparse.Namespace) -> int:
     return run_cutout_command(args)
 
 
+def cmd_timeseries(args: argparse.Namespace) -> int:
+    from vo_service.timeseries_command import run_timeseries_command
+
+    return run_timeseries_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vo-service`` command."""
     parser = argparse.ArgumentParser(prog="vo-service", description=__doc__.splitlines()[0])
@@ -219,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cutout_arguments(p)
     p.set_defaults(func=cmd_cutout)
+
+    p = sub.add_parser("timeseries", help="one target across every epoch: stack, cube, "
+                                          "light curve (local files or the archive index)")
+    from vo_service.timeseries_command import add_timeseries_arguments
+
+    add_timeseries_arguments(p)
+    p.set_defaults(func=cmd_timeseries)
     return parser
 
 

@@ -138,6 +138,8 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         instrument=request.instruments or None, band=request.bandnames or None,
         product_type=request.product_types or None,
     )
+    if request.times:  # TIME: only images whose [t_min, t_max] meets one of the intervals
+        points, found = _in_time(points, found, records, request.times)
     order = np.lexsort((points, found))
     tasks: list[StampTask] = []
     image_names: set[str] = set()
@@ -158,6 +160,19 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     matched = set(points.tolist())
     unmatched = [t for i, t in enumerate(targets) if i not in matched]
     return BatchPlan(tasks, unmatched, bad)
+
+
+def _in_time(points: np.ndarray, found: np.ndarray, records, intervals
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The (target, image) pairs whose image was taken during one of the intervals (MJD);
+    images without a known time never match (SIA 2 rule)."""
+    keep = np.zeros(len(found), dtype=bool)
+    for k, record_index in enumerate(found):
+        record = records[int(record_index)]
+        if record.t_min is None or record.t_max is None:
+            continue
+        keep[k] = any(record.t_min <= hi and record.t_max >= lo for lo, hi in intervals)
+    return points[keep], found[keep]
 
 
 def manifest_row(target: Target | None, row: int, target_id: str, **values: object) -> dict:
