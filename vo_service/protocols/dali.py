@@ -5,8 +5,9 @@ objects with the ``parse_*`` functions (each raises :class:`UsageError` with a m
 says what to fix) and lets any :class:`DALIError` escape: the application's exception
 handler (:func:`dali_exception_handler`) answers it with a DALI error VOTable.
 
-The exceptions live in :mod:`~vo_service.protocols.dali_errors` and the value parsers in
-:mod:`~vo_service.protocols.dali_values`; both are importable from here.
+The exceptions live in :mod:`vo_service.errors` (below the protocols, for the layers
+under them too) and the value parsers in :mod:`~vo_service.protocols.dali_values`; both
+are importable from here.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vo_service.errors import storage_failure
-from vo_service.protocols.dali_errors import (
+from vo_service.errors import (
     AuthenticationError,
     DALIError,
     MultiValuedParamNotSupported,
@@ -39,6 +39,7 @@ from vo_service.protocols.dali_errors import (
     ServiceUnavailable,
     TooLarge,
     UsageError,
+    storage_failure,
 )
 from vo_service.protocols.dali_values import (
     FORMAT_ALIASES,

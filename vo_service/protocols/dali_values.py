@@ -1,6 +1,6 @@
 """DALI 1.1 value syntax (§3.3) and RESPONSEFORMAT (§3.4.1): text -> typed values.
 
-Every parser raises :class:`~vo_service.protocols.dali_errors.UsageError` with a message
+Every parser raises :class:`~vo_service.errors.UsageError` with a message
 that says what to fix. Import them from :mod:`vo_service.protocols.dali`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vo_service.protocols.dali_errors import UsageError
+from vo_service.errors import UsageError
 from vo_service.shapes import Circle, Polygon, Range, ShapeError
 
 VOTABLE_MIME = "application/x-votable+xml"

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vo_service.protocols.dali_errors import ServiceUnavailable, UsageError
+from vo_service.errors import ServiceUnavailable, UsageError
 
 # Working copies of a FITS answer, in bytes of raw pixels: the pixels read, the FITS file
 # joined from them, and the multi-extension file's header + extensions (or the cache
