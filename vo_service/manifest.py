@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io.votable.tree import Info
 
 from vo_service.engine.bundle import ZipStream
-from vo_service.protocols.dali import load_template, votable_bytes
+from vo_service.votables import load_template, votable_bytes
 
 MANIFEST_MIME = "application/x-votable+xml"
 ZIP_MIME = "application/zip"
