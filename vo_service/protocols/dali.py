@@ -6,9 +6,9 @@ says what to fix) and lets any :class:`DALIError` escape: the application's exce
 handler (:func:`dali_exception_handler`) answers it with a DALI error VOTable.
 VOTables are built from templates by :mod:`vo_service.votables` (re-exported here).
 
-The exceptions live in :mod:`vo_service.errors` (below the protocols, for the layers
-under them too) and the value parsers in :mod:`~vo_service.protocols.dali_values`; both
-are importable from here.
+The exceptions live in :mod:`vo_service.errors` and the value parsers in
+:mod:`vo_service.products.parameters`, below the protocols for the layers under them too
+(SODA jobs and catalog jobs parse the same values); both are importable from here.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vo_service.errors import (
     UsageError,
     storage_failure,
 )
-from vo_service.protocols.dali_values import (
+from vo_service.products.parameters import (
     FORMAT_ALIASES,
     VOTABLE_MIME,
     ResponseFormat,

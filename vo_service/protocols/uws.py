@@ -23,6 +23,7 @@ from vo_service.jobs import documents
 from vo_service.jobs.phases import Phase, parse_phase
 from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
+from vo_service.products.parameters import shorten
 from vo_service.protocols.dali import (
     DALIError,
     NotFound,
@@ -33,7 +34,6 @@ from vo_service.protocols.dali import (
     read_params,
     votable_bytes,
 )
-from vo_service.protocols.dali_values import shorten
 from vo_service.protocols.soda import refuse_tap
 
 XML = "application/xml"
