@@ -36,6 +36,7 @@ from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
+from vo_service.products.memory import Hold, MemoryBudget, working_bytes
 from vo_service.protocols.dali import (
     DALIError,
     MultiValuedParamNotSupported,
@@ -57,7 +58,6 @@ from vo_service.protocols.error_format import (
     accept_prefers_votable,
     names_votable,
 )
-from vo_service.protocols.sync_memory import Hold, MemoryBudget, working_bytes
 from vo_service.shapes import Range, Shape
 
 log = logging.getLogger(__name__)
