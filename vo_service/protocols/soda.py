@@ -1,6 +1,6 @@
 """SODA 1.0 {sync}: cutouts of archive images over HTTP GET and POST (``/sync``).
 
-The request is parsed once into a :class:`SyncRequest`; the product (one FITS file, or a
+The request is parsed once into a :class:`CutoutRequest`; the product (one FITS file, or a
 PNG/JPEG preview) is computed off the event loop through the cutout cache, so an
 identical request is a verified file lookup (header ``X-Cache: hit``). Decisions where
 SODA leaves a choice (DESIGN.md "Decisions", docs/soda.md):
@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -36,19 +37,20 @@ from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
+from vo_service.products.cutout_request import (
+    FITS_MIME,
+    PREVIEW_MIMES,
+    CutoutRequest,
+    parse_cutout_values,
+)
 from vo_service.products.memory import Hold, MemoryBudget, working_bytes
 from vo_service.protocols.dali import (
     DALIError,
     MultiValuedParamNotSupported,
     NotFound,
     Params,
-    ResponseFormat,
     ServiceUnavailable,
     UsageError,
-    parse_circle,
-    parse_interval,
-    parse_polygon,
-    parse_pos,
     parse_responseformat,
     read_params,
     request_error_response,
@@ -58,16 +60,13 @@ from vo_service.protocols.error_format import (
     accept_prefers_votable,
     names_votable,
 )
-from vo_service.shapes import Range, Shape
+from vo_service.shapes import Range
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SYNC_STANDARD_ID = "ivo://ivoa.net/std/SODA#sync-1.0"
-FITS_MIME = "application/fits"
-PREVIEW_MIMES = ("image/png", "image/jpeg")
 PREVIEW_PARAMS = ("STRETCH", "LIMITS", "INVERT", "BINNING", "SIZE", "QUALITY")
-POL_LABELS = ("I", "Q", "U", "V", "RR", "LL", "RL", "LR", "XX", "YY", "XY", "YX",
-              "POLI", "POLA")
 MAX_SYNC_CUTOUTS = 256  # ID x shape combinations in one sync response
 INLINE_BYTES = 1024 * 1024  # products up to this size are sent in one piece
 RETRY_AFTER_SECONDS = 5
@@ -80,27 +79,8 @@ class NoOverlap(Exception):
     """No requested region overlaps any requested image: SODA answers 204."""
 
 
-@dataclass(frozen=True)
-class SyncRequest:
-    """One SODA sync request, parsed and validated (values in SODA units)."""
-
-    ids: tuple[str, ...]
-    regions: tuple[Shape, ...]  # in request order; empty = the whole spatial extent
-    band: tuple[float, float] | None  # barycentric wavelength, m
-    time: tuple[float, float] | None  # MJD
-    pol: tuple[str, ...] | None  # one filter
-    response_format: ResponseFormat
-    preview: PreviewOptions | None  # set for image/png and image/jpeg
-    runid: str | None
-
-    @property
-    def cutout_count(self) -> int:
-        return len(self.ids) * max(1, len(self.regions))
-
-
-def _single(params: Params, name: str) -> str | None:
+def _single(name: str, values: tuple[T, ...]) -> T | None:
     """A parameter SODA allows to repeat but this sync endpoint does not."""
-    values = params.get_all(name)
     if len(values) > 1:
         raise MultiValuedParamNotSupported(
             f"{name} was given {len(values)} times; sync accepts one {name} per request "
@@ -120,34 +100,18 @@ def refuse_tap(params: Params) -> None:
             "/query, then cut them here with ID and CIRCLE, POLYGON or POS")
 
 
-def parse_sync_request(params: Params) -> SyncRequest:
+def parse_sync_request(params: Params) -> CutoutRequest:
     """Validate the SODA parameters of a sync request (raises DALIError subclasses)."""
     refuse_tap(params)
-    ids = tuple(value.strip() for value in params.get_all("ID"))
-    if not ids:
+    if not params.get_all("ID"):
         raise UsageError("ID is missing; give the publisher DID of an image, as listed by "
                          "/query (obs_publisher_did) or /links")
-    regions: list[Shape] = []
-    for name, value in params.pairs:
-        if name == "CIRCLE":
-            regions.append(parse_circle(value))
-        elif name == "POLYGON":
-            regions.append(parse_polygon(value))
-        elif name == "POS":
-            regions.append(parse_pos(value))
-    band_text, time_text = _single(params, "BAND"), _single(params, "TIME")
-    band = parse_interval("BAND", band_text) if band_text else None
-    time = parse_interval("TIME", time_text) if time_text else None
-    pol_values = [label.strip().upper() for value in params.get_all("POL")
-                  for label in value.split()]
-    for label in pol_values:
-        if label not in POL_LABELS:
-            raise UsageError(f"POL: {label!r} is not a polarization state; use one of "
-                             + " ".join(POL_LABELS))
-    pol = tuple(sorted(set(pol_values))) if pol_values else None
-    if not regions and band is None and time is None and pol is None:
+    values = parse_cutout_values(params.pairs)
+    band, time = _single("BAND", values.bands), _single("TIME", values.times)
+    if not values.selects_a_part:
         raise UsageError("give CIRCLE, POLYGON or POS (or BAND, TIME, POL) to say which part "
                          "of the image to cut; the whole file is linked from /links (#this)")
+    ids, regions = values.ids, values.regions
     response_format = parse_responseformat(params.get_single("RESPONSEFORMAT"),
                                            (FITS_MIME, *PREVIEW_MIMES), default=FITS_MIME)
     preview = None
@@ -163,8 +127,8 @@ def parse_sync_request(params: Params) -> SyncRequest:
                 options, fmt=response_format.mime.removeprefix("image/"))
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-    request = SyncRequest(ids, tuple(regions), band, time, pol, response_format, preview,
-                          params.get_single("RUNID"))
+    request = CutoutRequest(ids, regions, band, time, values.pol, response_format, preview,
+                            params.get_single("RUNID"))
     if request.cutout_count > MAX_SYNC_CUTOUTS:
         raise UsageError(f"{request.cutout_count} cutouts (ID x region) in one sync request, "
                          f"more than {MAX_SYNC_CUTOUTS}; split it or use /async")
@@ -175,7 +139,7 @@ def parse_sync_request(params: Params) -> SyncRequest:
 # Computing a product (runs in a worker thread)
 
 
-def _check_band(request: SyncRequest, record: ImageRecord) -> None:
+def _check_band(request: CutoutRequest, record: ImageRecord) -> None:
     """BAND outside the band of a 2-D image is a usage error, like BAND outside a cube.
 
     The engine selects channels of cubes itself (converting the cube's spectral frame to
@@ -210,7 +174,7 @@ def changed_since_indexed(record: ImageRecord) -> bool:
                                        or abs(stat.st_mtime - record.mtime) > 1e-3)
 
 
-def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
+def cut_record(request: CutoutRequest, record: ImageRecord, max_pixels: int
                ) -> list[CutoutResult]:
     """Every requested region cut from one image (input order); usage problems raise."""
     _check_band(request, record)
@@ -240,7 +204,7 @@ def cut_record(request: SyncRequest, record: ImageRecord, max_pixels: int
     return results
 
 
-def planned_bytes(request: SyncRequest, records: list[ImageRecord], max_pixels: int) -> int:
+def planned_bytes(request: CutoutRequest, records: list[ImageRecord], max_pixels: int) -> int:
     """The working memory the answer will need, from the pixel boxes planned on each image
     (no pixel is read). An image that cannot be planned counts 0: cutting it raises the
     error the client should see."""
@@ -261,7 +225,7 @@ def planned_bytes(request: SyncRequest, records: list[ImageRecord], max_pixels: 
     return working_bytes(raw_bytes, pixels, preview=request.preview is not None)
 
 
-def make_product(request: SyncRequest, records: list[ImageRecord], max_pixels: int,
+def make_product(request: CutoutRequest, records: list[ImageRecord], max_pixels: int,
                  hold: Hold | None = None) -> bytes:
     """The bytes of the response: FITS (one stamp, or a multi-extension file) or a preview.
 
@@ -283,7 +247,7 @@ def make_product(request: SyncRequest, records: list[ImageRecord], max_pixels: i
     return multi_extension_file(request, outcomes)
 
 
-def multi_extension_file(request: SyncRequest,
+def multi_extension_file(request: CutoutRequest,
                          outcomes: list[tuple[ImageRecord, CutoutResult]]) -> bytes:
     """One FITS file: a primary HDU listing every ID x region, then one extension
     ``CUTOUT<n>`` per combination that overlaps (astrocut's single_outfile layout)."""
@@ -303,7 +267,7 @@ def multi_extension_file(request: SyncRequest,
     return empty_primary_bytes(cards) + b"".join(chunks)
 
 
-def product_key(request: SyncRequest, records: list[ImageRecord]) -> str:
+def product_key(request: CutoutRequest, records: list[ImageRecord]) -> str:
     """Cache key: the sources as they are on disk now, the canonical request and format."""
     try:
         sources = [source_identity(record.path, record.hdu) for record in records]
@@ -319,7 +283,7 @@ def product_key(request: SyncRequest, records: list[ImageRecord]) -> str:
     })
 
 
-def fetch_product(cache: CutoutCache, request: SyncRequest, records: list[ImageRecord],
+def fetch_product(cache: CutoutCache, request: CutoutRequest, records: list[ImageRecord],
                   max_pixels: int, hold: Hold | None = None) -> tuple[CachedFile, bool, str]:
     """The cached product (computed on a miss, within ``hold``'s memory): open file, hit
     flag, key."""
@@ -363,7 +327,7 @@ def _state(request: Request) -> tuple[object, CutoutCache, SyncSlots, MemoryBudg
     return settings, state.cache, state.sync_slots, state.sync_memory
 
 
-def download_name(request: SyncRequest, records: list[ImageRecord], key: str) -> str:
+def download_name(request: CutoutRequest, records: list[ImageRecord], key: str) -> str:
     """A file name saying what the product is: ``<source stem>_cutout_<key8>.<ext>``."""
     extension = {"image/png": "png", "image/jpeg": "jpg"}.get(request.response_format.mime,
                                                               "fits")
@@ -414,7 +378,7 @@ def _from_its_file(cached: CachedFile) -> CachedFile:
     return CachedFile(handle, cached.path, cached.size)
 
 
-def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels: int,
+def _answer(index: object, cache: CutoutCache, request: CutoutRequest, max_pixels: int,
             budget: MemoryBudget) -> _Answer:
     """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
     records = lookup_records(index, request.ids)
