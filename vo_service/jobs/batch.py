@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vo_service.catalogs import Catalog
-from vo_service.errors import storage_failure
+from vo_service.errors import UsageError, storage_failure
 from vo_service.jobs.batch_cut import Outcome, StampTask, Target
 from vo_service.jobs.batch_params import (
     DEFAULT_SIZE_PIX,
@@ -40,8 +40,7 @@ from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
-from vo_service.protocols.dali import UsageError
-from vo_service.protocols.soda import changed_since_indexed
+from vo_service.products.cutouts import changed_since_indexed
 
 log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,

@@ -1,7 +1,7 @@
 """SODA async jobs: one result per combination of ID x spatial x BAND x TIME (SODA §3.3).
 
 POL is one filter for all outputs. Each combination is made exactly as ``/sync`` makes a
-single cutout (``protocols.soda.fetch_product``), so its bytes equal the sync answer and
+single cutout (``products.cutouts.fetch_product``), so its bytes equal the sync answer and
 both share the cutout cache. A combination without overlap, or that the image cannot
 answer, still gets a result: a text/plain file starting with ``UsageError:`` (DESIGN). The
 job is COMPLETED if any cutout was made, ERROR if none could be.
@@ -17,8 +17,8 @@ from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.stamps import publish_cached
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.products.cutout_request import FITS_MIME, CutoutRequest, parse_cutout_values
+from vo_service.products.cutouts import NoOverlap, fetch_product
 from vo_service.products.parameters import parse_responseformat
-from vo_service.protocols.soda import NoOverlap, fetch_product
 
 SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT"}
 
