@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from vo_service.catalogs import Catalog, CatalogError, read_catalog
 from vo_service.config import Limits
+from vo_service.errors import UsageError
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
-from vo_service.protocols.dali import UsageError, parse_float, parse_int, parse_interval
+from vo_service.products.parameters import parse_float, parse_int, parse_interval
 
 MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE", "TIME"}
 SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN", "SIZE",
