@@ -27,7 +27,7 @@ from uws_client import (
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.cache import CutoutCache
-from vo_service.engine.cutout import cut
+from vo_service.engine.api import cut
 from vo_service.shapes import CenterSize
 
 BANDS = ["VIS", "NIR-Y"]

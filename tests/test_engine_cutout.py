@@ -14,7 +14,8 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
 
 from tests import fits_factory
-from vo_service.engine.cutout import CutoutResult, cut
+from vo_service.engine.api import cut
+from vo_service.engine.cutout import CutoutResult
 from vo_service.engine.spectral import CutoutError
 from vo_service.shapes import CenterSize, Circle
 

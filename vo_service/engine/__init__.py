@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "cut": "cutout", "CutoutResult": "cutout", "describe_region": "cutout",
+    "cut": "api", "CutoutResult": "cutout", "describe_region": "cutout",
     "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "bundle", "ZipStream": "bundle",
     "ZipAppender": "bundle",
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",

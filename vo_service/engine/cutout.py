@@ -220,33 +220,3 @@ def padded_stamp(image: OpenImage, plan: Plan, pixels: np.ndarray) -> tuple[np.n
 def make_template(image: OpenImage, origfile: str | None, bitpix: int) -> StampHeader:
     return StampHeader(image.header, origfile=origfile or image.path.name,
                        orig_ext=image.hdu_index, data_bitpix=bitpix)
-
-
-def cut(path: str | Path, hdu: int | str, region: Shape, *,
-        band: tuple[float, float] | None = None, time: tuple[float, float] | None = None,
-        pol: list[str] | None = None, pad: bool = False, max_pixels: int | None = None,
-        origfile: str | None = None) -> CutoutResult:
-    """Cut one region out of one image HDU.
-
-    Parameters
-    ----------
-    path, hdu : the FITS file and the HDU index (or EXTNAME) of the image.
-    region : a `vo_service.shapes` Circle, Range, Polygon or CenterSize (ICRS).
-    band : (lo, hi) barycentric wavelength in metres; selects channels of a cube.
-    time : (lo, hi) MJD; selects a time axis, or checks the observation time of an image.
-    pol : Stokes labels (I, Q, U, V, RR, ...); selects along a STOKES axis.
-    pad : pad a partially overlapping stamp to the full requested size (NaN or BLANK).
-    max_pixels : refuse (CutoutError) a stamp with more pixels than this.
-    origfile : the name recorded as ORIGFILE/ORIG_FLE (default: the file name).
-
-    Returns a CutoutResult with status 'ok', 'partial' or 'no-overlap'.
-    Raises CutoutError when the request cannot be answered on this image.
-    """
-    from vo_service.engine.batch import iter_cutouts
-
-    with OpenImage(path, hdu) as image:
-        result = next(iter_cutouts(image, [region], band=band, time=time, pol=pol, pad=pad,
-                                   max_pixels=max_pixels, origfile=origfile))
-    if result.status == "error":
-        raise CutoutError(result.message)
-    return result
