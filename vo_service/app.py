@@ -25,12 +25,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from vo_service.archive.index import ArchiveIndex
-from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.cors import DALICORSMiddleware
 from vo_service.jobs.reserve import SpaceReserve
 from vo_service.protocols import coverage, dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.protocols.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
 from vo_service.web.sky import routes as sky_routes

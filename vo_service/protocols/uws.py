@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from vo_service.auth import request_owner
 from vo_service.config import Settings
 from vo_service.jobs import documents
 from vo_service.jobs.phases import Phase, parse_phase
 from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
 from vo_service.products.parameters import shorten
+from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import (
     DALIError,
     NotFound,

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from vo_service.auth import request_owner
 from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
 from vo_service.jobs.store import JobRecord, JobStore
+from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import NotFound, UsageError, parse_int, read_params
 from vo_service.web import choices, gallery
 
