@@ -33,7 +33,7 @@ from server import LiveServer, assert_valid_votable, error_text, query_status
 
 from vo_service.archive.index import run_index
 from vo_service.cache import CutoutCache
-from vo_service.cache_check import check_cache
+from vo_service.cache.check import check_cache
 
 REPO = Path(__file__).resolve().parents[1]
 UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}

@@ -59,7 +59,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify the cutout cache against its files and repair it (exit 1 if it needed repair)."""
     from vo_service.cache import CutoutCache
-    from vo_service.cache_check import check_cache
+    from vo_service.cache.check import check_cache
 
     settings = _settings(args)
     cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)

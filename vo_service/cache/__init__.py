@@ -136,7 +136,7 @@ class CutoutCache:
         if sweep:
             self.sweep()
 
-    # -- the index (for vo_service.cache_check and tests) --------------------------------
+    # -- the index (for vo_service.cache.check and tests) --------------------------------
 
     def _db(self) -> sqlite_utils.Database:
         """This thread's connection to the index."""
