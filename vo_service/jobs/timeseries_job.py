@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from vo_service.catalog_columns import parse_angle
+from vo_service.catalogs.columns import parse_angle
 from vo_service.engine.photometry import ApertureSpec
 from vo_service.engine.stack import EpochStamp, stamp_hdu_bytes
 from vo_service.engine.stack_cube import METHODS
