@@ -39,8 +39,14 @@ from vo_service.jobs.executors import as_finished
 from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
-from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
 from vo_service.products.cutouts import changed_since_indexed
+from vo_service.products.manifest import (
+    MANIFEST_MIME,
+    ZIP_MIME,
+    Bundle,
+    format_pixel_box,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
