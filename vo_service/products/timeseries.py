@@ -25,10 +25,10 @@ from astropy.table import Table
 
 from vo_service.archive.records import ImageRecord
 from vo_service.cache import CutoutCache, make_key, source_identity
+from vo_service.catalogs.ephemerides import Ephemeris, path_extent
 from vo_service.engine.photometry import FLAG_MEANINGS, ApertureSpec, Measurement, measure_stamp
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.stack import Epoch, EpochStamp, cut_epochs, stack_bytes, time_order
-from vo_service.ephemerides import Ephemeris, path_extent
 from vo_service.shapes import ANGLE_UNITS_DEG, Circle
 
 KEY_VERSION = 1  # bump when the bytes of a series product change for the same request
