@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -179,6 +180,7 @@ def test_archive_is_small(demo_archive: Path) -> None:
     assert total < 300e6
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_byte_identical_files(demo_archive: Path, tmp_path: Path) -> None:
     summary = build_demo_archive(tmp_path)
     names = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file())

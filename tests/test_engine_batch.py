@@ -197,6 +197,7 @@ def test_python_api_in_memory_to_files_and_single_file(real_data, tmp_path):
         assert vo_service.cutout(files[0], (10.0, 10.0), 8) == []
 
 
+@pytest.mark.slow
 def test_demo_archive_every_image_hdu(demo_archive):
     checked = 0
     for path in sorted(demo_archive.rglob("*.fits")):

@@ -149,6 +149,7 @@ def served(disk: Path, archive: Path, **limits: int) -> contextlib.AbstractConte
 # -- jobs on a full disk ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_job_that_runs_out_of_space_ends_in_error_and_abort_and_delete_work(
         disk: Path, demo_archive: Path, failures_log: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,6 +217,7 @@ class HoldingKind:
         context._abort.wait()
 
 
+@pytest.mark.slow
 def test_the_execution_duration_and_wait_work_with_no_byte_free_and_no_reserve(
         disk: Path, demo_archive: Path, failures_log: pytest.LogCaptureFixture) -> None:
     with served(disk, demo_archive, state_reserve_bytes=0) as server:
@@ -271,6 +273,7 @@ def test_the_cache_leaves_its_margin_free_instead_of_filling_the_disk(
 # -- `vo-service serve` on a full disk ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_starts_on_a_full_state_disk_and_answers_503_where_it_must_write(
         disk: Path, demo_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VO_SERVICE_LIMIT_STATE_RESERVE_BYTES", str(4 * MiB))

@@ -117,6 +117,7 @@ def assert_complete(path: Path, mime: str) -> None:
         assert_valid_votable(path.read_bytes())
 
 
+@pytest.mark.slow
 def test_a_job_survives_sigkill_of_the_server_and_nothing_half_written_is_listed(
         demo_archive: Path, tmp_path: Path) -> None:
     state, port, log = tmp_path / "state", free_port(), tmp_path / "server.log"
