@@ -29,7 +29,7 @@ from vo_service.archive.index import ArchiveIndex
 from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
-from vo_service.protocols import dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.protocols import dali, datalink, examples, sia, soda, tap, uws, vosi
 from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> Starlette:
         # The job list itself without the trailing slash: pyvo posts to ".../async".
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
+        *tap.routes(),  # TAP 1.1 at /tap (sync, async, tables, capabilities, examples)
         *web_routes(),  # JSON/PNG helpers of the web page
         Mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False),
               name="static"),

@@ -1,7 +1,8 @@
 """The job kinds this service runs, and how a creating request picks one.
 
 A request with UPLOAD is a catalog batch job (``batch.py``); any other is a SODA async
-job (``soda_job.py``), one result per combination of ID x spatial x BAND x TIME.
+job (``soda_job.py``), one result per combination of ID x spatial x BAND x TIME. TAP jobs
+(``tap_job.py``) are made by the TAP job list, which names their kind itself.
 """
 
 from __future__ import annotations
@@ -51,5 +52,6 @@ def job_kinds(resources: JobResources) -> dict[str, JobKind]:
     """Every kind of job, by name."""
     from vo_service.jobs.batch import BatchJob
     from vo_service.jobs.soda_job import SodaJob
+    from vo_service.jobs.tap_job import TapJob
 
-    return {"soda": SodaJob(resources), "batch": BatchJob(resources)}
+    return {"soda": SodaJob(resources), "batch": BatchJob(resources), "tap": TapJob(resources)}

@@ -165,11 +165,13 @@ class JobService:
     def create(
         self, parameters: Sequence[Parameter], uploads: Mapping[str, tuple[str | None, bytes]],
         *, base_url: str, run_id: str | None = None, owner_id: str | None = None,
+        kind: str | None = None,
     ) -> JobRecord:
-        """Validate and store a new PENDING job; JobParameterError if it cannot run,
-        OwnerLimitError if its owner already has too many jobs or result bytes."""
+        """Validate and store a new PENDING job (of ``kind``, else chosen from the
+        parameters); JobParameterError if it cannot run, OwnerLimitError if its owner
+        already has too many jobs or result bytes."""
         self.check_owner_limits(owner_id)
-        kind_name = self.choose_kind(parameters)
+        kind_name = kind or self.choose_kind(parameters)
         kind = self.kinds[kind_name]
         job_id = secrets.token_hex(8)
         job_dir = self.store.job_dir(job_id)
@@ -212,7 +214,10 @@ class JobService:
     def replace_parameters(self, job_id: str, parameters: Sequence[Parameter]) -> None:
         """New parameters for a PENDING job, validated like at creation."""
         uploads = load_uploads(self.store.job_dir(job_id))
-        kind_name = self.choose_kind(parameters)
+        job = self.store.get(job_id)
+        # a TAP job stays one: its kind comes from the job list that made it
+        kind_name = "tap" if job is not None and job.kind == "tap" else self.choose_kind(
+            parameters)
         self.kinds[kind_name].validate(parameters, uploads)
         self.store.replace_parameters(job_id, parameters)
         self.store.update(job_id, kind=kind_name)
