@@ -80,6 +80,7 @@ def translate(query: str, tables: Sequence[TableMeta]) -> Translation:
     _rewrite_functions(tree)
     for scope in traverse_scope(tree):
         prefilter.add_index_constraints(scope)
+    _contains_point(tree)
     sql = tree.sql(dialect="sqlite", identify=True, comments=False)
     return Translation(sql, columns, top, tuple(sorted(used)))
 
@@ -286,6 +287,17 @@ def _rewrite_functions(tree: exp.Expression) -> None:
             arguments = [a for a in (node.this, node.args.get("expression"),
                                      node.args.get("decimals")) if a is not None]
             node.replace(exp.Anonymous(this=RENAMED[type(node)], expressions=arguments))
+
+
+def _contains_point(tree: exp.Expression) -> None:
+    """CONTAINS(POINT(a, b), shape) -> adql_point_in(a, b, shape): tests the coordinates
+    without building a point value (the upload join's inner test)."""
+    for node in list(tree.find_all(exp.Anonymous)):
+        first = node.expressions[0] if node.expressions else None
+        if (str(node.this).lower() == "adql_contains" and isinstance(first, exp.Anonymous)
+                and str(first.this).lower() == "adql_point" and len(first.expressions) == 2):
+            node.set("this", "adql_point_in")
+            node.set("expressions", [*first.expressions, node.expressions[1]])
 
 
 def scope_of(tree: exp.Expression) -> Scope | None:

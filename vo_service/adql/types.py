@@ -70,6 +70,10 @@ def output_columns(tree: exp.Expression, scope: Scope, tables: Mapping[str, Tabl
     for projection in select.expressions:
         meta = infer(projection, scope, tables)
         name = projection.alias_or_name
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and meta.name and \
+                meta.name.strip('"').lower() == name.lower():
+            name = meta.name.strip('"')  # a table's column keeps its own spelling
         if not name or name.startswith("_col_"):
             inner = projection.this if isinstance(projection, exp.Alias) else projection
             name = _expression_name(inner)

@@ -95,6 +95,8 @@ class Polygon:
     east: Vector
     north: Vector
     projected: tuple[tuple[float, float], ...]
+    cos_radius: float  # cosine of the bounding cone radius (pre-test by dot product)
+    normals: tuple[Vector, ...] | None  # inward edge normals of a convex polygon, else None
 
     def project(self, v: Vector) -> tuple[float, float] | None:
         depth = _dot(v, self.centre)
@@ -103,9 +105,14 @@ class Polygon:
         return _dot(v, self.east) / depth, _dot(v, self.north) / depth
 
     def contains_vector(self, v: Vector) -> bool:
-        """Even-odd test in the gnomonic plane (great circles are straight lines there)."""
-        if angle(v, self.centre) > self.radius + 1e-9:
+        """Inside or on the boundary: edge half-spaces for convex polygons (the common
+        footprint), else an even-odd test in the gnomonic plane (great circles are straight
+        lines there)."""
+        if _dot(v, self.centre) < self.cos_radius - 1e-12:
             return False
+        if self.normals is not None:
+            x, y, z = v
+            return all(n[0] * x + n[1] * y + n[2] * z >= -1e-15 for n in self.normals)
         p = self.project(v)
         if p is None:
             return False
@@ -180,7 +187,28 @@ def _polygon(vertices: tuple[tuple[float, float], ...]) -> Polygon:
     for v in vectors:
         depth = _dot(v, centre)
         projected.append((_dot(v, east) / depth, _dot(v, north) / depth))
-    return Polygon(vertices, vectors, centre, radius, east, north, tuple(projected))
+    cos_radius = math.cos(math.radians(radius + 1e-9))
+    return Polygon(vertices, vectors, centre, radius, east, north, tuple(projected),
+                   cos_radius, _convex_normals(vectors, centre))
+
+
+def _convex_normals(vectors: tuple[Vector, ...], centre: Vector) -> tuple[Vector, ...] | None:
+    """Unit normals of the edges' great circles pointing inside, when the polygon is convex
+    (every other vertex and the centre on the inner side of every edge), else None."""
+    normals = []
+    for k in range(len(vectors)):
+        a, b = vectors[k - 1], vectors[k]
+        normal = _cross(a, b)
+        length = _norm(normal)
+        if length < 1e-15:
+            return None
+        normal = (normal[0] / length, normal[1] / length, normal[2] / length)
+        if _dot(normal, centre) < 0:
+            normal = (-normal[0], -normal[1], -normal[2])
+        if any(_dot(normal, v) < -1e-12 for v in vectors):
+            return None
+        normals.append(normal)
+    return tuple(normals)
 
 
 def _check_lat(dec: float, what: str) -> None:

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -108,6 +109,16 @@ def _predicate(test: Callable[[geo.Shape, geo.Shape], bool]) -> Callable[..., in
         a, b = _shape(first), _shape(second)
         return None if a is None or b is None else int(test(a, b))
     return call
+
+
+def _point_in(ra: object, dec: object, shape: object) -> int | None:
+    """CONTAINS(POINT(ra, dec), shape) without making the point (the upload join's test)."""
+    if ra is None or dec is None or shape is None:
+        return None
+    outer = geo.decode(str(shape))
+    if isinstance(outer, geo.Polygon):
+        return int(outer.contains_vector(geo.xyz(float(ra), float(dec))))  # type: ignore[arg-type]
+    return int(geo.contains(geo.make_point(float(ra), float(dec)), outer))  # type: ignore[arg-type]
 
 
 def _point(*args: object) -> str | None:
@@ -204,7 +215,10 @@ def _cot(value: object) -> float | None:
 
 
 def links_url_function(base_url: str) -> Callable[[object], str | None]:
-    """``access_url`` of a publisher DID: its DataLink document (as SIA's access_url)."""
+    """``access_url`` of a publisher DID: its DataLink document (as SIA's access_url).
+
+    Cached: a join returns the same image for many targets, and quoting is per character."""
+    @lru_cache(maxsize=65536)
     def call(did: object) -> str | None:
         return None if did is None else f"{base_url}/links?ID={quote(str(did), safe='')}"
     return call
@@ -216,6 +230,7 @@ ADQL_FUNCTIONS: dict[str, tuple[int, Callable[..., object]]] = {
     "adql_polygon": (-1, _polygon),
     "adql_box": (-1, _box),
     "adql_contains": (2, _predicate(geo.contains)),
+    "adql_point_in": (3, _point_in),
     "adql_intersects": (2, _predicate(geo.intersects)),
     "adql_distance": (-1, _distance),
     "adql_coord1": (1, _coord(0)),

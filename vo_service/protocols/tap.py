@@ -70,7 +70,12 @@ async def capabilities(request: Request) -> Response:
 async def tables(request: Request) -> Response:
     """GET ``/tap/tables``: VOSI 1.1 tableset (``detail=min`` leaves out the columns)."""
     detail = (request.query_params.get("detail") or "").lower()
-    return Response(tableset_document(with_columns=detail != "min"), media_type=XML_MIME)
+    # astroquery's Tap/TapPlus need esatapplus:flags; they GET with http.client, which sends
+    # no User-Agent (every other client we know names itself).
+    agent = request.headers.get("user-agent")
+    astroquery = agent is None or agent.startswith("astroquery/")
+    return Response(tableset_document(with_columns=detail != "min", esa_flags=astroquery),
+                    media_type=XML_MIME)
 
 
 async def one_table(request: Request) -> Response:

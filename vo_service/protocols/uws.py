@@ -185,7 +185,7 @@ async def job_list(request: Request) -> Response:
 
 async def _create(request: Request, params: Params, service: JobService) -> Response:
     if _kind(request) is None:
-        refuse_tap(params)
+        refuse_tap(params, _list_url(request).removesuffix(_list_path(request)))
     phase = params.get_single("PHASE")
     if phase is not None and phase.strip().upper() not in ("RUN", "ABORT"):
         raise UsageError(f"PHASE in a creating request may only be RUN, got {phase!r}")

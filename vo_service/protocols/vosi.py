@@ -77,7 +77,7 @@ def capabilities_document(base: str, resources: Iterable[str], *,
             text = (element.text or "").strip()
             if values and text.startswith("{") and text[1:-1] in values:
                 element.text = values[text[1:-1]]
-        if security_method and resource not in ("capabilities", "availability"):
+        if security_method and resource not in ("capabilities", "availability", "tables"):
             _add_secured_interface(capability, security_method)
         root.append(capability)
     # xsi:type values name vs:/vr:/tr: types, which lxml cannot see as namespace uses.

@@ -16,6 +16,10 @@ from vo_service.archive.tap_schema import (
 VOSI_TABLES_NS = "http://www.ivoa.net/xml/VOSITables/v1.0"
 VS_NS = "http://www.ivoa.net/xml/VODataService/v1.1"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+# astroquery's Tap/TapPlus (ESA's TAP+ client) read an ``esatapplus:flags`` attribute on
+# every column and fail without it. VODataService's wildcard for foreign attributes is
+# strict (no schema declares this one), so only astroquery gets it (see tableset_document).
+ESA_TAP_PLUS_NS = "http://esa.int/xml/EsaTapPlus"
 NSMAP = {"vosi": VOSI_TABLES_NS, "vs": VS_NS, "xsi": XSI_NS}
 
 
@@ -24,8 +28,10 @@ def _sub(parent: etree._Element, tag: str, text: str | None) -> None:
         etree.SubElement(parent, tag).text = text
 
 
-def _column(parent: etree._Element, column: ColumnMeta) -> None:
+def _column(parent: etree._Element, column: ColumnMeta, esa_flags: bool) -> None:
     element = etree.SubElement(parent, "column", std="true" if column.std else "false")
+    if esa_flags:
+        element.set(f"{{{ESA_TAP_PLUS_NS}}}flags", "0")
     _sub(element, "name", column.name)
     _sub(element, "description", column.description)
     _sub(element, "unit", column.unit)
@@ -44,8 +50,8 @@ def _column(parent: etree._Element, column: ColumnMeta) -> None:
         _sub(element, "flag", "principal")
 
 
-def _table(parent: etree._Element | None, table: TableMeta, with_columns: bool
-           ) -> etree._Element:
+def _table(parent: etree._Element | None, table: TableMeta, with_columns: bool,
+           esa_flags: bool = False) -> etree._Element:
     if parent is None:
         element = etree.Element(f"{{{VOSI_TABLES_NS}}}table", nsmap=NSMAP)
     else:
@@ -56,7 +62,7 @@ def _table(parent: etree._Element | None, table: TableMeta, with_columns: bool
     _sub(element, "utype", table.utype)
     if with_columns:
         for column in table.columns:
-            _column(element, column)
+            _column(element, column, esa_flags)
         for key in FOREIGN_KEYS:
             if key.from_table != table.name:
                 continue
@@ -70,9 +76,11 @@ def _table(parent: etree._Element | None, table: TableMeta, with_columns: bool
     return element
 
 
-def tableset_document(*, with_columns: bool = True) -> bytes:
-    """The ``vosi:tableset`` of every published table, grouped by schema."""
-    root = etree.Element(f"{{{VOSI_TABLES_NS}}}tableset", nsmap=NSMAP)
+def tableset_document(*, with_columns: bool = True, esa_flags: bool = False) -> bytes:
+    """The ``vosi:tableset`` of every published table, grouped by schema (``esa_flags``:
+    with astroquery's ``esatapplus:flags`` on the columns)."""
+    nsmap = {**NSMAP, "esatapplus": ESA_TAP_PLUS_NS} if esa_flags else NSMAP
+    root = etree.Element(f"{{{VOSI_TABLES_NS}}}tableset", nsmap=nsmap)
     tables = published_tables()
     for schema_name, description in SCHEMAS:
         schema = etree.SubElement(root, "schema")
@@ -80,7 +88,7 @@ def tableset_document(*, with_columns: bool = True) -> bytes:
         _sub(schema, "description", description)
         for table in tables:
             if table.schema == schema_name:
-                _table(schema, table, with_columns)
+                _table(schema, table, with_columns, esa_flags)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
