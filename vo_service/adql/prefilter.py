@@ -37,14 +37,14 @@ def add_index_constraints(scope: Scope) -> None:
     where = select.args.get("where")
     if where is not None:
         extra = _constraints(where.this, obscore_aliases)
-        if extra:
-            where.set("this", exp.and_(where.this, *extra))
+        if extra:  # first, so that SQLite tests them before the exact (Python) predicate
+            where.set("this", exp.and_(*extra, where.this))
     for join in select.args.get("joins") or []:
         on = join.args.get("on")
         if on is not None:
             extra = _constraints(on, obscore_aliases)
             if extra:
-                join.set("on", exp.and_(on, *extra))
+                join.set("on", exp.and_(*extra, on))
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:

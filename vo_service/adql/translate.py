@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
+from sqlglot.schema import MappingSchema
 from sqlglot.tokens import TokenType
 
 from vo_service.adql import prefilter, types
@@ -65,7 +67,7 @@ def translate(query: str, tables: Sequence[TableMeta]) -> Translation:
     _check_nodes(tree, token_list)
     by_name = {table.name.lower(): table for table in tables}
     used = _resolve_tables(tree, by_name, token_list)
-    schema = _sqlglot_schema(by_name.values())
+    schema = _sqlglot_schema(tuple(by_name.values()))
     try:
         tree = qualify(tree, schema=schema, dialect=ADQL, validate_qualify_columns=True,
                        quote_identifiers=False, expand_stars=True, identify=False)
@@ -110,7 +112,7 @@ def _start_column(token: sqlglot.tokens.Token) -> int:
 
 def _parse(text: str, token_list: list[sqlglot.tokens.Token]) -> exp.Expression:
     try:
-        statements = [s for s in sqlglot.parse(text, read=ADQL) if s is not None]
+        statements = [s for s in ADQL().parser().parse(token_list, text) if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         description = str(first.get("description") or exc).split(". Line")[0]
@@ -214,21 +216,29 @@ def _resolve_tables(tree: exp.Expression, by_name: Mapping[str, TableMeta],
     return used
 
 
-def _sqlglot_schema(tables: Sequence[TableMeta] | object) -> dict[str, dict[str, dict[str, str]]]:
+@lru_cache(maxsize=64)
+def _sqlglot_schema(tables: tuple[TableMeta, ...]) -> MappingSchema:
+    """The tables as sqlglot's schema (cached: building it normalises every name)."""
     schema: dict[str, dict[str, dict[str, str]]] = {}
-    for table in tables:  # type: ignore[union-attr]
+    for table in tables:
         schema_name, table_name = table.name.lower().split(".", 1)
         schema.setdefault(schema_name, {})[table_name] = {
             _identifier(column.name): types.sql_type(column) for column in table.columns}
-    return schema
+    return MappingSchema(schema, dialect=ADQL)
 
 
 _POSITION = re.compile(r"\. Line: (\d+), Col: (\d+)")
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+
+
 def _column_error(message: str) -> AdqlError:
     found = _POSITION.search(message)
     line, column = (int(found.group(1)), int(found.group(2))) if found else (None, None)
+    name = _QUOTED.search(message)
+    if column is not None and name:  # sqlglot gives the identifier's last column
+        column = max(1, column - len(name.group(1)) + 1)
     text = _POSITION.sub("", message).strip().rstrip(".")
     text = text.replace("could not be resolved", "is not a column of the tables in FROM")
     text = text.replace("Column ", "column ")
@@ -280,6 +290,8 @@ def _rewrite_functions(tree: exp.Expression) -> None:
                 node.replace(exp.Literal.string("ICRS"))
             else:
                 node.set("this", f"adql_{name.lower()}")
+        elif isinstance(node, exp.Log) and node.args.get("expression") is None:
+            node.replace(exp.Ln(this=node.this))  # ADQL LOG(x) is natural; SQLite's is base 10
         elif isinstance(node, exp.Contains):
             node.replace(exp.Anonymous(this="adql_contains",
                                        expressions=[node.this, node.expression]))
