@@ -267,3 +267,15 @@ def test_examples_run(tap_server: LiveServer) -> None:
         response = _sync(tap_server, QUERY=query)
         assert response.status_code == 200
         assert len(parse_single_table(io.BytesIO(response.content)).array) > 0
+
+
+def test_web_page_gives_the_tap_url_and_the_example_queries(tap_server: LiveServer) -> None:
+    import html
+
+    page = httpx.get(tap_server.url(""), timeout=60).text
+    assert f"<code>{tap_server.url('tap')}</code>" in page
+    page = html.unescape(page)
+    examples = etree.fromstring(httpx.get(tap_server.url("tap/examples"), timeout=60).content)
+    queries = [e.text for e in examples.iter() if e.get("property") == "query"]
+    for query in queries:
+        assert query in page

@@ -29,7 +29,17 @@ from vo_service.archive.index import ArchiveIndex
 from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
-from vo_service.protocols import dali, datalink, examples, sia, soda, tap, uws, vosi
+from vo_service.protocols import (
+    dali,
+    datalink,
+    examples,
+    sia,
+    soda,
+    tap,
+    tap_examples,
+    uws,
+    vosi,
+)
 from vo_service.web.routes import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -56,9 +66,12 @@ def _archive_summary(index: ArchiveIndex) -> tuple[int, list[dict[str, object]]]
 
 async def index_page(request: Request) -> Response:
     """GET ``/``: what the archive holds and where the VO endpoints are (a first web page)."""
-    total, facets = await run_in_threadpool(_archive_summary, request.app.state.index)
+    index = request.app.state.index
+    total, facets = await run_in_threadpool(_archive_summary, index)
+    record = await run_in_threadpool(tap_examples.example_record, index)
     return templates.TemplateResponse(request, "index.html", {
-        "total": total, "facets": facets, "base": dali.public_base_url(request)})
+        "total": total, "facets": facets, "base": dali.public_base_url(request),
+        "tap_examples": tap_examples.example_queries(record)})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
