@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from astropy.io.votable import from_table, parse_single_table
+from astropy.io.votable import from_table
 from astropy.table import Table
 
 from vo_service.archive.index import ArchiveIndex
@@ -118,7 +118,7 @@ def tap_http(base: str, query: str, files: dict | None = None) -> int:
         data["UPLOAD"] = "t1,param:t1"
     response = httpx.post(f"{base}/tap/sync", data=data, files=files, timeout=600)
     response.raise_for_status()
-    return len(parse_single_table(io.BytesIO(response.content)).array)
+    return response.content.count(b"<TR>")  # not parsed: the client's time is not measured
 
 
 def sia_http(base: str) -> int:
@@ -126,7 +126,7 @@ def sia_http(base: str) -> int:
     response = httpx.get(f"{base}/query", params={"POS": f"CIRCLE {ra} {dec} {radius}",
                                                   "MAXREC": "1000000"}, timeout=600)
     response.raise_for_status()
-    return len(parse_single_table(io.BytesIO(response.content)).array)
+    return response.content.count(b"<TR>")
 
 
 def sqlite_scan(index_path: Path) -> int:

@@ -73,14 +73,14 @@ def translate(query: str, tables: Sequence[TableMeta]) -> Translation:
                        quote_identifiers=False, expand_stars=True, identify=False)
     except OptimizeError as exc:
         raise _column_error(str(exc)) from None
-    root_scope = build_scope(tree)
-    if root_scope is None:
+    scopes = traverse_scope(tree)  # once: renaming below edits the nodes they point to
+    if not scopes:
         raise AdqlError("the query selects nothing")
-    columns = types.output_columns(tree, root_scope, by_name)
+    columns = types.output_columns(tree, scopes[-1], by_name)
     top = _top(tree)
-    _rename_sources(tree, by_name)
+    _rename_sources(scopes, by_name)
     _rewrite_functions(tree)
-    for scope in traverse_scope(tree):
+    for scope in scopes:
         prefilter.add_index_constraints(scope)
     _contains_point(tree)
     sql = tree.sql(dialect="sqlite", identify=True, comments=False)
@@ -257,9 +257,11 @@ def _top(tree: exp.Expression) -> int | None:
     return int(value.this)
 
 
-def _rename_sources(tree: exp.Expression, by_name: Mapping[str, TableMeta]) -> None:
+def _rename_sources(scopes: Sequence[Scope], by_name: Mapping[str, TableMeta]) -> None:
     """Published tables -> their SQLite relations; their columns -> their SQLite names."""
-    for scope in traverse_scope(tree):
+    tables: list[exp.Table] = []
+    for scope in scopes:
+        tables += [s for s in scope.sources.values() if isinstance(s, exp.Table)]
         for column in scope.columns:
             source = scope.sources.get(column.table)
             if isinstance(source, exp.Table):
@@ -267,7 +269,7 @@ def _rename_sources(tree: exp.Expression, by_name: Mapping[str, TableMeta]) -> N
                 found = meta.column(_identifier_back(column.name, meta)) if meta else None
                 if found is not None and found.sql != column.name:
                     column.set("this", exp.to_identifier(found.sql))
-    for table in list(tree.find_all(exp.Table)):
+    for table in {id(t): t for t in tables}.values():
         meta = by_name.get(f"{table.db}.{table.name}".lower())
         if meta is not None:
             table.set("db", None)
