@@ -279,3 +279,18 @@ def test_web_page_gives_the_tap_url_and_the_example_queries(tap_server: LiveServ
     queries = [e.text for e in examples.iter() if e.get("property") == "query"]
     for query in queries:
         assert query in page
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/b2", "csv", "tsv", "fits"])
+def test_non_ascii_text_and_geometry_in_every_format(tap_server: LiveServer, fmt: str) -> None:
+    response = _sync(tap_server, RESPONSEFORMAT=fmt, QUERY=(
+        "SELECT TOP 2 'Ω Cen' AS name, s_region, POINT(s_ra, s_dec) AS p FROM ivoa.obscore"))
+    assert response.status_code == 200, response.text
+    if fmt.startswith("votable"):
+        table = parse_single_table(io.BytesIO(response.content)).to_table()
+        assert list(table["name"]) == ["Ω Cen", "Ω Cen"]
+        assert table["p"][0].shape == (2,)
+    elif fmt == "fits":
+        assert fits.open(io.BytesIO(response.content))[1].data["name"][0] == "Ω Cen".encode()
+    else:
+        assert "Ω Cen" in response.content.decode("utf-8")

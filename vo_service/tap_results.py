@@ -154,10 +154,16 @@ def votable_document(result: TapResult, serialization: str = "tabledata") -> byt
     table = VOTableTable(votable, name="result")
     resource.tables.append(table)
     used: set[str] = set()
-    table.fields.extend(_field(votable, column, used) for column in result.columns)
+    values_by_column = typed_columns(result)
+    for column, values in zip(result.columns, values_by_column, strict=True):
+        field = _field(votable, column, used)
+        if column.datatype == "char" and any(
+                isinstance(v, str) and not v.isascii() for v in values):
+            field.datatype = "unicodeChar"  # VOTable char is ASCII only
+        table.fields.append(field)
     table.create_arrays(len(result.rows))
     array = table.array
-    for k, (column, values) in enumerate(zip(result.columns, typed_columns(result),
+    for k, (column, values) in enumerate(zip(result.columns, values_by_column,
                                              strict=True)):
         name = array.dtype.names[k]
         is_text = column.datatype in ("char", "unicodeChar")
@@ -227,7 +233,8 @@ def fits_document(result: TapResult) -> bytes:
             name += "_"
         used.add(name.lower())
         if column.datatype in ("char", "unicodeChar"):
-            data = np.ma.array([v if v is not None else "" for v in values], dtype=str,
+            # FITS strings are bytes: UTF-8 keeps non-ASCII text (readers see the bytes)
+            data = np.ma.array([(v or "").encode("utf-8") for v in values], dtype=bytes,
                                mask=[v is None for v in values])
         elif _is_array(column):
             data = np.empty(len(values), dtype=object)
