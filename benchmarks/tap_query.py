@@ -1,7 +1,9 @@
 """Benchmark: TAP on a 1,000,000-row ObsCore index, beside SIA 2 and a plain SQLite scan.
 
-Generates (once, under ``benchmarks/data/``, git-ignored) an index of N ObsCore rows: 0.1 deg
-tiles scattered over a 20 x 18 deg patch straddling RA = 0, four instruments, eight bands.
+Generates (once, under ``benchmarks/data/``, git-ignored) an index of N ObsCore rows: 0.02 deg
+stamps scattered over a 20 x 18 deg patch straddling RA = 0 (2,800 per square degree, so a
+0.1 deg cone holds ~90 image centres and a target lies in ~1 image), four instruments, eight
+bands.
 Then, on one server (uvicorn on 127.0.0.1, in this process), times the same three questions
 asked three ways:
 
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from server import start_server  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
-TILE = 0.1
+TILE = 0.02  # side of an image, deg
 INSTRUMENTS = ("VIS", "NISP", "WFC", "HSC")
 BANDS = ("u", "g", "r", "i", "z", "Y", "J", "H")
 CONE = (0.3, -1.2, 0.1)
@@ -164,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rows, args.targets, args.repeat = 100_000, 2_000, 3
-    state = DATA / f"tap-{args.rows}"
+    state = DATA / f"tap-{args.rows}-{TILE}"
     index_path = state / "index.sqlite"
     if not index_path.exists():
         generate(index_path, args.rows)

@@ -100,6 +100,9 @@ class ArchiveIndex:
             self.db.execute("CREATE INDEX IF NOT EXISTS images_did_nocase "
                             "ON images (lower(obs_publisher_did))")
             self.db.execute("CREATE INDEX IF NOT EXISTS images_s_dec ON images (s_dec)")
+            # covers census queries (TAP GROUP BY instrument_name, band; facet counts)
+            self.db.execute("CREATE INDEX IF NOT EXISTS images_instrument_band "
+                            "ON images (instrument_name, band)")
             self._create_sky_boxes()
 
     def _create_sky_boxes(self) -> None:

@@ -20,7 +20,8 @@ VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 OBSCORE_MODEL = "ivo://ivoa.net/std/ObsCore#core-1.1"
 OBSCORE_TABLE = "ivoa.obscore"
 # ObsCore columns with an index behind them (TAP_SCHEMA.columns.indexed).
-INDEXED = {"obs_publisher_did", "obs_collection", "band", "product_type", "s_dec", "s_region"}
+INDEXED = {"obs_publisher_did", "obs_collection", "band", "product_type", "s_dec", "s_region",
+           "instrument_name"}
 # Standard ObsCore columns (std = 1); band and product_type are this archive's additions.
 NON_STANDARD = {"band", "product_type"}
 
