@@ -3,11 +3,14 @@ archive/tap_query.py, archive/tap_geometry.py), without a server."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vo_service.adql import AdqlError, translate
 from vo_service.archive import tap_geometry as geo
@@ -162,6 +165,10 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
     ("SELECT s_ra FROM ivoa.obscore WHERE SPLAT(s_ra) = 1", "unknown function SPLAT", 37),
     ("SELECT CIRCLE(1) FROM ivoa.obscore", "CIRCLE takes 2 or 3", 8),
     ("SELECT s_ra FROM ivoa.obscore WHERE", "syntax error", None),
+    ("SELECT * FROM", "the query ends too early", None),
+    ("SELECT 1", "needs a FROM", 1),
+    ("SELECT " + "(" * 3000 + "1" + ")" * 3000 + " FROM ivoa.obscore", "nested too deeply",
+     None),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:
@@ -183,3 +190,17 @@ def test_results_are_typed_from_metadata() -> None:
     assert (columns["p"].datatype, columns["p"].arraysize, columns["p"].xtype) == \
         ("double", "2", "point")
     assert list(columns) == ["calib_level", "n", "s_region", "p", "expr"]
+
+
+ADQL_WORDS = st.sampled_from([
+    "SELECT", "TOP", "5", "*", "FROM", "ivoa.obscore", "tap_schema.tables", "WHERE", "AND",
+    "s_ra", "s_dec", "s_region", "(", ")", ",", "=", "<", "1", "'x'", "CONTAINS", "POINT",
+    "CIRCLE", "DISTANCE", "GROUP BY", "ORDER BY", "JOIN", "ON", "AS", "t", "UNION", ";",
+    "LIMIT", "COUNT(*)", "--", '"', "ILIKE", "IN", "OFFSET", "BOX", "REGION", "||"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ADQL_WORDS, min_size=1, max_size=25))
+def test_any_text_translates_or_is_an_adql_error(words: list[str]) -> None:
+    with contextlib.suppress(AdqlError):  # any other exception fails the test
+        translate(" ".join(words), TABLES)

@@ -62,6 +62,13 @@ def translate(query: str, tables: Sequence[TableMeta]) -> Translation:
     text = query.strip()
     if not text:
         raise AdqlError("QUERY is empty; give an ADQL SELECT statement")
+    try:
+        return _translate(text, tables)
+    except RecursionError:
+        raise AdqlError("the query is nested too deeply") from None
+
+
+def _translate(text: str, tables: Sequence[TableMeta]) -> Translation:
     token_list = _tokens(text)
     tree = _parse(text, token_list)
     _check_nodes(tree, token_list)
@@ -116,6 +123,10 @@ def _parse(text: str, token_list: list[sqlglot.tokens.Token]) -> exp.Expression:
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         description = str(first.get("description") or exc).split(". Line")[0]
+        if "SENTINEL" in description:
+            description = "the query ends too early"
+        elif "<class" in description or "Token" in description:
+            description = "an incomplete or misplaced expression"
         near = str(first.get("highlight") or "").strip()
         message = f"syntax error: {description}" + (f" near {near!r}" if near else "")
         raise AdqlError(message, first.get("line"), first.get("col")) from None
@@ -144,6 +155,10 @@ def _check_nodes(tree: exp.Expression, token_list: list[sqlglot.tokens.Token]) -
                     dialect=ADQL) else name))
         if isinstance(node, exp.Anonymous):
             _check_function(node, token_list)
+        if isinstance(node, exp.Select) and node.args.get("from_", node.args.get("from")) \
+                is None:
+            raise AdqlError("every SELECT needs a FROM clause (ADQL 2.1 §2.2)",
+                            *_locate(token_list, "SELECT"))
         if isinstance(node, exp.Select) and node.args.get("distinct") is not None and \
                 node.args["distinct"].args.get("on"):
             raise AdqlError("DISTINCT ON is not ADQL", *_locate(token_list, "ON"))
