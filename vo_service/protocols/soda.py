@@ -45,6 +45,7 @@ from vo_service.protocols.dali import (
     ServiceUnavailable,
     UsageError,
     parse_responseformat,
+    public_base_url,
     read_params,
     request_error_response,
 )
@@ -73,21 +74,23 @@ def _single(name: str, values: tuple[T, ...]) -> T | None:
     return values[0] if values else None
 
 
-def refuse_tap(params: Params) -> None:
+def refuse_tap(params: Params, base: str = "") -> None:
     """A TAP request (LANG, QUERY or REQUEST=doQuery) is a UsageError saying that /sync and
-    /async are SODA here and that TAP is not offered, rather than "ID is missing"."""
+    /async are SODA here and where TAP is (``<base>/tap``), rather than "ID is missing"."""
     asks_tap = "LANG" in params or "QUERY" in params or any(
         value.strip().lower() == "doquery" for value in params.get_all("REQUEST"))
     if asks_tap:
         raise UsageError(
-            "this endpoint is SODA (image cutouts), and this service offers no TAP (yet): "
-            "LANG, QUERY and REQUEST=doQuery are TAP parameters. Find images with SIA 2 at "
-            "/query, then cut them here with ID and CIRCLE, POLYGON or POS")
+            f"this endpoint is SODA (image cutouts); TAP is at {base}/tap: LANG, QUERY and "
+            f"REQUEST=doQuery are TAP parameters. Use {base}/tap as the TAP service URL "
+            f"(queries go to {base}/tap/sync or {base}/tap/async), or cut images here with "
+            "ID and CIRCLE, POLYGON or POS")
 
 
-def parse_sync_request(params: Params) -> CutoutRequest:
-    """Validate the SODA parameters of a sync request (raises DALIError subclasses)."""
-    refuse_tap(params)
+def parse_sync_request(params: Params, base: str = "") -> CutoutRequest:
+    """Validate the SODA parameters of a sync request (raises DALIError subclasses);
+    ``base``: the service's public URL, named when a TAP request arrives here."""
+    refuse_tap(params, base)
     if not params.get_all("ID"):
         raise UsageError("ID is missing; give the publisher DID of an image, as listed by "
                          "/query (obs_publisher_did) or /links")
@@ -198,7 +201,7 @@ async def _sync(request: Request) -> Response:
     params = await read_params(request)
     if names_votable(params.get_all("RESPONSEFORMAT")):
         request.scope[PLAIN_ERRORS_KEY] = False
-    sync_request = parse_sync_request(params)
+    sync_request = parse_sync_request(params, public_base_url(request))
     if not slots.try_acquire():
         raise ServiceUnavailable(
             f"{slots.limit} cutouts are being made already; retry in a few seconds",

@@ -126,12 +126,14 @@ def _job_summary(store: JobStore, job: JobRecord) -> dict:
 
 
 async def jobs_endpoint(request: Request) -> Response:
-    """The caller's jobs (newest first) with their phase, progress and main parameters."""
+    """The caller's jobs (newest first) with their phase, progress and main parameters;
+    TAP queries (listed at /tap/async) are not cutout jobs and are left out."""
     store, owner = _store(request), request_owner(request)
 
     def listing() -> list[dict]:
         return [_job_summary(store, job)
-                for job in store.list(last=MAX_JOBS_LISTED, owner_id=owner)]
+                for job in store.list(last=MAX_JOBS_LISTED, owner_id=owner)
+                if job.kind != "tap"]
 
     return JSONResponse({"jobs": await run_in_threadpool(listing)})
 
