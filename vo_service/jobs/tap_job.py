@@ -60,6 +60,11 @@ class TapJob:
             raise JobParameterError(str(exc)) from None
         return 1.0
 
+    def check_ready(self, parameters: Sequence[Parameter], uploads: Mapping[str, Upload]
+                    ) -> None:
+        """Nothing is refused at RUN: a missing or bad QUERY or LANG ends the job in ERROR
+        with its message (TAP practice; DESIGN "UWS")."""
+
     def run(self, context: JobContext) -> None:
         settings = self.resources.settings  # type: ignore[attr-defined]
         limits = settings.limits
