@@ -24,7 +24,7 @@ from vo_service.engine.batch import (
     multi_extension_chunks,
     run_tasks,
 )
-from vo_service.engine.cutout import CutoutResult
+from vo_service.engine.cutout import CutoutResult, StampStatus
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write
@@ -175,6 +175,6 @@ def cut(path: str | Path, hdu: int | str, region: Shape, *,
     with OpenImage(path, hdu) as image:
         result = next(iter_cutouts(image, [region], band=band, time=time, pol=pol, pad=pad,
                                    max_pixels=max_pixels, origfile=origfile))
-    if result.status == "error":
+    if result.status == StampStatus.ERROR:
         raise CutoutError(result.message)
     return result

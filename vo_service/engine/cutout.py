@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +29,17 @@ from vo_service.engine.writing import (
 )
 from vo_service.shapes import CenterSize, Circle, Polygon, Range, Shape
 
-STATUSES = ("ok", "partial", "no-overlap", "error")
+
+class StampStatus(StrEnum):
+    """What became of one region on one image. The values are the words users read: the
+    manifest's ``status`` column, the web gallery's tags, the CLI's summary."""
+
+    OK = "ok"  # the region lies inside the image
+    PARTIAL = "partial"  # partly off the image: the stamp is clipped (or padded)
+    NO_OVERLAP = "no-overlap"  # no stamp: off the image, or a filter selected nothing
+    ERROR = "error"  # this region could not be cut (batch only; `cut` raises instead)
+
+
 REASONS = ("spatial", "band", "time", "pol")  # why a result has status 'no-overlap'
 SPATIAL_MISS = "the region does not overlap the image"
 
@@ -73,7 +84,7 @@ class CutoutResult:
     `data`: raw source pixel values, big-endian, numpy order (None without a stamp).
     """
 
-    status: str
+    status: StampStatus
     pixel_box: PixelBox | None
     message: str = ""
     data: np.ndarray | None = None
@@ -158,7 +169,7 @@ class CutoutResult:
 class Plan:
     """Where one region's stamp comes from: requested and readable boxes."""
 
-    status: str
+    status: StampStatus
     message: str
     box: PixelBox | None  # the stamp's box (requested if padded, else clipped)
     read_box: PixelBox | None  # the part inside the image
@@ -176,19 +187,19 @@ def plan_cutouts(image: OpenImage, regions: list[Shape], *, band=None, time=None
     selection = select_axes(image.wcs, image.header, image.fits_shape, target,
                             band=band, time=time, pol=pol)
     if selection.no_overlap:
-        return [Plan("no-overlap", selection.no_overlap, None, None, selection.missed)
+        return [Plan(StampStatus.NO_OVERLAP, selection.no_overlap, None, None, selection.missed)
                 for _ in regions]
     plans = []
     for window in region_windows(mapper, regions):
         if window is None:
-            plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
+            plans.append(Plan(StampStatus.NO_OVERLAP, SPATIAL_MISS, None, None, "spatial"))
             continue
         full = window.requested.with_ranges(selection.ranges)
         clipped = window.inside.with_ranges(selection.ranges)
-        status = "ok" if window.complete else "partial"
+        status = StampStatus.OK if window.complete else StampStatus.PARTIAL
         box = full if pad else clipped
         if max_pixels is not None and box.size > max_pixels:
-            plans.append(Plan("error", f"the cutout has {box.size} pixels, more than the "
+            plans.append(Plan(StampStatus.ERROR, f"the cutout has {box.size} pixels, more than the "
                               f"limit of {max_pixels}; ask for a smaller region", None, None))
             continue
         plans.append(Plan(status, "", box, clipped))
