@@ -1,25 +1,58 @@
 """What a catalog batch job hands back: the manifest VOTable and the ZIP bundle.
 
-The manifest's FIELDs are defined in ``votable_templates/manifest.xml``; rows are filled
-with astropy. The bundle is written member by member into a file on disk as stamps are
-made (never built in memory), one folder per band.
+The manifest's FIELDs are defined in ``votable_templates/manifest.xml`` and written by
+astropy; its rows, one :class:`ManifestRow` each, are written here column by column (a
+manifest has tens of thousands of rows: astropy's TABLEDATA writer converts cell by cell,
+and its C writer can write past its buffer). The bundle is written member by member into
+a file on disk as stamps are made (never built in memory), one folder per band.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
-import numpy as np
 from astropy.io.votable.tree import Info
+from astropy.utils.xml.writer import xml_escape_cdata
 
 from vo_service.engine.bundle import ZipStream
+from vo_service.engine.cutout import StampStatus
 from vo_service.votables import load_template, votable_bytes
 
 MANIFEST_MIME = "application/x-votable+xml"
 ZIP_MIME = "application/zip"
+
+
+@dataclass(slots=True)
+class ManifestRow:
+    """One manifest row: a target on one image, or a target no image answered (a bad
+    catalog row, a position inside no image: then without the image's columns).
+
+    Attribute names are the manifest's FIELD names; None is an empty cell. Not frozen: a
+    frozen dataclass is made 4x slower, and a job makes one row per stamp.
+    """
+
+    target_id: str
+    row: int  # the target's row in the uploaded catalog, from 1
+    ra: float | None
+    dec: float | None
+    status: StampStatus
+    message: str | None = None
+    collection: str | None = None
+    instrument: str | None = None
+    band: str | None = None
+    product_type: str | None = None
+    image_id: str | None = None  # the source image's publisher DID
+    access_url: str | None = None
+    content_type: str | None = None
+    preview_url: str | None = None
+    file: str | None = None  # path in the ZIP bundle
+    pixel_box: str | None = None  # FITS section, see format_pixel_box
+    bytes: int | None = None  # size of the stamp file
 
 
 def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
@@ -29,35 +62,77 @@ def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
     return "[" + ",".join(f"{start + 1}:{stop}" for start, stop in ranges) + "]"
 
 
-def manifest_bytes(rows: Sequence[Mapping[str, object]], *,
+def manifest_bytes(rows: Sequence[ManifestRow], *,
                    infos: Mapping[str, str] = {}) -> bytes:  # noqa: B006 - never mutated
-    """The manifest VOTable 1.4 with ``rows`` (dicts by FIELD name) and INFOs after status."""
+    """The manifest VOTable 1.4 with ``rows`` and INFOs after the query status."""
     votable = load_template("manifest.xml")
     resource = votable.resources[0]
     for name, value in infos.items():
         resource.infos.append(Info(name=name, value=str(value)))
-    _fill_columns(resource.tables[0], rows)
-    return votable_bytes(votable)
-
-
-def _fill_columns(table, rows: Sequence[Mapping[str, object]]) -> None:
-    """Fill the TABLE column by column (a manifest has tens of thousands of rows)."""
-    table.create_arrays(len(rows))
+    table = resource.tables[0]
     table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
-    for field in table.fields:
-        values = [row.get(field.name) for row in rows]
-        missing = np.array([v is None or (isinstance(v, float) and math.isnan(v))
-                            for v in values], dtype=bool)
-        if field.datatype in ("char", "unicodeChar"):
-            column = np.array(["" if v is None else str(v) for v in values], dtype=object)
-        else:
-            column = np.array([0 if m else v for v, m in zip(values, missing, strict=True)])
-        if len(rows):
-            table.array[field.name] = column
-        table.array.mask[field.name] = missing
+    document = votable_bytes(votable)  # everything but the rows
+    if not rows:
+        return document
+    return _with_rows(document, [(field.name, field.datatype) for field in table.fields], rows)
 
 
-def write_manifest(path: Path, rows: Sequence[Mapping[str, object]], *,
+def _with_rows(document: bytes, fields: list[tuple[str, str]],
+               rows: Sequence[ManifestRow]) -> bytes:
+    """``document`` with a TABLEDATA of ``rows`` at the end of its (only) TABLE, laid out
+    as astropy lays it out."""
+    end = document.rindex(b"</TABLE>")
+    line_start = document.rindex(b"\n", 0, end) + 1
+    indent = " " * (end - line_start)
+    cell_indent = indent + "    "
+    columns = [_column_cells(datatype, [getter(row) for row in rows], cell_indent)
+               for getter, datatype in ((attrgetter(name), datatype)
+                                        for name, datatype in fields)]
+    row_start, row_end = f"{indent}   <TR>\n", f"{indent}   </TR>\n"
+    text = "".join([
+        f"{indent} <DATA>\n{indent}  <TABLEDATA>\n",
+        *(row_start + "".join(cells) + row_end for cells in zip(*columns, strict=True)),
+        f"{indent}  </TABLEDATA>\n{indent} </DATA>\n",
+    ])
+    return document[:line_start] + text.encode() + document[line_start:]
+
+
+def _column_cells(datatype: str, values: list, indent: str) -> list[str]:
+    """The ``<TD>`` lines of one column; None (and NaN) are empty cells, as astropy writes
+    masked values."""
+    empty = f"{indent}<TD/>\n"
+    start, end = f"{indent}<TD>", "</TD>\n"
+    text = _CELL_TEXT.get(datatype)
+    if text is None:
+        raise ValueError(f"manifest FIELDs of datatype {datatype!r} are not supported")
+    cells = []
+    for value in values:
+        shown = None if value is None else text(value)
+        cells.append(start + shown + end if shown else empty)
+    return cells
+
+
+def _double_text(value: float) -> str | None:
+    """A double as astropy writes it: the shortest repr, ``.0`` dropped; NaN is empty."""
+    number = float(value)
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        return "+InF" if number > 0 else "-InF"
+    shown = repr(number)
+    return shown[:-2] if shown.endswith(".0") else shown
+
+
+_CELL_TEXT: dict[str, Callable[[object], str | None]] = {
+    "char": lambda value: xml_escape_cdata(str(value)),
+    "unicodeChar": lambda value: xml_escape_cdata(str(value)),
+    "int": lambda value: str(int(value)),
+    "long": lambda value: str(int(value)),
+    "double": _double_text,
+}
+
+
+def write_manifest(path: Path, rows: Sequence[ManifestRow], *,
                    infos: Mapping[str, str] = {}) -> int:  # noqa: B006 - never mutated
     """Write the manifest atomically; return its size in bytes."""
     content = manifest_bytes(rows, infos=infos)
