@@ -9,13 +9,17 @@ a file on disk as stamps are made (never built in memory), one folder per band.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
 
+import numpy as np
+from astropy.io.votable import parse_single_table
 from astropy.io.votable.tree import Info
 from astropy.utils.xml.writer import xml_escape_cdata
 
@@ -130,6 +134,30 @@ _CELL_TEXT: dict[str, Callable[[object], str | None]] = {
     "long": lambda value: str(int(value)),
     "double": _double_text,
 }
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """The rows of a manifest this service wrote (empty cells, <TD/>, are None), column by
+    column."""
+    table = parse_single_table(str(path)).to_table()
+    columns: list = []
+    for name in _ROW_FIELDS:
+        if name not in table.colnames:  # a FIELD added after the file was written
+            columns.append(repeat(None))
+            continue
+        column = table[name]
+        values = np.asarray(column).tolist()
+        masked = np.ma.getmaskarray(column).tolist()
+        cells = [None if hidden or value == "" else value  # <TD/>: None or "" written
+                 for value, hidden in zip(values, masked, strict=True)]
+        if name == "status":
+            cells = [_STATUSES[value] for value in cells]
+        columns.append(cells)
+    return [ManifestRow(*cells) for cells in zip(*columns)]  # noqa: B905 - repeat(None) is endless
+
+
+_ROW_FIELDS = [f.name for f in dataclasses.fields(ManifestRow)]
+_STATUSES = {str(status): status for status in StampStatus}
 
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow], *,
