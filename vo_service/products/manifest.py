@@ -1,10 +1,10 @@
 """What a catalog batch job hands back: the manifest VOTable and the ZIP bundle.
 
 The manifest's FIELDs are defined in ``votable_templates/manifest.xml`` and written by
-astropy; its rows, one :class:`ManifestRow` each, are written here column by column (a
-manifest has tens of thousands of rows: astropy's TABLEDATA writer converts cell by cell,
-and its C writer can write past its buffer). The bundle is written member by member into
-a file on disk as stamps are made (never built in memory), one folder per band.
+astropy; its rows, one :class:`ManifestRow` each, are written here column by column, in
+the bytes astropy would write (a manifest has tens of thousands of rows, and astropy's
+TABLEDATA writer makes several Python calls per cell). The bundle is written member by
+member into a file on disk as stamps are made (never built in memory), one folder per band.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class GalleryColumn:
         return f"{self.band}|{self.product_type}"
 
     def to_json(self) -> dict[str, str]:
+        """The column as the page's JSON has it."""
         return {"key": self.key, "band": self.band, "product_type": self.product_type}
 
 
@@ -65,9 +66,11 @@ class GalleryStamp:
 
     @property
     def is_fits(self) -> bool:
+        """The stamp is a FITS file (thumbnails and composites are made from those)."""
         return self.content_type == FITS_MIME
 
     def to_json(self) -> dict[str, str | None]:
+        """The stamp as the page's JSON has it."""
         return {"result_id": self.result_id, "status": self.status, "message": self.message,
                 "image_id": self.image_id, "access_url": self.access_url,
                 "preview_url": self.preview_url, "content_type": self.content_type,
@@ -82,6 +85,7 @@ class GalleryNote:
     message: str
 
     def to_json(self) -> dict[str, str]:
+        """The note as the page's JSON has it."""
         return {"status": self.status, "message": self.message}
 
 
@@ -101,6 +105,7 @@ class GalleryTarget:
         return self.cells.get(column, [])
 
     def to_json(self) -> dict[str, object]:
+        """The target as the page's JSON has it: cells keyed ``band|product``."""
         return {"row": self.row, "target_id": self.target_id, "ra": self.ra, "dec": self.dec,
                 "cells": {column.key: [stamp.to_json() for stamp in stamps]
                           for column, stamps in self.cells.items()},
