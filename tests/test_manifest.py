@@ -74,7 +74,10 @@ def test_record_attributes_are_the_manifest_fields() -> None:
     assert sorted(f.name for f in dataclasses.fields(ManifestRow)) == sorted(fields)
 
 
-def test_manifest_is_byte_identical_to_astropys_writer_and_valid() -> None:
+@pytest.mark.parametrize("rows_per_block", [4096, 2])
+def test_manifest_is_byte_identical_to_astropys_writer_and_valid(rows_per_block, monkeypatch
+                                                                 ) -> None:
+    monkeypatch.setattr("vo_service.products.manifest.ROWS_PER_BLOCK", rows_per_block)
     rows = varied_rows()
     infos = {"job_id": "j1", "targets": "5", "incomplete": "stopped & <early>"}
     written = manifest_bytes(rows, infos=infos)
@@ -86,11 +89,16 @@ def test_manifest_is_byte_identical_to_astropys_writer_and_valid() -> None:
     assert table["bytes"][4] == 2**40 and str(table["pixel_box"][1]) == "[1:64,10:73]"
 
 
-def test_an_empty_manifest_has_its_fields_and_no_rows(tmp_path: Path) -> None:
+def test_manifest_files_are_the_same_bytes_and_may_have_no_rows(tmp_path: Path) -> None:
     size = write_manifest(tmp_path / "manifest.xml", [], infos={"job_id": "j0"})
     content = (tmp_path / "manifest.xml").read_bytes()
     assert size == len(content) and content == astropy_manifest([], {"job_id": "j0"})
     assert len(assert_valid_votable(content).get_first_table().array) == 0
+    rows = varied_rows()
+    size = write_manifest(tmp_path / "manifest.xml", rows)
+    assert (tmp_path / "manifest.xml").read_bytes() == manifest_bytes(rows)
+    assert size == (tmp_path / "manifest.xml").stat().st_size
+    assert not (tmp_path / "manifest.xml.part").exists()
 
 
 @pytest.mark.parametrize("count", [1, 3000])
