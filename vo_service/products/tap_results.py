@@ -27,6 +27,7 @@ from vo_service.archive import tap_query
 from vo_service.archive.tap_schema import ColumnMeta, published_tables
 from vo_service.products.adql import AdqlError, translate
 from vo_service.products.tap_request import TapError, TapRequest
+from vo_service.votables import fill_column, write_xml
 
 VOTABLE_VERSION = "1.4"
 TAP_STANDARD_ID = "ivo://ivoa.net/std/TAP"
@@ -162,26 +163,12 @@ def votable_document(result: TapResult, serialization: str = "tabledata") -> byt
             field.datatype = "unicodeChar"  # VOTable char is ASCII only
         table.fields.append(field)
     table.create_arrays(len(result.rows))
-    array = table.array
     for k, (column, values) in enumerate(zip(result.columns, values_by_column,
                                              strict=True)):
-        name = array.dtype.names[k]
-        is_text = column.datatype in ("char", "unicodeChar")
-        is_array = _is_array(column)
-        for index, value in enumerate(values):
-            if value is None:
-                array.mask[name][index] = True
-                if is_text:
-                    array[name][index] = ""
-                elif is_array:
-                    array[name][index] = np.zeros(0)
-            elif is_array:
-                array[name][index] = np.asarray(value, dtype=float)
-            else:
-                array[name][index] = value
-    buffer = io.BytesIO()
-    votable.to_xml(buffer, tabledata_format=serialization)
-    document = buffer.getvalue()
+        fill_column(table.array, table.array.dtype.names[k], values,
+                    is_text=column.datatype in ("char", "unicodeChar"),
+                    is_array=_is_array(column))
+    document = write_xml(votable, serialization)
     if result.overflow:
         # DALI 1.1 §4.4.1 / TAP 1.1 §3: OVERFLOW in an INFO after the TABLE (astropy writes
         # a resource's INFOs before its tables, so it is placed here).
