@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench clean browser stilts screenshots
+.PHONY: install serve test lint bench clean browser stilts screenshots vendor
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,21 @@ test: $(STAMP) browser stilts
 
 # Screenshots of the web page for the README (docs/screenshots/), taken by the browser tests.
 screenshots: $(STAMP) browser
-	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py
+	WEB_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py \
+	  tests/test_web_handoff.py tests/test_timeseries_web.py
+
+# The page's vendored browser libraries (committed; see vo_service/web/static/vendor/README.md),
+# fetched again from the npm registry with npm pack.
+SAMPJS_VERSION := 1.0.3
+ALADIN_VERSION := 3.8.2
+VENDOR := vo_service/web/static/vendor
+vendor:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent sampjs@$(SAMPJS_VERSION) \
+	  aladin-lite@$(ALADIN_VERSION) && tar xzf sampjs-$(SAMPJS_VERSION).tgz && \
+	  cp package/samp.js $(CURDIR)/$(VENDOR)/samp.js && rm -rf package && \
+	  tar xzf aladin-lite-$(ALADIN_VERSION).tgz && \
+	  cp package/dist/aladin.js package/COPYING package/COPYING.LESSER \
+	    $(CURDIR)/$(VENDOR)/aladin-lite/ && rm -rf $$tmp
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -29,15 +29,17 @@ def test_rows_per_band_and_product(demo_index):
     records = demo_index.records()
     counts = Counter((r.band, r.product_type) for r in records if r.dataproduct_type == "image")
     expected = Counter({(band, product): 4 for band in BANDS for product in PRODUCTS})
-    expected.update({("VIS", "BGSUB"): 1 + 4 + 3, ("VIS", "RMS"): 1 + 3, ("VIS", "FLAG"): 1 + 3})
-    assert counts == expected  # 4 tiles, + the MEF's three HDUs, + 4 epochs, + 3 seam tiles
+    expected.update({("VIS", "BGSUB"): 1 + 20 + 3, ("VIS", "RMS"): 1 + 20 + 3,
+                     ("VIS", "FLAG"): 1 + 3})
+    # 4 tiles, + the MEF's three HDUs, + 20 epochs (BGSUB, RMS), + 3 seam tiles (demo_seams)
+    assert counts == expected
     assert {r.obs_collection for r in records} == {"EUCLID-DEMO"}
     assert {r.calib_level for r in records if r.dataproduct_type == "image"} == {3}
     facets = demo_index.facets()
     assert facets["instruments"] == ["DECAM", "NISP", "VIS"]
     counts = demo_index.facet_counts()
-    assert counts["instruments"] == [("DECAM", 64), ("NISP", 49), ("VIS", 32)]
-    assert counts["dataproduct_types"] == [("cube", 1), ("image", 144)]
+    assert counts["instruments"] == [("DECAM", 64), ("NISP", 49), ("VIS", 68)]
+    assert counts["dataproduct_types"] == [("cube", 1), ("image", 180)]
     assert facets["facilities"] == ["CTIO-4m Blanco", "Euclid"]
     for record in records:
         if record.band in EM_NM:
@@ -63,9 +65,10 @@ def test_compressed_tile_mef_and_cube(demo_index):
 
 
 def test_epochs_are_separate_observations(demo_index):
-    epochs = demo_index.records(tile="102020001")
-    assert len(epochs) == 4 and len({r.t_min for r in epochs}) == 4
-    assert demo_index.siblings(epochs[0]) == []
+    epochs = demo_index.records(tile="102020001", product_type="BGSUB")
+    assert len(epochs) == 20 and len({r.t_min for r in epochs}) == 20
+    (rms,) = demo_index.siblings(epochs[0])  # the RMS image of the same visit, no other
+    assert rms.product_type == "RMS" and rms.t_min == epochs[0].t_min
     ra, dec = epochs[0].s_ra, epochs[0].s_dec
     hits = demo_index.lookup([ra], [dec], band="VIS", product_type="BGSUB")
     assert {r.obs_publisher_did for _, r in hits} >= {r.obs_publisher_did for r in epochs}
@@ -90,4 +93,4 @@ def test_lookup_across_ra_zero_and_with_filters(demo_index):
 def test_reindexing_the_demo_archive_reads_nothing(demo_index, demo_archive):
     report = demo_index.update([demo_archive])
     assert report.added == report.updated == report.removed == report.failed == []
-    assert report.images == 145
+    assert report.images == 181

@@ -250,6 +250,7 @@ def test_reindexing_is_incremental(tmp_path):
     assert index.update([]).images == 0
 
 
+@pytest.mark.slow
 def test_readers_see_a_consistent_index_while_indexing(tmp_path):
     root = tmp_path / "data"
     for k in range(40):
@@ -311,3 +312,28 @@ def test_an_index_from_another_version_is_rebuilt(tmp_path):
     reopened = ArchiveIndex(tmp_path / "index.sqlite")
     assert reopened.count() == 0
     assert len(reopened.update([tmp_path / "data"]).added) == 1
+
+
+@pytest.mark.parametrize(("cards", "t_min", "t_max", "exptime"), [
+    # DATE-OBS/DATE-END in UTC
+    ({"DATE-OBS": "2024-03-01T00:00:00", "DATE-END": "2024-03-01T00:10:00", "EXPTIME": 600.0},
+     60370.0, 60370.0 + 600 / 86400, 600.0),
+    # MJD-OBS in TT: converted to UTC (TT - UTC = 69.184 s in 2024)
+    ({"MJD-OBS": 60370.0, "TIMESYS": "TT", "EXPTIME": 30.0},
+     60370.0 - 69.184 / 86400, 60370.0 - 69.184 / 86400 + 30 / 86400, 30.0),
+    # DATE-OBS in TAI, no end: start + exposure
+    ({"DATE-OBS": "2024-03-01T00:00:37", "TIMESYS": "TAI", "XPOSURE": 10.0},
+     60370.0, 60370.0 + 10 / 86400, 10.0),
+    ({}, None, None, None),  # nothing known: nulls
+])
+def test_time_metadata_from_dates_mjd_and_timesys(tmp_path, cards, t_min, t_max, exptime):
+    write_image(tmp_path / "data" / "epoch.fits", 10.0, 5.0, cards=cards)
+    index = ArchiveIndex(tmp_path / "index.sqlite")
+    index.update([tmp_path / "data"])
+    (record,) = index.records()
+    if t_min is None:
+        assert (record.t_min, record.t_max, record.t_exptime) == (None, None, None)
+        return
+    assert record.t_min == pytest.approx(t_min, abs=1e-8)
+    assert record.t_max == pytest.approx(t_max, abs=1e-8)
+    assert record.t_exptime == exptime

@@ -27,7 +27,7 @@ from uws_client import (
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.cache import CutoutCache
-from vo_service.engine.cutout import cut
+from vo_service.engine.api import cut
 from vo_service.shapes import CenterSize
 
 BANDS = ["VIS", "NIR-Y"]
@@ -89,7 +89,8 @@ def test_catalog_job_completes_with_manifest_bundle_and_stamps(
     assert len(ids) == len(set(ids))
     assert results["manifest"][1] == "application/x-votable+xml"
     assert results["bundle"][1] == "application/zip"
-    stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle")}
+    assert results["coverage"][1] == "application/fits"  # MOC of targets and stamps
+    stamps = {k: v for k, v in results.items() if k not in ("manifest", "bundle", "coverage")}
     assert stamps and all(mime == "application/fits" for _, mime in stamps.values())
 
     manifest = assert_valid_votable(client.get(results["manifest"][0]).content)
@@ -171,7 +172,7 @@ def test_png_previews_and_fits_both(batch_server, client, demo_archive) -> None:
     response = create(client, batch_server, data, demo_catalog(demo_archive, 10))
     root = wait_final(client, str(response.url))
     assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
-    mimes = Counter(mime for _, mime in results_of(root).values())
+    mimes = Counter(mime for key, (_, mime) in results_of(root).items() if key != "coverage")
     assert mimes["image/png"] == mimes["application/fits"] > 0
     manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
     table = manifest.get_first_table().to_table()
@@ -370,6 +371,7 @@ def test_votable_and_fits_catalogs_with_chosen_and_detected_columns(
         assert served["NAXIS1"] == single.pixel_box.x1 - single.pixel_box.x0
 
 
+@pytest.mark.slow
 def test_restart_during_a_batch_job_resumes_it(
     demo_archive: Path, tmp_path: Path, client, monkeypatch
 ) -> None:

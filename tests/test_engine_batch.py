@@ -21,6 +21,7 @@ import vo_service
 from tests import fits_factory
 from tests.test_engine_cutout import assert_wcs_round_trip
 from vo_service.engine import geometry
+from vo_service.engine.api import cut
 from vo_service.engine.batch import (
     BundleWriter,
     ImageTask,
@@ -31,7 +32,6 @@ from vo_service.engine.batch import (
     write_multi_extension,
     write_task_files,
 )
-from vo_service.engine.cutout import cut
 from vo_service.engine.reading import OpenImage
 from vo_service.shapes import CenterSize, Circle, Polygon
 
@@ -197,6 +197,7 @@ def test_python_api_in_memory_to_files_and_single_file(real_data, tmp_path):
         assert vo_service.cutout(files[0], (10.0, 10.0), 8) == []
 
 
+@pytest.mark.slow
 def test_demo_archive_every_image_hdu(demo_archive):
     checked = 0
     for path in sorted(demo_archive.rglob("*.fits")):
@@ -227,7 +228,7 @@ def test_demo_archive_cube_band_and_epochs_time(demo_archive):
     result = cut(cube, 0, region, band=(waves[10], waves[19]))
     assert result.pixel_box.ranges[2] == (10, 20)
     assert cut(cube, 0, region, band=(3e-6, 4e-6)).status == "no-overlap"
-    epochs = sorted(demo_archive.rglob("EPOCHS/*/*.fits"))
+    epochs = sorted(demo_archive.rglob("EPOCHS/*/*BGSUB*.fits"))
     mjds = [fits.getheader(path)["MJD-OBS"] for path in epochs]
     hits = [cut(path, 0, region_near(path), time=(mjds[1] - 0.01, mjds[1] + 0.01)).status
             for path in epochs]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["combine", "cutout", "fits_cut"]
+__all__ = ["combine", "cutout", "fits_cut", "light_curve", "time_series"]
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports: `vo_service.cutout` / `fits_cut` / `combine` import the engine on first
-    use."""
+    """Lazy exports: `vo_service.cutout` / `fits_cut` / `combine` / `time_series` /
+    `light_curve` import the engine on first use."""
     if name in ("cutout", "fits_cut"):
         from vo_service.engine import api
 
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from vo_service.engine.combine import combine_files
 
         return combine_files
+    if name in ("time_series", "light_curve"):
+        from vo_service import timeseries_api
+
+        return getattr(timeseries_api, name)
     raise AttributeError(f"module 'vo_service' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``vo-service`` command: serve, index, check, cutout, combine, demo-archive, worker.
+"""The ``vo-service`` command: serve, index, check, cutout, combine, timeseries, worker, ...
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -59,7 +59,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify the cutout cache against its files and repair it (exit 1 if it needed repair)."""
     from vo_service.cache import CutoutCache
-    from vo_service.cache_check import check_cache
+    from vo_service.cache.check import check_cache
 
     settings = _settings(args)
     cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
@@ -168,6 +168,12 @@ def cmd_combine(args: argparse.Namespace) -> int:
     return run_combine_command(args)
 
 
+def cmd_timeseries(args: argparse.Namespace) -> int:
+    from vo_service.timeseries_command import run_timeseries_command
+
+    return run_timeseries_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vo-service`` command."""
     parser = argparse.ArgumentParser(prog="vo-service", description=__doc__.splitlines()[0])
@@ -232,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_combine_arguments(p)
     p.set_defaults(func=cmd_combine)
+
+    p = sub.add_parser("timeseries", help="one target across every epoch: stack, cube, "
+                                          "light curve (local files or the archive index)")
+    from vo_service.timeseries_command import add_timeseries_arguments
+
+    add_timeseries_arguments(p)
+    p.set_defaults(func=cmd_timeseries)
     return parser
 
 

@@ -20,9 +20,16 @@
     <root>/euclid/CUBE/EUC_MER_CUBE-MOSAIC-RGS_TILE102018211.fits
         a NISP-like slitless spectral cube (RA, Dec, WAVE): 60x60 x 40 channels over 1.2-1.9 um,
         CTYPE3 'WAVE', CUNIT3 'm', SPECSYS 'BARYCENT', PRODTYPE 'CUBE'; plain TAN (no SIP).
-    <root>/euclid/EPOCHS/<YYYY-MM-DD>/EUC_MER_BGSUB-MOSAIC-VIS_TILE102020001.fits
-        one field seen at four epochs (distinct DATE-OBS, MJD-OBS, slightly dithered
-        pointings); the source with ``variable = 1`` in sources.csv changes its flux.
+    <root>/euclid/EPOCHS/<YYYY-MM-DD>/EUC_MER_{BGSUB,RMS}-MOSAIC-VIS_TILE102020001.fits
+        one field (EDF-FORNAX-VAR) seen at 20 epochs over ten months (distinct DATE-OBS,
+        MJD-OBS, slightly dithered pointings), science and RMS images; the source with
+        ``variable = 1`` in sources.csv varies as a sinusoid (mean VIS 20.5, amplitude
+        0.6 mag, period 37.3 d) and an asteroid (VIS 19.8) crosses the field.
+    <root>/variable.csv                     the injected light curve of the variable star:
+                                            epoch, date_obs, mjd_mid, id, mag_VIS, flux_uJy
+    <root>/asteroid.csv                     the asteroid's ephemeris, one row a day: mjd,
+                                            ra, dec (ICRS deg), ra_rate (dRA cos Dec/dt),
+                                            dec_rate (arcsec/hour)
     <root>/euclid/TRACTS/EUC_MER_<PRODUCT>-MOSAIC-VIS_TILE<tile>.fits
         tiles whose edges overlap, for stitched stamps (PRODUCT: BGSUB, RMS, FLAG): tiles
         102031001 and 102031002 are two patches of one pixel grid (the same tangent point,
@@ -50,6 +57,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from vo_service.archive import demo_epochs, demo_seams
 from vo_service.archive.demo_sky import (
     AB_ZERO_UJY,
     BAND_BY_NAME,
@@ -77,9 +85,6 @@ COMPRESSED_TILE = 102018213
 RA0_TILE = 102159190
 MEF_TILE = 102018299
 EPOCH_TILE = 102020001
-EPOCH_DATES = ("2024-02-01T03:12:40", "2024-05-03T22:47:05", "2024-08-19T11:05:51",
-               "2024-11-27T16:30:18")
-EPOCH_MAG_OFFSETS = (0.0, 0.9, -0.6, 1.4)
 CUBE_WAVE_M = (1.2e-6, 1.9e-6)
 CUBE_CHANNELS = 40
 
@@ -118,21 +123,20 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
     written.append(_write_mef(root, seed, tile_centres[MAIN_TILES[1]], 0.025 * scale, main))
     written.append(_write_cube(root, seed, tile_centres[MAIN_TILES[0]], scale, main))
     written += _write_epochs(root, seed, epoch_side, epoch_cat, variable_id)
-    from vo_service.archive.demo_seams import SEAM_FIELD, write_seam_tiles
-
-    seam_files, seam_cat = write_seam_tiles(root, seed, scale)
-    written += seam_files
+    seams, seam_cat = demo_seams.seam_tiles(seed, scale)
+    written += _write_seam_tiles(root, seams)
     _write_sources(root / "sources.csv", [(main, name), (ra0_cat, RA0_FIELD[0]),
                                           (epoch_cat, EPOCH_FIELD[0]),
-                                          (seam_cat, SEAM_FIELD[0])], variable_id)
+                                          (seam_cat, demo_seams.SEAM_FIELD[0])], variable_id)
     total_bytes = sum(path.stat().st_size for path in written)
     hdus = sum(_count_image_hdus(path) for path in written)
     contents = (
         f"{len(written)} FITS files with {hdus} image HDUs, {total_bytes / 1e6:.1f} MB "
         f"(scale {scale}, seed {seed}): {len(MAIN_TILES) + 1} tiles x {len(BANDS)} bands x "
         f"{len(PRODUCTS)} products (tile {COMPRESSED_TILE} RICE-compressed, tile {RA0_TILE} "
-        f"straddling RA 0), one multi-extension file, one spectral cube, {len(EPOCH_DATES)} "
-        f"epochs, 3 tiles with overlapping edges for stitching; "
+        f"straddling RA 0), one multi-extension file, one spectral cube, "
+        f"{demo_epochs.EPOCH_COUNT} epochs (BGSUB + RMS) with a variable star and an "
+        f"asteroid, 3 tiles with overlapping edges for stitching; "
         f"{len(main) + len(ra0_cat) + len(epoch_cat) + len(seam_cat)} sources in sources.csv"
     )
     # README.txt holds no build time, so that it too is identical between builds.
@@ -229,6 +233,23 @@ def _write_tile(root: Path, seed: int, tile: int, centre: tuple[float, float], s
     return paths
 
 
+def _write_seam_tiles(root: Path, seams: list[demo_seams.SeamTile]) -> list[Path]:
+    """The VIS products of the tiles with overlapping edges (demo_seams.py)."""
+    band = BAND_BY_NAME["VIS"]
+    paths = []
+    for seam in seams:
+        for product, image in seam.images.items():
+            common = _common_cards(band, product, seam.tile, demo_seams.SEAM_FIELD[0],
+                                   _date_for(band, seam.tile_index), band.exptime)
+            extra = seam.science_cards if product == "BGSUB" else fits.Header()
+            path = (root / "euclid" / "TRACTS"
+                    / f"EUC_MER_{product}-MOSAIC-{band.name}_TILE{seam.tile}.fits")
+            _write_fits(path, fits.HDUList(
+                [fits.PrimaryHDU(image, _image_header(common, seam.cards, extra))]))
+            paths.append(path)
+    return paths
+
+
 def _primary_cards(common: fits.Header) -> fits.Header:
     """Descriptive keywords for an empty primary HDU (no PRODTYPE: it holds no image)."""
     keep = ("TELESCOP", "INSTRUME", "FILTER", "TILEID", "OBJECT", "OBS_COLL", "DATE-OBS",
@@ -306,24 +327,36 @@ def _write_cube(root: Path, seed: int, near: tuple[float, float], scale: int,
 
 def _write_epochs(root: Path, seed: int, side: float, catalog: Catalog,
                   variable_id: int) -> list[Path]:
-    """Four VIS BGSUB images of one field, dithered by an arcsecond, with a variable source."""
+    """VIS BGSUB and RMS images of one field at every visit (demo_epochs), dithered by an
+    arcsecond, with the variable star at its injected magnitude and the asteroid on its
+    track; writes the sidecars variable.csv and asteroid.csv."""
     band = BAND_BY_NAME["VIS"]
     paths = []
+    dates = demo_epochs.epoch_dates(seed)
     base_flux = catalog.fluxes_ujy(band)
-    for epoch, (date, offset) in enumerate(zip(EPOCH_DATES, EPOCH_MAG_OFFSETS, strict=True)):
+    for epoch, date in enumerate(dates):
         dither = rng_for(seed, "dither", epoch).uniform(-1.0, 1.0, 2) / 3600.0
         centre = (EPOCH_FIELD[1] + dither[0], EPOCH_FIELD[2] + dither[1])
         cards = _band_cards(band, centre, side)
-        fluxes = np.where(catalog.ids == variable_id, base_flux * 10 ** (-0.4 * offset),
-                          base_flux)
-        images, extra = band_images(seed, f"epoch{epoch}", band, cards, catalog, fluxes)
+        mid = demo_epochs.mid_exposure(date)
+        variable_flux = 10 ** ((AB_ZERO_UJY - float(demo_epochs.variable_mag(mid))) / 2.5)
+        sky = demo_epochs.with_asteroid(
+            catalog, *(float(v) for v in demo_epochs.asteroid_position(mid, EPOCH_FIELD[1:])))
+        fluxes = np.where(sky.ids == variable_id, variable_flux, sky.fluxes_ujy(band))
+        assert np.allclose(fluxes[:-1][catalog.ids != variable_id],
+                           base_flux[catalog.ids != variable_id])
+        images, extra = band_images(seed, f"epoch{epoch}", band, cards, sky, fluxes)
         extra["EPOCH"] = (epoch + 1, "visit number of this field")
-        common = _common_cards(band, "BGSUB", EPOCH_TILE, EPOCH_FIELD[0], date, 560.0)
-        path = (root / "euclid" / "EPOCHS" / date[:10]
-                / f"EUC_MER_BGSUB-MOSAIC-VIS_TILE{EPOCH_TILE}.fits")
-        _write_fits(path, fits.HDUList(
-            [fits.PrimaryHDU(images["BGSUB"], _image_header(common, cards, extra))]))
-        paths.append(path)
+        folder = root / "euclid" / "EPOCHS" / date[:10]
+        for product in ("BGSUB", "RMS"):
+            common = _common_cards(band, product, EPOCH_TILE, EPOCH_FIELD[0], date,
+                                   demo_epochs.EXPOSURE_S)
+            header = _image_header(common, cards, extra if product == "BGSUB" else fits.Header())
+            path = folder / f"EUC_MER_{product}-MOSAIC-VIS_TILE{EPOCH_TILE}.fits"
+            _write_fits(path, fits.HDUList([fits.PrimaryHDU(images[product], header)]))
+            paths.append(path)
+    demo_epochs.write_variable_csv(root / "variable.csv", dates, variable_id)
+    demo_epochs.write_asteroid_csv(root / "asteroid.csv", dates, EPOCH_FIELD[1:])
     return paths
 
 

@@ -17,13 +17,12 @@ on the tract seam, and on the corner where the three tiles meet.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from vo_service.archive.demo import _common_cards, _date_for, _image_header, _write_fits
 from vo_service.archive.demo_sky import (
     BAND_BY_NAME,
     Catalog,
@@ -45,11 +44,23 @@ SEAM_POSITIONS = ((0.5, 0.25), (0.5, 0.6), (0.49, 0.4), (0.3, 0.95), (0.7, 0.95)
                   (0.5, 0.95), (0.53, 0.98))
 
 
-def write_seam_tiles(root: Path, seed: int, scale: int) -> tuple[list[Path], Catalog]:
-    """Write the patches of tract 1 and the tile of tract 2; return the files and the
-    field's catalog (seam sources included)."""
+@dataclass(frozen=True)
+class SeamTile:
+    """One tile to write: its ID, its position among the demo's tiles (for its date), the
+    arrays of its products, its WCS cards and the BGSUB-only cards."""
+
+    tile: int
+    tile_index: int
+    images: dict[str, np.ndarray]
+    cards: fits.Header
+    science_cards: fits.Header
+
+
+def seam_tiles(seed: int, scale: int) -> tuple[list[SeamTile], Catalog]:
+    """The patches of tract 1 and the tile of tract 2 (demo.py writes them), and the
+    field's catalog, seam sources included."""
     band = BAND_BY_NAME["VIS"]
-    field, ra0, dec0 = SEAM_FIELD
+    _, ra0, dec0 = SEAM_FIELD
     patch = int(round(PATCH_DEG * scale * 3600 / band.pixel_arcsec))
     step = int(round(patch * 0.9))
     tract_shape = (patch, step + patch)  # numpy order: two patches side by side
@@ -60,44 +71,29 @@ def write_seam_tiles(root: Path, seed: int, scale: int) -> tuple[list[Path], Cat
     next_cards = _cards(float(centre[0]), float(centre[1]), (patch, patch), band)
     side = (tract_shape[1] * band.pixel_arcsec / 3600, (step + patch) * band.pixel_arcsec / 3600)
     catalog = _with_seam_sources(
-        make_catalog(seed, field, ra0, dec0 + (side[1] - patch * band.pixel_arcsec / 3600) / 2,
-                     side, first_id=300001), tract_wcs, tract_shape)
-    folder = root / "euclid" / "TRACTS"
-    written = []
+        make_catalog(seed, SEAM_FIELD[0], ra0,
+                     dec0 + (side[1] - patch * band.pixel_arcsec / 3600) / 2, side,
+                     first_id=300001), tract_wcs, tract_shape)
+    tiles = []
     tract_images, tract_extra = band_images(seed, "tract1", band, tract_cards, catalog)
     for index, tile in enumerate(TRACT_PATCHES):
         x0 = index * step
         cards = tract_cards.copy()
         cards["NAXIS1"], cards["NAXIS2"] = patch, patch
         cards["CRPIX1"] = tract_cards["CRPIX1"] - x0  # one grid: only the origin moves
-        images = {product: tract_images[product][:, x0:x0 + patch] for product in PRODUCTS}
-        written += _write_products(folder, tile, 6 + index, images, cards, tract_extra, field)
+        images = {product: np.ascontiguousarray(tract_images[product][:, x0:x0 + patch])
+                  for product in PRODUCTS}
+        tiles.append(SeamTile(tile, 6 + index, images, cards, tract_extra))
     next_images, next_extra = band_images(seed, NEXT_TRACT_TILE, band, next_cards, catalog)
-    written += _write_products(folder, NEXT_TRACT_TILE, 8, next_images, next_cards, next_extra,
-                               field)
-    return written, catalog
+    tiles.append(SeamTile(NEXT_TRACT_TILE, 8, {p: next_images[p] for p in PRODUCTS},
+                          next_cards, next_extra))
+    return tiles, catalog
 
 
 def _cards(ra: float, dec: float, shape: tuple[int, int], band) -> fits.Header:
     cards = wcs_cards(ra, dec, band.pixel_arcsec / 3600.0, shape, sip_for(band))
     cards["NAXIS"], cards["NAXIS1"], cards["NAXIS2"] = 2, shape[1], shape[0]
     return cards
-
-
-def _write_products(folder: Path, tile: int, tile_index: int, images: dict[str, np.ndarray],
-                    cards: fits.Header, science_cards: fits.Header, field: str) -> list[Path]:
-    band = BAND_BY_NAME["VIS"]
-    paths = []
-    for product in PRODUCTS:
-        common = _common_cards(band, product, tile, field, _date_for(band, tile_index),
-                               band.exptime)
-        header = _image_header(common, cards, science_cards if product == "BGSUB"
-                               else fits.Header())
-        path = folder / f"EUC_MER_{product}-MOSAIC-{band.name}_TILE{tile}.fits"
-        _write_fits(path, fits.HDUList([fits.PrimaryHDU(np.ascontiguousarray(images[product]),
-                                                       header)]))
-        paths.append(path)
-    return paths
 
 
 def _with_seam_sources(catalog: Catalog, tract_wcs: WCS, tract_shape: tuple[int, int]

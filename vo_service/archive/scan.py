@@ -219,12 +219,22 @@ def _number(value: Any) -> float | None:
         return None
 
 
+TIME_SCALES = {"utc", "tai", "tt", "tdb", "tcg", "tcb", "ut1"}  # astropy.time scales
+
+
+def _scale(timesys: str) -> str:
+    """The astropy.time scale of a TIMESYS value (TDT/ET are TT, GMT/UT are UTC)."""
+    scale = {"tdt": "tt", "et": "tt", "gmt": "utc", "ut": "utc", "iat": "tai"}.get(
+        timesys.lower(), timesys.lower())
+    return scale if scale in TIME_SCALES else "utc"
+
+
 def _parse_date(value: Any, timesys: str = "utc") -> float | None:
-    """MJD of a FITS date: ISO (``2005-07-31[T..]``), ``YYYYMMDD`` or legacy ``dd/mm/yy``."""
+    """UTC MJD of a FITS date: ISO (``2005-07-31[T..]``), ``YYYYMMDD`` or legacy ``dd/mm/yy``,
+    read in the TIMESYS scale."""
     text = _text(value)
     if text is None:
         return None
-    scale = timesys.lower() if timesys.lower() in {"utc", "tai", "tt", "tdb"} else "utc"
     legacy = re.fullmatch(r"(\d\d)/(\d\d)/(\d\d)", text)
     compact = re.fullmatch(r"(\d{4})(\d\d)(\d\d)", text)
     if legacy:
@@ -233,23 +243,37 @@ def _parse_date(value: Any, timesys: str = "utc") -> float | None:
     elif compact:
         text = "-".join(compact.groups())
     try:
-        return float(Time(text, scale=scale).mjd)
+        return float(Time(text, scale=_scale(timesys)).utc.mjd)
     except ValueError:
         return None
 
 
+def _mjd(value: Any, timesys: str) -> float | None:
+    """UTC MJD of an MJD keyword given in the TIMESYS scale (TT, TAI, TDB, ...)."""
+    number = _number(value)
+    scale = _scale(timesys)
+    if number is None or scale == "utc":
+        return number
+    try:
+        return float(Time(number, format="mjd", scale=scale).utc.mjd)
+    except ValueError:
+        return number
+
+
 def _time_range(get: Any) -> tuple[float | None, float | None, float | None]:
-    """(t_min, t_max, exposure): MJD-OBS/MJD-BEG or DATE-OBS/DATE-BEG, plus EXPTIME."""
+    """(t_min, t_max, exposure): UTC MJD from MJD-BEG/MJD-OBS or DATE-BEG/DATE-OBS and
+    MJD-END/DATE-END (each read in the TIMESYS scale, with astropy.time), plus EXPTIME
+    (else XPOSURE, TELAPSE). Without an end, the start plus the exposure time."""
     timesys = _text(get("TIMESYS")) or "utc"
     exptime = None
     for key in ("EXPTIME", "XPOSURE", "TELAPSE"):
         exptime = _number(get(key))
         if exptime is not None:
             break
-    start = _number(get("MJD-BEG")) or _number(get("MJD-OBS"))
+    start = _mjd(get("MJD-BEG"), timesys) or _mjd(get("MJD-OBS"), timesys)
     if start is None:
         start = _parse_date(get("DATE-BEG"), timesys) or _parse_date(get("DATE-OBS"), timesys)
-    end = _number(get("MJD-END")) or _parse_date(get("DATE-END"), timesys)
+    end = _mjd(get("MJD-END"), timesys) or _parse_date(get("DATE-END"), timesys)
     if start is None:
         return None, None, exptime
     if end is None or end < start:

@@ -20,14 +20,17 @@ from astropy.wcs import WCS, FITSFixedWarning
 from vo_service.engine.batch import (
     ImageTask,
     cut_task,
+    iter_cutouts,
     multi_extension_chunks,
     run_tasks,
 )
-from vo_service.engine.cutout import CutoutResult
+from vo_service.engine.cutout import CutoutResult, StampStatus
 from vo_service.engine.mosaic import stitched_cutouts
+from vo_service.engine.reading import OpenImage
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
+from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write
-from vo_service.shapes import CenterSize
+from vo_service.shapes import CenterSize, Shape
 
 
 def _icrs_degrees(coordinates) -> tuple[np.ndarray, np.ndarray]:
@@ -164,3 +167,31 @@ def fits_cut(input_files, coordinates, cutout_size=25, *, extension=None,
     if single_outfile and not memory_only:
         return results[0]
     return results
+
+
+def cut(path: str | Path, hdu: int | str, region: Shape, *,
+        band: tuple[float, float] | None = None, time: tuple[float, float] | None = None,
+        pol: list[str] | None = None, pad: bool = False, max_pixels: int | None = None,
+        origfile: str | None = None) -> CutoutResult:
+    """Cut one region out of one image HDU.
+
+    Parameters
+    ----------
+    path, hdu : the FITS file and the HDU index (or EXTNAME) of the image.
+    region : a `vo_service.shapes` Circle, Range, Polygon or CenterSize (ICRS).
+    band : (lo, hi) barycentric wavelength in metres; selects channels of a cube.
+    time : (lo, hi) MJD; selects a time axis, or checks the observation time of an image.
+    pol : Stokes labels (I, Q, U, V, RR, ...); selects along a STOKES axis.
+    pad : pad a partially overlapping stamp to the full requested size (NaN or BLANK).
+    max_pixels : refuse (CutoutError) a stamp with more pixels than this.
+    origfile : the name recorded as ORIGFILE/ORIG_FLE (default: the file name).
+
+    Returns a CutoutResult with status 'ok', 'partial' or 'no-overlap'.
+    Raises CutoutError when the request cannot be answered on this image.
+    """
+    with OpenImage(path, hdu) as image:
+        result = next(iter_cutouts(image, [region], band=band, time=time, pol=pol, pad=pad,
+                                   max_pixels=max_pixels, origfile=origfile))
+    if result.status == StampStatus.ERROR:
+        raise CutoutError(result.message)
+    return result

@@ -9,7 +9,6 @@ once if it had none.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,9 +21,11 @@ from vo_service.cache import (
     source_identity,
 )
 from vo_service.engine.batch import iter_cutouts
+from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
+from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
 from vo_service.jobs.stamps import link_replacing, publish_cached
 from vo_service.products import stitching
 from vo_service.shapes import CenterSize
@@ -39,9 +40,9 @@ KEY_VERSION = 2  # 2: previews of physical values (BSCALE/BZERO, BLANK as missin
 class OutcomeMemory(Protocol):
     """Where outcomes of (target, image) pairs are remembered (the job store)."""
 
-    def stamp_outcomes(self, keys: list[str]) -> dict[str, dict[str, object]]: ...
+    def stamp_outcomes(self, keys: list[str]) -> dict[str, RememberedOutcome]: ...
 
-    def save_stamp_outcomes(self, outcomes: dict[str, dict[str, object]]) -> None: ...
+    def save_stamp_outcomes(self, outcomes: dict[str, RememberedOutcome]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ class Outcome:
     """What became of one (target, image): status, box, and files (relative path, size)."""
 
     target: Target
-    status: str
+    status: StampStatus
     message: str = ""
-    ranges: list[tuple[int, int]] | None = None
+    ranges: PixelRanges | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
     # Bytes of small stamps by format, while the unit packs them into its bundle part
@@ -113,7 +114,8 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
         identity = source_identity(record.path, record.hdu)
         stitch = _stitch_key(task)
     except OSError as exc:
-        return [Outcome(t, "error", f"the image cannot be read: {exc}") for t, _ in task.entries]
+        return [Outcome(t, StampStatus.ERROR, f"the image cannot be read: {exc}")
+                for t, _ in task.entries]
     keyed = [(target, stem, stamp_keys(identity, target, formats, stitch))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
@@ -123,7 +125,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     for start in range(0, len(keyed), OPEN_TARGETS):  # bounded open files (large stamps)
         part = keyed[start:start + OPEN_TARGETS]
         with_stamps = [keys[fmt] for _, _, keys in part
-                       if (known.get(keys["outcome"]) or {}).get("stamp") for fmt in formats]
+                       if _had_stamp(known.get(keys["outcome"])) for fmt in formats]
         opened = cache.open_many(with_stamps)
         try:
             for target, stem, keys in part:
@@ -162,13 +164,16 @@ class _Folders:
         return self.stamp_dir / relative
 
 
+def _had_stamp(remembered: RememberedOutcome | None) -> bool:
+    return remembered is not None and remembered.has_stamp
+
+
 def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
-                keys: dict[str, str], remembered: dict[str, object],
+                keys: dict[str, str], remembered: RememberedOutcome,
                 formats: tuple[str, ...], folders: _Folders) -> Outcome | None:
-    ranges = json.loads(remembered["ranges"]) if remembered["ranges"] else None
-    outcome = Outcome(target, str(remembered["status"]), str(remembered["message"] or ""),
-                      [tuple(r) for r in ranges] if ranges else None, from_cache=True)
-    if not remembered["stamp"]:
+    outcome = Outcome(target, remembered.status, remembered.message, remembered.ranges,
+                      from_cache=True)
+    if not remembered.has_stamp:
         return outcome
     if any(opened.get(keys[fmt]) is None for fmt in formats):  # evicted: cut again
         return None
@@ -207,13 +212,14 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                                             origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
-        return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
+        return [Outcome(t, StampStatus.ERROR, f"{type(exc).__name__}: {exc}")
+                for t, _, _ in misses]
     outcomes: list[Outcome] = []
-    learned: dict[str, dict[str, object]] = {}
+    learned: dict[str, RememberedOutcome] = {}
     pending = _PendingStamps(cache, folders)
     for result in results:
         target, stem, keys = misses[result.index]
-        ranges = [tuple(r) for r in result.pixel_box.ranges] if result.pixel_box else None
+        ranges = result.pixel_box.ranges if result.pixel_box else None
         outcome = Outcome(target, result.status, result.message, ranges)
         if images := stitching.stitched_images(result):
             outcome.message = stitching.describe_sources(images)
@@ -226,10 +232,8 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
                 pending.add(outcome, fmt, keys[fmt], stem + SUFFIX[fmt], content)
-        learned[keys["outcome"]] = {
-            "status": outcome.status, "message": outcome.message,
-            "ranges": json.dumps(ranges) if ranges else None, "stamp": int(result.has_stamp),
-        }
+        learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message, ranges,
+                                                     result.has_stamp)
         outcomes.append(outcome)
     pending.flush()
     memory.save_stamp_outcomes(learned)

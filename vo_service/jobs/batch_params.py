@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from vo_service.catalogs import Catalog, CatalogError, read_catalog
 from vo_service.config import Limits
+from vo_service.errors import UsageError
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
 from vo_service.products import stitching
-from vo_service.protocols.dali import UsageError, parse_float, parse_int
+from vo_service.products.parameters import parse_float, parse_int, parse_interval
 
-MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE"}
+MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE", "TIME"}
 SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN", "SIZE",
                  "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "STITCH"}
 SIZE_UNITS = ("pix", "arcsec", "arcmin", "deg")
@@ -44,6 +45,7 @@ class BatchRequest:
     product_types: list[str]
     formats: tuple[str, ...]
     workers: int
+    times: tuple[tuple[float, float], ...] = ()  # TIME intervals (MJD): images meeting any
     stitch: str | None = None  # STITCH: resampling method of stitched stamps, None = off
 
 
@@ -76,7 +78,7 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a catalog job; see "
                          "docs/async.md for UPLOAD, RA_COLUMN, DEC_COLUMN, ID_COLUMN, "
                          "SIZE_COLUMN, SIZE, SIZE_UNIT, COLLECTION, INSTRUMENT, BANDNAME, "
-                         "PRODUCTTYPE, RESPONSEFORMAT, WORKERS, STITCH")
+                         "PRODUCTTYPE, TIME, RESPONSEFORMAT, WORKERS, STITCH")
     for name in SINGLE_VALUED:
         if len(values.get(name, [])) > 1:
             raise UsageError(f"{name} is single-valued but was given {len(values[name])} "
@@ -121,7 +123,9 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         size_column=one("SIZE_COLUMN"), size=size, size_unit=unit,
         collections=values.get("COLLECTION", []), instruments=values.get("INSTRUMENT", []),
         bandnames=values.get("BANDNAME", []), product_types=values.get("PRODUCTTYPE", []),
-        formats=FORMATS[format_text], workers=workers, stitch=stitch,
+        formats=FORMATS[format_text], workers=workers,
+        times=tuple(parse_interval("TIME", v, allow_scalar=True) for v in values.get("TIME", [])),
+        stitch=stitch,
     )
 
 

@@ -1,10 +1,12 @@
 """The job kinds this service runs, and how a job's parameters pick one.
 
-A job with UPLOAD is a catalog batch job (``batch.py``), and so is one being built up with
+A job with SERIES is a time-series job (``timeseries_job.py``). A job with UPLOAD is a
+catalog batch job (``batch.py``), and so is one being built up with
 catalog-job parameters only (``SIZE``, ``BANDNAME``…: its UPLOAD may come later with
 ``POST …/parameters``); any other is a SODA async job (``soda_job.py``), one result per
 combination of ID x spatial x BAND x TIME. The kind is chosen again whenever the
-parameters change.
+parameters change. TAP jobs (``tap_job.py``) are made by the TAP job list, which names
+their kind itself.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def choose_kind(parameters: Sequence[Parameter]) -> str:
     from vo_service.jobs.batch_params import MULTI_VALUED, SINGLE_VALUED
 
     names = {p.name.upper() for p in parameters}
+    if "SERIES" in names:  # a time series (its UPLOAD is an ephemeris, not a catalog)
+        return "timeseries"
     if "UPLOAD" in names or (names & (MULTI_VALUED | SINGLE_VALUED) - {"RESPONSEFORMAT"}
                              and not names & SODA_ONLY):
         return "batch"
@@ -67,5 +71,8 @@ def job_kinds(resources: JobResources) -> dict[str, JobKind]:
     """Every kind of job, by name."""
     from vo_service.jobs.batch import BatchJob
     from vo_service.jobs.soda_job import SodaJob
+    from vo_service.jobs.tap_job import TapJob
+    from vo_service.jobs.timeseries_job import TimeSeriesJob
 
-    return {"soda": SodaJob(resources), "batch": BatchJob(resources)}
+    return {"soda": SodaJob(resources), "batch": BatchJob(resources),
+            "timeseries": TimeSeriesJob(resources), "tap": TapJob(resources)}

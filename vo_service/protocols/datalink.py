@@ -3,7 +3,8 @@
 For each ID the links table holds ``#this`` (the FITS file), ``#preview`` (a PNG),
 ``#cutout`` (through a SODA descriptor: dataset-specific with VALUES hints when the answer
 is about one image, shared with the ID taken from the row when about several) and
-``#auxiliary`` rows for the sibling products of the same tile and band. Unknown IDs get a
+``#auxiliary`` rows for the sibling products of the same tile and band and for the coverage
+MOC of the image's kind (``local_semantics="coverage"``). Unknown IDs get a
 ``NotFoundFault`` error row (DataLink §3.4). The descriptors are built with lxml, because
 astropy rewrites an empty array PARAM value (``value=""``) as zeros, which a client would
 send as a constant.
@@ -18,7 +19,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 from astropy.io import fits
@@ -80,6 +81,14 @@ def file_url(base: str, record: ImageRecord) -> str:
 def links_url(base: str, did: str) -> str:
     """The DataLink document of one dataset (SIA access_url)."""
     return f"{base}/links?ID={quote(did, safe='')}"
+
+
+def coverage_url(base: str, record: ImageRecord) -> str:
+    """The coverage MOC of the images of the same collection, instrument, band and product
+    type as ``record`` (``/coverage``, see :mod:`vo_service.protocols.coverage`)."""
+    pairs = [("COLLECTION", record.obs_collection), ("INSTRUMENT", record.instrument_name),
+             ("BANDNAME", record.band), ("PRODUCTTYPE", record.product_type)]
+    return f"{base}/coverage?" + urlencode([(k, v) for k, v in pairs if v])
 
 
 def preview_url(base: str, did: str) -> str:
@@ -207,6 +216,12 @@ def _describe(record: ImageRecord) -> str:
     return f"{what} {record.dataproduct_type}{tile}".strip()
 
 
+def _describe_kind(record: ImageRecord) -> str:
+    parts = [record.obs_collection, record.instrument_name, record.band, record.product_type]
+    what = " ".join(dict.fromkeys(p for p in parts if p))
+    return f"{what} {record.dataproduct_type}".strip()
+
+
 def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequence[ImageRecord],
               service_id: str) -> list[dict[str, object]]:
     """The links rows of one ID (all consecutive, DataLink §3.2).
@@ -230,6 +245,11 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
         {"ID": did, "service_def": service_id, "semantics": "#cutout",
          "description": "SODA cutout of this image (CIRCLE, POLYGON or POS; BAND, TIME)",
          "content_type": "application/fits", "local_semantics": "cutout"},
+        # The core vocabulary has no #coverage: #auxiliary + local_semantics (checklist §13).
+        {"ID": did, "access_url": coverage_url(base, record), "semantics": "#auxiliary",
+         "description": "coverage (MOC 2.0) of every "
+                        f"{_describe_kind(record)} in this archive",
+         "content_type": "application/fits", "local_semantics": "coverage"},
     ]
     for sibling in siblings:
         rows.append({

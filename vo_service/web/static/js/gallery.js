@@ -1,6 +1,7 @@
 // A finished job's gallery: one row per target, one column per band x product type,
 // thumbnails rendered by the service from the FITS stamps, a colour composite, downloads.
 import { downloadWithToken, el, getJSON, query, setImageSource, showError } from "./api.js";
+import { highlight, sampButton, sendStamps } from "./handoff.js";
 import { enlargeOnClick } from "./viewer.js";
 
 const PAGE = 25;
@@ -94,12 +95,24 @@ export class Gallery {
     const head = el("th", { className: "target" }, el("div", { className: "tid" }, target.target_id),
       el("div", { className: "pos" }, position),
       ...target.notes.map((n) => el("div", { className: `note ${n.status}` }, `${n.status}: ${n.message}`)));
+    if (target.ra !== null) head.append(this.handoffButtons(target));
     const cells = [head];
     if (composite) cells.push(this.compositeCell(target, data));
     for (const column of data.columns) cells.push(this.stampCell(target, column));
     const tr = el("tr", {}, ...cells);
     tr.dataset.target = target.target_id;
     return tr;
+  }
+
+  /** SAMP: all FITS stamps of a target to image viewers; highlight its manifest row. */
+  handoffButtons(target) {
+    const stamps = Object.entries(target.cells).flatMap(([key, list]) => list.map((s) => ({
+      ...s, band: key.split("|")[0], product_type: key.split("|")[1] })));
+    return el("div", { className: "samp-row" },
+      sampButton("Stamps → SAMP", "send this target's FITS stamps to Aladin or DS9 (image.load.fits)",
+        () => sendStamps(this.job, stamps, target.target_id), "samp-stamps"),
+      sampButton("Highlight", "highlight this target in TOPCAT and point Aladin at it "
+        + "(table.highlight.row, coord.pointAt.sky)", () => highlight(this.job, target.row), "samp-highlight"));
   }
 
   compositeCell(target, data) {
@@ -138,6 +151,9 @@ export class Gallery {
       const links = el("div", { className: "cell-links" });
       stamps.filter((s) => s.result_id).forEach((s, n) => links.append(downloadWithToken(
         el("a", { href: this.resultUrl(s.result_id), download: "" }, linkText(s, n, stamps.length)))));
+      links.append(sampButton("SAMP", "send this stamp to Aladin or DS9 (image.load.fits)",
+        () => sendStamps(this.job, [{ ...stamp, band: column.band, product_type: column.product_type }],
+          target.target_id), "samp-stamp"));
       cell.append(links);
     }
     if (stamp.status !== "ok") {

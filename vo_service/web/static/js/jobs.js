@@ -1,5 +1,6 @@
 // The job list: every job with its phase and a live progress bar; abort, delete, open.
 import { authFetch, el, errorMessage, getJSON, showError } from "./api.js";
+import { sampButton, sendManifest } from "./handoff.js";
 
 const ACTIVE = new Set(["PENDING", "QUEUED", "EXECUTING", "HELD"]);
 const FINISHED_WITH_RESULTS = new Set(["COMPLETED", "ABORTED", "ERROR"]);
@@ -75,6 +76,8 @@ export class JobList {
     if (FINISHED_WITH_RESULTS.has(job.phase) && job.kind === "batch") {
       actions.append(el("button", { type: "button", className: "small", textContent: "Gallery",
         onclick: () => this.open(job) }));
+      actions.append(sampButton("→ SAMP", "send the manifest to TOPCAT (table.load.votable)",
+        () => sendManifest(job), "samp-manifest-row"));
     }
     if (ACTIVE.has(job.phase)) {
       actions.append(el("button", { type: "button", className: "small danger", textContent: "Abort",

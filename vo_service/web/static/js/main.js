@@ -2,8 +2,10 @@
 import { getJSON, setToken, showError, token } from "./api.js";
 import { CatalogForm } from "./catalog-form.js";
 import { Gallery } from "./gallery.js";
+import { showJobLinks, wireGallery } from "./handoff.js";
 import { JobList } from "./jobs.js";
 import { QuickForm } from "./quick.js";
+import { SkyView } from "./sky.js";
 
 /** The token field: a pasted token is kept in localStorage and sent with every request. */
 function wireToken() {
@@ -28,7 +30,15 @@ async function start() {
     return;
   }
   const gallery = new Gallery();
-  const jobs = new JobList((job) => gallery.show(job));
+  const sky = new SkyView();
+  sky.setChoices(choices);
+  wireGallery(() => gallery.job);
+  const jobs = new JobList((job) => {
+    gallery.show(job);
+    showJobLinks(job);
+    sky.showJob(job);
+  });
+  window.voSky = sky; // for the browser tests and the curious
   new CatalogForm(choices, (jobId) => jobs.follow(jobId));
   new QuickForm(choices);
   jobs.refresh();

@@ -2,6 +2,7 @@
 import {
   authFetch, downloadWithToken, el, errorMessage, getJSON, pill, query, showError,
 } from "./api.js";
+import { TimeSeriesView } from "./timeseries.js";
 import { enlargeOnClick } from "./viewer.js";
 
 function radiusDegrees(size, unit, image) {
@@ -18,6 +19,7 @@ export class QuickForm {
       el("option", { value: String(n) }, instrument.name)));
     select.addEventListener("change", () => this.showBands());
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
+    this.series = new TimeSeriesView();
     this.showBands();
   }
 
@@ -45,6 +47,8 @@ export class QuickForm {
     showError("error-quick-bands", "");
     const results = document.getElementById("quick-results");
     results.replaceChildren();
+    this.series.clear();
+    showError("error-quick-series", "");
     const position = document.getElementById("quick-pos").value.trim();
     const bands = [...this.form.querySelectorAll("input[name=QBAND]:checked")].map((i) => i.value);
     if (!position) showError("error-quick-pos", "give a position: 'ra dec' in degrees or sexagesimal");
@@ -73,6 +77,19 @@ export class QuickForm {
       const image = found.images.find((i) => i.band === band);
       results.append(image ? this.figure(found, image) : el("figure", {},
         el("div", { className: "note" }, "outside every image"), el("figcaption", {}, band)));
+    }
+    if (document.getElementById("quick-series").checked) this.timeSeries(found, instrument, bands[0]);
+  }
+
+  async timeSeries(found, instrument, band) {
+    showError("error-quick-series", "");
+    try {
+      await this.series.show({ ra: found.ra, dec: found.dec,
+        size: Number(document.getElementById("quick-size").value),
+        unit: document.getElementById("quick-unit").value, collection: instrument.collection,
+        instrument: instrument.name, band, product: document.getElementById("quick-product").value });
+    } catch (error) {
+      showError("error-quick-series", error.message);
     }
   }
 

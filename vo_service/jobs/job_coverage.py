@@ -1,0 +1,183 @@
+"""Where a catalog job's results lie on the sky: its targets and its stamps' footprints.
+
+Read back from the manifest the job wrote (a public, stable document), so that the MOC
+(``coverage.fits``, a result of every catalog job) and the region files the web page offers
+describe exactly what the manifest lists. A stamp's footprint is its pixel box mapped
+through the source image's WCS (distortions included), one WCS read per source image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io.votable import parse_single_table
+from mocpy import MOC
+
+from vo_service.archive.coverage import (
+    coverage_order,
+    moc_fits_bytes,
+    perimeter_arcsec,
+    pixel_scale_arcsec,
+    points_moc,
+    polygons_moc,
+    union,
+)
+from vo_service.archive.footprint import load_celestial_image
+from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
+from vo_service.engine.cutout import StampStatus
+from vo_service.jobs.store import ResultFile
+
+log = logging.getLogger(__name__)
+COVERAGE_RESULT = "coverage"
+COVERAGE_FILE = "coverage.fits"
+COVERAGE_MIME = "application/fits"
+STAMP_STATUSES = (StampStatus.OK, StampStatus.PARTIAL)  # manifest rows with a stamp
+_BOX = re.compile(r"^\[(\d+):(\d+),(\d+):(\d+)")
+
+
+@dataclass(frozen=True)
+class JobTarget:
+    """A catalog row with a position; ``manifest_index``: its first manifest row (0-based,
+    what SAMP's ``table.highlight.row`` names); ``target_index``: its place among the
+    job's targets (0-based, catalog order, the gallery's OFFSET)."""
+
+    row: int
+    target_id: str
+    ra: float
+    dec: float
+    manifest_index: int
+    target_index: int
+
+
+@dataclass(frozen=True)
+class JobStamp:
+    """The footprint of a target's stamps in one band (ICRS degrees, the pixel box's outer
+    corners)."""
+
+    row: int
+    band: str
+    vertices: tuple[tuple[float, float], ...]
+
+
+@dataclass
+class JobSky:
+    """A job's targets (one per catalog row with a position) and the footprints of its
+    stamps (one polygon per target, band and pixel box)."""
+
+    targets: list[JobTarget] = field(default_factory=list)
+    stamps: list[JobStamp] = field(default_factory=list)
+    pixel_scales: list[float] = field(default_factory=list)
+
+    def moc(self) -> MOC:
+        """Targets and stamp footprints as one MOC, at the order the stamps' pixel scales
+        give (:func:`vo_service.archive.coverage.coverage_order`)."""
+        polygons = [s.vertices for s in self.stamps]
+        order = coverage_order(self.pixel_scales, perimeter_arcsec(polygons))
+        targets = points_moc([t.ra for t in self.targets], [t.dec for t in self.targets],
+                             order)
+        return union([targets, polygons_moc(polygons, order)], order)
+
+    def region_shapes(self) -> tuple[list[LabelledPolygon], list[LabelledPoint]]:
+        """Stamp footprints and targets, labelled, for a region file."""
+        names = {t.row: t.target_id for t in self.targets}
+        polygons = [LabelledPolygon(s.vertices, f"{names.get(s.row, s.row)} {s.band}".strip())
+                    for s in self.stamps]
+        return polygons, [LabelledPoint(t.ra, t.dec, t.target_id) for t in self.targets]
+
+
+def _text(value: object) -> str:
+    if value is None or value is np.ma.masked:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _column(table, name: str) -> list:  # noqa: ANN001 - astropy Table
+    column = table[name]
+    values = np.asarray(column).tolist()
+    masked = np.ma.getmaskarray(column).tolist()
+    return [None if hidden else value for value, hidden in zip(values, masked, strict=True)]
+
+
+def box_corners(pixel_box: str) -> np.ndarray | None:
+    """0-based pixel corners (x, y) of a FITS section ``[x1:x2,y1:y2,...]`` (1-based,
+    inclusive): the outer edges of its first and last pixels."""
+    found = _BOX.match(pixel_box or "")
+    if not found:
+        return None
+    x1, x2, y1, y2 = (int(v) for v in found.groups())
+    left, right, bottom, top = x1 - 1.5, x2 - 0.5, y1 - 1.5, y2 - 0.5
+    return np.array([[left, bottom], [right, bottom], [right, top], [left, top]])
+
+
+def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveIndex
+    """The targets and stamp footprints listed in a job's manifest."""
+    table = parse_single_table(str(manifest_path)).to_table()
+    columns = {name: _column(table, name) for name in (
+        "target_id", "row", "ra", "dec", "band", "image_id", "pixel_box", "status")}
+    sky = JobSky()
+    seen_rows: set[int] = set()
+    all_rows: set[int] = set()  # with a position or not (bad rows)
+    boxes: dict[str, set[tuple[int, str, str]]] = {}  # image -> {(row, band, box)}
+    for k in range(len(table)):
+        row, ra, dec = columns["row"][k], columns["ra"][k], columns["dec"][k]
+        if row not in seen_rows and ra is not None and dec is not None:
+            seen_rows.add(row)
+            target_id = _text(columns["target_id"][k]) or str(row)
+            sky.targets.append(JobTarget(int(row), target_id, float(ra), float(dec), k,
+                                         len(all_rows)))
+        all_rows.add(row)
+        image, box = _text(columns["image_id"][k]), _text(columns["pixel_box"][k])
+        if image and box and _text(columns["status"][k]) in STAMP_STATUSES:
+            boxes.setdefault(image, set()).add((int(row), _text(columns["band"][k]), box))
+    drawn: set[tuple] = set()  # sibling products (BGSUB, RMS, ...) share a footprint
+    for image, entries in boxes.items():
+        record = index.get(image)
+        celestial = None if record is None else load_celestial_image(
+            record.path, record.hdu, record.mtime)
+        if celestial is None:  # gone from the index or the disk: nothing to draw
+            continue
+        scale = pixel_scale_arcsec(record)
+        if scale:
+            sky.pixel_scales.append(scale)
+        for row, band, box in sorted(entries):
+            corners = box_corners(box)
+            if corners is None:
+                continue
+            ra, dec = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
+            if np.isfinite(ra).all() and np.isfinite(dec).all():
+                vertices = tuple(zip(ra.tolist(), dec.tolist(), strict=True))
+                key = (row, band, tuple(np.round(vertices, 7).ravel().tolist()))
+                if key not in drawn:
+                    drawn.add(key)
+                    sky.stamps.append(JobStamp(row, band, vertices))
+    return sky
+
+
+def write_job_coverage(manifest_path: Path, index) -> tuple[str, int]:  # noqa: ANN001
+    """Write ``coverage.fits`` (the MOC of the job's targets and stamps) next to the
+    manifest, atomically; returns (file name, size in bytes)."""
+    content = moc_fits_bytes(job_sky(manifest_path, index).moc(), moc_type="CATALOG")
+    path = manifest_path.with_name(COVERAGE_FILE)
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+    return COVERAGE_FILE, len(content)
+
+
+def add_coverage_result(context, manifest_path: Path, index) -> None:  # noqa: ANN001
+    """Write the job's MOC and publish it as the result ``coverage``. A MOC that cannot be
+    built (a bug) is logged and left out: it must not cost the job its stamps; a disk
+    failure (OSError) ends the job like any other."""
+    try:
+        name, size = write_job_coverage(manifest_path, index)
+    except OSError:
+        raise
+    except Exception:
+        log.exception("job %s: its coverage MOC could not be built", context.job_id)
+        return
+    context.add_results([ResultFile(COVERAGE_RESULT, name, COVERAGE_MIME, size)])
