@@ -59,7 +59,8 @@ def parse_soda_requests(parameters: Sequence[Parameter], *, complete: bool = Tru
         raise UsageError(f"{count:,} cutouts (ID x region x BAND x TIME) in one job, more "
                          f"than {MAX_JOB_CUTOUTS:,}; split the job, or upload a catalog "
                          "(UPLOAD) for many positions")
-    stitch_values = values.get(stitching.STITCH_PARAMETER, [])
+    stitch_values = [p.value for p in parameters
+                     if p.name.upper() == stitching.STITCH_PARAMETER]
     if len(stitch_values) > 1:
         raise UsageError("STITCH is single-valued; send it once")
     try:
