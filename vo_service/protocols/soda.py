@@ -36,7 +36,19 @@ from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import card, empty_primary_bytes, history_cards
+from vo_service.products.product_options import (
+    ProductError,
+    ProductOptions,
+    parse_columns,
+    parse_psf_method,
+)
+from vo_service.products.product_requests import (
+    NoProductOverlap,
+    fetch_product_answer,
+    is_product_request,
+)
 from vo_service.protocols.dali import (
+    VOTABLE_MIME,
     DALIError,
     MultiValuedParamNotSupported,
     NotFound,
@@ -149,7 +161,8 @@ def parse_sync_request(params: Params) -> SyncRequest:
         raise UsageError("give CIRCLE, POLYGON or POS (or BAND, TIME, POL) to say which part "
                          "of the image to cut; the whole file is linked from /links (#this)")
     response_format = parse_responseformat(params.get_single("RESPONSEFORMAT"),
-                                           (FITS_MIME, *PREVIEW_MIMES), default=FITS_MIME)
+                                           (FITS_MIME, *PREVIEW_MIMES, VOTABLE_MIME),
+                                           default=FITS_MIME)
     preview = None
     if response_format.mime in PREVIEW_MIMES:
         if len(ids) * max(1, len(regions)) > 1:
@@ -365,8 +378,8 @@ def _state(request: Request) -> tuple[object, CutoutCache, SyncSlots, MemoryBudg
 
 def download_name(request: SyncRequest, records: list[ImageRecord], key: str) -> str:
     """A file name saying what the product is: ``<source stem>_cutout_<key8>.<ext>``."""
-    extension = {"image/png": "png", "image/jpeg": "jpg"}.get(request.response_format.mime,
-                                                              "fits")
+    extension = {"image/png": "png", "image/jpeg": "jpg", VOTABLE_MIME: "xml"}.get(
+        request.response_format.mime, "fits")
     if len(records) == 1:
         stem = records[0].path.name.split(".")[0]
         if records[0].extname or records[0].hdu:
@@ -414,10 +427,38 @@ def _from_its_file(cached: CachedFile) -> CachedFile:
     return CachedFile(handle, cached.path, cached.size)
 
 
+def product_options(params: Params) -> ProductOptions:
+    """PSF= and COLUMNS= of a request for a PSF or catalog product (docs/products.md)."""
+    try:
+        return ProductOptions(parse_psf_method(params.get_single("PSF")),
+                              parse_columns(params.get_all("COLUMNS")))
+    except ProductError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _answer(index: object, cache: CutoutCache, request: SyncRequest, max_pixels: int,
-            budget: MemoryBudget) -> _Answer:
+            budget: MemoryBudget, options: ProductOptions | None = None) -> _Answer:
     """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
     records = lookup_records(index, request.ids)
+    try:  # a PSF or a catalog: answered for the region's target, not cut
+        special = is_product_request(records)
+        if special:
+            cached, hit, key = fetch_product_answer(cache, index, records[0], request.regions,
+                                                    request.response_format.mime,
+                                                    options or ProductOptions(), max_pixels)
+    except ProductError as exc:
+        raise UsageError(str(exc)) from exc
+    except NoProductOverlap as exc:
+        raise NoOverlap() from exc
+    if special:
+        content = None
+        if cached.size <= INLINE_BYTES:
+            with cached:
+                content = cached.handle.read()
+        return _Answer(records, cached, hit, key, content)
+    if request.response_format.mime == VOTABLE_MIME:
+        raise UsageError("RESPONSEFORMAT VOTable is for catalog products; an image is cut "
+                         "as application/fits, image/png or image/jpeg")
     with budget.hold() as hold:  # memory reserved by the cutting, if any, until the end
         cached, hit, key = fetch_product(cache, request, records, max_pixels, hold)
         content = None
@@ -435,6 +476,7 @@ async def _sync(request: Request) -> Response:
     if names_votable(params.get_all("RESPONSEFORMAT")):
         request.scope[PLAIN_ERRORS_KEY] = False
     sync_request = parse_sync_request(params)
+    options = product_options(params)
     if not slots.try_acquire():
         raise ServiceUnavailable(
             f"{slots.limit} cutouts are being made already; retry in a few seconds",
@@ -442,7 +484,7 @@ async def _sync(request: Request) -> Response:
     try:
         answer = await anyio.to_thread.run_sync(
             _answer, request.app.state.index, cache, sync_request,
-            settings.limits.max_cutout_pixels, budget)
+            settings.limits.max_cutout_pixels, budget, options)
     except NoOverlap:
         log.info("sync runid=%s: no overlap", sync_request.runid)
         return Response(status_code=204)
