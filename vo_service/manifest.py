@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from astropy.io.votable.tree import Info
+from astropy.io.votable.tree import Field, Info
 
 from vo_service.engine.bundle import ZipStream
 from vo_service.protocols.dali import load_template, votable_bytes
@@ -29,14 +29,25 @@ def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
     return "[" + ",".join(f"{start + 1}:{stop}" for start, stop in ranges) + "]"
 
 
+ExtraField = tuple[str, str, str, str, str]  # name, datatype, unit, ucd, description
+
+
 def manifest_bytes(rows: Sequence[Mapping[str, object]], *,
-                   infos: Mapping[str, str] = {}) -> bytes:  # noqa: B006 - never mutated
-    """The manifest VOTable 1.4 with ``rows`` (dicts by FIELD name) and INFOs after status."""
+                   infos: Mapping[str, str] = {},  # noqa: B006 - never mutated
+                   extra_fields: Sequence[ExtraField] = ()) -> bytes:
+    """The manifest VOTable 1.4 with ``rows`` (dicts by FIELD name) and INFOs after status;
+    ``extra_fields`` are FIELDs after the template's (e.g. photometry columns)."""
     votable = load_template("manifest.xml")
     resource = votable.resources[0]
     for name, value in infos.items():
         resource.infos.append(Info(name=name, value=str(value)))
-    _fill_columns(resource.tables[0], rows)
+    table = resource.tables[0]
+    for name, datatype, unit, ucd, description in extra_fields:
+        extra = Field(votable, name=name, datatype=datatype, ucd=ucd or None,
+                      unit=unit or None, arraysize="*" if datatype == "char" else None)
+        extra.description = description
+        table.fields.append(extra)
+    _fill_columns(table, rows)
     return votable_bytes(votable)
 
 
@@ -58,9 +69,10 @@ def _fill_columns(table, rows: Sequence[Mapping[str, object]]) -> None:
 
 
 def write_manifest(path: Path, rows: Sequence[Mapping[str, object]], *,
-                   infos: Mapping[str, str] = {}) -> int:  # noqa: B006 - never mutated
+                   infos: Mapping[str, str] = {},  # noqa: B006 - never mutated
+                   extra_fields: Sequence[ExtraField] = ()) -> int:
     """Write the manifest atomically; return its size in bytes."""
-    content = manifest_bytes(rows, infos=infos)
+    content = manifest_bytes(rows, infos=infos, extra_fields=extra_fields)
     temporary = path.with_name(path.name + ".part")
     temporary.write_bytes(content)
     os.replace(temporary, path)

@@ -85,6 +85,7 @@ class ArchiveMapping:
     bands: dict[str, BandRange] = field(default_factory=dict)
     fingerprint: str = ""
     product_kinds: dict[str, str] = field(default_factory=dict)  # PRODUCT TYPE -> kind
+    zero_points: dict[str, float] = field(default_factory=dict)  # band -> magnitude zero point
 
     def product_kind(self, product_type: str | None) -> str | None:
         """``psf`` or ``catalog`` for the product types [products] lists, else None."""
@@ -223,11 +224,17 @@ def parse_mapping(text: str, source: str = "mapping") -> ArchiveMapping:
             raise MappingError(f"{source}: [products] {kind!r} is not one of {PRODUCT_KINDS}")
         for product_type in [types] if isinstance(types, str) else list(types):
             product_kinds[str(product_type).upper()] = kind
+    zero_points: dict[str, float] = {}
+    for band, value in data.get("zero_points", {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MappingError(f"{source}: [zero_points] {band!r} must be a number (mag)")
+        zero_points[str(band)] = float(value)
     # the identification rules are part of what the mapping means: a new version of them
     # re-reads every file, as a changed mapping file does
     fingerprint = hashlib.sha256(
         (text + passbands.RULES_VERSION).encode()).hexdigest()[:16]
-    return ArchiveMapping(tuple(rules), keywords, defaults, bands, fingerprint, product_kinds)
+    return ArchiveMapping(tuple(rules), keywords, defaults, bands, fingerprint, product_kinds,
+                          zero_points)
 
 
 def _band_range(name: str, spec: dict[str, Any], where: str) -> BandRange:

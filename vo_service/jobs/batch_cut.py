@@ -25,6 +25,7 @@ from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.stamps import link_replacing, publish_cached
+from vo_service.products.job_products import ProductPlan, product_unit_results
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
@@ -60,10 +61,12 @@ class Target:
 
 @dataclass
 class StampTask:
-    """Targets on one image; each entry is (target, stem of its files in the job)."""
+    """Targets on one image; each entry is (target, stem of its files in the job).
+    ``product``: how to make a PSF or catalog product instead of cutting (None: an image)."""
 
     record: object
     entries: list[tuple[Target, str]]
+    product: ProductPlan | None = None
 
 
 @dataclass
@@ -81,11 +84,15 @@ class Outcome:
     contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...]) -> dict[str, str]:
-    """Keys of a target's outcome and of each stamp format on one source image."""
+def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
+               product: dict[str, object] | None = None) -> dict[str, str]:
+    """Keys of a target's outcome and of each stamp format on one source image
+    (``product``: what else makes a PSF or catalog product's bytes)."""
     request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                "center": [target.ra, target.dec],
                "size": [target.size, target.size, target.unit], "pad": False}
+    if product is not None:
+        request["made"] = product
     keys = {"outcome": make_key({**request, "what": "outcome"})}
     for fmt in formats:
         keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
@@ -106,7 +113,8 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
         identity = source_identity(record.path, record.hdu)
     except OSError as exc:
         return [Outcome(t, "error", f"the image cannot be read: {exc}") for t, _ in task.entries]
-    keyed = [(target, stem, stamp_keys(identity, target, formats))
+    made = task.product.key_parts() if task.product is not None else None
+    keyed = [(target, stem, stamp_keys(identity, target, formats, made))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     folders = _Folders(stamp_dir)
@@ -134,7 +142,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                     cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    folders))
+                                    folders, task.product))
     return outcomes
 
 
@@ -175,11 +183,16 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
 
 
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
-                formats: tuple[str, ...], max_pixels: int, folders: _Folders) -> list[Outcome]:
+                formats: tuple[str, ...], max_pixels: int, folders: _Folders,
+                product: ProductPlan | None = None) -> list[Outcome]:
     try:
-        with OpenImage(record.path, record.hdu) as image:
-            results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
-                                        max_pixels=max_pixels, origfile=record.path.name))
+        if product is not None:  # a PSF or a catalog: made per target, not cut
+            results = product_unit_results(record, product, [t.region for t, _, _ in misses],
+                                           max_pixels)
+        else:
+            with OpenImage(record.path, record.hdu) as image:
+                results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
+                                            max_pixels=max_pixels, origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
         return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
