@@ -88,6 +88,8 @@ def build_gallery(rows: list[dict], band_wavelength: dict[str, float]) -> Galler
             "ra": _number(row["ra"]), "dec": _number(row["dec"]), "cells": {}, "notes": []})
         band, product = _text(row.get("band")), _text(row.get("product_type"))
         status, message = _text(row.get("status")) or "", _text(row.get("message"))
+        if band is None and product is not None and row.get("image_id"):
+            band = ""  # a product of a whole tile (a source catalog): a column of its own
         if band is None or product is None:  # a bad row or a target outside every image
             target["notes"].append({"status": status, "message": message or status})
             continue
@@ -103,9 +105,10 @@ def build_gallery(rows: list[dict], band_wavelength: dict[str, float]) -> Galler
     for target in targets.values():
         for stamps in target["cells"].values():
             stamps.sort(key=lambda s: STATUS_RANK.get(s["status"], 9))
-    bands = sorted({band for band, _ in columns},
+    bands = sorted({band for band, _ in columns if band},
                    key=lambda b: (band_wavelength.get(b, float("inf")), b))
-    ordered = sorted(columns, key=lambda c: (bands.index(c[0]), product_rank(c[1])))
+    ordered = sorted(columns, key=lambda c: (bands.index(c[0]) if c[0] else len(bands),
+                                             product_rank(c[1])))
     products = sorted({product for _, product in columns}, key=product_rank)
     chosen = _composite_bands(bands)
     product = "BGSUB" if "BGSUB" in products else (products[0] if products else None)
