@@ -106,6 +106,19 @@ def _window(values: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
     return window
 
 
+def _overlap(overlap_grid, x: float, y: float, radius: float, height: int,  # noqa: ANN001
+             width: int) -> tuple[slice, slice, np.ndarray]:
+    """Exact overlap of a circle with the pixels of its bounding box within a window:
+    (row slice, column slice, weights). Pixels beyond the box have none."""
+    x0, x1 = max(int(math.floor(x - radius - 0.5)), 0), min(int(math.ceil(x + radius + 1.5)),
+                                                            width)
+    y0, y1 = max(int(math.floor(y - radius - 0.5)), 0), min(int(math.ceil(y + radius + 1.5)),
+                                                            height)
+    weights = overlap_grid(x0 - 0.5 - x, x1 - 0.5 - x, y0 - 0.5 - y, y1 - 0.5 - y,
+                           x1 - x0, y1 - y0, radius, 1, 1)
+    return slice(y0, y1), slice(x0, x1), weights
+
+
 @dataclass(frozen=True)
 class WindowPhotometry:
     """Measurements of N targets at R radii (NaN where unmeasured)."""
@@ -155,26 +168,28 @@ def measure_windows(values: np.ndarray, cx: np.ndarray, cy: np.ndarray,
     clipped = np.zeros(count, dtype=bool)
     flag_bits = np.zeros(count, dtype=np.int64)
     largest = int(np.argmax(radii))
+    gone = missing if outside is None else outside
     for n in range(count):
-        extent = (-0.5 - cx[n], width - 0.5 - cx[n], -0.5 - cy[n], height - 0.5 - cy[n])
         for k, radius in enumerate(radii):
-            weights = circular_overlap_grid(*extent, width, height, radius, 1, 1)
-            areas[n, k] = float(np.sum(weights * valid[n]))
-            sums[n, k] = float(np.sum(weights * data[n]))
+            rows, columns, weights = _overlap(circular_overlap_grid, cx[n], cy[n], radius,
+                                              height, width)
+            areas[n, k] = float(np.sum(weights * valid[n, rows, columns]))
+            sums[n, k] = float(np.sum(weights * data[n, rows, columns]))
             if variance is not None:
-                pixel_var[n, k] = float(np.sum(weights * variance[n]))
+                pixel_var[n, k] = float(np.sum(weights * variance[n, rows, columns]))
             full = math.pi * radius * radius
             if areas[n, k] < full * (1 - 1e-6):
                 incomplete[n] = True
             if k == largest:
                 touched = weights > 0
-                clipped[n] = bool(np.any(touched & (missing[n] if outside is None
-                                                    else outside[n])))
+                clipped[n] = bool(np.any(touched & gone[n, rows, columns]))
                 if flag_pixels is not None:
-                    flag_bits[n] = int(np.bitwise_or.reduce(
-                        np.where(touched, flag_pixels[n], 0).astype(np.int64), axis=None))
-        ring_weights[n] = (circular_overlap_grid(*extent, width, height, outer, 1, 1)
-                           - circular_overlap_grid(*extent, width, height, inner, 1, 1))
+                    flag_bits[n] = int(np.bitwise_or.reduce(np.where(
+                        touched, flag_pixels[n, rows, columns], 0).astype(np.int64), axis=None))
+        for radius, sign in ((outer, 1.0), (inner, -1.0)):
+            rows, columns, weights = _overlap(circular_overlap_grid, cx[n], cy[n], radius,
+                                              height, width)
+            ring_weights[n, rows, columns] += sign * weights
     dy = np.arange(height)[None, :, None] - np.asarray(cy)[:, None, None]
     dx = np.arange(width)[None, None, :] - np.asarray(cx)[:, None, None]
     distance2 = dx * dx + dy * dy
@@ -183,8 +198,9 @@ def measure_windows(values: np.ndarray, cx: np.ndarray, cy: np.ndarray,
         warnings.simplefilter("ignore")
         clipped_ring = sigma_clip(np.ma.masked_array(values, ~in_ring), sigma=3.0,
                                   maxiters=5, axis=(1, 2))
-        background = np.ma.median(clipped_ring, axis=(1, 2)).filled(np.nan)
-        scatter = np.ma.std(clipped_ring, axis=(1, 2)).filled(np.nan)
+        kept = clipped_ring.filled(np.nan).reshape(count, -1)
+        background = np.nanmedian(kept, axis=1)  # partitions; a masked median sorts
+        scatter = np.nanstd(kept, axis=1)
     # the annulus' exact area over its valid pixels that survived the clipping (what
     # photutils' ApertureStats.sum_aper_area is)
     rejected = in_ring & np.ma.getmaskarray(clipped_ring)

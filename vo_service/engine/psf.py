@@ -24,9 +24,7 @@ same way; under ``NONE`` it is the weighted sum as is.
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from vo_service.engine import sphere
+from vo_service.engine.writing import DTYPE_BITPIX, card
 
 NEAREST = "nearest"
 INTERPOLATED = "interpolated"
@@ -223,6 +222,7 @@ class PsfModel:
         self.header = self.image.header
         self._tree = None
         self._triangles = None
+        self._shared: tuple[str, str] | None = None
         if self.layout.is_grid:
             from scipy.spatial import cKDTree
 
@@ -354,8 +354,10 @@ class PsfModel:
     def fits_bytes(self, answer: PsfAnswer, *, origfile: str | None = None) -> bytes:
         """The answer as a FITS file: the PSF in the primary HDU, how it was chosen in the
         header (see ``docs/products.md``)."""
-        return psf_fits_bytes(answer, self.layout, self.header,
-                              origfile or self.path.name, self.layout.image_hdu)
+        name = origfile or self.path.name
+        if self._shared is None or self._shared[0] != name:
+            self._shared = (name, _source_cards(self.header, name, self.layout.image_hdu))
+        return _psf_header(answer, self.layout, self._shared[1]) + _data_bytes(answer.pixels)
 
 
 ArrayLikeF = Sequence[float] | NDArray[np.float64]
@@ -364,46 +366,69 @@ ArrayLikeF = Sequence[float] | NDArray[np.float64]
 def psf_fits_bytes(answer: PsfAnswer, layout: PsfLayout, source_header: fits.Header,
                    origfile: str, orig_ext: int) -> bytes:
     """FITS bytes of one PSF answer (deterministic: no dates of writing)."""
-    header = fits.Header()
-    for key in COPIED_KEYWORDS:
-        if key in source_header:
-            header[key] = (source_header[key], source_header.comments[key])
-    header["PSFMETH"] = (answer.method, "how the PSF was chosen (nearest, interpolated)")
-    header["PSFNORM"] = (layout.normalisation, "SUM: unit sum, PEAK: unit peak, NONE")
-    header["PSFNSRC"] = (layout.normalisation_source[:68], "where PSFNORM comes from")
-    header["RA_TARG"] = (answer.target[0], "[deg] target right ascension (ICRS)")
-    header["DEC_TARG"] = (answer.target[1], "[deg] target declination (ICRS)")
+    return _psf_header(answer, layout, _source_cards(source_header, origfile, orig_ext)) + \
+        _data_bytes(answer.pixels)
+
+
+def _source_cards(source_header: fits.Header, origfile: str, orig_ext: int) -> str:
+    """The cards every PSF of one file shares (copied keywords, origin)."""
+    cards = [card(key, source_header[key], source_header.comments[key])
+             for key in COPIED_KEYWORDS if key in source_header]
+    cards.append(card("ORIGFILE", origfile))
+    cards.append(card("ORIG_EXT", orig_ext, "HDU of the PSF image in ORIGFILE"))
+    return "".join(cards)
+
+
+def _psf_header(answer: PsfAnswer, layout: PsfLayout, shared: str) -> bytes:
+    """Header bytes of one PSF: structure, how it was chosen (card images written
+    directly: tens of thousands of PSFs in a job)."""
+    pixels = answer.pixels
+    cards = [card("SIMPLE", True, "conforms to FITS standard"),
+             card("BITPIX", DTYPE_BITPIX[f"{pixels.dtype.kind}{pixels.dtype.itemsize}"]),
+             card("NAXIS", 2), card("NAXIS1", int(pixels.shape[1])),
+             card("NAXIS2", int(pixels.shape[0])), shared,
+             card("PSFMETH", answer.method, "how the PSF was chosen (nearest, interpolated)"),
+             card("PSFNORM", layout.normalisation, "SUM: unit sum, PEAK: unit peak, NONE"),
+             card("PSFNSRC", layout.normalisation_source[:60], "where PSFNORM comes from"),
+             card("RA_TARG", answer.target[0], "[deg] target right ascension (ICRS)"),
+             card("DEC_TARG", answer.target[1], "[deg] target declination (ICRS)")]
     if answer.rows:
         first = answer.rows[0]
-        header["PSF_RA"] = (answer.grid_positions[0][0], "[deg] RA of the nearest grid PSF used")
-        header["PSF_DEC"] = (answer.grid_positions[0][1], "[deg] Dec of that grid PSF")
-        header["PSFDIST"] = (round(answer.distances_arcsec[0], 6),
-                             "[arcsec] target to that grid PSF")
-        header["PSFROW"] = (first + 1, "its row in the PSF table (1-based)")
+        cards += [
+            card("PSF_RA", answer.grid_positions[0][0], "[deg] RA of the nearest grid PSF used"),
+            card("PSF_DEC", answer.grid_positions[0][1], "[deg] Dec of that grid PSF"),
+            card("PSFDIST", round(answer.distances_arcsec[0], 6),
+                 "[arcsec] target to that grid PSF"),
+            card("PSFROW", first + 1, "its row in the PSF table (1-based)")]
         if layout.tile_xy is not None:
-            header["PSF_X"] = (float(layout.tile_xy[first, 0]), "its x on the tile (table x)")
-            header["PSF_Y"] = (float(layout.tile_xy[first, 1]), "its y on the tile (table y)")
-        header["NPSF"] = (len(answer.rows), "grid PSFs combined")
+            cards += [card("PSF_X", float(layout.tile_xy[first, 0]), "its x on the tile"),
+                      card("PSF_Y", float(layout.tile_xy[first, 1]), "its y on the tile")]
+        cards.append(card("NPSF", len(answer.rows), "grid PSFs combined"))
         if answer.method == INTERPOLATED:
             for k, (row, weight, distance) in enumerate(zip(
                     answer.rows, answer.weights, answer.distances_arcsec, strict=True), start=1):
-                header[f"PSFROW{k}"] = (row + 1, f"grid PSF {k}: table row (1-based)")
-                header[f"PSFWGT{k}"] = (round(weight, 9), f"grid PSF {k}: barycentric weight")
-                header[f"PSFDIS{k}"] = (round(distance, 6), f"[arcsec] grid PSF {k}: distance")
-    header["STMPSIZE"] = (layout.stamp_size[1], "[pix] PSF stamp side")
+                cards += [card(f"PSFROW{k}", row + 1, f"grid PSF {k}: table row (1-based)"),
+                          card(f"PSFWGT{k}", round(weight, 9),
+                               f"grid PSF {k}: barycentric weight"),
+                          card(f"PSFDIS{k}", round(distance, 6),
+                               f"[arcsec] grid PSF {k}: distance")]
+    cards.append(card("STMPSIZE", layout.stamp_size[1], "[pix] PSF stamp side"))
     if answer.box is not None:
         (y0, y1), (x0, x1) = answer.box
-        header["CUTX0"], header["CUTX1"] = x0 + 1, x1
-        header["CUTY0"], header["CUTY1"] = y0 + 1, y1
-    header["ORIGFILE"] = origfile
-    header["ORIG_EXT"] = (orig_ext, "HDU of the PSF image in ORIGFILE")
+        cards += [card("CUTX0", x0 + 1, "first grid-image pixel, axis 1"),
+                  card("CUTX1", x1, "last grid-image pixel, axis 1"),
+                  card("CUTY0", y0 + 1, "first grid-image pixel, axis 2"),
+                  card("CUTY1", y1, "last grid-image pixel, axis 2")]
     if answer.note:
-        header["COMMENT"] = answer.note
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        fits.PrimaryHDU(answer.pixels, header).writeto(buffer)
-    return buffer.getvalue()
+        cards.append(f"{'COMMENT ' + answer.note:<80}"[:80])
+    text = "".join(cards) + f"{'END':<80}"
+    return (text + " " * (-len(text) % 2880)).encode("ascii")
+
+
+def _data_bytes(pixels: NDArray[np.floating]) -> bytes:
+    """Big-endian data of one HDU with its padding."""
+    raw = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder(">")).tobytes()
+    return raw + b"\0" * (-len(raw) % 2880)
 
 
 def sky_distance_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:

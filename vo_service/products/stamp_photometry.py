@@ -30,6 +30,7 @@ from vo_service.archive.records import ImageRecord
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.photometry import FLAG_MEANINGS, measure_windows, window_half
 from vo_service.engine.reading import OpenImage
+from vo_service.engine.tiles import read_boxes
 from vo_service.products.catalog_products import SCIENCE_TYPES
 from vo_service.products.product_options import PhotometryOptions
 
@@ -215,32 +216,39 @@ def _windows(image: OpenImage, targets: Sequence[PhotometryTarget], x: np.ndarra
     values), NaN and ``outside`` beyond the stamp's box. Boxes: (wx0, wy0, rx0, rx1, ry0,
     ry1): the window's first pixel and the part read (image pixels)."""
     side = 2 * half + 1
-    values = np.full((len(targets), side, side), np.nan)
-    outside = np.ones((len(targets), side, side), dtype=bool)
     boxes = []
     for n, target in enumerate(targets):
         wx0 = round(float(x[n])) - half if math.isfinite(x[n]) else 0
         wy0 = round(float(y[n])) - half if math.isfinite(y[n]) else 0
         (sx0, sx1), (sy0, sy1) = target.ranges[:2]
-        rx0, rx1 = max(wx0, sx0), min(wx0 + side, sx1)
-        ry0, ry1 = max(wy0, sy0), min(wy0 + side, sy1)
-        boxes.append((wx0, wy0, rx0, rx1, ry0, ry1))
-        if rx0 >= rx1 or ry0 >= ry1:
-            continue
-        values[n, ry0 - wy0:ry1 - wy0, rx0 - wx0:rx1 - wx0] = _physical(
-            image, image.read(_box(image, rx0, rx1, ry0, ry1)))
-        outside[n, ry0 - wy0:ry1 - wy0, rx0 - wx0:rx1 - wx0] = False
+        boxes.append((wx0, wy0, max(wx0, sx0), min(wx0 + side, sx1), max(wy0, sy0),
+                      min(wy0 + side, sy1)))
+    values = _read_same(image, boxes, (len(targets), side, side))
+    outside = np.ones(values.shape, dtype=bool)
+    for n, (wx0, wy0, rx0, rx1, ry0, ry1) in enumerate(boxes):
+        if rx0 < rx1 and ry0 < ry1:
+            outside[n, ry0 - wy0:ry1 - wy0, rx0 - wx0:rx1 - wx0] = False
     return values, outside, boxes
 
 
 def _read_same(image: OpenImage, boxes: list[tuple[int, int, int, int, int, int]],
                shape: tuple[int, ...]) -> np.ndarray:
-    """The same windows from a sibling image (RMS, FLAG) on the same pixel grid."""
+    """The windows' pixels from an image (the science one, or a sibling RMS or FLAG on
+    the same grid), NaN where a window is off the stamp. A plain image is sliced from its
+    memory map; a tile-compressed one has every tile decoded once for all windows."""
     values = np.full(shape, np.nan)
-    for n, (wx0, wy0, rx0, rx1, ry0, ry1) in enumerate(boxes):
-        if rx0 < rx1 and ry0 < ry1:
-            values[n, ry0 - wy0:ry1 - wy0, rx0 - wx0:rx1 - wx0] = _physical(
-                image, image.read(_box(image, rx0, rx1, ry0, ry1)))
+    wanted = [(n, _box(image, rx0, rx1, ry0, ry1))
+              for n, (_, _, rx0, rx1, ry0, ry1) in enumerate(boxes) if rx0 < rx1 and ry0 < ry1]
+    convert = _physical(image)
+    if image.is_compressed and len(image.fits_shape) == 2:
+        pieces = read_boxes(image, wanted)
+    else:
+        data = image.hdu.data  # raw values (opened without scaling), memory mapped
+        pieces = ((n, data[box.slices()]) for n, box in wanted)
+    for n, raw in pieces:
+        wx0, wy0, rx0, rx1, ry0, ry1 = boxes[n]
+        values[n, ry0 - wy0:ry1 - wy0, rx0 - wx0:rx1 - wx0] = convert(
+            np.asarray(raw).reshape(ry1 - ry0, rx1 - rx0))
     return values
 
 
@@ -250,18 +258,21 @@ def _box(image: OpenImage, x0: int, x1: int, y0: int, y1: int) -> PixelBox:
     return PixelBox(((x0, x1), (y0, y1), *extra))
 
 
-def _physical(image: OpenImage, raw: np.ndarray) -> np.ndarray:
-    """Raw pixels in physical units: BLANK as NaN, BSCALE/BZERO applied (compressed
-    images come decoded)."""
-    values = raw.reshape(raw.shape[-2:]).astype(np.float64)
-    if image.is_compressed:
-        return values
+def _physical(image: OpenImage):  # noqa: ANN202 - a converter of raw pixel arrays
+    """A function turning raw pixels into physical units: BLANK as NaN, BSCALE/BZERO
+    applied (tile-compressed images come decoded)."""
     header = image.header
-    blank = header.get("BLANK")
-    if raw.dtype.kind in "iu" and blank is not None:
-        values[raw.reshape(values.shape) == blank] = np.nan
-    scale, zero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
-    return values * scale + zero if (scale, zero) != (1.0, 0.0) else values
+    blank = None if image.is_compressed else header.get("BLANK")
+    scale = 1.0 if image.is_compressed else float(header.get("BSCALE", 1.0))
+    zero = 0.0 if image.is_compressed else float(header.get("BZERO", 0.0))
+
+    def convert(raw: np.ndarray) -> np.ndarray:
+        values = raw.astype(np.float64)
+        if blank is not None and raw.dtype.kind in "iu":
+            values[raw == blank] = np.nan
+        return values * scale + zero if (scale, zero) != (1.0, 0.0) else values
+
+    return convert
 
 
 def manifest_fields(options: PhotometryOptions) -> list[tuple[str, str, str, str, str]]:
