@@ -203,7 +203,9 @@ def test_photometry_parameters_are_checked(products_server, client) -> None:
                         ({"PHOTOMETRY": "yes", "APERTURE": "-1"}, "positive"),
                         ({"PHOTOMETRY": "yes", "APERTURE": "2", "ANNULUS": "1 3"},
                          "inside the largest aperture"),
-                        ({"PSF": "spline"}, "PSF must be nearest or interpolated")):
+                        ({"PSF": "spline"}, "PSF must be nearest or interpolated"),
+                        ({"PHOTOMETRY": "on", "PRODUCTTYPE": "RMS"},
+                         "PHOTOMETRY measures on science stamps")):
         response = client.post(products_server.url("async"),
                                data={"UPLOAD": "cat,param:cat", **data})
         assert response.status_code == 400, (data, response.text)

@@ -24,8 +24,8 @@ from numpy.typing import NDArray
 from vo_service.archive.mapping import ArchiveMapping, Assigned, header_lookup
 from vo_service.archive.records import ImageRecord
 from vo_service.engine import sphere
-from vo_service.engine.catalog_rows import table_hdu_of
-from vo_service.engine.psf import PsfError, position_columns, read_layout
+from vo_service.engine.catalog_rows import position_columns, table_hdu_of
+from vo_service.engine.psf import PsfError, read_layout
 
 DidMaker = Callable[[str, str, int | None], str]  # (collection, relative path, hdu) -> DID
 PAD_FRACTION = 0.02

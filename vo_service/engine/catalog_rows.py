@@ -28,10 +28,23 @@ from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from vo_service.engine import sphere
-from vo_service.engine.psf import position_columns
 
 X_COLUMN, Y_COLUMN = "x_stamp", "y_stamp"
+RA_NAMES = ("ra", "right_ascension", "alpha_j2000", "ra_deg", "raj2000")
+DEC_NAMES = ("dec", "declination", "delta_j2000", "dec_deg", "dej2000", "decj2000")
 VOTABLE_SUFFIXES = (".xml", ".vot", ".votable")
+
+
+def column_named(names: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """The first of ``wanted`` (lower case) among ``names``, compared case-insensitively."""
+    folded = {name.lower(): name for name in names}
+    return next((folded[w] for w in wanted if w in folded), None)
+
+
+def position_columns(names: Sequence[str]) -> tuple[str, str] | None:
+    """The RA and Dec column names of a table (case-insensitive common names), or None."""
+    ra, dec = column_named(names, RA_NAMES), column_named(names, DEC_NAMES)
+    return (ra, dec) if ra and dec else None
 
 
 class CatalogRowsError(ValueError):

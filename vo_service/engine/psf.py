@@ -1,4 +1,5 @@
-"""PSF models of an archive and the PSF at a target (pure FITS and array work).
+"""PSF models of an archive and the PSF at a target (pure FITS and array work; the
+answer's FITS bytes are written by ``engine/psf_fits.py``).
 
 Two layouts are read (see ``docs/products.md``):
 
@@ -24,7 +25,6 @@ same way; under ``NONE`` it is the weighted sum as is.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +34,15 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from vo_service.engine import sphere
-from vo_service.engine.writing import DTYPE_BITPIX, card
+from vo_service.engine.catalog_rows import column_named, position_columns
 
 NEAREST = "nearest"
 INTERPOLATED = "interpolated"
 METHODS = (NEAREST, INTERPOLATED)
 SIZE_KEYWORDS = ("STMPSIZE", "PSFSIZE", "STAMPSIZ")
 NORM_KEYWORDS = ("PSFNORM",)
-RA_NAMES = ("ra", "right_ascension", "alpha_j2000", "ra_deg", "raj2000")
-DEC_NAMES = ("dec", "declination", "delta_j2000", "dec_deg", "dej2000", "decj2000")
 CENTRE_NAMES = (("x_center", "y_center"), ("x_centre", "y_centre"), ("xcenter", "ycenter"))
 TILE_NAMES = (("x", "y"),)
-COPIED_KEYWORDS = ("TELESCOP", "INSTRUME", "FILTER", "TILEID", "BUNIT", "PIXSCALE")
 
 
 class PsfError(ValueError):
@@ -72,17 +69,6 @@ class PsfLayout:
     def is_grid(self) -> bool:
         """Whether the file is a grid of PSFs (else a single PSF image)."""
         return self.table_hdu is not None
-
-
-def _column(names: Sequence[str], wanted: Sequence[str]) -> str | None:
-    folded = {name.lower(): name for name in names}
-    return next((folded[w] for w in wanted if w in folded), None)
-
-
-def position_columns(names: Sequence[str]) -> tuple[str, str] | None:
-    """The RA and Dec column names of a table (case-insensitive common names), or None."""
-    ra, dec = _column(names, RA_NAMES), _column(names, DEC_NAMES)
-    return (ra, dec) if ra and dec else None
 
 
 def _keyword(headers: Sequence[fits.Header], keys: Sequence[str]) -> object:
@@ -137,11 +123,11 @@ def read_layout(hdul: fits.HDUList) -> PsfLayout:
         bad = int(np.flatnonzero(~(good & inside))[0])
         raise PsfError(f"PSF table row {bad + 1}: the stamp centred at {centres[bad]} is not "
                        "inside the grid image (or its position is not finite)")
-    tile_names = next((pair for pair in TILE_NAMES if all(_column(names, [n]) for n in pair)),
+    tile_names = next((pair for pair in TILE_NAMES if all(column_named(names, [n]) for n in pair)),
                       None)
     tile_xy = None
     if tile_names:
-        tile_xy = np.stack([np.asarray(table[_column(names, [n])], dtype=np.float64)
+        tile_xy = np.stack([np.asarray(table[column_named(names, [n])], dtype=np.float64)
                             for n in tile_names], axis=1)
     data = image.data
     sample = np.stack([data[y:y + side, x:x + side] for x, y in starts[:64]]).astype(np.float64)
@@ -152,7 +138,7 @@ def read_layout(hdul: fits.HDUList) -> PsfLayout:
 
 def _centre_columns(names: Sequence[str]) -> tuple[str, str] | None:
     for x_name, y_name in CENTRE_NAMES:
-        x, y = _column(names, [x_name]), _column(names, [y_name])
+        x, y = column_named(names, [x_name]), column_named(names, [y_name])
         if x and y:
             return x, y
     return None
@@ -222,7 +208,6 @@ class PsfModel:
         self.header = self.image.header
         self._tree = None
         self._triangles = None
-        self._shared: tuple[str, str] | None = None
         if self.layout.is_grid:
             from scipy.spatial import cKDTree
 
@@ -351,87 +336,5 @@ class PsfModel:
         scale = xyz @ centre
         return np.stack([(xyz @ east) / scale, (xyz @ north) / scale], axis=1)
 
-    def fits_bytes(self, answer: PsfAnswer, *, origfile: str | None = None) -> bytes:
-        """The answer as a FITS file: the PSF in the primary HDU, how it was chosen in the
-        header (see ``docs/products.md``)."""
-        name = origfile or self.path.name
-        if self._shared is None or self._shared[0] != name:
-            self._shared = (name, _source_cards(self.header, name, self.layout.image_hdu))
-        return _psf_header(answer, self.layout, self._shared[1]) + _data_bytes(answer.pixels)
-
 
 ArrayLikeF = Sequence[float] | NDArray[np.float64]
-
-
-def psf_fits_bytes(answer: PsfAnswer, layout: PsfLayout, source_header: fits.Header,
-                   origfile: str, orig_ext: int) -> bytes:
-    """FITS bytes of one PSF answer (deterministic: no dates of writing)."""
-    return _psf_header(answer, layout, _source_cards(source_header, origfile, orig_ext)) + \
-        _data_bytes(answer.pixels)
-
-
-def _source_cards(source_header: fits.Header, origfile: str, orig_ext: int) -> str:
-    """The cards every PSF of one file shares (copied keywords, origin)."""
-    cards = [card(key, source_header[key], source_header.comments[key])
-             for key in COPIED_KEYWORDS if key in source_header]
-    cards.append(card("ORIGFILE", origfile))
-    cards.append(card("ORIG_EXT", orig_ext, "HDU of the PSF image in ORIGFILE"))
-    return "".join(cards)
-
-
-def _psf_header(answer: PsfAnswer, layout: PsfLayout, shared: str) -> bytes:
-    """Header bytes of one PSF: structure, how it was chosen (card images written
-    directly: tens of thousands of PSFs in a job)."""
-    pixels = answer.pixels
-    cards = [card("SIMPLE", True, "conforms to FITS standard"),
-             card("BITPIX", DTYPE_BITPIX[f"{pixels.dtype.kind}{pixels.dtype.itemsize}"]),
-             card("NAXIS", 2), card("NAXIS1", int(pixels.shape[1])),
-             card("NAXIS2", int(pixels.shape[0])), shared,
-             card("PSFMETH", answer.method, "how the PSF was chosen (nearest, interpolated)"),
-             card("PSFNORM", layout.normalisation, "SUM: unit sum, PEAK: unit peak, NONE"),
-             card("PSFNSRC", layout.normalisation_source[:60], "where PSFNORM comes from"),
-             card("RA_TARG", answer.target[0], "[deg] target right ascension (ICRS)"),
-             card("DEC_TARG", answer.target[1], "[deg] target declination (ICRS)")]
-    if answer.rows:
-        first = answer.rows[0]
-        cards += [
-            card("PSF_RA", answer.grid_positions[0][0], "[deg] RA of the nearest grid PSF used"),
-            card("PSF_DEC", answer.grid_positions[0][1], "[deg] Dec of that grid PSF"),
-            card("PSFDIST", round(answer.distances_arcsec[0], 6),
-                 "[arcsec] target to that grid PSF"),
-            card("PSFROW", first + 1, "its row in the PSF table (1-based)")]
-        if layout.tile_xy is not None:
-            cards += [card("PSF_X", float(layout.tile_xy[first, 0]), "its x on the tile"),
-                      card("PSF_Y", float(layout.tile_xy[first, 1]), "its y on the tile")]
-        cards.append(card("NPSF", len(answer.rows), "grid PSFs combined"))
-        if answer.method == INTERPOLATED:
-            for k, (row, weight, distance) in enumerate(zip(
-                    answer.rows, answer.weights, answer.distances_arcsec, strict=True), start=1):
-                cards += [card(f"PSFROW{k}", row + 1, f"grid PSF {k}: table row (1-based)"),
-                          card(f"PSFWGT{k}", round(weight, 9),
-                               f"grid PSF {k}: barycentric weight"),
-                          card(f"PSFDIS{k}", round(distance, 6),
-                               f"[arcsec] grid PSF {k}: distance")]
-    cards.append(card("STMPSIZE", layout.stamp_size[1], "[pix] PSF stamp side"))
-    if answer.box is not None:
-        (y0, y1), (x0, x1) = answer.box
-        cards += [card("CUTX0", x0 + 1, "first grid-image pixel, axis 1"),
-                  card("CUTX1", x1, "last grid-image pixel, axis 1"),
-                  card("CUTY0", y0 + 1, "first grid-image pixel, axis 2"),
-                  card("CUTY1", y1, "last grid-image pixel, axis 2")]
-    if answer.note:
-        cards.append(f"{'COMMENT ' + answer.note:<80}"[:80])
-    text = "".join(cards) + f"{'END':<80}"
-    return (text + " " * (-len(text) % 2880)).encode("ascii")
-
-
-def _data_bytes(pixels: NDArray[np.floating]) -> bytes:
-    """Big-endian data of one HDU with its padding."""
-    raw = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder(">")).tobytes()
-    return raw + b"\0" * (-len(raw) % 2880)
-
-
-def sky_distance_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Angular distance between two positions (arcsec)."""
-    return float(sphere.angular_distance(ra1, dec1, ra2, dec2)) * 3600.0 if all(
-        math.isfinite(v) for v in (ra1, dec1, ra2, dec2)) else math.nan

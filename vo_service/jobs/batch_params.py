@@ -14,6 +14,7 @@ from vo_service.catalogs import Catalog, CatalogError, read_catalog
 from vo_service.config import Limits
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
+from vo_service.products.catalog_products import SCIENCE_TYPES
 from vo_service.products.product_options import (
     ProductError,
     ProductOptions,
@@ -124,6 +125,11 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
                              one("APERTURE_UNIT"), one("ANNULUS")))
     except ProductError as exc:
         raise UsageError(str(exc)) from exc
+    product_types = values.get("PRODUCTTYPE", [])
+    if products.photometry and product_types and not any(
+            value.upper() in SCIENCE_TYPES for value in product_types):
+        raise UsageError("PHOTOMETRY measures on science stamps: add PRODUCTTYPE="
+                         f"{SCIENCE_TYPES[0]} (or another of {', '.join(SCIENCE_TYPES)})")
     upload = one("UPLOAD")
     if upload is None and complete:
         raise UsageError("a catalog job needs UPLOAD=<name>,param:<name> with the catalog in "

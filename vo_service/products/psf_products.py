@@ -14,6 +14,7 @@ from vo_service.archive.records import ImageRecord
 from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.psf import NEAREST, PsfError, PsfModel
+from vo_service.engine.psf_fits import PsfFitsWriter
 from vo_service.products.product_options import ProductError
 from vo_service.products.product_results import ProductResult
 
@@ -33,6 +34,8 @@ def psf_results(record: ImageRecord, targets: Sequence[tuple[float, float]],
     try:
         with PsfModel(record.path) as model:
             answers = model.at_many([t[0] for t in targets], [t[1] for t in targets], method)
+            writer = PsfFitsWriter(model.layout, model.header, record.path.name,
+                                   model.layout.image_hdu)
             results = []
             for index, answer in enumerate(answers):
                 box = None
@@ -40,8 +43,7 @@ def psf_results(record: ImageRecord, targets: Sequence[tuple[float, float]],
                     (y0, y1), (x0, x1) = answer.box
                     box = PixelBox(((x0, x1), (y0, y1)))
                 results.append(ProductResult(
-                    index, "ok", answer.note, model.fits_bytes(answer, origfile=record.path.name),
-                    answer.pixels, box))
+                    index, "ok", answer.note, writer.fits_bytes(answer), answer.pixels, box))
             return results
     except PsfError as exc:
         return [ProductResult(i, "error", f"the PSF file cannot answer: {exc}")
