@@ -66,6 +66,7 @@ def test_facets_list_each_instrument_with_its_bands_blue_to_red(server: LiveServ
                                                    "CATALOG-PSF"]
     assert answer["default_product_types"] == ["BGSUB", "CATALOG-PSF"]
     assert answer["catalog_product_types"] == ["CATALOG"]
+    assert answer["psf_product_types"] == ["CATALOG-PSF"]
     assert answer["limits"]["max_upload_rows"] == MAX_ROWS
 
 

@@ -243,7 +243,9 @@ def votable_bytes(table: Table, cards: Sequence[tuple[str, object, str]]) -> byt
     resource = votable.resources[0]
     resource.type = "results"
     for key, value, comment in cards:
-        resource.infos.append(Info(name=key, value=str(value), content=comment))
+        info = Info(name=key, value=str(value))
+        info.content = comment or None
+        resource.infos.append(info)
     buffer = io.BytesIO()
     votable.to_xml(buffer, tabledata_format="tabledata")
     return buffer.getvalue()

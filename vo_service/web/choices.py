@@ -61,12 +61,15 @@ def page_choices(index) -> dict:  # noqa: ANN001 - ArchiveIndex
         })
     catalogs = sorted({record.product_type for record in index.records(product_kind="catalog")
                        if record.product_type})
+    psfs = sorted({record.product_type for record in index.records(product_kind="psf")
+                   if record.product_type})
     return {
         "collections": sorted({item.collection for item in found}),
         "instruments": listed,
         "default_product_types": list(DEFAULT_PRODUCTS),
         # source catalogs of whole tiles (no band): offered beside every instrument
         "catalog_product_types": catalogs,
+        "psf_product_types": psfs,  # PSF models: no PNG cutouts on the single-target form
     }
 
 
