@@ -105,6 +105,7 @@ def test_manifest_and_zip_hold_psf_and_catalog_columns(finished, targets) -> Non
         assert ("", "CATALOG") in kinds
     names = bundle.namelist()
     assert "manifest.xml" in names and "photometry.xml" in names
+    assert_valid_votable(bundle.read("manifest.xml"))  # with its photometry FIELDs
     for row in table[table["product_type"] == "CATALOG-PSF"]:
         assert str(row["file"]).startswith(str(row["band"]) + "/") and str(row["file"]) in names
         assert row["content_type"] == "application/fits"
