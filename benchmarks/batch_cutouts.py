@@ -43,6 +43,8 @@ from astropy.wcs import WCS
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _images import sip_image_header  # noqa: E402 - shared with time_series.py
+
 from vo_service.engine.batch import (  # noqa: E402
     ImageTask,
     bundle_tasks,
@@ -58,20 +60,7 @@ DATA = REPO / "benchmarks" / "data"
 # ---- data ----------------------------------------------------------------------------
 
 def image_header(side: int) -> fits.Header:
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
-    wcs.wcs.crval = [150.0, 2.2]
-    wcs.wcs.crpix = [side / 2 + 0.5, side / 2 + 0.5]
-    wcs.wcs.cd = np.array([[-0.1, 0.0], [0.0, 0.1]]) / 3600
-    header = fits.Header()
-    header["SIMPLE"] = True
-    header["BITPIX"] = -32
-    header["NAXIS"] = 2
-    header["NAXIS1"] = side
-    header["NAXIS2"] = side
-    header.extend(wcs.to_header(), update=True)
-    header["A_ORDER"] = header["B_ORDER"] = 2
-    header["A_2_0"], header["B_0_2"] = 1e-8, -1e-8
+    header = sip_image_header(side, (150.0, 2.2), (side / 2 + 0.5, side / 2 + 0.5), 0.1)
     header["BUNIT"] = "uJy"
     return header
 

@@ -40,6 +40,8 @@ from astropy.wcs import WCS
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _images import sip_image_header  # noqa: E402 - shared with batch_cutouts.py
+
 import vo_service  # noqa: E402
 
 warnings.simplefilter("ignore")
@@ -50,20 +52,7 @@ BAND_ROWS = 256
 
 def epoch_header(side: int, epoch: int) -> fits.Header:
     rng = np.random.default_rng(epoch)
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
-    wcs.wcs.crval = list(TARGET)
-    wcs.wcs.crpix = list(side / 2 + 0.5 + rng.uniform(-5, 5, 2))
-    wcs.wcs.cd = np.array([[-0.2, 0.0], [0.0, 0.2]]) / 3600
-    header = fits.Header()
-    header["SIMPLE"] = True
-    header["BITPIX"] = -32
-    header["NAXIS"] = 2
-    header["NAXIS1"] = side
-    header["NAXIS2"] = side
-    header.extend(wcs.to_header(), update=True)
-    header["A_ORDER"] = header["B_ORDER"] = 2
-    header["A_2_0"], header["B_0_2"] = 1e-8, -1e-8
+    header = sip_image_header(side, TARGET, side / 2 + 0.5 + rng.uniform(-5, 5, 2), 0.2)
     start = Time(60000.0 + 1.7 * epoch, format="mjd", scale="utc")
     header["DATE-OBS"] = start.isot
     header["MJD-OBS"] = start.mjd

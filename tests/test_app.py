@@ -6,6 +6,7 @@ import io
 from urllib.parse import quote
 
 import httpx
+import pytest
 import pyvo
 from astropy.io import fits
 from pyvo.dal.adhoc import DatalinkResults
@@ -60,6 +61,7 @@ def test_create_app_exposes_shared_state(tmp_path) -> None:  # noqa: ANN001
             "/files/{token}", "/preview", "/sync", "/async", "/static"} <= paths
 
 
+@pytest.mark.slow
 def test_real_files_discovered_linked_and_downloaded(real_live_server: LiveServer) -> None:
     service = pyvo.dal.SIA2Service(real_live_server.base_url)
     table = service.search(pos=(85.25, -2.46, 0.05)).to_table()

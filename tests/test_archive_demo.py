@@ -30,16 +30,19 @@ def test_rows_per_band_and_product(demo_index):
     counts = Counter((r.band, r.product_type) for r in records if r.dataproduct_type == "image")
     expected = Counter({(band, product): 4 for band in BANDS
                         for product in (*PRODUCTS, "CATALOG-PSF")})
-    expected.update({("VIS", "BGSUB"): 1 + 20, ("VIS", "RMS"): 1 + 20, ("VIS", "FLAG"): 1})
-    assert counts == expected  # 4 tiles, + the MEF's three HDUs, + 20 epochs (BGSUB, RMS)
+    expected.update({("VIS", "BGSUB"): 1 + 20 + 3, ("VIS", "RMS"): 1 + 20 + 3,
+                     ("VIS", "FLAG"): 1 + 3})
+    # 4 tiles (with a PSF grid per band), + the MEF's three HDUs, + 20 epochs (BGSUB, RMS),
+    # + 3 seam tiles (demo_seams)
+    assert counts == expected
     assert {r.obs_collection for r in records} == {"EUCLID-DEMO"}
     assert {r.calib_level for r in records if r.dataproduct_type == "image"} == {3}
     facets = demo_index.facets()
     assert facets["instruments"] == ["DECAM", "NISP", "VIS"]
     counts = demo_index.facet_counts()
     # + a PSF grid per tile and band, and a source catalog (measurements) per tile
-    assert counts["instruments"] == [("DECAM", 80), ("NISP", 61), ("VIS", 63)]
-    assert counts["dataproduct_types"] == [("cube", 1), ("image", 203), ("measurements", 4)]
+    assert counts["instruments"] == [("DECAM", 80), ("NISP", 61), ("VIS", 72)]
+    assert counts["dataproduct_types"] == [("cube", 1), ("image", 212), ("measurements", 4)]
     assert facets["facilities"] == ["CTIO-4m Blanco", "Euclid"]
     for record in records:
         if record.band in EM_NM:
@@ -96,4 +99,4 @@ def test_lookup_across_ra_zero_and_with_filters(demo_index):
 def test_reindexing_the_demo_archive_reads_nothing(demo_index, demo_archive):
     report = demo_index.update([demo_archive])
     assert report.added == report.updated == report.removed == report.failed == []
-    assert report.images == 172 + 32 + 4  # images, PSF grids, catalogs
+    assert report.images == 181 + 32 + 4  # images, PSF grids, catalogs

@@ -250,6 +250,7 @@ def test_reindexing_is_incremental(tmp_path):
     assert index.update([]).images == 0
 
 
+@pytest.mark.slow
 def test_readers_see_a_consistent_index_while_indexing(tmp_path):
     root = tmp_path / "data"
     for k in range(40):

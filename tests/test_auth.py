@@ -16,8 +16,8 @@ from lxml import etree
 from server import assert_valid_votable, load_schema, serve_archive
 from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
 
-from vo_service.auth import CHALLENGE, load_token_owners, parse_token_list
 from vo_service.config import Limits, Settings, load_settings
+from vo_service.protocols.auth import CHALLENGE, load_token_owners, parse_token_list
 
 TOKENS = "alice:alice-secret-1,bob:bob-secret-2"
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"

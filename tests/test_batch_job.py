@@ -27,7 +27,7 @@ from uws_client import (
 
 from vo_service.archive.index import ArchiveIndex
 from vo_service.cache import CutoutCache
-from vo_service.engine.cutout import cut
+from vo_service.engine.api import cut
 from vo_service.shapes import CenterSize
 
 BANDS = ["VIS", "NIR-Y"]
@@ -371,6 +371,7 @@ def test_votable_and_fits_catalogs_with_chosen_and_detected_columns(
         assert served["NAXIS1"] == single.pixel_box.x1 - single.pixel_box.x0
 
 
+@pytest.mark.slow
 def test_restart_during_a_batch_job_resumes_it(
     demo_archive: Path, tmp_path: Path, client, monkeypatch
 ) -> None:

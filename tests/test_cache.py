@@ -231,7 +231,7 @@ def test_a_cache_made_before_the_totals_table_gets_it(tmp_path: Path) -> None:
 
 
 def test_check_repairs_missing_damaged_stray_files_and_totals(tmp_path: Path) -> None:
-    from vo_service.cache_check import check_cache
+    from vo_service.cache.check import check_cache
 
     cache = CutoutCache(tmp_path / "c", max_bytes=10**6)
     for name in "abcd":

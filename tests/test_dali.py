@@ -225,3 +225,24 @@ def test_responseformat() -> None:
     assert dali.parse_responseformat("text/xml", supported).content_type == "text/xml"
     with pytest.raises(dali.UsageError, match="not supported"):
         dali.parse_responseformat("application/fits", supported)
+
+
+def test_votables_with_rows_of_every_length_are_written_without_memory_errors() -> None:
+    """Rows whose XML grows past 256, 512 and 1024 bytes one byte at a time: astropy's C
+    TABLEDATA writer writes one byte past its buffer on a row of exactly 2**n bytes. Python's
+    debug allocator (-X dev) aborts the process on such a write."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from astropy.table import Table
+from vo_service.votables import votable_bytes
+ids = ["ivo://example/" + "x" * n for n in range(200, 1200)]
+sys.stdout.buffer.write(votable_bytes(Table({"id": ids, "n": list(range(len(ids)))})))
+"""
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    table = parse_votable(io.BytesIO(done.stdout)).get_first_table().to_table()
+    assert len(table) == 1000 and str(table["id"][-1]).endswith("x" * 1199)

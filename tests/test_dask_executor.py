@@ -52,6 +52,7 @@ def comparable(table) -> list[tuple]:
     return sorted(tuple(str(row[name]) for name in columns) for row in table)
 
 
+@pytest.mark.slow
 def test_dask_gives_the_same_job_as_the_local_pool(
     cluster, http, demo_archive: Path, tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def test_abort_on_dask_cancels_the_remaining_batches(
         assert 0 < int(progress.get("done")) < int(progress.get("total"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_has_its_batch_retried(
     cluster, http, demo_archive: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -142,6 +144,7 @@ def test_a_worker_killed_mid_job_has_its_batch_retried(
     assert victim not in control.run(os.getpid).values()
 
 
+@pytest.mark.slow
 def test_a_server_restart_resumes_a_dask_job(
     cluster, http, demo_archive: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -36,8 +36,8 @@ def sources(root: Path) -> list[dict[str, str]]:
 
 def test_every_file_opens_verifies_and_has_the_contract_keywords(demo_archive: Path) -> None:
     files = sorted((demo_archive / "euclid").rglob("*.fits"))
-    # images, MEF, cube, epochs; then a PSF grid per tile and band, a catalog per tile
-    assert len(files) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 4 * 8 + 4
+    # images, MEF, cube, epochs, seam tiles; a PSF grid per tile and band, a catalog per tile
+    assert len(files) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3 + 4 * 8 + 4
     for path in files:
         with fits.open(path) as hdus, warnings.catch_warnings():
             warnings.simplefilter("error")  # no FITSFixedWarning: headers are standard
@@ -171,6 +171,28 @@ def test_the_epochs_differ_in_time_and_in_the_variable_source(demo_archive: Path
     assert max(fluxes) > 2 * min(fluxes)
 
 
+def test_stitching_tiles_of_both_kinds_overlap_with_sources_on_the_seams(
+        demo_archive: Path) -> None:
+    from vo_service.engine.grids import shared_grid_offset
+
+    folder = demo_archive / "euclid" / "TRACTS"
+    west, east, north = (fits.open(folder / f"EUC_MER_BGSUB-MOSAIC-VIS_TILE{tile}.fits")[0]
+                         for tile in (102031001, 102031002, 102032001))
+    west_wcs, east_wcs, north_wcs = (WCS(hdu.header) for hdu in (west, east, north))
+    dx, dy = shared_grid_offset(west_wcs, east_wcs)  # one grid: the east patch starts at dx
+    assert dy == 0 and 0 < -dx < west.data.shape[1]
+    np.testing.assert_array_equal(west.data[:, -dx:], east.data[:, :west.data.shape[1] + dx])
+    assert shared_grid_offset(west_wcs, north_wcs) is None  # its own tangent point
+    seam_rows = [row for row in sources(demo_archive) if int(row["id"]) >= 300901]
+    assert len(seam_rows) == 7 and {row["type"] for row in seam_rows} == {"star"}
+    for row in seam_rows:  # each one is in at least two of the tiles
+        inside = 0
+        for hdu, wcs in ((west, west_wcs), (east, east_wcs), (north, north_wcs)):
+            x, y = wcs.all_world2pix(float(row["ra"]), float(row["dec"]), 0)
+            inside += bool(0 <= x < hdu.data.shape[1] and 0 <= y < hdu.data.shape[0])
+        assert inside >= 2, row["id"]
+
+
 def test_sources_csv_lists_positions_and_magnitudes(demo_archive: Path) -> None:
     rows = sources(demo_archive)
     assert len(rows) > 500
@@ -184,11 +206,12 @@ def test_archive_is_small(demo_archive: Path) -> None:
     assert total < 300e6
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_byte_identical_files(demo_archive: Path, tmp_path: Path) -> None:
     summary = build_demo_archive(tmp_path)
     names = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file())
-    # images, MEF, cube, epochs, PSF grids, catalogs + README, sources, variable, asteroid
-    assert len(names) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 4 * 8 + 4 + 2 + 2
+    # images, MEF, cube, epochs, seams, PSF grids, catalogs + README, sources, variable, asteroid
+    assert len(names) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3 + 4 * 8 + 4 + 2 + 2
     for name in names:
         digests = {hashlib.sha256((root / name).read_bytes()).hexdigest()
                    for root in (demo_archive, tmp_path)}

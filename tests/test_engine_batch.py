@@ -21,6 +21,7 @@ import vo_service
 from tests import fits_factory
 from tests.test_engine_cutout import assert_wcs_round_trip
 from vo_service.engine import geometry
+from vo_service.engine.api import cut
 from vo_service.engine.batch import (
     BundleWriter,
     ImageTask,
@@ -31,7 +32,6 @@ from vo_service.engine.batch import (
     write_multi_extension,
     write_task_files,
 )
-from vo_service.engine.cutout import cut
 from vo_service.engine.reading import OpenImage
 from vo_service.shapes import CenterSize, Circle, Polygon
 
@@ -197,6 +197,7 @@ def test_python_api_in_memory_to_files_and_single_file(real_data, tmp_path):
         assert vo_service.cutout(files[0], (10.0, 10.0), 8) == []
 
 
+@pytest.mark.slow
 def test_demo_archive_every_image_hdu(demo_archive):
     checked = 0
     for path in sorted(demo_archive.rglob("*.fits")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
 
 from tests import fits_factory
-from vo_service.engine.cutout import CutoutResult, cut
+from vo_service.engine.api import cut
+from vo_service.engine.cutout import CutoutResult, StampStatus
 from vo_service.engine.spectral import CutoutError
 from vo_service.shapes import CenterSize, Circle
 
@@ -149,6 +151,22 @@ def test_no_overlap_is_a_status_not_an_exception(tmp_path):
         assert result.status == "no-overlap" and result.hdu is None and result.data is None
     with pytest.raises(CutoutError):
         result.fits_bytes()
+
+
+def test_stamp_statuses_are_the_words_users_read(tmp_path):
+    """The status enum's values are the manifest's (and the docs') words, and a result's
+    status is one of them, shown as that word wherever it is printed."""
+    assert [str(s) for s in StampStatus] == ["ok", "partial", "no-overlap", "error"]
+    assert StampStatus("no-overlap") is StampStatus.NO_OVERLAP
+    template = (Path(__file__).parent.parent / "votable_templates" / "manifest.xml").read_text()
+    described = template.split('name="status"')[1].split("</DESCRIPTION>")[0]
+    docs = (Path(__file__).parent.parent / "docs" / "async.md").read_text()
+    for status in StampStatus:
+        assert status.value in described and f"`{status.value}`" in docs
+    result = cut(fits_factory.sip_image(tmp_path / "sip.fits"), 0,
+                 CenterSize(330.0, -40.0, 10, 10))
+    assert result.status is StampStatus.NO_OVERLAP
+    assert f"{result.status}" == json.loads(json.dumps(result.status)) == "no-overlap"
 
 
 def test_sip_stamps_land_on_the_requested_position(tmp_path):

@@ -12,7 +12,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from tests import fits_factory
-from vo_service.engine.cutout import cut, describe_region
+from vo_service.engine.api import cut
+from vo_service.engine.cutout import describe_region
 from vo_service.engine.geometry import PixelBox, SkyToPixel, region_boxes
 from vo_service.shapes import CenterSize, Circle, Polygon, Range
 

@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from tests import fits_factory
-from vo_service.engine.cutout import cut
+from vo_service.engine.api import cut
 from vo_service.engine.spectral import CutoutError
 from vo_service.shapes import CenterSize
 

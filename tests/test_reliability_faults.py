@@ -33,7 +33,7 @@ from server import LiveServer, assert_valid_votable, error_text, query_status
 
 from vo_service.archive.index import run_index
 from vo_service.cache import CutoutCache
-from vo_service.cache_check import check_cache
+from vo_service.cache.check import check_cache
 
 REPO = Path(__file__).resolve().parents[1]
 UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
@@ -117,6 +117,7 @@ def assert_complete(path: Path, mime: str) -> None:
         assert_valid_votable(path.read_bytes())
 
 
+@pytest.mark.slow
 def test_a_job_survives_sigkill_of_the_server_and_nothing_half_written_is_listed(
         demo_archive: Path, tmp_path: Path) -> None:
     state, port, log = tmp_path / "state", free_port(), tmp_path / "server.log"

@@ -100,6 +100,7 @@ def test_async_creation_survives_random_parameters(client: httpx.Client, some_id
     clean_up(client, response)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(params=PARAMS, pick=st.integers(0, 5))
 def test_query_and_links_survive_random_parameters(client: httpx.Client, some_ids: list[str],

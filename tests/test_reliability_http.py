@@ -136,6 +136,7 @@ def test_a_body_that_stalls_is_closed_with_408(impatient: LiveServer, endpoint: 
     assert httpx.get(impatient.url("availability"), timeout=TIMEOUT).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_slow_but_steady_body_is_not_cut(impatient: LiveServer) -> None:
     """The body limit is on pauses, not on the whole upload: 8 pieces half a second apart
     (4 s, twice the 2 s limit) make a job."""

@@ -14,6 +14,7 @@ from server import error_text
 
 from vo_service.config import Limits
 from vo_service.jobs.soda_job import SodaJob
+from vo_service.products import cutouts
 from vo_service.protocols import soda
 
 TIMEOUT = httpx.Timeout(60.0)
@@ -29,14 +30,14 @@ def test_sync_beyond_its_concurrency_answers_503_with_retry_after(
     server = live_server_factory(demo_archive, limits=Limits(max_sync_concurrency=1))
     record = a_record(server)
     release, started = threading.Event(), threading.Event()
-    original = soda.make_product
+    original = cutouts.make_product
 
     def slow_product(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         started.set()
         release.wait(30)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(soda, "make_product", slow_product)
+    monkeypatch.setattr(cutouts, "make_product", slow_product)
 
     def cutout(radius: float) -> httpx.Response:
         return httpx.get(server.url("sync"), timeout=TIMEOUT, params={
@@ -120,7 +121,7 @@ def _estimate(record, circle: str, **params: str) -> int:  # noqa: ANN001
 
     request = soda.parse_sync_request(Params.from_pairs(
         [("ID", record.obs_publisher_did), ("CIRCLE", circle), *params.items()]))
-    return soda.planned_bytes(request, [record], Limits().max_cutout_pixels)
+    return cutouts.planned_bytes(request, [record], Limits().max_cutout_pixels)
 
 
 def _assert_busy_for_memory(response: httpx.Response) -> str:
@@ -144,7 +145,7 @@ def test_sync_is_admitted_by_estimated_memory_not_by_count(
     server = live_server_factory(demo_archive, limits=Limits(sync_memory_bytes=budget,
                                                              max_sync_concurrency=16))
     release, cutting = threading.Event(), threading.Event()
-    original = soda.cut_record
+    original = cutouts.cut_record
 
     def held_cut(request, record, max_pixels):  # noqa: ANN001, ANN202
         if len(request.regions) == 1 and request.regions[0].radius > 0.5 * _radius(big):
@@ -152,7 +153,7 @@ def test_sync_is_admitted_by_estimated_memory_not_by_count(
             release.wait(30)
         return original(request, record, max_pixels)
 
-    monkeypatch.setattr(soda, "cut_record", held_cut)
+    monkeypatch.setattr(cutouts, "cut_record", held_cut)
 
     def cutout(circle: str, **more: str) -> httpx.Response:
         return httpx.get(server.url("sync"), timeout=TIMEOUT, headers=VOTABLE_ERRORS,

@@ -1,5 +1,5 @@
-"""A TAP client pointed at this service gets told that /sync and /async are SODA here and
-that TAP is not offered (yet), not "ID is missing" (issue 12, item 7)."""
+"""A TAP client pointed at this service's root gets told that /sync and /async are SODA here
+and that TAP is at <base>/tap, not "ID is missing" (issue 12, item 7; issue 14)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from server import LiveServer
 from stilts_runner import run
 
 ADQL = "SELECT TOP 1 * FROM ivoa.obscore"
-SAYS = "this endpoint is SODA (image cutouts), and this service offers no TAP (yet)"
+SAYS = "this endpoint is SODA (image cutouts); TAP is at http://127.0.0.1:"
 
 
 def test_pyvo_tap_sync_query_is_told_there_is_no_tap(live_server: LiveServer) -> None:
     with pytest.raises(DALAccessError) as raised:
         pyvo.dal.TAPService(live_server.base_url).run_sync(ADQL)
     assert SAYS in str(raised.value)
+    assert f"TAP is at {live_server.base_url}/tap" in str(raised.value)
     assert "ID is missing" not in str(raised.value)
 
 

@@ -29,6 +29,7 @@ from server import LiveServer, assert_valid_votable, query_status
 
 from vo_service.config import Limits
 from vo_service.engine import reading
+from vo_service.products import cutouts
 from vo_service.protocols import soda
 
 CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "catalog.json"
@@ -422,8 +423,8 @@ def small_server(real_data: Path, tmp_path: Path, live_server_factory) -> LiveSe
 def test_a_repeated_request_is_served_from_the_cache(small_server: LiveServer,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = soda.make_product
-    monkeypatch.setattr(soda, "make_product", lambda *a: calls.append(1) or original(*a))
+    original = cutouts.make_product
+    monkeypatch.setattr(cutouts, "make_product", lambda *a: calls.append(1) or original(*a))
     record = small_server.app.state.index.records()[0]
     params = {"ID": record.obs_publisher_did, "CIRCLE": f"{record.s_ra} {record.s_dec} 0.003"}
     first = sync(small_server, **params)
@@ -480,8 +481,8 @@ def test_busy_service_answers_503_with_retry_after(small_server: LiveServer) -> 
 def test_identical_concurrent_requests_compute_once(small_server: LiveServer,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = soda.make_product
-    monkeypatch.setattr(soda, "make_product", lambda *a: calls.append(1) or original(*a))
+    original = cutouts.make_product
+    monkeypatch.setattr(cutouts, "make_product", lambda *a: calls.append(1) or original(*a))
     record = small_server.app.state.index.records()[0]
     params = {"ID": record.obs_publisher_did, "CIRCLE": f"{record.s_ra} {record.s_dec} 0.002"}
     with ThreadPoolExecutor(8) as pool:
@@ -536,7 +537,7 @@ def test_open_images_are_reused_and_bounded(real_live_server: LiveServer,
             super().__init__(*args)
 
     monkeypatch.setattr(reading, "OpenImage", CountingImage)
-    monkeypatch.setattr(soda, "IMAGES", soda.OpenImagePool(size=2))
+    monkeypatch.setattr(cutouts, "IMAGES", reading.OpenImagePool(size=2))
     files = ["fits/images/HorseHead.fits", "fits/images/M6707HH.fits",
              "fits/images/sip-wcs.fits"]
     records = [record_of(real_live_server, file, 0) for file in files]
@@ -544,6 +545,6 @@ def test_open_images_are_reused_and_bounded(real_live_server: LiveServer,
         request = soda.parse_sync_request(soda.Params.from_pairs([
             ("ID", record.obs_publisher_did),
             ("CIRCLE", f"{record.s_ra} {record.s_dec} 0.001")]))
-        assert soda.cut_record(request, record, 10**6)[0].has_stamp
+        assert cutouts.cut_record(request, record, 10**6)[0].has_stamp
     assert len(opened) == 3  # the repeats reused the open image
-    assert soda.IMAGES.idle_count() == 2  # HorseHead, least recently used, was closed
+    assert cutouts.IMAGES.idle_count() == 2  # HorseHead, least recently used, was closed

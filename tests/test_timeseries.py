@@ -18,7 +18,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 import vo_service
 from vo_service.archive.index import ArchiveIndex
-from vo_service.ephemerides import read_ephemeris
+from vo_service.catalogs.ephemerides import read_ephemeris
 
 warnings.simplefilter("ignore", FITSFixedWarning)
 VIS = {"band": "VIS", "product_type": "BGSUB"}

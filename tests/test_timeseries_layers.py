@@ -16,7 +16,7 @@ FORBIDDEN = {
     "engine/photometry.py": ("archive", "jobs", "protocols", "products", "web", "cache"),
     "engine/lightcurve_plot.py": ("archive", "jobs", "protocols", "products", "web"),
     "products/timeseries.py": ("jobs", "protocols", "web", "app", "cli"),
-    "ephemerides.py": ("jobs", "protocols", "web", "products", "engine"),
+    "catalogs/ephemerides.py": ("jobs", "protocols", "web", "products", "engine"),
     "jobs/timeseries_job.py": ("protocols", "web", "app", "cli"),
 }
 

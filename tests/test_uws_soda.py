@@ -203,6 +203,7 @@ def test_job_list_is_valid_and_filters(soda_server, client, image) -> None:
     assert newest.get(XLINK_HREF) == soda_server.url(f"async/{job_id}")
 
 
+@pytest.mark.slow
 def test_jobs_survive_a_restart_and_interrupted_ones_finish(
     demo_archive: Path, tmp_path: Path, client, image
 ) -> None:

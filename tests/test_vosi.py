@@ -22,6 +22,8 @@ CAPABILITIES = {
     "ivo://ivoa.net/std/SODA#async-1.0": "async",
     "ivo://ivoa.net/std/DALI#examples": "examples",
     "ivo://ivoa.net/std/moc": "coverage",
+    "ivo://ivoa.net/std/TAP": "tap",
+    "ivo://ivoa.net/std/VOSI#tables-1.1": "tap/tables",
 }
 
 

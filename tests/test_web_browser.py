@@ -27,6 +27,8 @@ from server import LiveServer, assert_valid_votable, start_server
 
 from vo_service.config import Limits, Settings
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",

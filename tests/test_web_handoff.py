@@ -39,6 +39,8 @@ from uws_client import results_of, wait_final
 
 from vo_service.config import Settings
 
+pytestmark = pytest.mark.browser
+
 WEB_PROFILE_PORT = 21012  # fixed by SAMP 1.3 §5.2: pages find the hub there
 MTYPES = ("table.load.votable", "image.load.fits", "coverage.load.moc.fits",
           "table.highlight.row", "coord.pointAt.sky")

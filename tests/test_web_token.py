@@ -18,6 +18,8 @@ from test_web_browser import (  # noqa: F401  (the browser fixture)
     upload,
 )
 
+pytestmark = pytest.mark.browser
+
 TOKEN = "carol-page-token"
 
 

@@ -25,12 +25,23 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from vo_service.archive.index import ArchiveIndex
-from vo_service.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.cache import CutoutCache
 from vo_service.config import Settings
 from vo_service.cors import DALICORSMiddleware
 from vo_service.jobs.reserve import SpaceReserve
-from vo_service.protocols import coverage, dali, datalink, examples, sia, soda, uws, vosi
+from vo_service.protocols import (
+    coverage,
+    dali,
+    datalink,
+    examples,
+    sia,
+    soda,
+    tap,
+    tap_examples,
+    uws,
+    vosi,
+)
+from vo_service.protocols.auth import BearerAuthMiddleware, load_token_owners
 from vo_service.request_timeouts import BodyTimeoutMiddleware
 from vo_service.web.routes import routes as web_routes
 from vo_service.web.sky import routes as sky_routes
@@ -59,9 +70,12 @@ def _archive_summary(index: ArchiveIndex) -> tuple[int, list[dict[str, object]]]
 
 async def index_page(request: Request) -> Response:
     """GET ``/``: what the archive holds and where the VO endpoints are (a first web page)."""
-    total, facets = await run_in_threadpool(_archive_summary, request.app.state.index)
+    index = request.app.state.index
+    total, facets = await run_in_threadpool(_archive_summary, index)
+    record = await run_in_threadpool(tap_examples.example_record, index)
     return templates.TemplateResponse(request, "index.html", {
-        "total": total, "facets": facets, "base": dali.public_base_url(request)})
+        "total": total, "facets": facets, "base": dali.public_base_url(request),
+        "tap_examples": tap_examples.example_queries(record)})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -117,6 +131,7 @@ def create_app(settings: Settings, *, sweep_cache: bool = True) -> Starlette:
         # The job list itself without the trailing slash: pyvo posts to ".../async".
         Route("/async", uws.job_list, methods=GET_POST),
         Mount("/async", routes=uws.routes()),
+        *tap.routes(),  # TAP 1.1 at /tap (sync, async, tables, capabilities, examples)
         *web_routes(),  # JSON/PNG helpers of the web page
         *sky_routes(),  # the page's sky view and SAMP hand-off
         Mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False),

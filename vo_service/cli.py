@@ -1,5 +1,5 @@
-"""The ``vo-service`` command: serve, index, check, cutout, timeseries, psf, catalog-rows,
-demo-archive, worker.
+"""The ``vo-service`` command: serve, index, check, cutout, combine, timeseries, psf,
+catalog-rows, worker, ...
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -60,7 +60,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify the cutout cache against its files and repair it (exit 1 if it needed repair)."""
     from vo_service.cache import CutoutCache
-    from vo_service.cache_check import check_cache
+    from vo_service.cache.check import check_cache
 
     settings = _settings(args)
     cache = CutoutCache(settings.cache_dir, settings.limits.cache_bytes)
@@ -163,6 +163,12 @@ def cmd_cutout(args: argparse.Namespace) -> int:
     return run_cutout_command(args)
 
 
+def cmd_combine(args: argparse.Namespace) -> int:
+    from vo_service.mosaic_commands import run_combine_command
+
+    return run_combine_command(args)
+
+
 def cmd_timeseries(args: argparse.Namespace) -> int:
     from vo_service.timeseries_command import run_timeseries_command
 
@@ -238,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cutout_arguments(p)
     p.set_defaults(func=cmd_cutout)
+
+    p = sub.add_parser("combine", help="combine stamps of one position (mean, median, sum, "
+                                       "inverse-variance mean) with a count per pixel")
+    from vo_service.mosaic_commands import add_combine_arguments
+
+    add_combine_arguments(p)
+    p.set_defaults(func=cmd_combine)
 
     p = sub.add_parser("timeseries", help="one target across every epoch: stack, cube, "
                                           "light curve (local files or the archive index)")

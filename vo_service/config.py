@@ -76,6 +76,9 @@ class Settings:
     # "owner1:token1,owner2:token2" (VO_SERVICE_TOKENS). None of both = no authentication.
     tokens_file: Path | None = None
     tokens: str | None = field(default=None, repr=False)  # secrets: never in logs
+    # TAP UPLOAD=name,http(s)://...: the service would fetch URLs for its clients; off by
+    # default (inline uploads, param:<part>, always work).
+    tap_upload_urls: bool = False
     limits: Limits = field(default_factory=Limits)
 
     @property

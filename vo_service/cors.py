@@ -14,8 +14,8 @@ from starlette.middleware.cors import SAFELISTED_HEADERS, CORSMiddleware
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from vo_service.products.parameters import shorten
 from vo_service.protocols.dali import UsageError, error_response
-from vo_service.protocols.dali_values import shorten
 from vo_service.protocols.error_format import accept_prefers_votable
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE")

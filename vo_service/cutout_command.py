@@ -37,6 +37,7 @@ from vo_service.cutout_inputs import (
 )
 from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
 from vo_service.engine.composite import CompositeError, render_composite
+from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import PreviewOptions, physical_pixels
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
@@ -76,7 +77,7 @@ class Outcome:
 
     target: int
     image: int
-    status: str  # 'ok', 'partial', 'no-overlap' or 'error'
+    status: StampStatus
     message: str
     files: tuple[Path, ...] = ()
 
@@ -111,7 +112,7 @@ def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
             image_bytes = job.preview.render(_physical(result, header))
             files.append(atomic_write(job.out_dir / f"{stem}.{suffix}", [image_bytes]))
     except (OSError, ValueError) as error:
-        return Outcome(target, job.image_position, "error", f"cannot write: {error}",
+        return Outcome(target, job.image_position, StampStatus.ERROR, f"cannot write: {error}",
                        tuple(files))
     return Outcome(target, job.image_position, result.status, result.message, tuple(files))
 
@@ -131,7 +132,7 @@ def run_job(job: Job) -> list[Outcome]:
         message = str(error) if isinstance(error, CutoutError | OSError | ValueError) else (
             f"{type(error).__name__}: {error}")
         done = {outcome.target for outcome in outcomes}
-        outcomes += [Outcome(target, job.image_position, "error", message)
+        outcomes += [Outcome(target, job.image_position, StampStatus.ERROR, message)
                      for target in job.targets if target not in done]
     return outcomes
 
@@ -227,8 +228,9 @@ class Progress:
 def _report(outcomes: list[Outcome], images: list[Image], targets: Targets) -> tuple[int, int]:
     """Print the summary; returns (stamps made, errors)."""
     statuses = [outcome.status for outcome in outcomes]
-    made = statuses.count("ok") + statuses.count("partial")
-    errors = [o for o in outcomes if o.status == "error"]
+    made = (statuses.count(StampStatus.OK) + statuses.count(StampStatus.PARTIAL)
+            + statuses.count(StampStatus.STITCHED))
+    errors = [o for o in outcomes if o.status == StampStatus.ERROR]
     for outcome in errors[:10]:
         print(f"error: {targets.names[outcome.target]} on {images[outcome.image].label}: "
               f"{outcome.message}", file=sys.stderr)
@@ -237,8 +239,10 @@ def _report(outcomes: list[Outcome], images: list[Image], targets: Targets) -> t
     for hidden, what in ((len(errors) - 10, "errors"), (len(targets.skipped) - 10, "skips")):
         if hidden > 0:
             print(f"... and {hidden} more {what}", file=sys.stderr)
-    summary = (f"{made} cutouts made, {statuses.count('partial')} partial, "
-               f"{statuses.count('no-overlap')} no overlap, {len(errors)} errors")
+    stitched = statuses.count(StampStatus.STITCHED)
+    summary = (f"{made} cutouts made, {statuses.count(StampStatus.PARTIAL)} partial, "
+               + (f"{stitched} stitched, " if stitched else "")
+               + f"{statuses.count(StampStatus.NO_OVERLAP)} no overlap, {len(errors)} errors")
     if targets.skipped:
         summary += f", {len(targets.skipped)} catalog rows skipped"
     print(summary)
@@ -261,6 +265,8 @@ def run_cutout_command(args: argparse.Namespace) -> int:
               f"got {len(images)}: {', '.join(image.label for image in images)}",
               file=sys.stderr)
         return 2
+    if args.stitch:
+        return _run_stitched(images, targets, args, preview, out_dir)
     single = args.single_file and args.output_format in ("fits", "both")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir)) if single else None
     rgb_staging = Path(tempfile.mkdtemp(prefix=".rgb-", dir=out_dir)) if args.rgb else None
@@ -288,6 +294,23 @@ def run_cutout_command(args: argparse.Namespace) -> int:
         for problem in composites[1][:10]:
             print(f"colour: {problem}", file=sys.stderr)
         print(f"{composites[0]} colour composites made")
+    if made:
+        print(f"written to {out_dir}")
+    return 1 if errors or not made else 0
+
+
+def _run_stitched(images: list[Image], targets: Targets, args: argparse.Namespace,
+                  preview: PreviewOptions | None, out_dir: Path) -> int:
+    """``--stitch``: one stamp per target and mosaic (mosaic_commands.py)."""
+    if args.single_file or args.rgb:
+        print("vo-service cutout: error: --stitch makes one stamp per target and mosaic; "
+              "it cannot be combined with --single-file or --rgb", file=sys.stderr)
+        return 2
+    from vo_service.mosaic_commands import stitched_outcomes
+
+    outcomes = [Outcome(*outcome) for outcome in stitched_outcomes(images, targets, args,
+                                                                  preview, out_dir)]
+    made, errors = _report(outcomes, images, targets)
     if made:
         print(f"written to {out_dir}")
     return 1 if errors or not made else 0

@@ -22,6 +22,7 @@ from astropy.wcs import WCS
 from vo_service.catalogs import CatalogError, parse_angle, read_catalog
 from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import LOOKUP_EXTNAMES
+from vo_service.engine.resample import DEFAULT_METHOD, METHODS
 from vo_service.shapes import CenterSize, ShapeError
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
@@ -100,6 +101,13 @@ def add_cutout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_workers, default=1,
                         help=f"parallel worker processes (1-{MAX_WORKERS}, default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    box.add_argument(
+        "--stitch", nargs="?", const=DEFAULT_METHOD, choices=METHODS,
+        help="treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT): one "
+             "stamp per target and mosaic, on the grid of the tile holding the target, filled "
+             "across tile edges from the other tiles (exact copies on a shared pixel grid; "
+             "others resampled: interp, the default, or flux); the SRCMAP extension says "
+             "where each pixel came from")
 
 
 # ---- inputs -------------------------------------------------------------------------

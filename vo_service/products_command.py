@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vo_service.catalog_columns import parse_angle
+from vo_service.catalogs.columns import parse_angle
 
 __all__ = ["add_catalog_rows_arguments", "add_psf_arguments", "run_catalog_rows_command",
            "run_psf_command"]

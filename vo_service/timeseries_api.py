@@ -22,10 +22,10 @@ from pathlib import Path
 from astropy.io import fits
 from astropy.table import Table
 
+from vo_service.catalogs.ephemerides import Ephemeris, read_ephemeris
 from vo_service.engine.photometry import ApertureSpec
 from vo_service.engine.stack import Epoch, cut_epochs, epochs_from_files, stack_bytes
 from vo_service.engine.writing import atomic_write
-from vo_service.ephemerides import Ephemeris, read_ephemeris
 from vo_service.products import timeseries as series
 
 __all__ = ["light_curve", "time_series"]

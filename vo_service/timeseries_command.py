@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vo_service.catalog_columns import parse_angle
+from vo_service.catalogs.columns import parse_angle
 
 __all__ = ["add_timeseries_arguments", "run_timeseries_command"]
 
@@ -66,7 +66,7 @@ def _problem(message: str) -> int:
 def run_timeseries_command(args: argparse.Namespace, settings) -> int:  # noqa: ANN001
     """Run the sub-command; returns the exit status."""
     from vo_service import timeseries_api
-    from vo_service.ephemerides import EphemerisError, read_ephemeris
+    from vo_service.catalogs.ephemerides import EphemerisError, read_ephemeris
     from vo_service.products.timeseries import SeriesError
 
     try:

@@ -41,6 +41,11 @@
     <root>/asteroid.csv                     the asteroid's ephemeris, one row a day: mjd,
                                             ra, dec (ICRS deg), ra_rate (dRA cos Dec/dt),
                                             dec_rate (arcsec/hour)
+    <root>/euclid/TRACTS/EUC_MER_<PRODUCT>-MOSAIC-VIS_TILE<tile>.fits
+        tiles whose edges overlap, for stitched stamps (PRODUCT: BGSUB, RMS, FLAG): tiles
+        102031001 and 102031002 are two patches of one pixel grid (the same tangent point,
+        CRPIX shifted), tile 102032001 has its own tangent point and overlaps both from the
+        north. Point sources with IDs from 300901 in sources.csv sit on the seams.
 
 Every image HDU carries TELESCOP, INSTRUME, FILTER, PRODTYPE, TILEID, OBJECT, OBS_COLL
 ('EUCLID-DEMO'), DATE-OBS, MJD-OBS, MJD-END, EXPTIME, BUNIT, MAGZERO (23.9: images are in
@@ -63,7 +68,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from vo_service.archive import demo_epochs, demo_products
+from vo_service.archive import demo_epochs, demo_products, demo_seams
 from vo_service.archive.demo_sky import (
     AB_ZERO_UJY,
     BAND_BY_NAME,
@@ -129,8 +134,11 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
     written.append(_write_mef(root, seed, tile_centres[MAIN_TILES[1]], 0.025 * scale, main))
     written.append(_write_cube(root, seed, tile_centres[MAIN_TILES[0]], scale, main))
     written += _write_epochs(root, seed, epoch_side, epoch_cat, variable_id)
+    seams, seam_cat = demo_seams.seam_tiles(seed, scale)
+    written += _write_seam_tiles(root, seams)
     _write_sources(root / "sources.csv", [(main, name), (ra0_cat, RA0_FIELD[0]),
-                                          (epoch_cat, EPOCH_FIELD[0])], variable_id)
+                                          (epoch_cat, EPOCH_FIELD[0]),
+                                          (seam_cat, demo_seams.SEAM_FIELD[0])], variable_id)
     total_bytes = sum(path.stat().st_size for path in written)
     hdus = sum(_count_image_hdus(path) for path in written)
     contents = (
@@ -140,7 +148,8 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
         f"(tile {COMPRESSED_TILE} RICE-compressed, tile {RA0_TILE} "
         f"straddling RA 0), one multi-extension file, one spectral cube, "
         f"{demo_epochs.EPOCH_COUNT} epochs (BGSUB + RMS) with a variable star and an "
-        f"asteroid; {len(main) + len(ra0_cat) + len(epoch_cat)} sources in sources.csv"
+        f"asteroid, 3 tiles with overlapping edges for stitching; "
+        f"{len(main) + len(ra0_cat) + len(epoch_cat) + len(seam_cat)} sources in sources.csv"
     )
     # README.txt holds no build time, so that it too is identical between builds.
     _atomic_write_text(root / "README.txt", f"{__doc__}\nThis archive: {contents}.\n")
@@ -240,6 +249,23 @@ def _write_tile(root: Path, seed: int, tile: int, centre: tuple[float, float], s
     paths.append(demo_products.write_source_catalog(
         folder / f"EUC_MER_FINAL-CAT_TILE{tile}.fits", _band_cards(BANDS[0], centre, side),
         catalog, demo_products.product_headers(tile, field, None, "CATALOG"), _write_fits))
+    return paths
+
+
+def _write_seam_tiles(root: Path, seams: list[demo_seams.SeamTile]) -> list[Path]:
+    """The VIS products of the tiles with overlapping edges (demo_seams.py)."""
+    band = BAND_BY_NAME["VIS"]
+    paths = []
+    for seam in seams:
+        for product, image in seam.images.items():
+            common = _common_cards(band, product, seam.tile, demo_seams.SEAM_FIELD[0],
+                                   _date_for(band, seam.tile_index), band.exptime)
+            extra = seam.science_cards if product == "BGSUB" else fits.Header()
+            path = (root / "euclid" / "TRACTS"
+                    / f"EUC_MER_{product}-MOSAIC-{band.name}_TILE{seam.tile}.fits")
+            _write_fits(path, fits.HDUList(
+                [fits.PrimaryHDU(image, _image_header(common, seam.cards, extra))]))
+            paths.append(path)
     return paths
 
 

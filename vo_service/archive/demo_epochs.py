@@ -15,6 +15,7 @@ Everything is a pure function of the seed, so the archive stays byte-for-byte re
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from astropy.time import Time
 
 from vo_service.archive.demo_sky import AB_ZERO_UJY, BANDS, Catalog, rng_for
+from vo_service.engine.writing import atomic_write
 
 EPOCH_COUNT = 20
 FIRST_VISIT = "2024-02-01T03:12:40"
@@ -115,10 +117,9 @@ def write_asteroid_csv(path: Path, dates: list[str], centre: tuple[float, float]
 
 
 def _write_csv(path: Path, rows: list[list[str]]) -> None:
-    from vo_service.archive.demo import _atomic_path
-
-    with _atomic_path(path) as temporary, open(temporary, "w", newline="") as stream:
-        csv.writer(stream).writerows(rows)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    atomic_write(path, [text.getvalue().encode()])
 
 
 assert BANDS[0].name == "VIS"  # the visits are VIS images; variable_mag is a VIS magnitude

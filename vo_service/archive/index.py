@@ -20,7 +20,7 @@ import numpy as np
 import sqlite_utils
 from numpy.typing import ArrayLike, NDArray
 
-from vo_service.archive import regions
+from vo_service.archive import regions, tap_geometry
 from vo_service.archive.lookup import SpatialIndex
 from vo_service.archive.mapping import ArchiveMapping, load_mapping
 from vo_service.archive.product_coverage import adopt_tile_footprints
@@ -67,6 +67,10 @@ class ArchiveIndex:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(str(self.db_path), timeout=60, check_same_thread=False)
+        # The sky-box triggers call it; a REPLACE fires the delete trigger of the old row.
+        connection.create_function("footprint_box", 1, tap_geometry.footprint_box,
+                                   deterministic=True)
+        connection.execute("PRAGMA recursive_triggers = ON")
         self.db = sqlite_utils.Database(connection)
         self.db.enable_wal()
         self._lock = threading.RLock()
@@ -84,7 +88,7 @@ class ArchiveIndex:
             if self._meta("schema") != SCHEMA:
                 # An index written by another version: start afresh (the next update
                 # re-reads every file) rather than fail on missing columns.
-                for table in ("images", "files"):
+                for table in ("images", "files", "images_sky"):
                     self.db[table].drop(ignore=True)
                 self._set_meta("schema", SCHEMA)
                 self._set_meta("settings", "")
@@ -96,6 +100,39 @@ class ArchiveIndex:
                 self.db["images"].create_index(columns, if_not_exists=True)
             self.db.execute("CREATE INDEX IF NOT EXISTS images_did_nocase "
                             "ON images (lower(obs_publisher_did))")
+            # TAP cones on image centres: the s_dec range from the index, the s_ra range
+            # tested on index entries (SQLite defers the row lookup) -> few rows read
+            self.db.execute("CREATE INDEX IF NOT EXISTS images_s_dec_ra ON images (s_dec, s_ra)")
+            # covers census queries (TAP GROUP BY instrument_name, band; facet counts)
+            self.db.execute("CREATE INDEX IF NOT EXISTS images_instrument_band "
+                            "ON images (instrument_name, band)")
+            self._create_sky_boxes()
+
+    def _create_sky_boxes(self) -> None:
+        """``images_sky``: an R*Tree of footprint boxes (id = images.rowid) kept by triggers,
+        so TAP's geometry predicates on s_region look up candidates instead of scanning."""
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'images_sky'"
+                                 ).fetchone()
+        if exists:
+            return
+        self.db.execute("CREATE VIRTUAL TABLE images_sky USING rtree("
+                        "id, ra_lo, ra_hi, dec_lo, dec_hi)")
+        insert = ("INSERT OR REPLACE INTO images_sky SELECT {row}.rowid, "
+                  "json_extract(box, '$[0]'), json_extract(box, '$[1]'), "
+                  "json_extract(box, '$[2]'), json_extract(box, '$[3]') "
+                  "FROM (SELECT footprint_box({row}.s_region) AS box) WHERE box IS NOT NULL")
+        self.db.execute("CREATE TRIGGER images_sky_insert AFTER INSERT ON images BEGIN "
+                        + insert.format(row="new") + "; END")
+        self.db.execute("CREATE TRIGGER images_sky_update AFTER UPDATE OF s_region ON images "
+                        "BEGIN DELETE FROM images_sky WHERE id = old.rowid; "
+                        + insert.format(row="new") + "; END")
+        self.db.execute("CREATE TRIGGER images_sky_delete AFTER DELETE ON images BEGIN "
+                        "DELETE FROM images_sky WHERE id = old.rowid; END")
+        for rowid, region in self.db.execute("SELECT rowid, s_region FROM images "
+                                             "WHERE s_region IS NOT NULL").fetchall():
+            box = tap_geometry.footprint_box(region)
+            self.db.execute("INSERT INTO images_sky VALUES (?, ?, ?, ?, ?)",
+                            [rowid, *json.loads(box or "[0, 360, -90, 90]")])
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()

@@ -1,7 +1,7 @@
 """The cutout engine: sky regions -> exact FITS stamps (no HTTP, no jobs).
 
 Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
-`OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
+`StampStatus`, `OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
 `write_multi_extension`, `ImageTask`, `run_tasks`, `cutout`.
 """
 
@@ -11,7 +11,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "cut": "cutout", "CutoutResult": "cutout", "describe_region": "cutout",
+    "cut": "api", "CutoutResult": "cutout", "describe_region": "cutout",
+    "StampStatus": "cutout",
     "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "bundle", "ZipStream": "bundle",
     "ZipAppender": "bundle",
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",

@@ -20,12 +20,17 @@ from astropy.wcs import WCS, FITSFixedWarning
 from vo_service.engine.batch import (
     ImageTask,
     cut_task,
+    iter_cutouts,
     multi_extension_chunks,
     run_tasks,
 )
-from vo_service.engine.cutout import CutoutResult
+from vo_service.engine.cutout import CutoutResult, StampStatus
+from vo_service.engine.mosaic import stitched_cutouts
+from vo_service.engine.reading import OpenImage
+from vo_service.engine.resample import DEFAULT_METHOD, METHODS
+from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write
-from vo_service.shapes import CenterSize
+from vo_service.shapes import CenterSize, Shape
 
 
 def _icrs_degrees(coordinates) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +80,8 @@ def first_image_hdu(path: str | Path) -> int:
 
 def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
            output_dir: str | Path | None = None, single_outfile: bool = False,
-           pad: bool = False, hdu: int | None = None, workers: int = 1
-           ) -> list[fits.HDUList] | list[Path]:
+           pad: bool = False, hdu: int | None = None, workers: int = 1,
+           stitch: bool | str = False) -> list[fits.HDUList] | list[Path]:
     """Cut every target from every file.
 
     Parameters
@@ -91,6 +96,11 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     pad : pad stamps at image edges to the full size (NaN / BLANK).
     hdu : the image HDU of every file (default: the first image with a celestial WCS).
     workers : files cut in parallel (1-16 threads).
+    stitch : treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT) and
+        make one stamp per target and mosaic, on the grid of the tile holding the target,
+        filled across tile edges from the other tiles: exact copies from tiles on the same
+        pixel grid, others resampled (True or ``"interp"``: bilinear; ``"flux"``:
+        flux-conserving). See `vo_service.engine.stitch`.
 
     Returns
     -------
@@ -102,18 +112,28 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     width, height, unit = _size(size)
     regions = tuple(CenterSize(float(ra), float(dec), width, height, unit)
                     for ra, dec in zip(ras, decs, strict=True))
-    tasks = [ImageTask(path, first_image_hdu(path) if hdu is None else hdu, regions, pad=pad)
-             for path in paths]
-    per_task: dict[int, list[CutoutResult]] = dict(run_tasks(tasks, cut_task, workers=workers))
+    hdus = [first_image_hdu(path) if hdu is None else hdu for path in paths]
+    if stitch:
+        method = DEFAULT_METHOD if stitch is True else str(stitch)
+        if method not in METHODS:
+            raise ValueError(f"stitch must be True or one of {', '.join(METHODS)}, not "
+                             f"{stitch!r}")
+        outcomes = [(paths[position], result) for position, result in stitched_cutouts(
+            list(zip(paths, hdus, strict=True)), regions, method=method, pad=pad)]
+    else:
+        tasks = [ImageTask(path, number, regions, pad=pad)
+                 for path, number in zip(paths, hdus, strict=True)]
+        per_task = dict(run_tasks(tasks, cut_task, workers=workers))
+        outcomes = [(task.path, result) for task_index, task in enumerate(tasks)
+                    for result in per_task[task_index]]
     stamps: list[tuple[Path, CutoutResult]] = []
-    for task_index, task in enumerate(tasks):
-        for result in per_task[task_index]:
-            if result.has_stamp:
-                stamps.append((task.path, result))
-            else:
-                warnings.warn(f"target {result.index} ({ras[result.index]:.6f}, "
-                              f"{decs[result.index]:.6f}) not cut from {task.path.name}: "
-                              f"{result.status} {result.message}".rstrip(), stacklevel=2)
+    for path, result in outcomes:
+        if result.has_stamp:
+            stamps.append((path, result))
+        else:
+            warnings.warn(f"target {result.index} ({ras[result.index]:.6f}, "
+                          f"{decs[result.index]:.6f}) not cut from {path.name}: "
+                          f"{result.status} {result.message}".rstrip(), stacklevel=2)
     if single_outfile:
         chunks = multi_extension_chunks(
             (result for _, result in stamps), extname=lambda r: f"CUTOUT{r.index}")
@@ -147,3 +167,31 @@ def fits_cut(input_files, coordinates, cutout_size=25, *, extension=None,
     if single_outfile and not memory_only:
         return results[0]
     return results
+
+
+def cut(path: str | Path, hdu: int | str, region: Shape, *,
+        band: tuple[float, float] | None = None, time: tuple[float, float] | None = None,
+        pol: list[str] | None = None, pad: bool = False, max_pixels: int | None = None,
+        origfile: str | None = None) -> CutoutResult:
+    """Cut one region out of one image HDU.
+
+    Parameters
+    ----------
+    path, hdu : the FITS file and the HDU index (or EXTNAME) of the image.
+    region : a `vo_service.shapes` Circle, Range, Polygon or CenterSize (ICRS).
+    band : (lo, hi) barycentric wavelength in metres; selects channels of a cube.
+    time : (lo, hi) MJD; selects a time axis, or checks the observation time of an image.
+    pol : Stokes labels (I, Q, U, V, RR, ...); selects along a STOKES axis.
+    pad : pad a partially overlapping stamp to the full requested size (NaN or BLANK).
+    max_pixels : refuse (CutoutError) a stamp with more pixels than this.
+    origfile : the name recorded as ORIGFILE/ORIG_FLE (default: the file name).
+
+    Returns a CutoutResult with status 'ok', 'partial' or 'no-overlap'.
+    Raises CutoutError when the request cannot be answered on this image.
+    """
+    with OpenImage(path, hdu) as image:
+        result = next(iter_cutouts(image, [region], band=band, time=time, pol=pol, pad=pad,
+                                   max_pixels=max_pixels, origfile=origfile))
+    if result.status == StampStatus.ERROR:
+        raise CutoutError(result.message)
+    return result

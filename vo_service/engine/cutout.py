@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +29,18 @@ from vo_service.engine.writing import (
 )
 from vo_service.shapes import CenterSize, Circle, Polygon, Range, Shape
 
-STATUSES = ("ok", "partial", "no-overlap", "error")
+
+class StampStatus(StrEnum):
+    """What became of one region on one image. The values are the words users read: the
+    manifest's ``status`` column, the web gallery's tags, the CLI's summary."""
+
+    OK = "ok"  # the region lies inside the image
+    PARTIAL = "partial"  # partly off the image: the stamp is clipped (or padded)
+    STITCHED = "stitched"  # across the image edge, filled from other tiles (engine.stitch)
+    NO_OVERLAP = "no-overlap"  # no stamp: off the image, or a filter selected nothing
+    ERROR = "error"  # this region could not be cut (batch only; `cut` raises instead)
+
+
 REASONS = ("spatial", "band", "time", "pol")  # why a result has status 'no-overlap'
 SPATIAL_MISS = "the region does not overlap the image"
 
@@ -73,7 +85,7 @@ class CutoutResult:
     `data`: raw source pixel values, big-endian, numpy order (None without a stamp).
     """
 
-    status: str
+    status: StampStatus
     pixel_box: PixelBox | None
     message: str = ""
     data: np.ndarray | None = None
@@ -158,7 +170,7 @@ class CutoutResult:
 class Plan:
     """Where one region's stamp comes from: requested and readable boxes."""
 
-    status: str
+    status: StampStatus
     message: str
     box: PixelBox | None  # the stamp's box (requested if padded, else clipped)
     read_box: PixelBox | None  # the part inside the image
@@ -176,19 +188,19 @@ def plan_cutouts(image: OpenImage, regions: list[Shape], *, band=None, time=None
     selection = select_axes(image.wcs, image.header, image.fits_shape, target,
                             band=band, time=time, pol=pol)
     if selection.no_overlap:
-        return [Plan("no-overlap", selection.no_overlap, None, None, selection.missed)
+        return [Plan(StampStatus.NO_OVERLAP, selection.no_overlap, None, None, selection.missed)
                 for _ in regions]
     plans = []
     for window in region_windows(mapper, regions):
         if window is None:
-            plans.append(Plan("no-overlap", SPATIAL_MISS, None, None, "spatial"))
+            plans.append(Plan(StampStatus.NO_OVERLAP, SPATIAL_MISS, None, None, "spatial"))
             continue
         full = window.requested.with_ranges(selection.ranges)
         clipped = window.inside.with_ranges(selection.ranges)
-        status = "ok" if window.complete else "partial"
+        status = StampStatus.OK if window.complete else StampStatus.PARTIAL
         box = full if pad else clipped
         if max_pixels is not None and box.size > max_pixels:
-            plans.append(Plan("error", f"the cutout has {box.size} pixels, more than the "
+            plans.append(Plan(StampStatus.ERROR, f"the cutout has {box.size} pixels, more than the "
                               f"limit of {max_pixels}; ask for a smaller region", None, None))
             continue
         plans.append(Plan(status, "", box, clipped))
@@ -220,33 +232,3 @@ def padded_stamp(image: OpenImage, plan: Plan, pixels: np.ndarray) -> tuple[np.n
 def make_template(image: OpenImage, origfile: str | None, bitpix: int) -> StampHeader:
     return StampHeader(image.header, origfile=origfile or image.path.name,
                        orig_ext=image.hdu_index, data_bitpix=bitpix)
-
-
-def cut(path: str | Path, hdu: int | str, region: Shape, *,
-        band: tuple[float, float] | None = None, time: tuple[float, float] | None = None,
-        pol: list[str] | None = None, pad: bool = False, max_pixels: int | None = None,
-        origfile: str | None = None) -> CutoutResult:
-    """Cut one region out of one image HDU.
-
-    Parameters
-    ----------
-    path, hdu : the FITS file and the HDU index (or EXTNAME) of the image.
-    region : a `vo_service.shapes` Circle, Range, Polygon or CenterSize (ICRS).
-    band : (lo, hi) barycentric wavelength in metres; selects channels of a cube.
-    time : (lo, hi) MJD; selects a time axis, or checks the observation time of an image.
-    pol : Stokes labels (I, Q, U, V, RR, ...); selects along a STOKES axis.
-    pad : pad a partially overlapping stamp to the full requested size (NaN or BLANK).
-    max_pixels : refuse (CutoutError) a stamp with more pixels than this.
-    origfile : the name recorded as ORIGFILE/ORIG_FLE (default: the file name).
-
-    Returns a CutoutResult with status 'ok', 'partial' or 'no-overlap'.
-    Raises CutoutError when the request cannot be answered on this image.
-    """
-    from vo_service.engine.batch import iter_cutouts
-
-    with OpenImage(path, hdu) as image:
-        result = next(iter_cutouts(image, [region], band=band, time=time, pol=pol, pad=pad,
-                                   max_pixels=max_pixels, origfile=origfile))
-    if result.status == "error":
-        raise CutoutError(result.message)
-    return result

@@ -26,7 +26,8 @@ import numpy as np
 
 from vo_service.archive.mapping import load_mapping
 from vo_service.catalogs import Catalog
-from vo_service.errors import storage_failure
+from vo_service.engine.cutout import StampStatus
+from vo_service.errors import UsageError, storage_failure
 from vo_service.jobs.batch_cut import Outcome, StampTask, Target
 from vo_service.jobs.batch_params import (
     DEFAULT_SIZE_PIX,
@@ -36,6 +37,7 @@ from vo_service.jobs.batch_params import (
     uploaded,
 )
 from vo_service.jobs.batch_photometry import (
+    MEASURED,
     add_photometry,
     photometry_planned,
     photometry_target,
@@ -45,11 +47,18 @@ from vo_service.jobs.executors import as_finished
 from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
-from vo_service.manifest import MANIFEST_MIME, ZIP_MIME, Bundle, format_pixel_box, write_manifest
+from vo_service.products import stitching
+from vo_service.products.cutouts import changed_since_indexed
 from vo_service.products.job_products import lookup_targets, product_plan
+from vo_service.products.manifest import (
+    MANIFEST_MIME,
+    ZIP_MIME,
+    Bundle,
+    ManifestRow,
+    format_pixel_box,
+    write_manifest,
+)
 from vo_service.products.stamp_photometry import measure_unit, photometry_units
-from vo_service.protocols.dali import UsageError
-from vo_service.protocols.soda import changed_since_indexed
 
 log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
@@ -163,8 +172,10 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
             target = targets[int(point)]
             entries.append((target, stamp_path(target, folder, image, row_digits,
                                                result_ids)))
+        neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
         for start in range(0, len(entries), CHUNK_TARGETS):
-            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS], product))
+            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
+                                   request.stitch, neighbours, product))
     matched = set(points.tolist())
     unmatched = [t for i, t in enumerate(targets) if i not in matched]
     return BatchPlan(tasks, unmatched, bad)
@@ -181,14 +192,6 @@ def _in_time(points: np.ndarray, found: np.ndarray, records, intervals
             continue
         keep[k] = any(record.t_min <= hi and record.t_max >= lo for lo, hi in intervals)
     return points[keep], found[keep]
-
-
-def manifest_row(target: Target | None, row: int, target_id: str, **values: object) -> dict:
-    """One manifest row; ``values`` by FIELD name."""
-    base = {"target_id": target_id, "row": row + 1,
-            "ra": target.ra if target else None, "dec": target.dec if target else None}
-    base.update(values)
-    return base
 
 
 class BatchJob:
@@ -223,12 +226,12 @@ class BatchJob:
         request = parse_batch_request(context.parameters, settings.limits)
         catalog = load_catalog(request, context.uploads, settings.limits)
         plan = plan_batch(catalog, request, self.resources.index)
-        rows: list[dict] = [
-            manifest_row(None, row, target_id, status="error", message=problem)
+        rows: list[ManifestRow] = [
+            ManifestRow(target_id, row + 1, None, None, StampStatus.ERROR, problem)
             for row, target_id, problem in plan.bad_rows
         ] + [
-            manifest_row(t, t.row, t.target_id, status="no-overlap",
-                         message="the position is inside no image matching the selection")
+            ManifestRow(t.target_id, t.row + 1, t.ra, t.dec, StampStatus.NO_OVERLAP,
+                        "the position is inside no image matching the selection")
             for t in plan.unmatched
         ]
         done = len(rows)
@@ -258,11 +261,12 @@ class BatchJob:
                     if changed_since_indexed(task.record):  # e.g. truncated by a copy
                         reason = ("the image file changed on disk after it was indexed; "
                                   "re-index the archive (vo-service index), then run again")
-                    outcomes = [Outcome(target, "error", reason) for target, _ in task.entries]
+                    outcomes = [Outcome(target, StampStatus.ERROR, reason)
+                                for target, _ in task.entries]
                 results = []
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))
-                    if photometry and outcome.ranges:
+                    if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
                         results.append(ResultFile(
@@ -282,7 +286,7 @@ class BatchJob:
                     measured.extend(future.result())
                     done += len(unit.targets)
                     context.set_progress(done, total)
-        rows.sort(key=lambda r: (r["row"], r.get("image_id") or ""))
+        rows.sort(key=lambda r: (r.row, r.image_id or ""))
         extra_fields = []
         if photometry:
             extra_fields = add_photometry(rows, measured, photometry, context, bundle)
@@ -306,22 +310,23 @@ class BatchJob:
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")
 
-    def _row(self, context: JobContext, task: StampTask, outcome: Outcome) -> dict:
+    def _row(self, context: JobContext, task: StampTask, outcome: Outcome) -> ManifestRow:
         record = task.record
+        target = outcome.target
         fits_file = outcome.files.get("fits")
         png_file = outcome.files.get("png")
         primary = fits_file or png_file
-        return manifest_row(
-            outcome.target, outcome.target.row, outcome.target.target_id,
-            collection=record.obs_collection, instrument=record.instrument_name,
-            band=record.band, product_type=record.product_type,
+        return ManifestRow(
+            target.target_id, target.row + 1, target.ra, target.dec, outcome.status,
+            outcome.message or None, collection=record.obs_collection,
+            instrument=record.instrument_name, band=record.band, product_type=record.product_type,
             image_id=record.obs_publisher_did,
             access_url=context.result_url(_result_id(primary[0])) if primary else None,
             content_type=(MIME["fits"] if fits_file else MIME["png"]) if primary else None,
             preview_url=context.result_url(_result_id(png_file[0])) if png_file else None,
             file=primary[0] if primary else None,
             pixel_box=format_pixel_box(outcome.ranges), bytes=primary[1] if primary else None,
-            status=outcome.status, message=outcome.message or None,
+            stitched_from=" ".join(stitching.sources_described(outcome.message)) or None,
         )
 
 

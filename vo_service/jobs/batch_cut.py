@@ -8,7 +8,7 @@ once if it had none.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,10 +21,13 @@ from vo_service.cache import (
     source_identity,
 )
 from vo_service.engine.batch import iter_cutouts
+from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
-from vo_service.engine.reading import OpenImage
+from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
+from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
 from vo_service.jobs.stamps import link_replacing, publish_cached
+from vo_service.products import stitching
 from vo_service.products.job_products import ProductPlan, product_unit_results
 from vo_service.shapes import CenterSize
 
@@ -38,9 +41,9 @@ KEY_VERSION = 2  # 2: previews of physical values (BSCALE/BZERO, BLANK as missin
 class OutcomeMemory(Protocol):
     """Where outcomes of (target, image) pairs are remembered (the job store)."""
 
-    def stamp_outcomes(self, keys: list[str]) -> dict[str, dict[str, object]]: ...
+    def stamp_outcomes(self, keys: list[str]) -> dict[str, RememberedOutcome]: ...
 
-    def save_stamp_outcomes(self, outcomes: dict[str, dict[str, object]]) -> None: ...
+    def save_stamp_outcomes(self, outcomes: dict[str, RememberedOutcome]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class StampTask:
 
     record: object
     entries: list[tuple[Target, str]]
+    stitch: str | None = None  # resampling method of stitched stamps (None: plain cutouts)
+    neighbours: tuple = ()  # the other tiles of the record's mosaic, for stitching
     product: ProductPlan | None = None
 
 
@@ -74,9 +79,9 @@ class Outcome:
     """What became of one (target, image): status, box, and files (relative path, size)."""
 
     target: Target
-    status: str
+    status: StampStatus
     message: str = ""
-    ranges: list[tuple[int, int]] | None = None
+    ranges: PixelRanges | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
     # Bytes of small stamps by format, while the unit packs them into its bundle part
@@ -85,14 +90,16 @@ class Outcome:
 
 
 def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
-               product: dict[str, object] | None = None) -> dict[str, str]:
-    """Keys of a target's outcome and of each stamp format on one source image
-    (``product``: what else makes a PSF or catalog product's bytes)."""
+               stitch: dict | None = None, product: dict[str, object] | None = None
+               ) -> dict[str, str]:
+    """Keys of a target's outcome and of each stamp format on one source image (and, for
+    stitched stamps, the method and the neighbours as they are on disk; ``product``: what
+    else makes a PSF or catalog product's bytes)."""
     request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                "center": [target.ra, target.dec],
-               "size": [target.size, target.size, target.unit], "pad": False}
-    if product is not None:
-        request["made"] = product
+               "size": [target.size, target.size, target.unit], "pad": False,
+               **({"stitch": stitch} if stitch else {}),
+               **({"made": product} if product is not None else {})}
     keys = {"outcome": make_key({**request, "what": "outcome"})}
     for fmt in formats:
         keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
@@ -111,10 +118,12 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     record = task.record
     try:
         identity = source_identity(record.path, record.hdu)
+        stitch = _stitch_key(task)
     except OSError as exc:
-        return [Outcome(t, "error", f"the image cannot be read: {exc}") for t, _ in task.entries]
+        return [Outcome(t, StampStatus.ERROR, f"the image cannot be read: {exc}")
+                for t, _ in task.entries]
     made = task.product.key_parts() if task.product is not None else None
-    keyed = [(target, stem, stamp_keys(identity, target, formats, made))
+    keyed = [(target, stem, stamp_keys(identity, target, formats, stitch, made))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     folders = _Folders(stamp_dir)
@@ -123,7 +132,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     for start in range(0, len(keyed), OPEN_TARGETS):  # bounded open files (large stamps)
         part = keyed[start:start + OPEN_TARGETS]
         with_stamps = [keys[fmt] for _, _, keys in part
-                       if (known.get(keys["outcome"]) or {}).get("stamp") for fmt in formats]
+                       if _had_stamp(known.get(keys["outcome"])) for fmt in formats]
         opened = cache.open_many(with_stamps)
         try:
             for target, stem, keys in part:
@@ -142,7 +151,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                     cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    folders, task.product))
+                                    folders, task))
     return outcomes
 
 
@@ -162,13 +171,16 @@ class _Folders:
         return self.stamp_dir / relative
 
 
+def _had_stamp(remembered: RememberedOutcome | None) -> bool:
+    return remembered is not None and remembered.has_stamp
+
+
 def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
-                keys: dict[str, str], remembered: dict[str, object],
+                keys: dict[str, str], remembered: RememberedOutcome,
                 formats: tuple[str, ...], folders: _Folders) -> Outcome | None:
-    ranges = json.loads(remembered["ranges"]) if remembered["ranges"] else None
-    outcome = Outcome(target, str(remembered["status"]), str(remembered["message"] or ""),
-                      [tuple(r) for r in ranges] if ranges else None, from_cache=True)
-    if not remembered["stamp"]:
+    outcome = Outcome(target, remembered.status, remembered.message, remembered.ranges,
+                      from_cache=True)
+    if not remembered.has_stamp:
         return outcome
     if any(opened.get(keys[fmt]) is None for fmt in formats):  # evicted: cut again
         return None
@@ -182,27 +194,45 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
     return outcome
 
 
+def _stitch_key(task: StampTask) -> dict | None:
+    """The stitching part of the stamp keys of a task (raises OSError for an unreadable
+    neighbour)."""
+    if not task.stitch:
+        return None
+    return {"method": task.stitch, "neighbours": [source_identity(other.path, other.hdu)
+                                                  for other in task.neighbours]}
+
+
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 formats: tuple[str, ...], max_pixels: int, folders: _Folders,
-                product: ProductPlan | None = None) -> list[Outcome]:
+                task: StampTask) -> list[Outcome]:
     try:
-        if product is not None:  # a PSF or a catalog: made per target, not cut
-            results = product_unit_results(record, product, [t.region for t, _, _ in misses],
-                                           max_pixels)
+        regions = [t.region for t, _, _ in misses]
+        if task.product is not None:  # a PSF or a catalog: made per target, not cut
+            results = product_unit_results(record, task.product, regions, max_pixels)
         else:
             with OpenImage(record.path, record.hdu) as image:
-                results = list(iter_cutouts(image, [t.region for t, _, _ in misses],
-                                            max_pixels=max_pixels, origfile=record.path.name))
+                if task.stitch:
+                    with contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
+                        results = stitching.cut_stitched(
+                            neighbour_images, image, record, task.neighbours, regions,
+                            method=task.stitch, max_pixels=max_pixels)
+                else:
+                    results = list(iter_cutouts(image, regions, max_pixels=max_pixels,
+                                                origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
-        return [Outcome(t, "error", f"{type(exc).__name__}: {exc}") for t, _, _ in misses]
+        return [Outcome(t, StampStatus.ERROR, f"{type(exc).__name__}: {exc}")
+                for t, _, _ in misses]
     outcomes: list[Outcome] = []
-    learned: dict[str, dict[str, object]] = {}
+    learned: dict[str, RememberedOutcome] = {}
     pending = _PendingStamps(cache, folders)
     for result in results:
         target, stem, keys = misses[result.index]
-        ranges = [tuple(r) for r in result.pixel_box.ranges] if result.pixel_box else None
+        ranges = result.pixel_box.ranges if result.pixel_box else None
         outcome = Outcome(target, result.status, result.message, ranges)
+        if images := stitching.stitched_images(result):
+            outcome.message = stitching.describe_sources(images)
         if result.has_stamp:
             for fmt in formats:
                 try:
@@ -212,10 +242,8 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
                 pending.add(outcome, fmt, keys[fmt], stem + SUFFIX[fmt], content)
-        learned[keys["outcome"]] = {
-            "status": outcome.status, "message": outcome.message,
-            "ranges": json.dumps(ranges) if ranges else None, "stamp": int(result.has_stamp),
-        }
+        learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message, ranges,
+                                                     result.has_stamp)
         outcomes.append(outcome)
     pending.flush()
     memory.save_stamp_outcomes(learned)

@@ -12,22 +12,23 @@ from dataclasses import dataclass
 
 from vo_service.catalogs import Catalog, CatalogError, read_catalog
 from vo_service.config import Limits
+from vo_service.errors import UsageError
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
+from vo_service.products import stitching
 from vo_service.products.catalog_products import SCIENCE_TYPES
+from vo_service.products.parameters import parse_float, parse_int, parse_interval
 from vo_service.products.product_options import (
-    ProductError,
     ProductOptions,
     parse_columns,
     parse_photometry,
     parse_psf_method,
 )
-from vo_service.protocols.dali import UsageError, parse_float, parse_int, parse_interval
 
 MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE", "TIME", "COLUMNS",
                 "APERTURE"}
 SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN", "SIZE",
-                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "PSF", "PHOTOMETRY",
+                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "STITCH", "PSF", "PHOTOMETRY",
                  "APERTURE_UNIT", "ANNULUS"}
 SIZE_UNITS = ("pix", "arcsec", "arcmin", "deg")
 DEFAULT_SIZE_PIX = 64.0
@@ -54,6 +55,7 @@ class BatchRequest:
     formats: tuple[str, ...]
     workers: int
     times: tuple[tuple[float, float], ...] = ()  # TIME intervals (MJD): images meeting any
+    stitch: str | None = None  # STITCH: resampling method of stitched stamps, None = off
     products: ProductOptions = ProductOptions()  # PSF, COLUMNS, PHOTOMETRY (docs/products.md)
 
 
@@ -86,8 +88,9 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a catalog job; see "
                          "docs/async.md for UPLOAD, RA_COLUMN, DEC_COLUMN, ID_COLUMN, "
                          "SIZE_COLUMN, SIZE, SIZE_UNIT, COLLECTION, INSTRUMENT, BANDNAME, "
-                         "PRODUCTTYPE, TIME, RESPONSEFORMAT, WORKERS, and docs/products.md "
-                         "for PSF, COLUMNS, PHOTOMETRY, APERTURE, APERTURE_UNIT, ANNULUS")
+                         "PRODUCTTYPE, TIME, RESPONSEFORMAT, WORKERS, STITCH, and "
+                         "docs/products.md for PSF, COLUMNS, PHOTOMETRY, APERTURE, "
+                         "APERTURE_UNIT, ANNULUS")
     for name in SINGLE_VALUED:
         if len(values.get(name, [])) > 1:
             raise UsageError(f"{name} is single-valued but was given {len(values[name])} "
@@ -119,11 +122,12 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
             raise UsageError(f"WORKERS must be between 1 and {limits.max_job_workers}, "
                              f"got {workers}")
     try:
-        products = ProductOptions(
+        stitch = stitching.parse_stitch(one("STITCH"))
+        products = ProductOptions(  # a ProductError is a ValueError too
             parse_psf_method(one("PSF")), parse_columns(values.get("COLUMNS", [])),
             parse_photometry(one("PHOTOMETRY"), values.get("APERTURE", []),
                              one("APERTURE_UNIT"), one("ANNULUS")))
-    except ProductError as exc:
+    except ValueError as exc:
         raise UsageError(str(exc)) from exc
     product_types = values.get("PRODUCTTYPE", [])
     if products.photometry and product_types and not any(
@@ -142,6 +146,7 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         bandnames=values.get("BANDNAME", []), product_types=values.get("PRODUCTTYPE", []),
         formats=FORMATS[format_text], workers=workers,
         times=tuple(parse_interval("TIME", v, allow_scalar=True) for v in values.get("TIME", [])),
+        stitch=stitch,
         products=products,
     )
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.batch_cut import Outcome, StampTask
 from vo_service.jobs.service import JobContext
 from vo_service.jobs.store import ResultFile
-from vo_service.manifest import MANIFEST_MIME, Bundle
+from vo_service.products.manifest import MANIFEST_MIME, Bundle, ExtraField, ManifestRow
 from vo_service.products.product_options import PhotometryOptions
 from vo_service.products.stamp_photometry import (
     PhotometryRow,
@@ -22,6 +23,8 @@ from vo_service.products.stamp_photometry import (
 )
 
 PHOTOMETRY_FILE = "photometry.xml"
+# Stamps measured: a box inside their image (a stitched stamp's box leaves it)
+MEASURED = (StampStatus.OK, StampStatus.PARTIAL)
 
 
 def photometry_planned(tasks: Sequence[StampTask]) -> int:
@@ -37,16 +40,16 @@ def photometry_target(outcome: Outcome) -> PhotometryTarget:
                             tuple(tuple(r) for r in outcome.ranges))
 
 
-def add_photometry(rows: list[dict], measured: Sequence[PhotometryRow],
+def add_photometry(rows: list[ManifestRow], measured: Sequence[PhotometryRow],
                    options: PhotometryOptions, context: JobContext, bundle: Bundle
-                   ) -> list[tuple[str, str, str, str, str]]:
+                   ) -> list[ExtraField]:
     """Put the measurements into the manifest rows (by catalog row and image), publish
     ``photometry.xml``; returns the manifest's extra FIELDs."""
     by_stamp = {(row.row + 1, row.image_id): row for row in measured}
     for row in rows:
-        found = by_stamp.get((row.get("row"), row.get("image_id")))
+        found = by_stamp.get((row.row, row.image_id))
         if found is not None:
-            row.update(manifest_values(found))
+            row.extra = manifest_values(found)
     content = photometry_table_bytes(measured, options)
     path = context.job_dir / PHOTOMETRY_FILE
     temporary = path.with_name(path.name + ".part")

@@ -6,14 +6,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from vo_service.jobs.documents import result_url
 from vo_service.jobs.job_files import Upload
 from vo_service.jobs.store import JobStore, Parameter, ResultFile
-
-if TYPE_CHECKING:
-    from vo_service.jobs.service import JobService
 
 
 class JobParameterError(ValueError):
@@ -54,6 +51,14 @@ class JobKind(Protocol):
         ...
 
 
+class JobRunner(Protocol):
+    """What a running job needs of the service that runs it (``JobService`` is one;
+    a Protocol, so that this module does not import the service that imports it)."""
+
+    stopping: bool  # set when the service is shutting down
+    store: JobStore
+
+
 @dataclass
 class JobContext:
     """What a running job sees: its inputs, a place for files, and ways to report."""
@@ -64,7 +69,7 @@ class JobContext:
     job_dir: Path
     base_url: str
     resources: Any
-    _service: JobService
+    _service: JobRunner
     _abort: threading.Event = field(default_factory=threading.Event)
 
     def should_stop(self) -> bool:

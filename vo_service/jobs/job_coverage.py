@@ -29,13 +29,14 @@ from vo_service.archive.coverage import (
 )
 from vo_service.archive.footprint import load_celestial_image
 from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
+from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.store import ResultFile
 
 log = logging.getLogger(__name__)
 COVERAGE_RESULT = "coverage"
 COVERAGE_FILE = "coverage.fits"
 COVERAGE_MIME = "application/fits"
-STAMP_STATUSES = ("ok", "partial")
+STAMP_STATUSES = (StampStatus.OK, StampStatus.PARTIAL)  # manifest rows with a stamp
 _BOX = re.compile(r"^\[(\d+):(\d+),(\d+):(\d+)")
 
 

@@ -5,7 +5,8 @@ catalog batch job (``batch.py``), and so is one being built up with
 catalog-job parameters only (``SIZE``, ``BANDNAME``…: its UPLOAD may come later with
 ``POST …/parameters``); any other is a SODA async job (``soda_job.py``), one result per
 combination of ID x spatial x BAND x TIME. The kind is chosen again whenever the
-parameters change.
+parameters change. TAP jobs (``tap_job.py``) are made by the TAP job list, which names
+their kind itself.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def job_kinds(resources: JobResources) -> dict[str, JobKind]:
     """Every kind of job, by name."""
     from vo_service.jobs.batch import BatchJob
     from vo_service.jobs.soda_job import SodaJob
+    from vo_service.jobs.tap_job import TapJob
     from vo_service.jobs.timeseries_job import TimeSeriesJob
 
     return {"soda": SodaJob(resources), "batch": BatchJob(resources),
-            "timeseries": TimeSeriesJob(resources)}
+            "timeseries": TimeSeriesJob(resources), "tap": TapJob(resources)}

@@ -275,15 +275,17 @@ class JobService:
         self, parameters: Sequence[Parameter], uploads: Mapping[str, tuple[str | None, bytes]],
         *, base_url: str, run_id: str | None = None, owner_id: str | None = None,
         ready: bool = False,
+        kind: str | None = None,
     ) -> JobRecord:
-        """Validate and store a new PENDING job; JobParameterError (or a DALI UsageError)
-        for a bad value, OwnerLimitError if its owner already has too many jobs or result
-        bytes. With ``ready`` (RUN in the creating request) it must also be complete."""
+        """Validate and store a new PENDING job (of ``kind``, else chosen from the
+        parameters); JobParameterError (or a DALI UsageError) for a bad value,
+        OwnerLimitError if its owner already has too many jobs or result bytes. With
+        ``ready`` (RUN in the creating request) it must also be complete."""
         self.check_owner_limits(owner_id)
         if not self.reserve.fill():  # the disk is (nearly) full: no new work
             raise OSError(errno.ENOSPC, "the disk of the job directory has no room for the "
                           "space reserve of the job database; no new jobs until space is freed")
-        kind_name = self.choose_kind(parameters)
+        kind_name = kind or self.choose_kind(parameters)
         kind = self.kinds[kind_name]
         job_id = secrets.token_hex(8)
         job_dir = self.store.job_dir(job_id)
@@ -334,7 +336,10 @@ class JobService:
         job_dir = self.store.job_dir(job_id)
         before = load_uploads(job_dir)
         added = save_uploads(job_dir, uploads or {})
-        kind_name = self.choose_kind(parameters)
+        job = self.store.get(job_id)
+        # a TAP job stays one: its kind comes from the job list that made it
+        kind_name = "tap" if job is not None and job.kind == "tap" else self.choose_kind(
+            parameters)
         try:
             self.kinds[kind_name].validate(parameters, {**before, **added})
         except BaseException:

@@ -1,7 +1,7 @@
 """SODA async jobs: one result per combination of ID x spatial x BAND x TIME (SODA §3.3).
 
 POL is one filter for all outputs. Each combination is made exactly as ``/sync`` makes a
-single cutout (``protocols.soda.fetch_product``), so its bytes equal the sync answer and
+single cutout (``products.cutouts.fetch_product``), so its bytes equal the sync answer and
 both share the cutout cache. A combination without overlap, or that the image cannot
 answer, still gets a result: a text/plain file starting with ``UsageError:`` (DESIGN). The
 job is COMPLETED if any cutout was made, ERROR if none could be.
@@ -11,85 +11,66 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
+from vo_service.errors import DALIError, NotFound, UsageError
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.stamps import publish_cached
 from vo_service.jobs.store import Parameter, ResultFile
-from vo_service.protocols.dali import (
-    DALIError,
-    NotFound,
-    UsageError,
-    parse_circle,
-    parse_interval,
-    parse_polygon,
-    parse_pos,
-    parse_responseformat,
-)
-from vo_service.protocols.soda import (
-    FITS_MIME,
-    POL_LABELS,
-    NoOverlap,
-    SyncRequest,
-    fetch_product,
-)
-from vo_service.shapes import Shape
+from vo_service.products import stitching
+from vo_service.products.cutout_request import FITS_MIME, CutoutRequest, parse_cutout_values
+from vo_service.products.cutouts import NoOverlap, fetch_product
+from vo_service.products.parameters import parse_responseformat
 
-SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT"}
+SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT",
+                   "STITCH"}
 
 
 MAX_JOB_CUTOUTS = 10_000  # results of one SODA job (the cartesian product is checked first)
 
 
 def parse_soda_requests(parameters: Sequence[Parameter], *, complete: bool = True
-                        ) -> list[SyncRequest]:
+                        ) -> list[CutoutRequest]:
     """One single-cutout request per combination, in request order; UsageError if bad.
 
     With ``complete=False`` only each value's syntax is checked (a PENDING job being built
     up may still lack its ID or region; UWS 1.1 ``POST …/parameters``).
     """
-    values: dict[str, list[str]] = {}
-    regions: list[Shape] = []
-    for parameter in parameters:
-        name = parameter.name.upper()
-        values.setdefault(name, []).append(parameter.value)
-        if name == "CIRCLE":
-            regions.append(parse_circle(parameter.value))
-        elif name == "POLYGON":
-            regions.append(parse_polygon(parameter.value))
-        elif name == "POS":
-            regions.append(parse_pos(parameter.value))
-    unknown = sorted(set(values) - SODA_PARAMETERS)
+    values = parse_cutout_values((p.name.upper(), p.value) for p in parameters)
+    names = {parameter.name.upper() for parameter in parameters}
+    unknown = sorted(names - SODA_PARAMETERS)
     if unknown:
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a SODA job; use "
                          f"{', '.join(sorted(SODA_PARAMETERS))} (or UPLOAD for a catalog job)")
-    ids = [value.strip() for value in values.get("ID", [])]
-    if not ids and complete:
+    if not values.ids and complete:
         raise UsageError("a SODA job needs at least one ID (or UPLOAD=name,param:name with a "
                          "catalog for a batch job); add it with POST …/parameters")
-    bands = [parse_interval("BAND", v) for v in values.get("BAND", [])]
-    times = [parse_interval("TIME", v) for v in values.get("TIME", [])]
-    labels = [label.strip().upper() for value in values.get("POL", []) for label in value.split()]
-    for label in labels:
-        if label not in POL_LABELS:
-            raise UsageError(f"POL: {label!r} is not a polarization state; use one of "
-                             + " ".join(POL_LABELS))
-    pol = tuple(sorted(set(labels))) if labels else None
-    if not regions and not bands and not times and pol is None and complete:
+    if not values.selects_a_part and complete:
         raise UsageError("the job has no CIRCLE, POLYGON or POS (nor BAND, TIME, POL) to say "
                          "which part of the images to cut; add one with POST …/parameters")
-    formats = values.get("RESPONSEFORMAT", [])
+    formats = [p.value for p in parameters if p.name.upper() == "RESPONSEFORMAT"]
     if len(formats) > 1:
         raise UsageError("RESPONSEFORMAT is single-valued; send it once")
     response_format = parse_responseformat(formats[0] if formats else None, [FITS_MIME],
                                            default=FITS_MIME)
+    ids, regions, bands, times = values.ids, values.regions, values.bands, values.times
     count = len(ids) * max(1, len(regions)) * max(1, len(bands)) * max(1, len(times))
     if count > MAX_JOB_CUTOUTS:
         raise UsageError(f"{count:,} cutouts (ID x region x BAND x TIME) in one job, more "
                          f"than {MAX_JOB_CUTOUTS:,}; split the job, or upload a catalog "
                          "(UPLOAD) for many positions")
+    stitch_values = [p.value for p in parameters
+                     if p.name.upper() == stitching.STITCH_PARAMETER]
+    if len(stitch_values) > 1:
+        raise UsageError("STITCH is single-valued; send it once")
+    try:
+        method = stitching.parse_stitch(stitch_values[0] if stitch_values else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    stitch = stitching.Stitching(method) if method else None
     return [
-        SyncRequest((did,), (region,) if region is not None else (), band, time, pol,
-                    response_format, None, None)
+        CutoutRequest((did,), (region,) if region is not None else (), band, time,
+                      values.pol, response_format, None, None, stitch)
         for did, region, band, time in itertools.product(
             ids, regions or [None], bands or [None], times or [None])
     ]
@@ -135,11 +116,13 @@ class SodaJob:
             raise JobFailed(f"UsageError: no overlap: none of the {len(requests)} requested "
                             "cutouts overlaps its image; each result says why")
 
-    def _one(self, context: JobContext, result_id: str, request: SyncRequest) -> ResultFile:
+    def _one(self, context: JobContext, result_id: str, request: CutoutRequest) -> ResultFile:
         record = self.resources.index.get(request.ids[0])
         if record is None:
             return _text_result(context, result_id, f"UsageError: unknown ID {request.ids[0]!r}")
         try:
+            request = replace(request, stitch=stitching.resolve(
+                self.resources.index, request.stitch, [record]))
             cached, _, _ = fetch_product(self.resources.cache, request, [record],
                                          self.resources.settings.limits.max_cutout_pixels)
         except NoOverlap:
@@ -156,3 +139,4 @@ def _text_result(context: JobContext, result_id: str, text: str) -> ResultFile:
     path = context.job_dir / f"{result_id}.txt"
     path.write_text(text + "\n")
     return ResultFile(result_id, path.name, "text/plain", path.stat().st_size)
+

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from vo_service.engine.cutout import StampStatus
 from vo_service.errors import storage_failure
+from vo_service.jobs.outcome_memo import RememberedOutcome, decode_ranges, encode_ranges
 from vo_service.jobs.phases import FINAL_PHASES, Phase
 from vo_service.jobs.reserve import SpaceReserve
 from vo_service.jobs.unsaved import UnsavedChanges
@@ -355,29 +357,31 @@ class JobStore:
 
     # -- outcomes of batch stamps -----------------------------------------------------
 
-    def stamp_outcomes(self, keys: Sequence[str]) -> dict[str, dict[str, object]]:
-        """Known outcomes (status, message, ranges, stamp) of (target, image) keys."""
-        found: dict[str, dict[str, object]] = {}
+    def stamp_outcomes(self, keys: Sequence[str]) -> dict[str, RememberedOutcome]:
+        """Known outcomes of (target, image) keys."""
+        found: dict[str, RememberedOutcome] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 part = list(keys[start:start + 500])
-                rows = self._db.query(
+                rows = self._db.execute(
                     "SELECT key, status, message, ranges, stamp FROM stamp_outcomes "
-                    f"WHERE key IN ({', '.join('?' * len(part))})", part)
-                for row in rows:
-                    found[row.pop("key")] = row
+                    f"WHERE key IN ({', '.join('?' * len(part))})", part).fetchall()
+                for key, status, message, ranges, stamp in rows:
+                    found[key] = RememberedOutcome(StampStatus(status), message or "",
+                                                   decode_ranges(ranges), bool(stamp))
         return found
 
-    def save_stamp_outcomes(self, outcomes: dict[str, dict[str, object]]) -> None:
+    def save_stamp_outcomes(self, outcomes: dict[str, RememberedOutcome]) -> None:
         """Remember outcomes of (target, image) keys in one transaction."""
         if not outcomes:
             return
         moment = time.time()
-        with self._lock, self._db.conn:
-            self._db["stamp_outcomes"].upsert_all(
-                ({"key": key, **values, "created_at": moment} for key, values in outcomes.items()),
-                pk="key",
-            )
+        with self._lock, self._db.atomic():  # one transaction (the connection autocommits)
+            self._db.conn.executemany(
+                "INSERT OR REPLACE INTO stamp_outcomes "
+                "(key, status, message, ranges, stamp, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, str(o.status), o.message, encode_ranges(o.ranges), int(o.has_stamp),
+                  moment) for key, o in outcomes.items()])
 
     def forget_stamp_outcomes(self, older_than_seconds: float) -> None:
         """Drop outcomes recorded long ago (the table must not grow forever)."""

@@ -21,12 +21,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from vo_service.catalog_columns import parse_angle
+from vo_service.catalogs.columns import parse_angle
+from vo_service.catalogs.ephemerides import EphemerisError, read_ephemeris
 from vo_service.engine.photometry import ApertureSpec
 from vo_service.engine.stack import EpochStamp, stamp_hdu_bytes
 from vo_service.engine.stack_cube import METHODS
 from vo_service.engine.writing import empty_primary_bytes
-from vo_service.ephemerides import EphemerisError, read_ephemeris
 from vo_service.jobs.context import JobContext, JobFailed, JobParameterError
 from vo_service.jobs.job_files import Upload
 from vo_service.jobs.store import Parameter, ResultFile

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vo_service.engine import sphere
+from vo_service.engine.cutout import StampStatus
 from vo_service.engine.geometry import PixelBox
 from vo_service.shapes import Circle, Polygon, Range, Shape
 
@@ -20,11 +21,14 @@ class ProductResult:
     pixel box (in the PSF grid image, or the stamp's box on the matching image)."""
 
     index: int
-    status: str
+    status: StampStatus
     message: str = ""
     content: bytes | None = None
     pixels: np.ndarray | None = None
     pixel_box: PixelBox | None = None
+
+    def __post_init__(self) -> None:
+        self.status = StampStatus(self.status)  # the engine's words: ok, partial, ...
 
     @property
     def has_stamp(self) -> bool:

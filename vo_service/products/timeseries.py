@@ -14,7 +14,6 @@ Used by the Python API, the CLI, the ``timeseries`` UWS job kind and the web pag
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,11 +24,12 @@ from astropy.table import Table
 
 from vo_service.archive.records import ImageRecord
 from vo_service.cache import CutoutCache, make_key, source_identity
+from vo_service.catalogs.ephemerides import Ephemeris, path_extent
 from vo_service.engine.photometry import FLAG_MEANINGS, ApertureSpec, Measurement, measure_stamp
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.stack import Epoch, EpochStamp, cut_epochs, stack_bytes, time_order
-from vo_service.ephemerides import Ephemeris, path_extent
 from vo_service.shapes import ANGLE_UNITS_DEG, Circle
+from vo_service.votables import write_xml
 
 KEY_VERSION = 1  # bump when the bytes of a series product change for the same request
 RMS_PRODUCT_TYPES = ("RMS", "NOISE", "ERR", "ERROR", "SIGMA")
@@ -406,9 +406,7 @@ def _votable_bytes(table: Table, infos: Sequence[tuple[str, str]], name: str,
             votable_field.arraysize = "*"
         if votable_field.name in details:
             votable_field.ucd, votable_field.description = details[votable_field.name]
-    stream = io.BytesIO()
-    votable.to_xml(stream, tabledata_format="tabledata")
-    return stream.getvalue()
+    return write_xml(votable)
 
 
 def _votable_unit(text: str) -> str | None:

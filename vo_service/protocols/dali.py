@@ -4,25 +4,21 @@ Every protocol module reads its request with :func:`read_params`, turns values i
 objects with the ``parse_*`` functions (each raises :class:`UsageError` with a message that
 says what to fix) and lets any :class:`DALIError` escape: the application's exception
 handler (:func:`dali_exception_handler`) answers it with a DALI error VOTable.
+VOTables are built from templates by :mod:`vo_service.votables` (re-exported here).
 
-The exceptions live in :mod:`~vo_service.protocols.dali_errors` and the value parsers in
-:mod:`~vo_service.protocols.dali_values`; both are importable from here.
+The exceptions live in :mod:`vo_service.errors` and the value parsers in
+:mod:`vo_service.products.parameters`, below the protocols for the layers under them too
+(SODA jobs and catalog jobs parse the same values); both are importable from here.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-from astropy.io.votable import parse as parse_votable
 from astropy.io.votable.tree import Info, VOTableFile
-from astropy.io.votable.tree import TableElement as VOTableTable
 from astropy.table import Table
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
@@ -30,8 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vo_service.errors import storage_failure
-from vo_service.protocols.dali_errors import (
+from vo_service.errors import (
     AuthenticationError,
     DALIError,
     MultiValuedParamNotSupported,
@@ -39,8 +34,9 @@ from vo_service.protocols.dali_errors import (
     ServiceUnavailable,
     TooLarge,
     UsageError,
+    storage_failure,
 )
-from vo_service.protocols.dali_values import (
+from vo_service.products.parameters import (
     FORMAT_ALIASES,
     VOTABLE_MIME,
     ResponseFormat,
@@ -56,9 +52,10 @@ from vo_service.protocols.dali_values import (
     parse_timestamp,
 )
 from vo_service.protocols.error_format import PLAIN_ERRORS_KEY
+from vo_service.votables import TEMPLATES, fill_rows, load_template, votable_bytes
 
 __all__ = [
-    "FORMAT_ALIASES", "VOTABLE_MIME", "AuthenticationError", "DALIError",
+    "FORMAT_ALIASES", "TEMPLATES", "VOTABLE_MIME", "AuthenticationError", "DALIError",
     "MultiValuedParamNotSupported", "NotFound", "Params", "ResponseFormat",
     "ServiceUnavailable", "TooLarge", "UploadedFile", "UsageError", "dali_exception_handler",
     "error_response", "error_votable", "fill_rows", "load_template", "parse_bool",
@@ -71,8 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "votable_templates"
-VOTABLE_VERSION = "1.4"
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,54 +85,12 @@ def public_base_url(request: Request) -> str:
 # VOTable output
 
 
-def votable_bytes(votable: VOTableFile | Table) -> bytes:
-    """Serialise a VOTable (or an astropy Table) as VOTable 1.4 TABLEDATA.
-
-    The version is set explicitly: newer astropy releases default to a newer VOTable
-    version that common validators and clients reject (DESIGN: decisions).
-    """
-    if isinstance(votable, Table):
-        votable = VOTableFile.from_table(votable)
-    votable.version = VOTABLE_VERSION
-    buffer = io.BytesIO()
-    votable.to_xml(buffer, tabledata_format="tabledata")
-    return buffer.getvalue()
-
-
 def votable_response(votable: VOTableFile | Table, *, status: int = 200,
                      media_type: str = VOTABLE_MIME,
                      headers: dict[str, str] | None = None) -> Response:
     """An HTTP response carrying ``votable`` (see :func:`votable_bytes`)."""
     return Response(votable_bytes(votable), status_code=status, media_type=media_type,
                     headers=headers)
-
-
-def load_template(name: str) -> VOTableFile:
-    """Parse ``votable_templates/<name>``: the FIELDs and PARAMs of one kind of response."""
-    return parse_votable(str(TEMPLATES / name), verify="exception")
-
-
-def fill_rows(table: VOTableTable, rows: Sequence[Mapping[str, object]]) -> None:
-    """Fill a template TABLE with ``rows`` (dicts by FIELD name); None or absent = null."""
-    table.create_arrays(len(rows))
-    table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
-    array = table.array
-    for field_ in table.fields:
-        name = field_.name
-        is_text = field_.datatype in ("char", "unicodeChar")
-        is_array = not is_text and field_.arraysize not in (None, "1")
-        for index, row in enumerate(rows):
-            value = row.get(name)
-            if value is None:
-                array.mask[name][index] = True
-                if is_text:
-                    array[name][index] = ""
-                elif is_array:
-                    array[name][index] = np.zeros(0)
-            else:
-                array[name][index] = np.asarray(value, dtype=float) if is_array else value
-                if isinstance(value, float) and math.isnan(value):
-                    array.mask[name][index] = True
 
 
 def error_votable(text: str, *, standard_id: str | None = None) -> VOTableFile:

@@ -164,6 +164,8 @@ def soda_descriptor(base: str, *, resource_id: str, record: ImageRecord | None =
         _values(params["BAND"], minimum=_number(record.em_min), maximum=_number(record.em_max))
     if record.t_min is not None and record.t_max is not None:
         _values(params["TIME"], minimum=_number(record.t_min), maximum=_number(record.t_max))
+    if len(record.shape) != 2:  # stitching joins 2-D tiles only
+        params["STITCH"].getparent().remove(params["STITCH"])
     states = [s for s in (record.pol_states or "").split("/") if s]
     if states:
         _values(params["POL"], options=states)

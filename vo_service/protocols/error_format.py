@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from vo_service.protocols.dali_values import FORMAT_ALIASES, VOTABLE_MIME
+from vo_service.products.parameters import FORMAT_ALIASES, VOTABLE_MIME
 
 PLAIN_ERRORS_KEY = "vo_plain_errors"
 # Accept types that ask for a VOTable. application/xml is left out: browsers list it in

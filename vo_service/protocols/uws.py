@@ -17,12 +17,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from vo_service.auth import request_owner
 from vo_service.config import Settings
 from vo_service.jobs import documents
 from vo_service.jobs.phases import Phase, parse_phase
 from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
+from vo_service.products.parameters import shorten
+from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import (
     DALIError,
     NotFound,
@@ -33,7 +34,6 @@ from vo_service.protocols.dali import (
     read_params,
     votable_bytes,
 )
-from vo_service.protocols.dali_values import shorten
 from vo_service.protocols.soda import refuse_tap
 
 XML = "application/xml"
@@ -82,12 +82,23 @@ def _service(request: Request) -> JobService:
     return request.app.state.job_service
 
 
+def _list_path(request: Request) -> str:
+    """Where the job list of this request lives: ``/async`` (SODA and catalog jobs) or, for
+    requests routed by the TAP service, ``/tap/async`` (scope key ``uws_path``)."""
+    return request.scope.get("uws_path", "/async")
+
+
+def _kind(request: Request) -> str | None:
+    """The job kind the job list makes (``tap`` under /tap/async; None: from parameters)."""
+    return request.scope.get("uws_kind")
+
+
 def _list_url(request: Request) -> str:
     """Absolute URL of the job list: the configured public base, else the request's."""
     settings: Settings | None = getattr(request.app.state, "settings", None)
     if settings is not None and settings.base_url:
-        return settings.base_url.rstrip("/") + "/async"
-    return str(request.url_for("uws_jobs")).rstrip("/")
+        return settings.base_url.rstrip("/") + _list_path(request)
+    return str(request.base_url).rstrip("/") + _list_path(request)
 
 
 def _job(request: Request) -> JobRecord:
@@ -95,9 +106,14 @@ def _job(request: Request) -> JobRecord:
     one, so that job IDs reveal nothing (UWS 1.1 allows 403; 404 tells less)."""
     job_id = request.path_params["job_id"]
     job = _service(request).store.get(job_id)
-    if job is None or job.owner_id != request_owner(request):
+    if job is None or job.owner_id != request_owner(request) or not _listed_here(request, job):
         raise NotFound(f"there is no job {job_id!r} (it may have been deleted or expired)")
     return job
+
+
+def _listed_here(request: Request, job: JobRecord) -> bool:
+    """TAP jobs live under /tap/async, the others under /async."""
+    return (job.kind == "tap") == (_kind(request) == "tap")
 
 
 def _job_url(request: Request, job_id: str) -> str:
@@ -175,13 +191,15 @@ async def job_list(request: Request) -> Response:
         after = format_time(_utc_time("AFTER", after))
     last_text = params.get_single("LAST")
     last = parse_int("LAST", last_text, minimum=1) if last_text is not None else None
-    jobs = service.store.list(phases=phases, after=after, last=last,
-                              owner_id=request_owner(request))
+    jobs = [job for job in service.store.list(phases=phases, after=after, last=last,
+                                              owner_id=request_owner(request))
+            if _listed_here(request, job)]
     return _xml(documents.jobs_document(jobs, _list_url(request)))
 
 
 async def _create(request: Request, params: Params, service: JobService) -> Response:
-    refuse_tap(params)
+    if _kind(request) is None:
+        refuse_tap(params, _list_url(request).removesuffix(_list_path(request)))
     phase = params.get_single("PHASE")
     if phase is not None and phase.strip().upper() not in ("RUN", "ABORT"):
         raise UsageError(f"PHASE in a creating request may only be RUN, got {phase!r}")
@@ -189,12 +207,13 @@ async def _create(request: Request, params: Params, service: JobService) -> Resp
     if run_id is not None and len(run_id) > 64:
         raise UsageError("RUNID is limited to 64 characters")
     uploads = {upload.name: (upload.filename, upload.data) for upload in params.files}
-    request.scope["vo_standard_id"] = SODA_ASYNC_ID
+    request.scope.setdefault("vo_standard_id", SODA_ASYNC_ID)
     try:
         job = await run_in_threadpool(
             service.create, _job_parameters(params), uploads,
             base_url=_list_url(request), run_id=run_id, owner_id=request_owner(request),
             ready=phase is not None and phase.strip().upper() == "RUN",
+            kind=_kind(request),
         )
     except JobParameterError as exc:
         raise UsageError(str(exc)) from exc
@@ -290,7 +309,8 @@ async def error_resource(request: Request) -> Response:
     if job.phase is not Phase.ERROR:
         raise NotFound(f"job {job.job_id} has not failed (phase {job.phase.value})")
     text = job.error_message or "Error: the job failed"
-    body = votable_bytes(error_votable(text, standard_id=SODA_ASYNC_ID))
+    standard_id = request.scope.get("vo_standard_id", SODA_ASYNC_ID)
+    body = votable_bytes(error_votable(text, standard_id=standard_id))
     return Response(body, media_type="application/x-votable+xml")
 
 

@@ -29,6 +29,7 @@ NSMAP = {
     "vr": "http://www.ivoa.net/xml/VOResource/v1.0",
     "vs": "http://www.ivoa.net/xml/VODataService/v1.1",
     "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "tr": "http://www.ivoa.net/xml/TAPRegExt/v1.0",
 }
 XML_MIME = "application/xml"
 TOKEN_SECURITY_METHOD = "ivo://ivoa.net/sso#token"
@@ -43,12 +44,22 @@ FRAGMENTS = {
     "async": "60-soda-async.xml",
     "examples": "70-dali-examples.xml",
     "coverage": "80-coverage-moc.xml",
+    "tap": "80-tap.xml",
+    "tables": "85-vosi-tables.xml",
 }
+# The VOSI resources of the TAP service at <base>/tap (TAP 1.1 §2: siblings of its
+# capabilities), in the order of its own capabilities document.
+TAP_RESOURCES = ("capabilities", "availability", "tables", "tap", "examples")
 
 
 def capabilities_document(base: str, resources: Iterable[str], *,
-                          security_method: str | None = None) -> bytes:
+                          security_method: str | None = None, tap_base: str | None = None,
+                          values: dict[str, str] | None = None) -> bytes:
     """The ``vosi:capabilities`` document for ``resources`` (keys of :data:`FRAGMENTS`).
+
+    ``{base}`` in accessURLs becomes ``base``, ``{tap}`` (the TAP service's own URLs)
+    ``tap_base`` (default ``<base>/tap``); an element whose whole text is ``{name}`` gets
+    ``values[name]`` (limits from the settings).
 
     With ``security_method`` (e.g. ``ivo://ivoa.net/sso#token``) every non-VOSI capability
     gets a second interface declaring it; VOSI ones stay anonymous (VOSI 1.1 §2).
@@ -61,13 +72,29 @@ def capabilities_document(base: str, resources: Iterable[str], *,
             continue
         capability = etree.parse(str(CAPABILITY_DIR / filename), parser).getroot()
         for url in capability.iter("accessURL"):
-            url.text = (url.text or "").replace("{base}", base)
-        if security_method and resource not in ("capabilities", "availability"):
+            url.text = (url.text or "").replace("{tap}", tap_base or f"{base}/tap").replace(
+                "{base}", base)
+        for element in capability.iter():
+            text = (element.text or "").strip()
+            if values and text.startswith("{") and text[1:-1] in values:
+                element.text = values[text[1:-1]]
+        if security_method and resource not in ("capabilities", "availability", "tables"):
             _add_secured_interface(capability, security_method)
         root.append(capability)
-    # xsi:type values name vs:/vr: types, which lxml cannot see as namespace uses.
-    etree.cleanup_namespaces(root, top_nsmap=NSMAP, keep_ns_prefixes=["vr", "vs"])
+    # xsi:type values name vs:/vr:/tr: types, which lxml cannot see as namespace uses.
+    etree.cleanup_namespaces(root, top_nsmap=NSMAP, keep_ns_prefixes=["vr", "vs", "tr"])
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def capability_values(settings: object) -> dict[str, str]:
+    """The TAP capability's limits (TAPRegExt 1.0 §2.3-2.6) from the settings."""
+    from vo_service.products.tap_request import MAXREC_HARD
+
+    limits = settings.limits  # type: ignore[attr-defined]
+    return {"retention": str(int(limits.default_destruction_days * 86400)),
+            "duration": str(int(limits.default_execution_duration)),
+            "maxrec": str(int(limits.maxrec_default)), "maxrec_hard": str(MAXREC_HARD),
+            "upload_bytes": str(int(limits.max_upload_bytes))}
 
 
 def _add_secured_interface(capability: etree._Element, security_method: str) -> None:
@@ -110,8 +137,10 @@ async def capabilities(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     resources = getattr(request.app.state, "vo_resources", FRAGMENTS.keys())
     secured = getattr(request.app.state, "auth_required", False)
+    settings = getattr(request.app.state, "settings", None)
     body = capabilities_document(public_base_url(request), resources,
-                                 security_method=TOKEN_SECURITY_METHOD if secured else None)
+                                 security_method=TOKEN_SECURITY_METHOD if secured else None,
+                                 values=capability_values(settings) if settings else None)
     return Response(body, media_type=XML_MIME, headers=headers)
 
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.votable import parse_single_table
 
 from vo_service.engine.composite import render_composite
+from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import PreviewOptions
+from vo_service.products.manifest import ManifestRow, read_manifest
 from vo_service.web.choices import product_rank
 
-STATUS_RANK = {"ok": 0, "partial": 1}
+STATUS_RANK = {StampStatus.OK: 0, StampStatus.STITCHED: 0,  # which stamp of a cell is shown
+               StampStatus.PARTIAL: 1}
+FITS_MIME = "application/fits"
 # Lupton linear range for gallery composites: the engine's 0.5 shows the sky noise of faint
 # targets as coloured speckle at stamp sizes; 1.0 keeps the noise dark and sources in colour.
 COMPOSITE_STRETCH = 1.0
@@ -30,27 +34,112 @@ _cache: OrderedDict[tuple[str, int], Gallery] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
+@dataclass(frozen=True, slots=True)
+class GalleryColumn:
+    """One column of the gallery: a band and a product type."""
+
+    band: str
+    product_type: str
+
+    @property
+    def key(self) -> str:
+        """The column's key in the page's JSON (``cells`` of a target), ``band|product``."""
+        return f"{self.band}|{self.product_type}"
+
+    def to_json(self) -> dict[str, str]:
+        """The column as the page's JSON has it."""
+        return {"key": self.key, "band": self.band, "product_type": self.product_type}
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryStamp:
+    """One stamp in a gallery cell (a target in one band and product type), or why the
+    image gave none."""
+
+    result_id: str | None  # the job result of the stamp, None without one
+    status: StampStatus
+    message: str | None
+    image_id: str | None
+    access_url: str | None
+    preview_url: str | None
+    content_type: str | None
+    pixel_box: str | None
+
+    @property
+    def is_fits(self) -> bool:
+        """The stamp is a FITS file (thumbnails and composites are made from those)."""
+        return self.content_type == FITS_MIME
+
+    def to_json(self) -> dict[str, str | None]:
+        """The stamp as the page's JSON has it."""
+        return {"result_id": self.result_id, "status": self.status, "message": self.message,
+                "image_id": self.image_id, "access_url": self.access_url,
+                "preview_url": self.preview_url, "content_type": self.content_type,
+                "pixel_box": self.pixel_box}
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryNote:
+    """Why a target has a row without any image (a bad catalog row, or inside no image)."""
+
+    status: StampStatus
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        """The note as the page's JSON has it."""
+        return {"status": self.status, "message": self.message}
+
+
+@dataclass(slots=True)
+class GalleryTarget:
+    """One row of the gallery: a target, its stamps per column, and notes."""
+
+    row: int  # catalog row, from 1
+    target_id: str
+    ra: float | None
+    dec: float | None
+    cells: dict[GalleryColumn, list[GalleryStamp]] = field(default_factory=dict)
+    notes: list[GalleryNote] = field(default_factory=list)
+
+    def stamps(self, column: GalleryColumn) -> list[GalleryStamp]:
+        """The target's stamps in ``column``, the one to show first ([] if none)."""
+        return self.cells.get(column, [])
+
+    def to_json(self) -> dict[str, object]:
+        """The target as the page's JSON has it: cells keyed ``band|product``."""
+        return {"row": self.row, "target_id": self.target_id, "ra": self.ra, "dec": self.dec,
+                "cells": {column.key: [stamp.to_json() for stamp in stamps]
+                          for column, stamps in self.cells.items()},
+                "notes": [note.to_json() for note in self.notes]}
+
+
 @dataclass
 class Gallery:
     """A job's manifest as the page shows it."""
 
-    columns: list[dict]  # {"key", "band", "product_type"}
+    columns: list[GalleryColumn]  # bands blue to red, products in the usual order
     bands: list[str]  # blue to red
-    targets: list[dict]  # {"row", "target_id", "ra", "dec", "cells": {key: [stamp]}, "notes"}
+    targets: list[GalleryTarget]  # by catalog row
     composite_bands: list[str]  # three bands, red first, or [] without a composite
     composite_product: str | None
 
     def page(self, offset: int, limit: int) -> dict:
-        """JSON-ready slice of the targets."""
-        return {"columns": self.columns, "bands": self.bands,
+        """JSON-ready slice of the targets (the keys the page's JavaScript reads)."""
+        return {"columns": [column.to_json() for column in self.columns], "bands": self.bands,
                 "composite": {"bands": self.composite_bands,
                               "product_type": self.composite_product},
                 "total_targets": len(self.targets), "offset": offset, "limit": limit,
-                "targets": self.targets[offset:offset + limit]}
+                "targets": [target.to_json()
+                            for target in self.targets[offset:offset + limit]]}
 
-    def target(self, row: int) -> dict | None:
+    def target(self, row: int) -> GalleryTarget | None:
         """The target of catalog row ``row`` (1-based), if any."""
-        return next((t for t in self.targets if t["row"] == row), None)
+        return next((t for t in self.targets if t.row == row), None)
+
+    def composite_stamps(self, target: GalleryTarget) -> list[list[GalleryStamp]]:
+        """The target's stamps of the composite's bands (red, green, blue)."""
+        return [target.stamps(GalleryColumn(band, self.composite_product or ""))
+                for band in self.composite_bands]
 
 
 def _text(value: object) -> str | None:
@@ -64,58 +153,43 @@ def _number(value: object) -> float | None:
     return None if value is None else float(value)
 
 
-def manifest_rows(path: Path) -> list[dict]:
-    """Rows of a manifest VOTable as dicts (masked cells -> None)."""
-    table = parse_single_table(str(path)).to_table()
-    columns = []
-    for name in table.colnames:  # column-wise: a manifest has tens of thousands of rows
-        column = table[name]
-        values = np.asarray(column).tolist()
-        masked = np.ma.getmaskarray(column).tolist()
-        columns.append([None if hidden else value
-                        for value, hidden in zip(values, masked, strict=True)])
-    return [dict(zip(table.colnames, cells, strict=True)) for cells in zip(*columns, strict=True)]
-
-
-def build_gallery(rows: list[dict], band_wavelength: dict[str, float]) -> Gallery:
+def build_gallery(rows: Sequence[ManifestRow], band_wavelength: dict[str, float]) -> Gallery:
     """Group manifest rows per target and per band x product type."""
-    targets: dict[int, dict] = {}
-    columns: set[tuple[str, str]] = set()
+    targets: dict[int, GalleryTarget] = {}
+    columns: dict[tuple[str, str], GalleryColumn] = {}  # one instance per column
     for row in rows:
-        number = int(row["row"])
-        target = targets.setdefault(number, {
-            "row": number, "target_id": _text(row["target_id"]) or str(number),
-            "ra": _number(row["ra"]), "dec": _number(row["dec"]), "cells": {}, "notes": []})
-        band, product = _text(row.get("band")), _text(row.get("product_type"))
-        status, message = _text(row.get("status")) or "", _text(row.get("message"))
-        if band is None and product is not None and row.get("image_id"):
+        number = int(row.row)
+        target = targets.get(number)
+        if target is None:
+            target = targets[number] = GalleryTarget(
+                number, _text(row.target_id) or str(number), _number(row.ra), _number(row.dec))
+        band, product = _text(row.band), _text(row.product_type)
+        message = _text(row.message)
+        if band is None and product is not None and row.image_id:
             band = ""  # a product of a whole tile (a source catalog): a column of its own
         if band is None or product is None:  # a bad row or a target outside every image
-            target["notes"].append({"status": status, "message": message or status})
+            target.notes.append(GalleryNote(row.status, message or row.status))
             continue
-        columns.add((band, product))
-        key = f"{band}|{product}"
-        target["cells"].setdefault(key, []).append({
-            "result_id": _result_id(_text(row.get("file"))), "status": status,
-            "message": message, "image_id": _text(row.get("image_id")),
-            "access_url": _text(row.get("access_url")),
-            "preview_url": _text(row.get("preview_url")),
-            "content_type": _text(row.get("content_type")),
-            "pixel_box": _text(row.get("pixel_box"))})
+        column = columns.get((band, product))
+        if column is None:
+            column = columns[band, product] = GalleryColumn(band, product)
+        target.cells.setdefault(column, []).append(GalleryStamp(
+            _result_id(_text(row.file)), row.status, message, _text(row.image_id),
+            _text(row.access_url), _text(row.preview_url), _text(row.content_type),
+            _text(row.pixel_box)))
     for target in targets.values():
-        for stamps in target["cells"].values():
-            stamps.sort(key=lambda s: STATUS_RANK.get(s["status"], 9))
+        for stamps in target.cells.values():
+            stamps.sort(key=lambda s: STATUS_RANK.get(s.status, 9))
     bands = sorted({band for band, _ in columns if band},
                    key=lambda b: (band_wavelength.get(b, float("inf")), b))
-    ordered = sorted(columns, key=lambda c: (bands.index(c[0]) if c[0] else len(bands),
-                                             product_rank(c[1])))
+    ordered = sorted(columns.values(),
+                     key=lambda c: (bands.index(c.band) if c.band else len(bands),
+                                    product_rank(c.product_type)))
     products = sorted({product for _, product in columns}, key=product_rank)
     chosen = _composite_bands(bands)
     product = "BGSUB" if "BGSUB" in products else (products[0] if products else None)
-    return Gallery(
-        columns=[{"key": f"{b}|{p}", "band": b, "product_type": p} for b, p in ordered],
-        bands=bands, targets=[targets[n] for n in sorted(targets)],
-        composite_bands=chosen, composite_product=product if chosen else None)
+    return Gallery(columns=ordered, bands=bands, targets=[targets[n] for n in sorted(targets)],
+                   composite_bands=chosen, composite_product=product if chosen else None)
 
 
 def _composite_bands(bands: list[str]) -> list[str]:
@@ -137,7 +211,7 @@ def load_gallery(manifest: Path, band_wavelength: dict[str, float]) -> Gallery:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    gallery = build_gallery(manifest_rows(manifest), band_wavelength)
+    gallery = build_gallery(read_manifest(manifest), band_wavelength)
     with _cache_lock:
         _cache[key] = gallery
         while len(_cache) > _CACHE_SIZE:

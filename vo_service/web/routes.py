@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from vo_service.auth import request_owner
 from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
 from vo_service.jobs.store import JobRecord, JobStore
+from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import NotFound, UsageError, parse_int, read_params
 from vo_service.web import choices, gallery
 
@@ -126,12 +126,14 @@ def _job_summary(store: JobStore, job: JobRecord) -> dict:
 
 
 async def jobs_endpoint(request: Request) -> Response:
-    """The caller's jobs (newest first) with their phase, progress and main parameters."""
+    """The caller's jobs (newest first) with their phase, progress and main parameters;
+    TAP queries (listed at /tap/async) are not cutout jobs and are left out."""
     store, owner = _store(request), request_owner(request)
 
     def listing() -> list[dict]:
         return [_job_summary(store, job)
-                for job in store.list(last=MAX_JOBS_LISTED, owner_id=owner)]
+                for job in store.list(last=MAX_JOBS_LISTED, owner_id=owner)
+                if job.kind != "tap"]
 
     return JSONResponse({"jobs": await run_in_threadpool(listing)})
 
@@ -210,18 +212,17 @@ async def composite_endpoint(request: Request) -> Response:
     if found is None or target is None or not found.composite_bands:
         raise NotFound(f"job {job.job_id} has no colour composite for row {row}")
     store, paths = _store(request), []
-    for band in found.composite_bands:
-        stamps = target["cells"].get(f"{band}|{found.composite_product}", [])
-        fits_ids = [s["result_id"] for s in stamps if s["content_type"] == "application/fits"]
+    for band, stamps in zip(found.composite_bands, found.composite_stamps(target), strict=True):
+        fits_ids = [s.result_id for s in stamps if s.is_fits and s.result_id]
         path = _result_path(store, job.job_id, fits_ids[0]) if fits_ids else None
         if path is None:
-            raise NotFound(f"target {target['target_id']} has no {band} "
+            raise NotFound(f"target {target.target_id} has no {band} "
                            f"{found.composite_product} FITS stamp for a composite")
         paths.append(path)
     try:
         content = await run_in_threadpool(gallery.render_colour, paths,
                                           min(size, MAX_THUMB_SIZE))
     except (CompositeError, OSError, ValueError) as exc:
-        raise UsageError(f"cannot make a colour composite of {target['target_id']}: {exc}"
+        raise UsageError(f"cannot make a colour composite of {target.target_id}: {exc}"
                          ) from exc
     return Response(content, media_type="image/png", headers=IMAGE_HEADERS)

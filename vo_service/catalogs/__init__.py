@@ -3,12 +3,12 @@
 The format is recognised from the content (``SIMPLE  =`` → FITS, ``<?xml``/``<VOTABLE`` →
 VOTable, other text → CSV or TSV); the RA, Dec, ID and size columns are found by UCD, then by
 common names, unless named by the caller; positions become ICRS degrees (both in
-:mod:`vo_service.catalog_columns`). A bad row (missing or out-of-range position, unreadable
+:mod:`vo_service.catalogs.columns`). A bad row (missing or out-of-range position, unreadable
 text) is kept and reported in ``row_problems``; only a problem with the whole file raises
 :class:`CatalogError`, whose message says what to fix.
 
 Safety: a catalog is read from its own bytes only. Before a VOTable reaches astropy,
-:mod:`vo_service.catalog_safety` refuses DTD/entity declarations, ``<STREAM href>`` (which
+:mod:`vo_service.catalogs.safety` refuses DTD/entity declarations, ``<STREAM href>`` (which
 astropy would follow to local files or URLs) and XInclude; every format is refused early when
 it has more than ``max_columns`` columns, and RA/Dec/ID/size columns must hold one value per
 row.
@@ -28,7 +28,7 @@ from astropy.io.votable import parse as parse_votable
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-from vo_service.catalog_columns import (
+from vo_service.catalogs.columns import (
     CatalogError,
     ColumnInfo,
     check_positions,
@@ -40,7 +40,7 @@ from vo_service.catalog_columns import (
     read_sizes,
     target_ids,
 )
-from vo_service.catalog_safety import check_column_count, check_fits_columns, check_votable
+from vo_service.catalogs.safety import check_column_count, check_fits_columns, check_votable
 
 __all__ = ["Catalog", "CatalogError", "CatalogSummary", "ColumnInfo", "describe_catalog",
            "parse_angle", "read_catalog", "read_table"]

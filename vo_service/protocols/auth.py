@@ -29,7 +29,8 @@ from vo_service.protocols.dali import AuthenticationError, error_response
 CHALLENGE = 'Bearer realm="vo-service"'
 # Reachable without a token even when authentication is on.
 ANONYMOUS_PATHS = frozenset({"/", "/capabilities", "/availability", "/examples",
-                             "/favicon.ico"})
+                             "/favicon.ico", "/tap/capabilities", "/tap/availability",
+                             "/tap/tables", "/tap/examples"})
 ANONYMOUS_PREFIXES = ("/static/",)
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 

@@ -7,7 +7,7 @@ file that changes gets new keys, so a stamp of an old version is never served.
 
 Files live at ``<cache_dir>/objects/<key[:2]>/<key>`` and are written atomically (temp
 file + ``os.replace``). The index (``<cache_dir>/index.sqlite``,
-:class:`vo_service.cache_index.CacheIndex`) records each file's size and sha256 and when it
+:class:`vo_service.cache.index.CacheIndex`) records each file's size and sha256 and when it
 was last used. Every hit re-reads the file and checks both, so a truncated, altered or
 missing file is dropped and recomputed, never served. Several threads and processes can
 share one cache directory.
@@ -39,7 +39,7 @@ from typing import BinaryIO
 
 import sqlite_utils
 
-from vo_service.cache_index import CacheIndex
+from vo_service.cache.index import CacheIndex
 from vo_service.errors import storage_failure
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class CutoutCache:
         if sweep:
             self.sweep()
 
-    # -- the index (for vo_service.cache_check and tests) --------------------------------
+    # -- the index (for vo_service.cache.check and tests) --------------------------------
 
     def _db(self) -> sqlite_utils.Database:
         """This thread's connection to the index."""

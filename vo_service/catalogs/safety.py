@@ -20,7 +20,7 @@ import re
 
 from lxml import etree
 
-from vo_service.catalog_columns import CatalogError
+from vo_service.catalogs.columns import CatalogError
 
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")

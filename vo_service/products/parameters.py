@@ -1,7 +1,10 @@
 """DALI 1.1 value syntax (§3.3) and RESPONSEFORMAT (§3.4.1): text -> typed values.
 
-Every parser raises :class:`~vo_service.protocols.dali_errors.UsageError` with a message
-that says what to fix. Import them from :mod:`vo_service.protocols.dali`.
+Every parser raises :class:`~vo_service.errors.UsageError` with a message that says what
+to fix. The values of a cutout request are the same text whether they come from ``/sync``,
+a SODA job or a catalog job's parameters, so the parsers live here in the products layer,
+below both the protocols and the jobs (DESIGN.md "Rooms and doors"); protocol modules
+import them from :mod:`vo_service.protocols.dali`, which re-exports them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vo_service.protocols.dali_errors import UsageError
+from vo_service.errors import UsageError
 from vo_service.shapes import Circle, Polygon, Range, ShapeError
 
 VOTABLE_MIME = "application/x-votable+xml"

@@ -28,8 +28,8 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.time import Time
 
-from vo_service.catalog_columns import CatalogError, check_positions, choose_columns, read_angles
 from vo_service.catalogs import read_table
+from vo_service.catalogs.columns import CatalogError, check_positions, choose_columns, read_angles
 
 TIME_NAMES = ("mjd", "mjd_utc", "time", "t", "epoch", "jd", "date", "datetime", "date_obs",
               "date-obs", "obs_time", "utc")

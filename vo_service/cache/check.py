@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from vo_service.cache import CutoutCache, _hash_handle
-from vo_service.cache_index import _TABLE, _TOTALS
+from vo_service.cache.index import _TABLE, _TOTALS
 
 
 @dataclass

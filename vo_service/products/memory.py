@@ -6,7 +6,8 @@ is read, the planned pixel boxes give an estimate (:func:`working_bytes`); the r
 only if the estimate fits in what is left of ``[limits] sync_memory_bytes`` beside the
 requests already running, else it is answered 503 + Retry-After. A request that alone
 needs more than the whole budget is a usage error (it never could run): fewer or smaller
-cutouts, or /async.
+cutouts, or /async. The estimate is the product's (the products layer plans it); the budget
+is held by whoever makes products in memory for a waiting client (SODA ``/sync``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vo_service.protocols.dali_errors import ServiceUnavailable, UsageError
+from vo_service.errors import ServiceUnavailable, UsageError
 
 # Working copies of a FITS answer, in bytes of raw pixels: the pixels read, the FITS file
 # joined from them, and the multi-extension file's header + extensions (or the cache

@@ -1,0 +1,170 @@
+"""The VOTable type of every output column, from TAP_SCHEMA metadata and ADQL's rules.
+
+A selected column keeps its table's metadata (datatype, arraysize, xtype, unit, UCD, utype);
+an expression gets the type ADQL gives it (COUNT → long, geometry constructors → DALI
+point/circle/polygon, arithmetic → double unless all integers, ...). SQLite's own loose
+types never decide what a client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
+
+from vo_service.archive.tap_schema import ColumnMeta, TableMeta
+
+INTEGERS = {"short", "int", "long", "unsignedByte"}
+FLOATS = {"float", "double"}
+_SQL_TYPES = {"short": "SMALLINT", "int": "INT", "long": "BIGINT", "float": "FLOAT",
+              "double": "DOUBLE", "boolean": "BOOLEAN", "unsignedByte": "SMALLINT"}
+
+
+def sql_type(column: ColumnMeta) -> str:
+    """The SQL type sqlglot is told a column has."""
+    if column.arraysize and column.datatype not in ("char", "unicodeChar"):
+        return "VARCHAR"
+    return _SQL_TYPES.get(column.datatype, "VARCHAR")
+
+
+def _meta(datatype: str, arraysize: str | None = None, xtype: str | None = None,
+          unit: str | None = None, ucd: str | None = None) -> ColumnMeta:
+    return ColumnMeta("", datatype, arraysize, xtype, unit, ucd)
+
+
+DOUBLE = _meta("double")
+LONG = _meta("long")
+TEXT = _meta("char", "*")
+POINT = _meta("double", "2", "point", "deg", "pos.eq")
+CIRCLE = _meta("double", "3", "circle", "deg")
+POLYGON = _meta("double", "*", "polygon", "deg")
+GEOMETRY_TYPES = {
+    "POINT": POINT, "CENTROID": POINT, "CIRCLE": CIRCLE, "POLYGON": POLYGON, "BOX": POLYGON,
+    "CONTAINS": _meta("int"), "INTERSECTS": _meta("int"),
+    "DISTANCE": _meta("double", unit="deg", ucd="pos.angDistance"),
+    "COORD1": _meta("double", unit="deg", ucd="pos.eq.ra"),
+    "COORD2": _meta("double", unit="deg", ucd="pos.eq.dec"),
+    "AREA": _meta("double", unit="deg**2"), "COORDSYS": TEXT,
+}
+_CAST_TYPES = {
+    exp.DataType.Type.SMALLINT: "short", exp.DataType.Type.INT: "int",
+    exp.DataType.Type.BIGINT: "long", exp.DataType.Type.FLOAT: "float",
+    exp.DataType.Type.DOUBLE: "double",
+}
+
+
+def output_columns(tree: exp.Expression, scope: Scope, tables: Mapping[str, TableMeta]
+                   ) -> tuple[ColumnMeta, ...]:
+    """The FIELDs of the result: names (aliases; unnamed expressions named after their
+    function, made unique) and types, in SELECT order (the left query of a set operation)."""
+    select = tree
+    while isinstance(select, exp.Union | exp.Intersect | exp.Except):
+        select = select.this
+        scope = scope.set_operation_scopes[0] if scope.set_operation_scopes else scope
+    if isinstance(select, exp.Subquery):
+        select = select.this
+    columns: list[ColumnMeta] = []
+    seen: set[str] = set()
+    for projection in select.expressions:
+        meta = infer(projection, scope, tables)
+        name = projection.alias_or_name
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and meta.name and \
+                meta.name.strip('"').lower() == name.lower():
+            name = meta.name.strip('"')  # a table's column keeps its own spelling
+        if not name or name.startswith("_col_"):
+            inner = projection.this if isinstance(projection, exp.Alias) else projection
+            name = _expression_name(inner)
+        unique, number = name, 1
+        while unique.lower() in seen:
+            number += 1
+            unique = f"{name}_{number}"
+        seen.add(unique.lower())
+        columns.append(replace(meta, name=unique, sql_name=""))
+    return tuple(columns)
+
+
+def _expression_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
+    if isinstance(node, exp.Func):
+        return node.key.lower()
+    return "expr"
+
+
+def infer(node: exp.Expression, scope: Scope, tables: Mapping[str, TableMeta]) -> ColumnMeta:
+    """The metadata of one expression in ``scope``."""
+    if isinstance(node, exp.Alias | exp.Paren):
+        return infer(node.this, scope, tables)
+    if isinstance(node, exp.Column):
+        return _column(node, scope, tables)
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return TEXT
+        return LONG if node.this.isdigit() else DOUBLE
+    if isinstance(node, exp.Anonymous):
+        return GEOMETRY_TYPES.get(str(node.this).upper(), DOUBLE)
+    if isinstance(node, exp.Contains):
+        return GEOMETRY_TYPES["CONTAINS"]
+    if isinstance(node, exp.Count):
+        return _meta("long", ucd="meta.number")
+    if isinstance(node, exp.Avg | exp.Div):
+        return DOUBLE
+    if isinstance(node, exp.Min | exp.Max | exp.Coalesce | exp.Neg | exp.Abs):
+        inner = infer(node.this, scope, tables)
+        return replace(inner, name="", indexed=False, principal=True, std=False) \
+            if not isinstance(node, exp.Abs) else _numeric(inner)
+    if isinstance(node, exp.Sum):
+        return _numeric(infer(node.this, scope, tables), widen=True)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
+        left = infer(node.this, scope, tables)
+        right = infer(node.expression, scope, tables)
+        if left.datatype in INTEGERS and right.datatype in INTEGERS:
+            return LONG
+        return DOUBLE
+    if isinstance(node, exp.DPipe | exp.Lower | exp.Upper):
+        return TEXT
+    if isinstance(node, exp.Cast):
+        target = node.to.this if isinstance(node.to, exp.DataType) else None
+        if target in _CAST_TYPES:
+            return _meta(_CAST_TYPES[target])
+        return TEXT
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select):
+        inner_scope = next((s for s in scope.subquery_scopes if s.expression is node.this),
+                           scope)
+        return infer(node.this.expressions[0], inner_scope, tables)
+    if isinstance(node, exp.Predicate | exp.Not | exp.And | exp.Or):
+        return _meta("int")
+    return DOUBLE
+
+
+def _numeric(meta: ColumnMeta, widen: bool = False) -> ColumnMeta:
+    if meta.datatype in INTEGERS:
+        return LONG if widen else _meta(meta.datatype)
+    return DOUBLE
+
+
+def _column(node: exp.Column, scope: Scope, tables: Mapping[str, TableMeta]) -> ColumnMeta:
+    source = scope.sources.get(node.table)
+    name = node.name
+    if isinstance(source, exp.Table):
+        meta = tables.get(f"{source.db}.{source.name}".lower())
+        if meta is not None:
+            for column in meta.columns:
+                stored = column.name
+                key = stored[1:-1] if stored.startswith('"') else stored.lower()
+                if key == name or stored.lower() == name.lower():
+                    return column
+        return TEXT
+    if isinstance(source, Scope):
+        select = source.expression
+        while isinstance(select, exp.Union | exp.Intersect | exp.Except):
+            source = source.set_operation_scopes[0] if source.set_operation_scopes else source
+            select = select.this
+        if isinstance(select, exp.Select):
+            for projection in select.expressions:
+                if projection.alias_or_name == name:
+                    return infer(projection, source, None or tables)
+    return TEXT
