@@ -8,6 +8,11 @@ sample) as a peer baseline.
 
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
 
+With ``--matrix`` it measures the whole product matrix instead (docs/products.md): three
+cold jobs on the same catalog, BGSUB + RMS + FLAG (the image stamps alone), then + the
+CATALOG-PSF product, then + photometry on the stamps (two apertures), and prints stamps/s
+and what the PSF and the photometry cost relative to the image stamps.
+
 Each job runs in its own process so that peak RSS belongs to that job alone.
 """
 
@@ -48,7 +53,16 @@ def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
     return out.getvalue().encode()
 
 
-def run_job(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
+MATRIX = {  # --matrix: label -> (product types, photometry parameters)
+    "images": (("BGSUB", "RMS", "FLAG"), ()),
+    "+psf": (("BGSUB", "RMS", "FLAG", "CATALOG-PSF"), ()),
+    "+photometry": (("BGSUB", "RMS", "FLAG", "CATALOG-PSF"),
+                    (("PHOTOMETRY", "true"), ("APERTURE", "1 2"))),
+}
+
+
+def run_job(state: Path, archive: Path, catalog: Path, workers: int,
+            variant: str | None = None) -> dict:
     """Run one batch job in this process; return its figures."""
     from vo_service.archive.index import ArchiveIndex
     from vo_service.config import Settings
@@ -57,8 +71,11 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
 
     settings = Settings(data_roots=(archive,), state_dir=state)
     index = ArchiveIndex(settings.index_path)
+    products, extra = MATRIX[variant] if variant else (("BGSUB",), ())
     parameters = [Parameter("UPLOAD", "cat,param:cat"), Parameter("SIZE", str(SIZE_PIX)),
-                  Parameter("PRODUCTTYPE", "BGSUB"), Parameter("WORKERS", str(workers))]
+                  Parameter("WORKERS", str(workers))]
+    parameters += [Parameter("PRODUCTTYPE", product) for product in products]
+    parameters += [Parameter(name, value) for name, value in extra]
     parameters += [Parameter("BANDNAME", band) for band in BANDS]
 
     async def main() -> dict:
@@ -123,12 +140,15 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="reuse/keep the archive and state here")
     parser.add_argument("--baseline-sample", type=int, default=100,
                         help="targets cut with Cutout2D for the peer baseline")
+    parser.add_argument("--matrix", action="store_true",
+                        help="images alone, + CATALOG-PSF, + photometry (three cold jobs)")
+    parser.add_argument("--variant", choices=sorted(MATRIX), help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=3, metavar=("STATE", "ARCHIVE", "CATALOG"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         state, archive, catalog = map(Path, args.child)
-        print(json.dumps(run_job(state, archive, catalog, args.workers)))
+        print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
         return 0
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
@@ -145,6 +165,8 @@ def main() -> int:
     for cached in (state / "cache").glob("*"):  # a cold start: empty cutout cache
         subprocess.run(["rm", "-rf", str(cached)], check=True)
 
+    if args.matrix:
+        return run_matrix(state, archive, catalog, args)
     runs = {}
     for label in ("cold", "warm"):
         output = subprocess.run(
@@ -166,6 +188,31 @@ def main() -> int:
     print(f"  astropy Cutout2D one by one (sample): {baseline:.0f} stamps/s")
     print(f"  ratios: cold job / Cutout2D = {cold / baseline:.1f}x, warm / cold = "
           f"{warm / cold:.1f}x")
+    return 0
+
+
+def run_matrix(state: Path, archive: Path, catalog: Path, args: argparse.Namespace) -> int:
+    """Three cold jobs: image stamps, + PSF, + photometry; print rates and costs."""
+    runs = {}
+    for label in MATRIX:
+        for cached in (state / "cache").glob("*"):
+            subprocess.run(["rm", "-rf", str(cached)], check=True)
+        output = subprocess.run(
+            [sys.executable, __file__, "--workers", str(args.workers), "--variant", label,
+             "--child", str(state), str(archive), str(catalog)],
+            check=True, capture_output=True, text=True).stdout
+        runs[label] = json.loads(output.strip().splitlines()[-1])
+    print(f"product matrix: {args.targets} targets x {len(BANDS)} bands, {SIZE_PIX} px "
+          f"stamps, {args.workers} workers, cold cache each, demo archive")
+    for label, figures in runs.items():
+        rate = figures["stamps"] / figures["wall_s"]
+        print(f"  {label:12s}: {figures['phase']}, {figures['stamps']} files in "
+              f"{figures['wall_s']:.1f} s = {rate:.0f} files/s, peak RSS "
+              f"{figures['peak_rss_mb']:.0f} MB")
+    images, psf, photometry = (runs[label]["wall_s"] for label in MATRIX)
+    print(f"  the PSF products add {100 * (psf / images - 1):.0f} % to the image stamps' "
+          f"time; photometry adds {100 * (photometry / psf - 1):.0f} % to that "
+          f"({100 * (photometry - psf) / images:.0f} % of the image stamps' time)")
     return 0
 
 

@@ -64,7 +64,10 @@ def test_dask_gives_the_same_job_as_the_local_pool(
         if executor == "dask":
             changes["scheduler"] = local_cluster.scheduler_address
         with serve_archive(demo_archive, tmp_path / executor, **changes) as server:
-            response = create(http, server, job_data(), catalog)
+            # the whole product matrix: image stamps, PSF products, catalog rows, photometry
+            response = create(http, server, job_data(
+                PRODUCTTYPE=["BGSUB", "RMS", "FLAG", "CATALOG-PSF", "CATALOG"],
+                PHOTOMETRY="true"), catalog)
             assert response.status_code == 200, response.text
             root = wait_final(http, str(response.url))
             assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
@@ -77,7 +80,7 @@ def test_dask_gives_the_same_job_as_the_local_pool(
             stamps = {str(path.relative_to(job_dir)): path.read_bytes()
                       for path in sorted((job_dir / "stamps").rglob("*.*"))}
             served = sorted(k for k in results
-                            if k not in ("manifest", "bundle", "coverage"))[::40]
+                            if k not in ("manifest", "bundle", "coverage", "photometry"))[::40]
             for result_id in served:
                 content = http.get(results[result_id][0]).content
                 assert content == stamps["stamps/" + result_id.replace("_", "/", 1)]
@@ -87,6 +90,7 @@ def test_dask_gives_the_same_job_as_the_local_pool(
     assert dask_rows == local_rows
     assert dask_ids == local_ids
     assert dask_stamps == local_stamps and local_stamps
+    assert "photometry" in dask_ids and any("catalogs/" in name for name in dask_stamps)
 
 
 def test_abort_on_dask_cancels_the_remaining_batches(

@@ -106,7 +106,9 @@ def test_auxiliary_rows_are_the_sibling_products(live_server: LiveServer, vis_bg
     datalinks = DatalinkResults.from_result_url(vis_bgsub["links_url"])
     auxiliary = [row for row in datalinks.bysemantics("#auxiliary", include_narrower=False)
                  if row["local_semantics"] != "coverage"]
-    assert {row["content_qualifier"] for row in auxiliary} == {"RMS", "FLAG", "BGMOD"}
+    # the other image products of the tile and band, its PSF model, the tile's catalog
+    assert {row["content_qualifier"] for row in auxiliary} == {"RMS", "FLAG", "BGMOD",
+                                                              "CATALOG-PSF", "CATALOG"}
     for row in auxiliary:
         assert row["content_type"] == "application/fits"
         assert row.access_url.startswith(live_server.url("files/"))

@@ -36,11 +36,15 @@ def sources(root: Path) -> list[dict[str, str]]:
 
 def test_every_file_opens_verifies_and_has_the_contract_keywords(demo_archive: Path) -> None:
     files = sorted((demo_archive / "euclid").rglob("*.fits"))
-    assert len(files) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3
+    # images, MEF, cube, epochs, seam tiles; a PSF grid per tile and band, a catalog per tile
+    assert len(files) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3 + 4 * 8 + 4
     for path in files:
         with fits.open(path) as hdus, warnings.catch_warnings():
             warnings.simplefilter("error")  # no FITSFixedWarning: headers are standard
             hdus.verify("exception")
+            if "CATALOG-PSF" in path.name or "FINAL-CAT" in path.name:
+                assert hdus[0].header["OBS_COLL"] == "EUCLID-DEMO"
+                continue
             for index in image_hdus(path):
                 header = hdus[index].header
                 missing = [key for key in REQUIRED_KEYS if key not in header]
@@ -206,9 +210,32 @@ def test_archive_is_small(demo_archive: Path) -> None:
 def test_the_same_seed_gives_byte_identical_files(demo_archive: Path, tmp_path: Path) -> None:
     summary = build_demo_archive(tmp_path)
     names = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file())
-    assert len(names) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3 + 2 + 2  # + variable/asteroid.csv
+    # images, MEF, cube, epochs, seams, PSF grids, catalogs + README, sources, variable, asteroid
+    assert len(names) == 4 * 8 * 4 + 1 + 1 + 2 * 20 + 3 * 3 + 4 * 8 + 4 + 2 + 2
     for name in names:
         digests = {hashlib.sha256((root / name).read_bytes()).hexdigest()
                    for root in (demo_archive, tmp_path)}
         assert len(digests) == 1, name
     assert "FITS files" in summary and "built in" in summary
+
+
+def test_tile_catalog_lists_the_injected_sources_on_the_tile(demo_archive: Path) -> None:
+    rows = {int(row["id"]): row for row in sources(demo_archive)
+            if row["field"] == "EDF-FORNAX"}
+    tile = tile_dirs(demo_archive)[1]
+    tile_id = tile.name.removeprefix("TILE")
+    header = fits.getheader(tile / f"EUC_MER_BGSUB-MOSAIC-VIS_TILE{tile_id}.fits")
+    ids = np.array(list(rows))
+    ra = np.array([float(rows[i]["ra"]) for i in ids])
+    dec = np.array([float(rows[i]["dec"]) for i in ids])
+    x, y = WCS(header).all_world2pix(ra, dec, 0)
+    on_tile = ((x >= -0.5) & (x < header["NAXIS1"] - 0.5)
+               & (y >= -0.5) & (y < header["NAXIS2"] - 0.5))
+    catalog = fits.getdata(tile / f"EUC_MER_FINAL-CAT_TILE{tile_id}.fits", "CATALOG")
+    assert sorted(catalog["OBJECT_ID"]) == sorted(ids[on_tile])
+    for entry in catalog[:20]:
+        source = rows[int(entry["OBJECT_ID"])]
+        assert entry["RIGHT_ASCENSION"] == pytest.approx(float(source["ra"]), abs=1e-7)
+        assert entry["MAG_NIR_H"] == np.float32(source["mag_NIR_H"])
+        flux = 10 ** ((23.9 - float(source["mag_VIS"])) / 2.5)
+        assert entry["FLUX_VIS"] == np.float32(flux)

@@ -33,6 +33,7 @@ ROOMS: dict[str, int] = {
     # the command line, the package's own lazy API
     "app": 6, "cors": 6, "request_timeouts": 6, "serving": 6, "web": 6, "cli": 6,
     "cutout_command": 6, "cutout_inputs": 6, "mosaic_commands": 6, "timeseries_command": 6,
+    "products_command": 6,
     "timeseries_api": 6,
     "__init__": 6,
 }

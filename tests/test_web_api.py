@@ -62,8 +62,11 @@ def test_facets_list_each_instrument_with_its_bands_blue_to_red(server: LiveServ
     assert nisp_bands == ["NIR-Y", "NIR-J", "NIR-H"]
     assert [b["name"] for b in instruments["DECAM"]["bands"]] == ["DES-G", "DES-R", "DES-I",
                                                                   "DES-Z"]
-    assert instruments["VIS"]["product_types"] == ["BGSUB", "RMS", "FLAG", "BGMOD"]
-    assert answer["default_product_types"] == ["BGSUB"]
+    assert instruments["VIS"]["product_types"] == ["BGSUB", "RMS", "FLAG", "BGMOD",
+                                                   "CATALOG-PSF"]
+    assert answer["default_product_types"] == ["BGSUB", "CATALOG-PSF"]
+    assert answer["catalog_product_types"] == ["CATALOG"]
+    assert answer["psf_product_types"] == ["CATALOG-PSF"]
     assert answer["limits"]["max_upload_rows"] == MAX_ROWS
 
 

@@ -144,6 +144,7 @@ def test_upload_choose_submit_watch_gallery_download(page, server: LiveServer,  
     bands = page.locator("#bands input[name=BANDNAME]:enabled")  # RGS is a cube: no BGSUB
     assert bands.evaluate_all("all => all.map(i => i.value)") == ["NIR-Y", "NIR-J", "NIR-H"]
     assert page.is_checked("#products input[value=BGSUB]")
+    assert page.is_checked("#products input[value=CATALOG-PSF]")  # as in Euclid's service
     assert not page.is_checked("#products input[value=RMS]")
     page.check("#products input[value=RMS]")
     page.fill("#size", "32")
@@ -160,9 +161,10 @@ def test_upload_choose_submit_watch_gallery_download(page, server: LiveServer,  
     rows = page.locator("#gallery-table tbody tr")
     assert rows.count() == 9
     header = page.inner_text("#gallery-table thead")
-    for band in ("NIR-Y", "NIR-J", "NIR-H", "BGSUB", "RMS", "colour"):
+    for band in ("NIR-Y", "NIR-J", "NIR-H", "BGSUB", "RMS", "CATALOG-PSF", "colour"):
         assert band in header
-    assert images_loaded(page, "#gallery-table img.thumb:not(.composite)", 8 * 6) == 8 * 6
+    # 3 bands x (BGSUB, RMS and the PSF at the target)
+    assert images_loaded(page, "#gallery-table img.thumb:not(.composite)", 8 * 9) == 8 * 9
     assert images_loaded(page, "#gallery-table img.composite", 8) == 8
     assert page.locator("#gallery-table tbody th .tid").first.inner_text() == "L74"
     far = page.locator("#gallery-table tr[data-target=Lfar]")
@@ -190,12 +192,34 @@ def test_upload_choose_submit_watch_gallery_download(page, server: LiveServer,  
     manifest = assert_valid_votable(Path(manifest_download.value.path()).read_bytes())
     manifest_ids = list(manifest.get_first_table().array["target_id"])
     assert set(manifest_ids) == {f"L{i}" for i in BRIGHT} | {"Lfar"}
-    assert len(manifest_ids) >= 8 * 6 + 1  # more where neighbouring tiles overlap
+    assert len(manifest_ids) >= 8 * 9 + 1  # more where neighbouring tiles overlap
     with page.expect_download() as bundle_download:
         page.click("#download-bundle")
     with zipfile.ZipFile(bundle_download.value.path()) as bundle:
         names = bundle.namelist()
     assert "manifest.xml" in names and {n.split("/")[0] for n in names} >= {"NIR-Y", "NIR-H"}
+
+
+def test_catalog_rows_and_photometry_from_the_page(page, server: LiveServer,  # noqa: ANN001
+                                                  demo_archive: Path) -> None:
+    upload(page, "stars.csv", catalog_csv(demo_archive, 3, ids=BRIGHT))
+    page.wait_for_selector("#catalog-summary:not([hidden])")
+    page.check("#instruments input[value=VIS]")
+    page.check("#products input[value=CATALOG]")  # the tile's source catalog
+    assert page.is_disabled("#apertures")
+    page.check("#photometry")
+    page.fill("#apertures", "1 1.5")
+    page.select_option("#psf", "interpolated")
+    page.click("#submit-job")
+    page.wait_for_selector("#gallery:not([hidden]) #gallery-table tbody tr")
+    assert "CATALOG" in page.inner_text("#gallery-table thead")
+    assert page.locator("#gallery-table a.rows-link").count() >= 3
+    job_id = page.locator("#job-rows tr[data-phase=COMPLETED]").first.get_attribute(
+        "data-job-id")
+    document = httpx.get(server.url(f"async/{job_id}")).text
+    for text in ('id="PHOTOMETRY">true<', 'id="APERTURE">1 1.5<', 'id="PSF">interpolated<'):
+        assert text in document
+    assert "photometry" in document  # the photometry.xml result
 
 
 def test_single_target_form_shows_a_cutout_per_band(page, server: LiveServer) -> None:  # noqa: ANN001

@@ -1,4 +1,5 @@
-"""The ``vo-service`` command: serve, index, check, cutout, combine, timeseries, worker, ...
+"""The ``vo-service`` command: serve, index, check, cutout, combine, timeseries, psf,
+catalog-rows, worker, ...
 
 Each sub-command is a thin wrapper: argument parsing here, the work in the module that
 owns it, imported lazily so that ``vo-service --help`` stays fast.
@@ -174,6 +175,18 @@ def cmd_timeseries(args: argparse.Namespace) -> int:
     return run_timeseries_command(args, _settings(args))
 
 
+def cmd_psf(args: argparse.Namespace) -> int:
+    from vo_service.products_command import run_psf_command
+
+    return run_psf_command(args, _settings(args))
+
+
+def cmd_catalog_rows(args: argparse.Namespace) -> int:
+    from vo_service.products_command import run_catalog_rows_command
+
+    return run_catalog_rows_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vo-service`` command."""
     parser = argparse.ArgumentParser(prog="vo-service", description=__doc__.splitlines()[0])
@@ -245,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_timeseries_arguments(p)
     p.set_defaults(func=cmd_timeseries)
+
+    from vo_service.products_command import add_catalog_rows_arguments, add_psf_arguments
+
+    p = sub.add_parser("psf", help="the PSF at a position (PSF files or the archive index)")
+    add_psf_arguments(p)
+    p.set_defaults(func=cmd_psf)
+    p = sub.add_parser("catalog-rows", help="catalog rows inside a stamp at a position "
+                                            "(catalog files or the archive index)")
+    add_catalog_rows_arguments(p)
+    p.set_defaults(func=cmd_catalog_rows)
     return parser
 
 

@@ -13,7 +13,18 @@
         PRODUCT: BGSUB (science, background subtracted, float32 uJy), RMS (float32 uJy),
         FLAG (int32 bit mask, bits in MASK_<n> keywords), BGMOD (float32 uJy, the subtracted
         background); BAND: VIS (VIS, 0.2"/pix), NIR-Y NIR-J NIR-H (NISP, 0.4"/pix),
-        DES-G DES-R DES-I DES-Z (DECAM, 0.3"/pix), same sky footprint in every band.
+        DES-G DES-R DES-I DES-Z (DECAM, 0.3"/pix), same sky footprint in every band. The PSF
+        of a tile's images widens by 25 % toward its north-west corner and narrows by 25 %
+        toward the south-east one (vo_service/archive/demo_products.py).
+    <root>/euclid/TILE<tile>/EUC_MER_CATALOG-PSF-<BAND>_TILE<tile>.fits
+        per tile and band, the PSF model in Euclid MER's CATALOG-PSF layout: a PSFIMAGE of
+        6 x 6 PSF stamps (STMPSIZE pixels each, unit sum: PSFNORM 'SUM') and a PSFCAT table
+        of their RA, DEC, x, y (on the tile) and x_center, y_center (in PSFIMAGE); each stamp
+        is the PSF the images were rendered with at that position.
+    <root>/euclid/TILE<tile>/EUC_MER_FINAL-CAT_TILE<tile>.fits
+        per tile, the source catalog (PRODTYPE 'CATALOG'): the injected sources on the tile
+        with OBJECT_ID, RIGHT_ASCENSION, DECLINATION, SOURCE_TYPE, R_HALF, FLUX_<BAND> (uJy)
+        and MAG_<BAND> (AB).
     <root>/euclid/MEF/EUC_MER_MEF-MOSAIC-VIS_TILE102018299.fits
         one multi-extension file: empty primary + SCI (BGSUB), RMS, FLAG image HDUs, each with
         EXTNAME and PRODTYPE, covering the middle of tile 102018212.
@@ -57,7 +68,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from vo_service.archive import demo_epochs, demo_seams
+from vo_service.archive import demo_epochs, demo_products, demo_seams
 from vo_service.archive.demo_sky import (
     AB_ZERO_UJY,
     BAND_BY_NAME,
@@ -133,7 +144,8 @@ def build_demo_archive(directory: Path, scale: int = 1, seed: int = 42) -> str:
     contents = (
         f"{len(written)} FITS files with {hdus} image HDUs, {total_bytes / 1e6:.1f} MB "
         f"(scale {scale}, seed {seed}): {len(MAIN_TILES) + 1} tiles x {len(BANDS)} bands x "
-        f"{len(PRODUCTS)} products (tile {COMPRESSED_TILE} RICE-compressed, tile {RA0_TILE} "
+        f"{len(PRODUCTS)} products + a PSF grid per band and a source catalog per tile "
+        f"(tile {COMPRESSED_TILE} RICE-compressed, tile {RA0_TILE} "
         f"straddling RA 0), one multi-extension file, one spectral cube, "
         f"{demo_epochs.EPOCH_COUNT} epochs (BGSUB + RMS) with a variable star and an "
         f"asteroid, 3 tiles with overlapping edges for stitching; "
@@ -211,7 +223,11 @@ def _write_tile(root: Path, seed: int, tile: int, centre: tuple[float, float], s
     paths = []
     for band in BANDS:
         cards = _band_cards(band, centre, side)
-        images, science_cards = band_images(seed, tile, band, cards, catalog)
+        images, science_cards = band_images(seed, tile, band, cards, catalog,
+                                            psf_gradient=demo_products.PSF_GRADIENT)
+        paths.append(demo_products.write_psf_grid(
+            folder / f"EUC_MER_CATALOG-PSF-{band.name}_TILE{tile}.fits", band, cards,
+            demo_products.product_headers(tile, field, band, "CATALOG-PSF"), _write_fits))
         for product in PRODUCTS:
             common = _common_cards(band, product, tile, field, _date_for(band, tile_index),
                                    band.exptime)
@@ -230,6 +246,9 @@ def _write_tile(root: Path, seed: int, tile: int, centre: tuple[float, float], s
             else:
                 _write_fits(path, fits.HDUList([fits.PrimaryHDU(images[product], header)]))
             paths.append(path)
+    paths.append(demo_products.write_source_catalog(
+        folder / f"EUC_MER_FINAL-CAT_TILE{tile}.fits", _band_cards(BANDS[0], centre, side),
+        catalog, demo_products.product_headers(tile, field, None, "CATALOG"), _write_fits))
     return paths
 
 

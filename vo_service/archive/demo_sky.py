@@ -194,12 +194,13 @@ def sky_per_pixel(band: Band) -> float:
 
 
 def render(wcs: WCS, shape: tuple[int, int], band: Band, catalog: Catalog,
-           fluxes: np.ndarray | None = None) -> np.ndarray:
+           fluxes: np.ndarray | None = None, psf_gradient: float = 0.0) -> np.ndarray:
     """Noise-free image (float64, uJy/pixel) of the catalog seen through ``wcs`` in ``band``.
 
     Each source is drawn only in a small postage stamp, all stamps of a kind at once: Gaussian
     mixtures (PSF for stars, exponential disc convolved with the PSF for galaxies) evaluated with
     numpy broadcasting, then normalised so that the stamp holds the source's total flux.
+    ``psf_gradient``: the PSF width varies across the image (:func:`psf_width_factor`).
     """
     ny, nx = shape
     half = int(np.ceil(4.0 / band.pixel_arcsec))  # 4" stamp radius
@@ -211,12 +212,14 @@ def render(wcs: WCS, shape: tuple[int, int], band: Band, catalog: Catalog,
     # Intermediate world x grows toward the east, so this maps arcsec (east, north) -> pixels.
     to_pixels = np.linalg.inv(wcs.pixel_scale_matrix * 3600.0)
     psf_var = (band.fwhm_arcsec / 2.3548 / scale_arcsec) ** 2
+    widths = psf_width_factor(x, y, shape, psf_gradient)
     for galaxies in (False, True):
         chosen = np.flatnonzero(inside & (catalog.is_galaxy == galaxies))
         if chosen.size == 0:
             continue
         sources = catalog.subset(chosen)
-        weights, covariances = _mixture(sources, psf_var, to_pixels, galaxies)
+        weights, covariances = _mixture(sources, psf_var * widths[chosen] ** 2, to_pixels,
+                                        galaxies)
         cx, cy = np.rint(x[chosen]).astype(int), np.rint(y[chosen]).astype(int)
         offsets = np.arange(-half, half + 1)
         dx = (cx[:, None] + offsets[None, :]) - x[chosen][:, None]  # (n, stamp)
@@ -236,7 +239,8 @@ def render(wcs: WCS, shape: tuple[int, int], band: Band, catalog: Catalog,
 
 
 def band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog: Catalog,
-                 fluxes: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], fits.Header]:
+                 fluxes: np.ndarray | None = None, psf_gradient: float = 0.0,
+                 ) -> tuple[dict[str, np.ndarray], fits.Header]:
     """BGSUB, RMS, FLAG and BGMOD arrays of one band seen through the WCS in ``cards``.
 
     Returns the arrays by product name and the BGSUB-only keywords (GAIN, SATURATE).
@@ -244,7 +248,7 @@ def band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog:
     wcs = WCS(cards)
     shape = (cards["NAXIS2"], cards["NAXIS1"])
     rng = rng_for(seed, key, band.name, "pixels")
-    model = render(wcs, shape, band, catalog, fluxes)
+    model = render(wcs, shape, band, catalog, fluxes, psf_gradient)
     ny, nx = shape
     yy, xx = np.linspace(0.0, 1.0, ny)[:, None], np.linspace(0.0, 1.0, nx)[None, :]
     phase = rng.uniform(0, 2 * np.pi, 2)
@@ -281,7 +285,27 @@ def band_images(seed: int, key: object, band: Band, cards: fits.Header, catalog:
     return images, science_cards
 
 
-def _mixture(sources: Catalog, psf_var: float, to_pixels: np.ndarray, galaxies: bool
+def psf_width_factor(x: np.ndarray, y: np.ndarray, shape: tuple[int, int],
+                     gradient: float) -> np.ndarray:
+    """How much wider than the band's nominal PSF the PSF is at 0-based pixel (x, y) of an
+    image of ``shape``: 1 at the centre, 1 +/- ``gradient`` at opposite corners (linear in
+    x + y), so that the PSF of a tile changes measurably from one side to the other."""
+    ny, nx = shape
+    u = np.asarray(x, dtype=float) / max(nx - 1, 1) - 0.5
+    v = np.asarray(y, dtype=float) / max(ny - 1, 1) - 0.5
+    return 1.0 + gradient * (u + v)
+
+
+def psf_mixture(band: Band, scale_arcsec: float, width: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, variances in pixels^2) of the demo PSF of ``band`` on pixels of
+    ``scale_arcsec``, ``width`` times the nominal width: what the images are rendered with."""
+    psf_var = (band.fwhm_arcsec / 2.3548 / scale_arcsec) ** 2 * width**2
+    return _PSF_WEIGHTS.copy(), _PSF_VARIANCES * psf_var
+
+
+def _mixture(sources: Catalog, psf_var: float | np.ndarray, to_pixels: np.ndarray,
+             galaxies: bool
              ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Per-component weights and pixel covariances (xx, xy, yy) of stars or galaxies."""
     n = len(sources)

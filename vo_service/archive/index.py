@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from vo_service.archive import regions, tap_geometry
 from vo_service.archive.lookup import SpatialIndex
 from vo_service.archive.mapping import ArchiveMapping, load_mapping
+from vo_service.archive.product_coverage import adopt_tile_footprints
 from vo_service.archive.records import Combination, ImageRecord, column_types
 from vo_service.archive.scan import FileStat, ScanError, read_records, walk_fits
 from vo_service.archive.search import where_clause
@@ -192,6 +193,7 @@ class ArchiveIndex:
                 for key in sorted(set(known) - seen):
                     self._forget(key)
                     report.removed.append(Path(key))
+                adopt_tile_footprints(self.db, report.failed)  # PSF and catalog products
                 self._set_meta("settings", settings_key)
                 self._bump()
                 self.db.conn.execute("COMMIT")

@@ -22,6 +22,8 @@ FIELDS = ("collection", "instrument", "facility", "band", "product_type", "tile"
 # Keys of [[rules]] and [bands.NAME] that fix the spectral range: a filter curve by name
 # (see vo_service/archive/passbands.py) or em_min/em_max in metres.
 RANGE_KEYS = ("curve", "em_min", "em_max")
+# Kinds of product that are not images, and the product types of each ([products]).
+PRODUCT_KINDS = ("psf", "catalog")
 
 
 class MappingError(ValueError):
@@ -82,6 +84,14 @@ class ArchiveMapping:
     defaults: dict[str, Any] = field(default_factory=dict)
     bands: dict[str, BandRange] = field(default_factory=dict)
     fingerprint: str = ""
+    product_kinds: dict[str, str] = field(default_factory=dict)  # PRODUCT TYPE -> kind
+    zero_points: dict[str, float] = field(default_factory=dict)  # band -> magnitude zero point
+
+    def product_kind(self, product_type: str | None) -> str | None:
+        """``psf`` or ``catalog`` for the product types [products] lists, else None."""
+        if not product_type:
+            return None
+        return self.product_kinds.get(product_type.upper())
 
     def band_range(self, band: str | None) -> BandRange | None:
         """The named band's range: exact name or alias first, then case-insensitively."""
@@ -208,11 +218,23 @@ def parse_mapping(text: str, source: str = "mapping") -> ArchiveMapping:
         band_range = _band_range(name, spec, f"{source}: [bands.{name}]")
         for alias in [name, *spec.get("aliases", [])]:
             bands[str(alias)] = band_range
+    product_kinds: dict[str, str] = {}
+    for kind, types in data.get("products", {}).items():
+        if kind not in PRODUCT_KINDS:
+            raise MappingError(f"{source}: [products] {kind!r} is not one of {PRODUCT_KINDS}")
+        for product_type in [types] if isinstance(types, str) else list(types):
+            product_kinds[str(product_type).upper()] = kind
+    zero_points: dict[str, float] = {}
+    for band, value in data.get("zero_points", {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MappingError(f"{source}: [zero_points] {band!r} must be a number (mag)")
+        zero_points[str(band)] = float(value)
     # the identification rules are part of what the mapping means: a new version of them
     # re-reads every file, as a changed mapping file does
     fingerprint = hashlib.sha256(
         (text + passbands.RULES_VERSION).encode()).hexdigest()[:16]
-    return ArchiveMapping(tuple(rules), keywords, defaults, bands, fingerprint)
+    return ArchiveMapping(tuple(rules), keywords, defaults, bands, fingerprint, product_kinds,
+                          zero_points)
 
 
 def _band_range(name: str, spec: dict[str, Any], where: str) -> BandRange:

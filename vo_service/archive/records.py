@@ -60,6 +60,9 @@ class ImageRecord:
     mtime: float = 0.0
     shape: tuple[int, ...] = ()
     wide: bool = False
+    # None for images; "psf" (a PSF model) or "catalog" (a source table): products answered
+    # per target by vo_service/products/ rather than cut (docs/products.md)
+    product_kind: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """The SQLite row: tuples as JSON text, the path as a string, booleans as ints."""

@@ -25,9 +25,16 @@ from astropy.wcs import WCS
 from vo_service.archive import passbands
 from vo_service.archive.footprint import celestial_image, image_footprint
 from vo_service.archive.mapping import ArchiveMapping, header_lookup
+from vo_service.archive.product_scan import (
+    ProductScanError,
+    product_kind_of,
+    read_product_records,
+    read_votable_catalog,
+)
 from vo_service.archive.records import ImageRecord, finite_or_none
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
+VOTABLE_SUFFIXES = (".vot", ".votable")  # source catalogs (docs/products.md)
 IMAGE_HDU_TYPES = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 STOKES_CODES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
                 -5: "XX", -6: "YY", -7: "XY", -8: "YX"}
@@ -46,8 +53,9 @@ class FileStat:
 
 
 def is_fits_name(path: Path) -> bool:
-    """Whether a file name has a FITS suffix (``.fits``, ``.fits.gz``, ``.fits.fz``, ...)."""
-    return path.name.lower().endswith(FITS_SUFFIXES)
+    """Whether a file name has a FITS suffix (``.fits``, ``.fits.gz``, ``.fits.fz``, ...)
+    or is a VOTable catalog (``.vot``, ``.votable``)."""
+    return path.name.lower().endswith(FITS_SUFFIXES + VOTABLE_SUFFIXES)
 
 
 def walk_fits(root: Path) -> Iterator[Path]:
@@ -82,14 +90,27 @@ def read_records(
     served).
     """
     relative = path.relative_to(root).as_posix()
+
+    def make_did(collection: str, relative_path: str, hdu: int | None) -> str:
+        return publisher_did(authority, collection, relative_path, hdu)
+
     try:
+        if path.name.lower().endswith(VOTABLE_SUFFIXES):
+            return read_votable_catalog(path, relative, root, mapping, stat.size, stat.mtime,
+                                        make_did), []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
                 _check_complete(caught, hdul, path, stat)
+                found = product_kind_of(hdul, relative, mapping)  # a PSF or a catalog
+                if found is not None:
+                    return read_product_records(found, hdul, path, relative, root, stat.size,
+                                                stat.mtime, make_did), []
                 return _records_of(hdul, path, relative, root, mapping, authority, stat)
     except ScanError:
         raise
+    except ProductScanError as exc:
+        raise ScanError(str(exc)) from exc
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ScanError(_reason(exc)) from exc
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vo_service.archive.mapping import load_mapping
 from vo_service.catalogs import Catalog
 from vo_service.engine.cutout import StampStatus
 from vo_service.errors import UsageError, storage_failure
@@ -35,6 +36,12 @@ from vo_service.jobs.batch_params import (
     parse_batch_request,
     uploaded,
 )
+from vo_service.jobs.batch_photometry import (
+    MEASURED,
+    add_photometry,
+    photometry_planned,
+    photometry_target,
+)
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.executors import as_finished
 from vo_service.jobs.job_coverage import add_coverage_result
@@ -42,6 +49,7 @@ from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.products import stitching
 from vo_service.products.cutouts import changed_since_indexed
+from vo_service.products.job_products import lookup_targets, product_plan
 from vo_service.products.manifest import (
     MANIFEST_MIME,
     ZIP_MIME,
@@ -50,6 +58,7 @@ from vo_service.products.manifest import (
     format_pixel_box,
     write_manifest,
 )
+from vo_service.products.stamp_photometry import measure_unit, photometry_units
 
 log = logging.getLogger(__name__)
 # Targets per unit of work: small enough that ABORT and progress react within a second,
@@ -141,11 +150,9 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     targets, bad = targets_of(catalog, request)
     ra = np.array([t.ra for t in targets], dtype=float)
     dec = np.array([t.dec for t in targets], dtype=float)
-    points, found, records = index.lookup_arrays(
-        ra, dec, collection=request.collections or None,
-        instrument=request.instruments or None, band=request.bandnames or None,
-        product_type=request.product_types or None,
-    )
+    points, found, records = lookup_targets(  # images, PSF models and tile catalogs
+        index, ra, dec, collections=request.collections, instruments=request.instruments,
+        bandnames=request.bandnames, product_types=request.product_types)
     if request.times:  # TIME: only images whose [t_min, t_max] meets one of the intervals
         points, found = _in_time(points, found, records, request.times)
     order = np.lexsort((points, found))
@@ -157,7 +164,9 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         chosen = order[found[order] == record_index]
         record = records[int(record_index)]
         image = unique_image_name(record, image_names)
-        folder = safe_name(record.band or "no-band")
+        folder = safe_name(record.band or ("catalogs" if record.product_kind == "catalog"
+                                           else "no-band"))
+        product = product_plan(index, record, request.products, request.bandnames)
         entries = []
         for point in points[chosen]:
             target = targets[int(point)]
@@ -166,7 +175,7 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
         for start in range(0, len(entries), CHUNK_TARGETS):
             tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
-                                   request.stitch, neighbours))
+                                   request.stitch, neighbours, product))
     matched = set(points.tolist())
     unmatched = [t for i, t in enumerate(targets) if i not in matched]
     return BatchPlan(tasks, unmatched, bad)
@@ -226,9 +235,12 @@ class BatchJob:
             for t in plan.unmatched
         ]
         done = len(rows)
-        context.set_progress(done, plan.total)
+        photometry = request.products.photometry
+        total = plan.total + (photometry_planned(plan.tasks) if photometry else 0)
+        context.set_progress(done, total)
         bundle = Bundle(context.job_dir / "bundle.zip")
         produced = 0
+        science: list = []  # (target, science image) stamps for photometry
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
             context.store, request.formats, context.job_dir / "stamps",
@@ -254,6 +266,8 @@ class BatchJob:
                 results = []
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))
+                    if photometry and outcome.ranges and outcome.status in MEASURED:
+                        science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
                         results.append(ResultFile(
                             _result_id(relative), f"stamps/{relative}", MIME[fmt], size))
@@ -262,14 +276,27 @@ class BatchJob:
                     bundle.add_part(Path(packed.part), packed.entries)
                 context.add_results(results)
                 done += len(outcomes)
-                context.set_progress(done, plan.total)
+                context.set_progress(done, total)
+            measured = []
+            if photometry and not context.should_stop():
+                units = photometry_units(self.resources.index, science, photometry,
+                                         load_mapping(settings.mapping_file).zero_points)
+                for unit, future in as_finished(pool, measure_unit, units, in_flight=in_flight,
+                                                should_stop=context.should_stop):
+                    measured.extend(future.result())
+                    done += len(unit.targets)
+                    context.set_progress(done, total)
         rows.sort(key=lambda r: (r.row, r.image_id or ""))
+        extra_fields = []
+        if photometry:
+            extra_fields = add_photometry(rows, measured, photometry, context, bundle)
         infos = {"job_id": context.job_id, "targets": str(len(catalog)),
                  "stamps": str(produced)}
         if context.should_stop():
             infos["incomplete"] = "the job was stopped before every target was cut"
         manifest_path = context.job_dir / "manifest.xml"
-        manifest_size = write_manifest(manifest_path, rows, infos=infos)
+        manifest_size = write_manifest(manifest_path, rows, infos=infos,
+                                       extra_fields=extra_fields)
         bundle.add_file(manifest_path, "manifest.xml")
         bundle_size = bundle.close()
         with contextlib.suppress(OSError):  # parts of units that never reported stay

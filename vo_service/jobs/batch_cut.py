@@ -28,6 +28,7 @@ from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
 from vo_service.jobs.stamps import link_replacing, publish_cached
 from vo_service.products import stitching
+from vo_service.products.job_products import ProductPlan, product_unit_results
 from vo_service.shapes import CenterSize
 
 SUFFIX = {"fits": ".fits", "png": ".png"}
@@ -63,12 +64,14 @@ class Target:
 
 @dataclass
 class StampTask:
-    """Targets on one image; each entry is (target, stem of its files in the job)."""
+    """Targets on one image; each entry is (target, stem of its files in the job).
+    ``product``: how to make a PSF or catalog product instead of cutting (None: an image)."""
 
     record: object
     entries: list[tuple[Target, str]]
     stitch: str | None = None  # resampling method of stitched stamps (None: plain cutouts)
     neighbours: tuple = ()  # the other tiles of the record's mosaic, for stitching
+    product: ProductPlan | None = None
 
 
 @dataclass
@@ -87,13 +90,16 @@ class Outcome:
 
 
 def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
-               stitch: dict | None = None) -> dict[str, str]:
+               stitch: dict | None = None, product: dict[str, object] | None = None
+               ) -> dict[str, str]:
     """Keys of a target's outcome and of each stamp format on one source image (and, for
-    stitched stamps, the method and the neighbours as they are on disk)."""
+    stitched stamps, the method and the neighbours as they are on disk; ``product``: what
+    else makes a PSF or catalog product's bytes)."""
     request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                "center": [target.ra, target.dec],
                "size": [target.size, target.size, target.unit], "pad": False,
-               **({"stitch": stitch} if stitch else {})}
+               **({"stitch": stitch} if stitch else {}),
+               **({"made": product} if product is not None else {})}
     keys = {"outcome": make_key({**request, "what": "outcome"})}
     for fmt in formats:
         keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
@@ -116,7 +122,8 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     except OSError as exc:
         return [Outcome(t, StampStatus.ERROR, f"the image cannot be read: {exc}")
                 for t, _ in task.entries]
-    keyed = [(target, stem, stamp_keys(identity, target, formats, stitch))
+    made = task.product.key_parts() if task.product is not None else None
+    keyed = [(target, stem, stamp_keys(identity, target, formats, stitch, made))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     folders = _Folders(stamp_dir)
@@ -200,16 +207,19 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 formats: tuple[str, ...], max_pixels: int, folders: _Folders,
                 task: StampTask) -> list[Outcome]:
     try:
-        with OpenImage(record.path, record.hdu) as image:
-            regions = [t.region for t, _, _ in misses]
-            if task.stitch:
-                with contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
-                    results = stitching.cut_stitched(
-                        neighbour_images, image, record, task.neighbours, regions,
-                        method=task.stitch, max_pixels=max_pixels)
-            else:
-                results = list(iter_cutouts(image, regions, max_pixels=max_pixels,
-                                            origfile=record.path.name))
+        regions = [t.region for t, _, _ in misses]
+        if task.product is not None:  # a PSF or a catalog: made per target, not cut
+            results = product_unit_results(record, task.product, regions, max_pixels)
+        else:
+            with OpenImage(record.path, record.hdu) as image:
+                if task.stitch:
+                    with contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
+                        results = stitching.cut_stitched(
+                            neighbour_images, image, record, task.neighbours, regions,
+                            method=task.stitch, max_pixels=max_pixels)
+                else:
+                    results = list(iter_cutouts(image, regions, max_pixels=max_pixels,
+                                                origfile=record.path.name))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
         return [Outcome(t, StampStatus.ERROR, f"{type(exc).__name__}: {exc}")

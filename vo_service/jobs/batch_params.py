@@ -16,11 +16,20 @@ from vo_service.errors import UsageError
 from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
 from vo_service.products import stitching
+from vo_service.products.catalog_products import SCIENCE_TYPES
 from vo_service.products.parameters import parse_float, parse_int, parse_interval
+from vo_service.products.product_options import (
+    ProductOptions,
+    parse_columns,
+    parse_photometry,
+    parse_psf_method,
+)
 
-MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE", "TIME"}
+MULTI_VALUED = {"COLLECTION", "INSTRUMENT", "BANDNAME", "PRODUCTTYPE", "TIME", "COLUMNS",
+                "APERTURE"}
 SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN", "SIZE",
-                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "STITCH"}
+                 "SIZE_UNIT", "RESPONSEFORMAT", "WORKERS", "STITCH", "PSF", "PHOTOMETRY",
+                 "APERTURE_UNIT", "ANNULUS"}
 SIZE_UNITS = ("pix", "arcsec", "arcmin", "deg")
 DEFAULT_SIZE_PIX = 64.0
 FORMATS = {"fits": ("fits",), "application/fits": ("fits",), "png": ("png",),
@@ -47,6 +56,7 @@ class BatchRequest:
     workers: int
     times: tuple[tuple[float, float], ...] = ()  # TIME intervals (MJD): images meeting any
     stitch: str | None = None  # STITCH: resampling method of stitched stamps, None = off
+    products: ProductOptions = ProductOptions()  # PSF, COLUMNS, PHOTOMETRY (docs/products.md)
 
 
 def parse_upload(value: str) -> str:
@@ -78,7 +88,9 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for a catalog job; see "
                          "docs/async.md for UPLOAD, RA_COLUMN, DEC_COLUMN, ID_COLUMN, "
                          "SIZE_COLUMN, SIZE, SIZE_UNIT, COLLECTION, INSTRUMENT, BANDNAME, "
-                         "PRODUCTTYPE, TIME, RESPONSEFORMAT, WORKERS, STITCH")
+                         "PRODUCTTYPE, TIME, RESPONSEFORMAT, WORKERS, STITCH, and "
+                         "docs/products.md for PSF, COLUMNS, PHOTOMETRY, APERTURE, "
+                         "APERTURE_UNIT, ANNULUS")
     for name in SINGLE_VALUED:
         if len(values.get(name, [])) > 1:
             raise UsageError(f"{name} is single-valued but was given {len(values[name])} "
@@ -111,8 +123,17 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
                              f"got {workers}")
     try:
         stitch = stitching.parse_stitch(one("STITCH"))
+        products = ProductOptions(  # a ProductError is a ValueError too
+            parse_psf_method(one("PSF")), parse_columns(values.get("COLUMNS", [])),
+            parse_photometry(one("PHOTOMETRY"), values.get("APERTURE", []),
+                             one("APERTURE_UNIT"), one("ANNULUS")))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    product_types = values.get("PRODUCTTYPE", [])
+    if products.photometry and product_types and not any(
+            value.upper() in SCIENCE_TYPES for value in product_types):
+        raise UsageError("PHOTOMETRY measures on science stamps: add PRODUCTTYPE="
+                         f"{SCIENCE_TYPES[0]} (or another of {', '.join(SCIENCE_TYPES)})")
     upload = one("UPLOAD")
     if upload is None and complete:
         raise UsageError("a catalog job needs UPLOAD=<name>,param:<name> with the catalog in "
@@ -126,6 +147,7 @@ def parse_batch_request(parameters: Sequence[Parameter], limits: Limits, *,
         formats=FORMATS[format_text], workers=workers,
         times=tuple(parse_interval("TIME", v, allow_scalar=True) for v in values.get("TIME", [])),
         stitch=stitch,
+        products=products,
     )
 
 

@@ -215,8 +215,8 @@ def fetch_product(cache: CutoutCache, request: CutoutRequest, records: list[Imag
 
 def download_name(request: CutoutRequest, records: list[ImageRecord], key: str) -> str:
     """A file name saying what the product is: ``<source stem>_cutout_<key8>.<ext>``."""
-    extension = {"image/png": "png", "image/jpeg": "jpg"}.get(request.response_format.mime,
-                                                              "fits")
+    extension = {"image/png": "png", "image/jpeg": "jpg",
+                 "application/x-votable+xml": "xml"}.get(request.response_format.mime, "fits")
     if len(records) == 1:
         stem = records[0].path.name.split(".")[0]
         if records[0].extname or records[0].hdu:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 from astropy.io.votable import parse_single_table
-from astropy.io.votable.tree import Info
+from astropy.io.votable.tree import Field, Info
 from astropy.utils.xml.writer import xml_escape_cdata
 
 from vo_service.engine.bundle import ZipStream
@@ -61,6 +61,11 @@ class ManifestRow:
     pixel_box: str | None = None  # FITS section, see format_pixel_box
     bytes: int | None = None  # size of the stamp file
     stitched_from: str | None = None  # publisher DIDs behind a stitched stamp (STITCH)
+    # values of FIELDs a job adds after the template's (photometry), by FIELD name
+    extra: dict[str, object] | None = None
+
+
+ExtraField = tuple[str, str, str, str, str]  # name, datatype, unit, ucd, description
 
 
 def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
@@ -71,14 +76,17 @@ def format_pixel_box(ranges: Sequence[tuple[int, int]] | None) -> str | None:
 
 
 def manifest_bytes(rows: Sequence[ManifestRow], *,
-                   infos: Mapping[str, str] = {}) -> bytes:  # noqa: B006 - never mutated
-    """The manifest VOTable 1.4 with ``rows`` and INFOs after the query status."""
+                   infos: Mapping[str, str] = {},  # noqa: B006 - never mutated
+                   extra_fields: Sequence[ExtraField] = ()) -> bytes:
+    """The manifest VOTable 1.4 with ``rows`` and INFOs after the query status;
+    ``extra_fields`` are FIELDs after the template's, their values in ``row.extra``."""
     buffer = io.BytesIO()
-    _write(buffer, rows, infos)
+    _write(buffer, rows, infos, extra_fields)
     return buffer.getvalue()
 
 
-def _write(out: BinaryIO, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
+def _write(out: BinaryIO, rows: Sequence[ManifestRow], infos: Mapping[str, str],
+           extra_fields: Sequence[ExtraField] = ()) -> None:
     """Write the manifest to ``out``: astropy's document with a TABLEDATA of ``rows`` put at
     the end of its (only) TABLE, laid out as astropy lays it out, a block of rows at a time
     (column by column within a block, so that memory stays bounded)."""
@@ -88,11 +96,18 @@ def _write(out: BinaryIO, rows: Sequence[ManifestRow], infos: Mapping[str, str])
         resource.infos.append(Info(name=name, value=str(value)))
     table = resource.tables[0]
     table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
+    template_names = {field.name for field in table.fields}
+    for name, datatype, unit, ucd, description in extra_fields:
+        extra = Field(votable, name=name, datatype=datatype, ucd=ucd or None,
+                      unit=unit or None, arraysize="*" if datatype == "char" else None)
+        extra.description = description
+        table.fields.append(extra)
     document = votable_bytes(votable)  # everything but the rows
     if not rows:
         out.write(document)
         return
-    fields = [(attrgetter(field.name), field.datatype) for field in table.fields]
+    fields = [(attrgetter(field.name) if field.name in template_names
+               else _extra_getter(field.name), field.datatype) for field in table.fields]
     end = document.rindex(b"</TABLE>")
     line_start = document.rindex(b"\n", 0, end) + 1
     indent = " " * (end - line_start)
@@ -102,6 +117,11 @@ def _write(out: BinaryIO, rows: Sequence[ManifestRow], infos: Mapping[str, str])
         out.write(_rows_text(rows[start:start + ROWS_PER_BLOCK], fields, indent).encode())
     out.write(f"{indent}  </TABLEDATA>\n{indent} </DATA>\n".encode())
     out.write(document[line_start:])
+
+
+def _extra_getter(name: str) -> Callable[[ManifestRow], object]:
+    """The value of an extra FIELD in a row (None when the row has none)."""
+    return lambda row: row.extra.get(name) if row.extra else None
 
 
 def _rows_text(rows: Sequence[ManifestRow], fields: list[tuple[Callable, str]],
@@ -156,7 +176,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     table = parse_single_table(str(path)).to_table()
     columns: list = []
     for name in _ROW_FIELDS:
-        if name not in table.colnames:  # a FIELD added after the file was written
+        if name not in table.colnames:  # a FIELD added after the file was written (or extra)
             columns.append(repeat(None))
             continue
         column = table[name]
@@ -175,11 +195,12 @@ _STATUSES = {str(status): status for status in StampStatus}
 
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow], *,
-                   infos: Mapping[str, str] = {}) -> int:  # noqa: B006 - never mutated
+                   infos: Mapping[str, str] = {},  # noqa: B006 - never mutated
+                   extra_fields: Sequence[ExtraField] = ()) -> int:
     """Write the manifest atomically; return its size in bytes."""
     temporary = path.with_name(path.name + ".part")
     with open(temporary, "wb") as handle:
-        _write(handle, rows, infos)
+        _write(handle, rows, infos, extra_fields)
         size = handle.tell()
     os.replace(temporary, path)
     return size

@@ -129,7 +129,7 @@ def _near(index, ra: float, dec: float, request: SeriesRequest,  # noqa: ANN001 
         if coarsest > DEFAULT_PIXEL_ARCSEC:
             probe = Circle(ra % 360.0, dec, _radius_deg(request, coarsest))
             records, _ = index.search(pos=[probe], **filters)
-    return records
+    return [r for r in records if r.product_kind is None]  # PSF models are no epochs
 
 
 def _epoch(record: ImageRecord, ra: float, dec: float, kind: str = "target") -> Epoch:

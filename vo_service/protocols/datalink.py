@@ -243,7 +243,9 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
          "description": "PNG preview of the whole image (binned, zscale)",
          "content_type": "image/png", "local_semantics": "preview"},
         {"ID": did, "service_def": service_id, "semantics": "#cutout",
-         "description": "SODA cutout of this image (CIRCLE, POLYGON or POS; BAND, TIME)",
+         "description": CUTOUT_DESCRIPTIONS.get(
+             record.product_kind,
+             "SODA cutout of this image (CIRCLE, POLYGON or POS; BAND, TIME)"),
          "content_type": "application/fits", "local_semantics": "cutout"},
         # The core vocabulary has no #coverage: #auxiliary + local_semantics (checklist §13).
         {"ID": did, "access_url": coverage_url(base, record), "semantics": "#auxiliary",
@@ -251,11 +253,14 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
                         f"{_describe_kind(record)} in this archive",
          "content_type": "application/fits", "local_semantics": "coverage"},
     ]
+    if record.product_kind == "catalog":  # a table has no picture
+        rows = [row for row in rows if row["semantics"] != "#preview"]
     for sibling in siblings:
         rows.append({
             "ID": did, "access_url": file_url(base, sibling), "semantics": "#auxiliary",
-            "description": f"{sibling.product_type or 'related'} product of the same tile and "
-                           f"band: {_describe(sibling)} ({sibling.obs_publisher_did})",
+            "description": f"{sibling.product_type or 'related'} product of the same tile"
+                           f"{' and band' if sibling.band else ''}: {_describe(sibling)} "
+                           f"({sibling.obs_publisher_did})",
             "content_type": sibling.access_format, "content_length": sibling.file_size,
             "content_qualifier": sibling.product_type,
             "local_semantics": (sibling.product_type or "auxiliary").lower(),
@@ -263,6 +268,12 @@ def link_rows(base: str, did: str, record: ImageRecord | None, siblings: Sequenc
     return rows
 
 
+CUTOUT_DESCRIPTIONS = {  # #cutout of PSF and catalog products (docs/products.md)
+    "psf": "SODA: the PSF at the centre of CIRCLE, POLYGON or POS (PSF=nearest or "
+           "interpolated)",
+    "catalog": "SODA: the catalog rows inside the stamp of CIRCLE, POLYGON or POS, with "
+               "their pixel positions (COLUMNS=; RESPONSEFORMAT FITS or VOTable)",
+}
 LINKS_ID_FIELD = "ID"  # XML ID of the links table's ID FIELD (votable_templates)
 CUTOUT_SERVICE_ID = "soda-cutout"  # RESOURCE ID of the SODA descriptor in a links answer
 
@@ -286,6 +297,9 @@ def links_document(index: ArchiveIndex, base: str, ids: Sequence[str], *,
     for did in ids:
         record = index.get(did)
         siblings = index.siblings(record) if record is not None else []
+        if record is not None and record.tile is not None and record.product_kind is None:
+            siblings += index.records(obs_collection=record.obs_collection, tile=record.tile,
+                                      product_kind="catalog")  # the tile's source catalogs
         rows.extend(link_rows(base, did, record, siblings, CUTOUT_SERVICE_ID))
         if record is not None:
             known.append(record)

@@ -39,7 +39,19 @@ from vo_service.products.cutout_request import (
 )
 from vo_service.products.cutouts import NoOverlap, download_name, fetch_product, lookup_records
 from vo_service.products.memory import MemoryBudget
+from vo_service.products.product_options import (
+    ProductError,
+    ProductOptions,
+    parse_columns,
+    parse_psf_method,
+)
+from vo_service.products.product_requests import (
+    NoProductOverlap,
+    fetch_product_answer,
+    is_product_request,
+)
 from vo_service.protocols.dali import (
+    VOTABLE_MIME,
     DALIError,
     MultiValuedParamNotSupported,
     Params,
@@ -111,7 +123,8 @@ def parse_sync_request(params: Params, base: str = "") -> CutoutRequest:
                          "of the image to cut; the whole file is linked from /links (#this)")
     ids, regions = values.ids, values.regions
     response_format = parse_responseformat(params.get_single("RESPONSEFORMAT"),
-                                           (FITS_MIME, *PREVIEW_MIMES), default=FITS_MIME)
+                                           (FITS_MIME, *PREVIEW_MIMES, VOTABLE_MIME),
+                                           default=FITS_MIME)
     preview = None
     if response_format.mime in PREVIEW_MIMES:
         if len(ids) * max(1, len(regions)) > 1:
@@ -191,10 +204,48 @@ def _from_its_file(cached: CachedFile) -> CachedFile:
     return CachedFile(handle, cached.path, cached.size)
 
 
+def product_options(params: Params) -> ProductOptions:
+    """PSF= and COLUMNS= of a request for a PSF or catalog product (docs/products.md)."""
+    try:
+        return ProductOptions(parse_psf_method(params.get_single("PSF")),
+                              parse_columns(params.get_all("COLUMNS")))
+    except ProductError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _product_answer(index: object, cache: CutoutCache, request: CutoutRequest,
+                    records: list[ImageRecord], max_pixels: int,
+                    options: ProductOptions) -> _Answer:
+    """The answer for the ID of a PSF or catalog product (docs/products.md)."""
+    try:
+        cached, hit, key = fetch_product_answer(cache, index, records[0], request.regions,
+                                                request.response_format.mime, options,
+                                                max_pixels)
+    except ProductError as exc:
+        raise UsageError(str(exc)) from exc
+    except NoProductOverlap as exc:
+        raise NoOverlap() from exc
+    content = None
+    if cached.size <= INLINE_BYTES:
+        with cached:
+            content = cached.handle.read()
+    return _Answer(records, cached, hit, key, content)
+
+
 def _answer(index: object, cache: CutoutCache, request: CutoutRequest, max_pixels: int,
-            budget: MemoryBudget) -> _Answer:
+            budget: MemoryBudget, options: ProductOptions | None = None) -> _Answer:
     """Everything blocking of one request, in one worker-thread hop: lookup, cache, read."""
     records = lookup_records(index, request.ids)
+    try:
+        special = is_product_request(records)  # a PSF or a catalog: answered, not cut
+    except ProductError as exc:
+        raise UsageError(str(exc)) from exc
+    if special:
+        return _product_answer(index, cache, request, records, max_pixels,
+                               options or ProductOptions())
+    if request.response_format.mime == VOTABLE_MIME:
+        raise UsageError("RESPONSEFORMAT VOTable is for catalog products; an image is cut "
+                         "as application/fits, image/png or image/jpeg")
     request = replace(request, stitch=stitching.resolve(index, request.stitch, records))
     with budget.hold() as hold:  # memory reserved by the cutting, if any, until the end
         cached, hit, key = fetch_product(cache, request, records, max_pixels, hold)
@@ -213,6 +264,7 @@ async def _sync(request: Request) -> Response:
     if names_votable(params.get_all("RESPONSEFORMAT")):
         request.scope[PLAIN_ERRORS_KEY] = False
     sync_request = parse_sync_request(params, public_base_url(request))
+    options = product_options(params)
     if not slots.try_acquire():
         raise ServiceUnavailable(
             f"{slots.limit} cutouts are being made already; retry in a few seconds",
@@ -220,7 +272,7 @@ async def _sync(request: Request) -> Response:
     try:
         answer = await anyio.to_thread.run_sync(
             _answer, request.app.state.index, cache, sync_request,
-            settings.limits.max_cutout_pixels, budget)
+            settings.limits.max_cutout_pixels, budget, options)
     except NoOverlap:
         log.info("sync runid=%s: no overlap", sync_request.runid)
         return Response(status_code=204)

@@ -16,8 +16,10 @@ from astropy.coordinates import SkyCoord
 from vo_service.archive.records import Combination
 
 # Product types in the order a survey scientist asks for them; others follow by name.
-PRODUCT_ORDER = ("BGSUB", "RMS", "FLAG", "BGMOD")
-DEFAULT_PRODUCTS = ("BGSUB",)
+PRODUCT_ORDER = ("BGSUB", "RMS", "FLAG", "BGMOD", "CATALOG-PSF")
+# Ticked on the page when the archive has them: the science image and, as the Euclid
+# cutout service does, the PSF at the target (docs/products.md).
+DEFAULT_PRODUCTS = ("BGSUB", "CATALOG-PSF")
 _SEXAGESIMAL = re.compile(r"[:hms°d']|\d\s+\d+\s+\d", re.IGNORECASE)
 
 
@@ -57,10 +59,17 @@ def page_choices(index) -> dict:  # noqa: ANN001 - ArchiveIndex
                       for band in bands],
             "product_types": sorted(entry["product_types"], key=product_rank),
         })
+    catalogs = sorted({record.product_type for record in index.records(product_kind="catalog")
+                       if record.product_type})
+    psfs = sorted({record.product_type for record in index.records(product_kind="psf")
+                   if record.product_type})
     return {
         "collections": sorted({item.collection for item in found}),
         "instruments": listed,
         "default_product_types": list(DEFAULT_PRODUCTS),
+        # source catalogs of whole tiles (no band): offered beside every instrument
+        "catalog_product_types": catalogs,
+        "psf_product_types": psfs,  # PSF models: no PNG cutouts on the single-target form
     }
 
 

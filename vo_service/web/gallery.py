@@ -165,6 +165,8 @@ def build_gallery(rows: Sequence[ManifestRow], band_wavelength: dict[str, float]
                 number, _text(row.target_id) or str(number), _number(row.ra), _number(row.dec))
         band, product = _text(row.band), _text(row.product_type)
         message = _text(row.message)
+        if band is None and product is not None and row.image_id:
+            band = ""  # a product of a whole tile (a source catalog): a column of its own
         if band is None or product is None:  # a bad row or a target outside every image
             target.notes.append(GalleryNote(row.status, message or row.status))
             continue
@@ -178,10 +180,11 @@ def build_gallery(rows: Sequence[ManifestRow], band_wavelength: dict[str, float]
     for target in targets.values():
         for stamps in target.cells.values():
             stamps.sort(key=lambda s: STATUS_RANK.get(s.status, 9))
-    bands = sorted({band for band, _ in columns},
+    bands = sorted({band for band, _ in columns if band},
                    key=lambda b: (band_wavelength.get(b, float("inf")), b))
     ordered = sorted(columns.values(),
-                     key=lambda c: (bands.index(c.band), product_rank(c.product_type)))
+                     key=lambda c: (bands.index(c.band) if c.band else len(bands),
+                                    product_rank(c.product_type)))
     products = sorted({product for _, product in columns}, key=product_rank)
     chosen = _composite_bands(bands)
     product = "BGSUB" if "BGSUB" in products else (products[0] if products else None)

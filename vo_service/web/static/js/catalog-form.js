@@ -2,13 +2,14 @@
 import { authFetch, el, errorMessage, getJSON, pill, showError } from "./api.js";
 
 const FIELD_ERRORS = ["error-catalog", "error-columns", "error-bands", "error-products",
-  "error-size", "error-workers", "error-submit"];
+  "error-size", "error-workers", "error-photometry", "error-submit"];
 
 /** Which error slot a message from the service belongs next to. */
 function slotFor(message) {
   if (/^(RA|DEC|ID|SIZE)_COLUMN|no (RA|Dec)/i.test(message)) return "error-columns";
   if (/^UPLOAD|catalog|rows|upload|VOTable|CSV|FITS table/i.test(message)) return "error-catalog";
   if (/^WORKERS/i.test(message)) return "error-workers";
+  if (/^(PHOTOMETRY|APERTURE|ANNULUS|PSF )/i.test(message)) return "error-photometry";
   if (/^SIZE/i.test(message)) return "error-size";
   if (/^BANDNAME|band/i.test(message)) return "error-bands";
   if (/^PRODUCTTYPE/i.test(message)) return "error-products";
@@ -34,6 +35,10 @@ export class CatalogForm {
     this.file.addEventListener("change", () => this.describe());
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
     document.getElementById("collection").addEventListener("change", () => this.showInstruments());
+    const photometry = document.getElementById("photometry");
+    photometry.addEventListener("change", () => {
+      document.getElementById("apertures").disabled = !photometry.checked;
+    });
     this.fillChoices();
   }
 
@@ -84,6 +89,12 @@ export class CatalogForm {
     for (const product of instrument.product_types) {
       const choice = pill("checkbox", "PRODUCTTYPE", product, defaults.includes(product));
       choice.querySelector("input").addEventListener("change", () => this.matchBands());
+      products.append(choice);
+    }
+    // source catalogs of whole tiles: no band, offered with every instrument
+    for (const product of this.choices.catalog_product_types || []) {
+      const choice = pill("checkbox", "PRODUCTTYPE", product, false);
+      choice.title = "the rows of the tile's source catalog inside each stamp";
       products.append(choice);
     }
     this.matchBands();
@@ -163,6 +174,7 @@ export class CatalogForm {
     for (const [name, value] of new FormData(this.form)) {
       if (name !== "catalog" && value !== "") body.append(name, value);
     }
+    if (!body.getAll("PRODUCTTYPE").includes("CATALOG-PSF")) body.delete("PSF");
     const button = document.getElementById("submit-job");
     button.disabled = true;
     try {

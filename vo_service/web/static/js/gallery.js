@@ -135,7 +135,12 @@ export class Gallery {
     if (!stamps.length) return el("td", { className: "nothing" }, "—");
     const stamp = stamps[0];
     const cell = el("td", {});
-    if (stamp.result_id) {
+    if (stamp.result_id && !column.band) {
+      // a product of the whole tile (a source catalog's rows in the stamp): no picture
+      stamps.filter((s) => s.result_id).forEach((s, n) => cell.append(downloadWithToken(
+        el("a", { href: this.resultUrl(s.result_id), download: "", className: "rows-link" },
+          n ? `rows ${n + 1}` : "rows (FITS)"))));
+    } else if (stamp.result_id) {
       const img = el("img", { className: "thumb", alt: `${target.target_id} ${column.band} ${column.product_type}`,
         loading: "lazy" });
       setImageSource(img, this.thumbUrl(stamp, THUMB * 2));

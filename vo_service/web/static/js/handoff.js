@@ -101,7 +101,9 @@ export function sendArchiveCoverage() {
 
 /** FITS stamps to image viewers (image.load.fits), one message each. */
 export function sendStamps(job, stamps, label) {
-  const fits = stamps.filter((s) => s.result_id && s.content_type === "application/fits");
+  // a tile's catalog rows (band "") are a table, not an image for image.load.fits
+  const fits = stamps.filter((s) => s.result_id && s.content_type === "application/fits"
+    && s.band !== "");
   if (!fits.length) { status(`${label} has no FITS stamp`, "warning"); return Promise.resolve(0); }
   return send(fits.map((s) => ["image.load.fits", { url: resultUrl(job, s.result_id),
     "image-id": resultUrl(job, s.result_id), name: `${label} ${s.band || ""} ${s.product_type || ""}`.trim() }]),

@@ -13,6 +13,7 @@ function radiusDegrees(size, unit, image) {
 export class QuickForm {
   constructor(choices) {
     this.instruments = choices.instruments;
+    this.choices = choices;
     this.form = document.getElementById("quick-form");
     const select = document.getElementById("quick-instrument");
     this.instruments.forEach((instrument, n) => select.append(
@@ -37,7 +38,9 @@ export class QuickForm {
     for (const band of instrument.bands) {
       if (band.product_types.some((p) => p !== "CUBE")) bands.append(pill("checkbox", "QBAND", band.name, true));
     }
-    for (const name of instrument.product_types.filter((p) => p !== "CUBE")) {
+    // PNG cutouts of images: not of cubes, nor of PSF models (a PSF is answered as FITS)
+    const psfs = this.choices.psf_product_types || [];
+    for (const name of instrument.product_types.filter((p) => p !== "CUBE" && !psfs.includes(p))) {
       product.append(el("option", { value: name, selected: name === "BGSUB" }, name));
     }
   }

@@ -208,7 +208,7 @@ export class SkyView {
     const stamps = [];
     for (const column of page.columns) {
       for (const stamp of found.cells[column.key] || []) {
-        if (stamp.result_id && stamp.content_type === "application/fits") {
+        if (stamp.result_id && stamp.content_type === "application/fits" && column.band) {
           stamps.push({ ...stamp, band: column.band, product_type: column.product_type });
           break;
         }
