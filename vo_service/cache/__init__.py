@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 # Files up to this size are verified from one read whose bytes the caller may reuse.
 KEEP_CONTENT_BYTES = 1024 * 1024
+# Eviction rounds of one put on a filling disk (each measures the free space again).
+MAKE_ROOM_ROUNDS = 4
 # Free space the cache leaves on its file system by default (Limits.cache_min_free_bytes).
 MIN_FREE_BYTES = 64 * 1024**2
 
@@ -312,11 +314,16 @@ class CutoutCache:
         """Evict until ``incoming`` bytes fit above ``min_free_bytes``; ENOSPC if they
         cannot (the disk is filled by something else than the cache)."""
         spare = self.spare_bytes()
-        if spare is None or spare >= incoming:
-            return
-        victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare - incoming)
-        self._remove(victims)
-        spare = self.spare_bytes()
+        for _ in range(MAKE_ROOM_ROUNDS):
+            if spare is None or spare >= incoming:
+                return
+            # the index's own pages (its write-ahead log grows as entries go) can take a few
+            # KiB of what the evicted files gave back: measure again, evict again if short
+            victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare - incoming)
+            if not victims:
+                break
+            self._remove(victims)
+            spare = self.spare_bytes()
         if spare is not None and spare < incoming:
             raise OSError(errno.ENOSPC, f"the cutout cache keeps {self.min_free_bytes} bytes "
                           f"free on its disk and cannot store {incoming} more "
