@@ -156,7 +156,7 @@ def test_no_overlap_is_a_status_not_an_exception(tmp_path):
 def test_stamp_statuses_are_the_words_users_read(tmp_path):
     """The status enum's values are the manifest's (and the docs') words, and a result's
     status is one of them, shown as that word wherever it is printed."""
-    assert [str(s) for s in StampStatus] == ["ok", "partial", "no-overlap", "error"]
+    assert [str(s) for s in StampStatus] == ["ok", "partial", "stitched", "no-overlap", "error"]
     assert StampStatus("no-overlap") is StampStatus.NO_OVERLAP
     template = (Path(__file__).parent.parent / "votable_templates" / "manifest.xml").read_text()
     described = template.split('name="status"')[1].split("</DESCRIPTION>")[0]
