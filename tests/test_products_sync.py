@@ -16,6 +16,7 @@ from astropy.io.votable import parse_single_table
 from astropy.wcs import WCS
 from pyvo.dal.adhoc import DatalinkResults
 from server import LiveServer, assert_valid_votable
+from uws_client import results_of, wait_final
 
 import vo_service
 
@@ -140,3 +141,17 @@ def test_catalog_and_mixed_request_errors(live_server: LiveServer) -> None:
     assert image.status_code == 400 and "VOTable is for catalog products" in image.text
     assert sync(live_server, ID=catalog["obs_publisher_did"],
                 CIRCLE="10 10 0.01").status_code == 204
+
+
+def test_a_soda_job_answers_a_psf_id_with_the_psf(live_server: LiveServer) -> None:
+    (row,) = _search(live_server, BANDNAME="VIS", PRODUCTTYPE="CATALOG-PSF")
+    with httpx.Client(timeout=120) as client:
+        created = client.post(live_server.url("async"), follow_redirects=True, data={
+            "ID": row["obs_publisher_did"], "CIRCLE": [CIRCLE, "10 10 0.01"], "PHASE": "RUN"})
+        root = wait_final(client, str(created.url))
+        results = results_of(root)
+        psf = client.get(results["cutout-1"][0]).content
+        assert client.get(results["cutout-2"][0]).text.startswith("UsageError: no overlap")
+    with fits.open(io.BytesIO(psf)) as served:
+        assert served[0].header["PSFMETH"] == "nearest"
+        assert served[0].data.shape == (served[0].header["STMPSIZE"],) * 2

@@ -21,6 +21,8 @@ from vo_service.products import stitching
 from vo_service.products.cutout_request import FITS_MIME, CutoutRequest, parse_cutout_values
 from vo_service.products.cutouts import NoOverlap, fetch_product
 from vo_service.products.parameters import parse_responseformat
+from vo_service.products.product_options import ProductError, ProductOptions
+from vo_service.products.product_requests import NoProductOverlap, fetch_product_answer
 
 SODA_PARAMETERS = {"ID", "POS", "CIRCLE", "POLYGON", "BAND", "TIME", "POL", "RESPONSEFORMAT",
                    "STITCH"}
@@ -120,12 +122,20 @@ class SodaJob:
         record = self.resources.index.get(request.ids[0])
         if record is None:
             return _text_result(context, result_id, f"UsageError: unknown ID {request.ids[0]!r}")
+        max_pixels = self.resources.settings.limits.max_cutout_pixels
         try:
-            request = replace(request, stitch=stitching.resolve(
-                self.resources.index, request.stitch, [record]))
-            cached, _, _ = fetch_product(self.resources.cache, request, [record],
-                                         self.resources.settings.limits.max_cutout_pixels)
-        except NoOverlap:
+            if record.product_kind is not None:  # a PSF or a catalog: answered, not cut
+                cached, _, _ = fetch_product_answer(
+                    self.resources.cache, self.resources.index, record, request.regions,
+                    FITS_MIME, ProductOptions(), max_pixels)
+            else:
+                request = replace(request, stitch=stitching.resolve(
+                    self.resources.index, request.stitch, [record]))
+                cached, _, _ = fetch_product(self.resources.cache, request, [record],
+                                             max_pixels)
+        except ProductError as exc:
+            return _text_result(context, result_id, f"UsageError: {exc}")
+        except (NoOverlap, NoProductOverlap):
             return _text_result(context, result_id, "UsageError: no overlap: the region "
                                 f"does not overlap {request.ids[0]}")
         except DALIError as exc:
