@@ -241,3 +241,21 @@ def test_dotted_gzipped_file_names_keep_their_stem(real_data, tmp_path, capsys):
     assert main(["cutout", str(source), "--ra", "14:29:56", "--dec", "-62:41:05",
                  "--size", "10", "--id", "dss", "--out", str(out), "--quiet"]) == 0
     assert [p.name for p in out.iterdir()] == ["dss_dss.14.29.56-62.41.05.fits"]
+
+
+def test_target_names_that_collide_once_made_unique_still_get_their_own_files(
+        horsehead, tmp_path, capsys):
+    # row 3 repeats row 1's ID; its row-numbered name is already row 2's own ID
+    path = tmp_path / "clash.csv"
+    path.write_text("id,ra,dec\na,85.275,-2.458\na_row3,85.27,-2.46\na,85.28,-2.455\n")
+    out = tmp_path / "out"
+    assert main(["cutout", str(horsehead), "--catalog", str(path), "--size", "16",
+                 "--out", str(out)]) == 0
+    assert "3 cutouts made" in capsys.readouterr().out
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 3, files
+    centres = set()
+    for name in files:
+        with fits.open(out / name) as hdul:
+            centres.add((hdul[0].header["CUTX0"], hdul[0].header["CUTY0"]))
+    assert len(centres) == 3, "each file holds its own row's stamp"

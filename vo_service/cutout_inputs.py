@@ -202,12 +202,17 @@ class Targets:
     skipped: dict[str, str]  # target name -> why it was not cut
 
 
-def _unique_names(ids: list[str]) -> list[str]:
-    names, seen = [], set()
+def unique_names(ids: list[str]) -> list[str]:
+    """File-safe target names, one per ID, all distinct: a repeated (or, once made safe,
+    colliding) name gets its row number, then a counter while even that is taken."""
+    names: list[str] = []
+    seen: set[str] = set()
     for row, raw in enumerate(ids, start=1):
-        name = _UNSAFE.sub("_", raw).strip("._") or f"row{row}"
-        if name in seen:
-            name = f"{name}_row{row}"
+        base = _UNSAFE.sub("_", raw).strip("._") or f"row{row}"
+        name, extra = base, 1
+        while name in seen:
+            name = f"{base}_row{row}" + (f"_{extra}" if extra > 1 else "")
+            extra += 1
         seen.add(name)
         names.append(name)
     return names
@@ -228,7 +233,7 @@ def read_targets(args: argparse.Namespace) -> Targets:
                                    size_column=args.size_column, max_rows=args.max_rows)
         except CatalogError as error:
             raise UsageProblem(str(error)) from None
-        names = _unique_names(catalog.ids)
+        names = unique_names(catalog.ids)
         regions, kept, skipped = [], [], {}
         for row, name in enumerate(names):
             if row in catalog.row_problems:
@@ -251,7 +256,7 @@ def read_targets(args: argparse.Namespace) -> Targets:
     except (ValueError, ShapeError) as error:
         raise UsageProblem(str(error)) from None
     name = args.target_id or f"{ra:.5f}{dec:+.5f}"
-    return Targets(_unique_names([name]), [region], {})
+    return Targets(unique_names([name]), [region], {})
 
 
 def preview_options(args: argparse.Namespace) -> PreviewOptions | None:
