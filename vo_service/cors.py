@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from vo_service.products.parameters import shorten
 from vo_service.protocols.dali import UsageError, error_response
-from vo_service.protocols.error_format import accept_prefers_votable
+from vo_service.protocols.error_format import sync_wants_plain_errors
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE")
 ALLOWED_HEADERS = ("Authorization",)
@@ -39,8 +39,7 @@ class DALICORSMiddleware(CORSMiddleware):
         headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
         if (scope["type"] == "http" and scope["method"] == "OPTIONS" and "origin" in headers
                 and "access-control-request-method" in headers):
-            plain = (scope["path"].rstrip("/").endswith("/sync")
-                     and not accept_prefers_votable(headers.get("accept")))
+            plain = sync_wants_plain_errors(scope)
             await self.preflight_response(headers, plain_text=plain)(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -6,8 +6,8 @@ every request must carry ``Authorization: Bearer <token>`` except the VOSI resou
 (capabilities and availability must stay anonymous, VOSI 1.1 §2), the DALI examples page
 and the web page with its static assets (the page's own API calls carry the token). A
 missing or unknown token answers 401 with ``WWW-Authenticate: Bearer realm="vo-service"``
-and a DALI error VOTable (``AuthenticationError: ...``), as do two ``Authorization``
-headers (no guessing which one counts).
+and a DALI error VOTable (``AuthenticationError: ...``; text/plain on SODA ``/sync`` as
+every ``/sync`` error), as do two ``Authorization`` headers (no guessing which one counts).
 
 Only sha256 digests of tokens are kept in memory and in the tokens file.
 """
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vo_service.config import Settings
 from vo_service.protocols.dali import AuthenticationError, error_response
+from vo_service.protocols.error_format import sync_wants_plain_errors
 
 CHALLENGE = 'Bearer realm="vo-service"'
 # Reachable without a token even when authentication is on.
@@ -123,7 +124,8 @@ class BearerAuthMiddleware:
                 f"the request carries {len(authorizations)} Authorization headers; send "
                 "exactly one, 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": CHALLENGE})
-            await error_response(error)(scope, receive, send)
+            await error_response(error, plain_text=sync_wants_plain_errors(scope))(
+                scope, receive, send)
             return
         token = _bearer(authorizations[0] if authorizations else None)
         owner = self.owners.get(token_digest(token)) if token else None
@@ -136,7 +138,8 @@ class BearerAuthMiddleware:
             else:
                 message = "the bearer token is not valid; check it or ask for a new one"
             error = AuthenticationError(message, headers={"WWW-Authenticate": CHALLENGE})
-            await error_response(error)(scope, receive, send)
+            await error_response(error, plain_text=sync_wants_plain_errors(scope))(
+                scope, receive, send)
             return
         scope["vo_owner"] = owner
         await self.app(scope, receive, send)

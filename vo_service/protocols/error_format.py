@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
 from vo_service.products.parameters import FORMAT_ALIASES, VOTABLE_MIME
 
 PLAIN_ERRORS_KEY = "vo_plain_errors"
@@ -71,3 +74,12 @@ def names_votable(response_formats: Iterable[str]) -> bool:
         if FORMAT_ALIASES.get(bare, bare) == VOTABLE_MIME:
             return True
     return False
+
+
+def sync_wants_plain_errors(scope: Scope) -> bool:
+    """Whether an error answered before the endpoint runs (CORS preflight, authentication)
+    takes the text/plain form: the request is for SODA ``/sync`` and does not prefer a
+    VOTable in ``Accept``."""
+    if not scope.get("path", "").rstrip("/").endswith("/sync"):
+        return False
+    return not accept_prefers_votable(Headers(scope=scope).get("accept"))
