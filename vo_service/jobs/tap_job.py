@@ -14,15 +14,13 @@ from vo_service.jobs.context import JobContext, JobFailed, JobParameterError
 from vo_service.jobs.job_files import Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.products.tap_request import (
-    MAXREC_HARD,
     TapError,
     find_format,
-    parse_tap_request,
     parse_uploads,
     single,
 )
 from vo_service.products.tap_results import run_and_write
-from vo_service.products.tap_upload import read_uploads
+from vo_service.products.tap_upload import read_tap_request
 
 TAP_ASYNC_PATH = "/tap/async"  # where TAP jobs live, below the service's base URL
 EXTENSIONS = {"tabledata": "xml", "binary2": "xml", "csv": "csv", "tsv": "tsv",
@@ -72,13 +70,7 @@ class TapJob:
         files = {name.upper(): upload.path.read_bytes()
                  for name, upload in context.uploads.items()}
         try:
-            tables = read_uploads(parse_uploads(values.get("UPLOAD", [])), files,
-                                  max_rows=limits.max_upload_rows,
-                                  max_columns=limits.max_upload_columns,
-                                  max_bytes=limits.max_upload_bytes,
-                                  allow_urls=settings.tap_upload_urls)
-            request = parse_tap_request(values, tables, maxrec_default=limits.maxrec_default,
-                                        maxrec_hard=MAXREC_HARD)
+            request = read_tap_request(values, files, settings)
             base = context.base_url.removesuffix(TAP_ASYNC_PATH)
             body = run_and_write(request, settings.index_path, base,
                                  seconds=float(limits.default_execution_duration),

@@ -15,7 +15,7 @@ import json
 import math
 import urllib.request
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from astropy.io.votable import parse as parse_votable
@@ -26,7 +26,15 @@ from vo_service.archive.tap_query import UploadTable
 from vo_service.archive.tap_schema import ColumnMeta, TableMeta
 from vo_service.catalogs.columns import CatalogError
 from vo_service.catalogs.safety import check_votable
-from vo_service.products.tap_request import TapError, UploadSpec
+from vo_service.config import Settings
+from vo_service.products.tap_request import (
+    MAXREC_HARD,
+    TapError,
+    TapRequest,
+    UploadSpec,
+    parse_tap_request,
+    parse_uploads,
+)
 
 GEOMETRY_XTYPES = {"point", "circle", "polygon"}
 
@@ -154,3 +162,17 @@ def read_uploads(specs: Sequence[UploadSpec], files: dict[str, bytes], *, max_ro
     return [read_upload(spec, fetch_upload(spec.uri, max_bytes=max_bytes,
                                            allow_urls=allow_urls, files=files),
                         max_rows=max_rows, max_columns=max_columns) for spec in specs]
+
+
+def read_tap_request(values: Mapping[str, list[str]], files: dict[str, bytes],
+                     settings: Settings) -> TapRequest:
+    """The TAP request of ``values`` (parameter name -> values) with its UPLOADs read from
+    ``files`` under the service's limits, as /tap/sync and TAP jobs both take it."""
+    limits = settings.limits
+    tables = read_uploads(parse_uploads(values.get("UPLOAD", [])), files,
+                          max_rows=limits.max_upload_rows,
+                          max_columns=limits.max_upload_columns,
+                          max_bytes=limits.max_upload_bytes,
+                          allow_urls=settings.tap_upload_urls)
+    return parse_tap_request(values, tables, maxrec_default=limits.maxrec_default,
+                             maxrec_hard=MAXREC_HARD)

@@ -16,9 +16,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vo_service.products.tap_request import MAXREC_HARD, TapError, parse_tap_request, parse_uploads
+from vo_service.products.tap_request import TapError
 from vo_service.products.tap_results import TAP_STANDARD_ID, run_and_write
-from vo_service.products.tap_upload import read_uploads
+from vo_service.products.tap_upload import read_tap_request
 from vo_service.protocols import tap_examples, uws, vosi
 from vo_service.protocols.dali import UsageError, public_base_url, read_params
 from vo_service.protocols.vosi_tables import table_document, tableset_document
@@ -35,17 +35,10 @@ async def sync_endpoint(request: Request) -> Response:
     values = {name: params.get_all(name) for name in params.names()}
     files = {upload.name: upload.data for upload in params.files}
     settings = request.app.state.settings
-    limits = settings.limits
     base = public_base_url(request)
 
     def work() -> tuple[bytes, str]:
-        tables = read_uploads(parse_uploads(values.get("UPLOAD", [])), files,
-                              max_rows=limits.max_upload_rows,
-                              max_columns=limits.max_upload_columns,
-                              max_bytes=limits.max_upload_bytes,
-                              allow_urls=settings.tap_upload_urls)
-        tap_request = parse_tap_request(values, tables, maxrec_default=limits.maxrec_default,
-                                        maxrec_hard=MAXREC_HARD)
+        tap_request = read_tap_request(values, files, settings)
         body = run_and_write(tap_request, settings.index_path, base, seconds=SYNC_SECONDS)
         return body, tap_request.output.content_type
 
