@@ -222,6 +222,23 @@ def test_catalog_rows_and_photometry_from_the_page(page, server: LiveServer,  # 
     assert "photometry" in document  # the photometry.xml result
 
 
+def test_stamps_across_tile_edges_are_stitched_when_the_page_asks(
+        page, server: LiveServer, demo_archive: Path) -> None:  # noqa: ANN001
+    seam_stars = tuple(str(i) for i in range(300901, 300908))  # demo stars on tile seams
+    upload(page, "seams.csv", catalog_csv(demo_archive, 7, ids=seam_stars))
+    page.wait_for_selector("#catalog-summary:not([hidden])")
+    page.check("#instruments input[value=VIS]")
+    page.check("#products input[value=BGSUB]")
+    assert page.input_value("#stitch") == "none"  # the default cuts each image on its own
+    page.select_option("#stitch", "interp")
+    page.click("#submit-job")
+    page.wait_for_selector("#gallery:not([hidden]) #gallery-table tbody tr")
+    assert page.locator("#gallery-table .tag.stitched").count() >= 1
+    job_id = page.locator("#job-rows tr[data-phase=COMPLETED]").first.get_attribute(
+        "data-job-id")
+    assert 'id="STITCH">interp<' in httpx.get(server.url(f"async/{job_id}")).text
+
+
 def test_single_target_form_shows_a_cutout_per_band(page, server: LiveServer) -> None:  # noqa: ANN001
     page.fill("#quick-pos", "03:31:35.59 -28:04:48.6")  # a bright galaxy of the demo sky
     page.select_option("#quick-instrument", label="DECAM")

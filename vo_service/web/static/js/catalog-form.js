@@ -2,13 +2,14 @@
 import { authFetch, el, errorMessage, getJSON, pill, showError } from "./api.js";
 
 const FIELD_ERRORS = ["error-catalog", "error-columns", "error-bands", "error-products",
-  "error-size", "error-workers", "error-photometry", "error-submit"];
+  "error-size", "error-workers", "error-photometry", "error-stitch", "error-submit"];
 
 /** Which error slot a message from the service belongs next to. */
 function slotFor(message) {
   if (/^(RA|DEC|ID|SIZE)_COLUMN|no (RA|Dec)/i.test(message)) return "error-columns";
   if (/^UPLOAD|catalog|rows|upload|VOTable|CSV|FITS table/i.test(message)) return "error-catalog";
   if (/^WORKERS/i.test(message)) return "error-workers";
+  if (/^STITCH/i.test(message)) return "error-stitch";
   if (/^(PHOTOMETRY|APERTURE|ANNULUS|PSF )/i.test(message)) return "error-photometry";
   if (/^SIZE/i.test(message)) return "error-size";
   if (/^BANDNAME|band/i.test(message)) return "error-bands";
@@ -175,6 +176,7 @@ export class CatalogForm {
       if (name !== "catalog" && value !== "") body.append(name, value);
     }
     if (!body.getAll("PRODUCTTYPE").includes("CATALOG-PSF")) body.delete("PSF");
+    if (body.get("STITCH") === "none") body.delete("STITCH"); // the service's default
     const button = document.getElementById("submit-job");
     button.disabled = true;
     try {
