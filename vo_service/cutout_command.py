@@ -38,7 +38,7 @@ from vo_service.cutout_inputs import (
 from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
 from vo_service.engine.composite import CompositeError, render_composite
 from vo_service.engine.cutout import StampStatus
-from vo_service.engine.preview import PreviewOptions, physical_pixels
+from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write, empty_primary_bytes
@@ -82,14 +82,6 @@ class Outcome:
     files: tuple[Path, ...] = ()
 
 
-def _physical(result, header: fits.Header) -> np.ndarray:
-    """Preview values of a stamp: integers scaled by BSCALE/BZERO, BLANK pixels as NaN."""
-    blank = result.blank if result.blank is not None else header.get("BLANK")
-    return physical_pixels(result.data, bscale=float(header.get("BSCALE", 1.0)),
-                           bzero=float(header.get("BZERO", 0.0)),
-                           blank=None if blank is None else int(blank))
-
-
 def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
     target = job.targets[result.index]
     if not result.has_stamp:
@@ -106,10 +98,10 @@ def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
         if job.rgb_staging is not None:
             plane = job.rgb_staging / f"{target:07d}" / f"{job.image_position}.npy"
             plane.parent.mkdir(parents=True, exist_ok=True)
-            np.save(plane, _physical(result, header))
+            np.save(plane, result.physical())
         if job.preview is not None:
             suffix = "jpg" if job.preview.fmt == "jpeg" else "png"
-            image_bytes = job.preview.render(_physical(result, header))
+            image_bytes = job.preview.render(result.physical())
             files.append(atomic_write(job.out_dir / f"{stem}.{suffix}", [image_bytes]))
     except (OSError, ValueError) as error:
         return Outcome(target, job.image_position, StampStatus.ERROR, f"cannot write: {error}",

@@ -14,7 +14,8 @@ from astropy.utils.exceptions import AstropyWarning
 from vo_service.cutout_inputs import Image, Targets
 from vo_service.engine.combine import COMBINE_METHODS, combine_files
 from vo_service.engine.mosaic import stitched_cutouts
-from vo_service.engine.preview import PreviewOptions, physical_pixels
+from vo_service.engine.physical import header_scaling, physical_values
+from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
 from vo_service.engine.writing import atomic_write
 
@@ -37,11 +38,7 @@ def stitched_outcomes(images: list[Image], targets: Targets, args: argparse.Name
                     result.write(out_dir / f"{stem}.fits")
                 if preview is not None:
                     header = result.to_hdulist()[0].header
-                    blank = header.get("BLANK")
-                    values = physical_pixels(result.data,
-                                             bscale=float(header.get("BSCALE", 1.0)),
-                                             bzero=float(header.get("BZERO", 0.0)),
-                                             blank=None if blank is None else int(blank))
+                    values = physical_values(result.data, **header_scaling(header))
                     suffix = "jpg" if preview.fmt == "jpeg" else "png"
                     atomic_write(out_dir / f"{stem}.{suffix}", [preview.render(values)])
             except (OSError, ValueError) as error:

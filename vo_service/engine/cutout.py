@@ -17,6 +17,7 @@ import numpy as np
 from astropy.io import fits
 
 from vo_service.engine.geometry import PixelBox, region_windows
+from vo_service.engine.physical import physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError, select_axes
 from vo_service.engine.writing import (
@@ -137,17 +138,10 @@ class CutoutResult:
         byte order: what previews and statistics want."""
         if self.data is None or self.template is None:
             return None
-        data = self.data
-        scale, zero = self.template.bscale, self.template.bzero
-        if data.dtype.kind == "f" and scale == 1.0 and zero == 0.0:
-            return data.astype(data.dtype.newbyteorder("="))
-        values = data.astype(np.float64 if data.dtype.itemsize > 2 else np.float32)
         blank = self.blank if self.blank is not None else self.template.source_blank
-        if data.dtype.kind in "iu" and blank is not None:
-            values[data == blank] = np.nan
-        if scale != 1.0 or zero != 0.0:
-            values = values * scale + zero
-        return values
+        values = physical_values(self.data, bscale=self.template.bscale,
+                                 bzero=self.template.bzero, blank=blank)
+        return values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
 
     def write(self, path: str | Path) -> Path:
         """Write the stamp as one FITS file, atomically."""
