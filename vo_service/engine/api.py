@@ -18,10 +18,10 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from vo_service.engine.batch import (
-    ImageTask,
     cut_task,
     iter_cutouts,
     multi_extension_chunks,
+    plan_units,
     run_tasks,
 )
 from vo_service.engine.cutout import CutoutResult, StampStatus
@@ -121,11 +121,10 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
         outcomes = [(paths[position], result) for position, result in stitched_cutouts(
             list(zip(paths, hdus, strict=True)), regions, method=method, pad=pad)]
     else:
-        tasks = [ImageTask(path, number, regions, pad=pad)
-                 for path, number in zip(paths, hdus, strict=True)]
-        per_task = dict(run_tasks(tasks, cut_task, workers=workers))
-        outcomes = [(task.path, result) for task_index, task in enumerate(tasks)
-                    for result in per_task[task_index]]
+        units = plan_units(list(zip(paths, hdus, strict=True)), regions, pad=pad)
+        per_unit = dict(run_tasks(units, cut_task, workers=workers))
+        outcomes = [(unit.path, result) for position, unit in enumerate(units)
+                    for result in per_unit[position]]
     stamps: list[tuple[Path, CutoutResult]] = []
     for path, result in outcomes:
         if result.has_stamp:

@@ -79,8 +79,9 @@ class CutoutResult:
     `status`: 'ok' (region inside the image), 'partial' (region partly off the image:
     the box holds the part inside, or the whole region padded when
     pad=True), 'no-overlap', or 'error' (batch only; `cut` raises instead).
-    `reason` (no-overlap only): what missed, 'spatial' (the region is off the image) or
-    the filter that selected nothing, 'band', 'time' or 'pol'.
+    `reason` (no-overlap): what missed, 'spatial' (the region is off the image) or
+    the filter that selected nothing, 'band', 'time' or 'pol'; (error) 'image' when the
+    image itself could not answer (`engine.batch.cut_unit`).
     `pixel_box`: the stamp's box in source pixels (0-based, half-open, FITS axis order);
     with padding it is the requested box and may extend past the image.
     `data`: raw source pixel values, big-endian, numpy order (None without a stamp).
