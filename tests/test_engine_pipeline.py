@@ -67,3 +67,40 @@ def test_an_unreadable_image_answers_every_region_with_an_error(tmp_path):
     assert sorted(r.index for r in results) == [0, 1, 2]
     assert all(r.status == "error" and r.reason == IMAGE_FAILED and r.message
                for r in results)
+
+
+def _stamp_bytes(hdulists) -> list[bytes]:
+    import io
+
+    out = []
+    for hdulist in hdulists:
+        buffer = io.BytesIO()
+        hdulist.writeto(buffer)
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_the_python_api_cuts_alike_on_every_executor(tmp_path):
+    """``vo_service.cutout(executor=...)``: local threads, local processes and a Dask
+    cluster give the stamps, in the order, of cutting one file after the other."""
+    from distributed import Client, LocalCluster
+
+    import vo_service
+    from vo_service.engine.executors import DaskExecutor, LocalExecutor, ProcessExecutor
+
+    files = [fits_factory.sip_image(tmp_path / f"{name}.fits") for name in "abc"]
+    coordinates = [(region.ra, region.dec) for region in targets_on(files[0], 6)]
+    expected = _stamp_bytes(vo_service.cutout(files, coordinates, 16))
+    assert len(expected) >= 9  # most targets fall on every file
+    with LocalExecutor(2) as threads:
+        assert _stamp_bytes(vo_service.cutout(files, coordinates, 16, executor=threads)) \
+            == expected
+    with ProcessExecutor(2) as processes:
+        assert _stamp_bytes(vo_service.cutout(files, coordinates, 16, executor=processes)) \
+            == expected
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None, silence_logs=40) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        dask = DaskExecutor(cluster.scheduler_address, client=client)
+        assert _stamp_bytes(vo_service.cutout(files, coordinates, 16, executor=dask)) \
+            == expected

@@ -25,6 +25,7 @@ from vo_service.engine.batch import (
     run_tasks,
 )
 from vo_service.engine.cutout import CutoutResult, StampStatus
+from vo_service.engine.executors import Executor
 from vo_service.engine.mosaic import stitched_cutouts
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
@@ -81,7 +82,8 @@ def first_image_hdu(path: str | Path) -> int:
 def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
            output_dir: str | Path | None = None, single_outfile: bool = False,
            pad: bool = False, hdu: int | None = None, workers: int = 1,
-           stitch: bool | str = False) -> list[fits.HDUList] | list[Path]:
+           executor: Executor | None = None, stitch: bool | str = False
+           ) -> list[fits.HDUList] | list[Path]:
     """Cut every target from every file.
 
     Parameters
@@ -96,6 +98,9 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     pad : pad stamps at image edges to the full size (NaN / BLANK).
     hdu : the image HDU of every file (default: the first image with a celestial WCS).
     workers : files cut in parallel (1-16 threads).
+    executor : where the files are cut instead: any `vo_service.engine.executors`
+        ``Executor`` (``LocalExecutor`` threads, ``ProcessExecutor`` processes,
+        ``DaskExecutor`` on a Dask cluster); left running for further calls.
     stitch : treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT) and
         make one stamp per target and mosaic, on the grid of the tile holding the target,
         filled across tile edges from the other tiles: exact copies from tiles on the same
@@ -122,7 +127,7 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
             list(zip(paths, hdus, strict=True)), regions, method=method, pad=pad)]
     else:
         units = plan_units(list(zip(paths, hdus, strict=True)), regions, pad=pad)
-        per_unit = dict(run_tasks(units, cut_task, workers=workers))
+        per_unit = dict(run_tasks(units, cut_task, workers=workers, executor=executor))
         outcomes = [(unit.path, result) for position, unit in enumerate(units)
                     for result in per_unit[position]]
     stamps: list[tuple[Path, CutoutResult]] = []

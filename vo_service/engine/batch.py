@@ -13,7 +13,7 @@ import contextlib
 import gc
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from vo_service.engine.cutout import (
     padded_stamp,
     plan_cutouts,
 )
+from vo_service.engine.executors import Executor, ProcessExecutor
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.tiles import read_boxes
@@ -299,11 +300,17 @@ def _record(result: CutoutResult, path: Path | None) -> StampRecord:
 
 
 def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
-              processes: bool = False, args: tuple = ()) -> Iterator[tuple[int, object]]:
+              processes: bool = False, args: tuple = (), executor: Executor | None = None
+              ) -> Iterator[tuple[int, object]]:
     """Run `handle(task, *args)` for every task with 1-16 workers; yields (task index,
     result) as tasks finish. Threads suit I/O-bound work (numpy and astropy release the
     GIL while reading); processes suit CPU-bound work (decompression, many small stamps).
-    `handle` must be a module-level function when processes=True."""
+    `handle` must be a module-level function when processes=True.
+    ``executor``: run the tasks there instead (any `engine.executors.Executor`: local
+    threads or processes, a Dask cluster); it is left running for the caller."""
+    if executor is not None:
+        yield from _run_on(executor, tasks, handle, args)
+        return
     workers = max(1, min(MAX_WORKERS, int(workers)))
     if workers == 1 or len(tasks) <= 1:
         for index, task in enumerate(tasks):
@@ -317,6 +324,20 @@ def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
                        for index, task in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def _run_on(executor: Executor, tasks: Sequence[ImageTask], handle: Callable, args: tuple
+            ) -> Iterator[tuple[int, object]]:
+    forking = isinstance(executor, ProcessExecutor | ProcessPoolExecutor)
+    with _frozen_heap(forking):  # forked workers may start on the first submit
+        futures = {executor.submit(handle, task, *args): index
+                   for index, task in enumerate(tasks)}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        for future in futures:  # the caller stopped early, or a task failed
+            future.cancel()
 
 
 @contextlib.contextmanager

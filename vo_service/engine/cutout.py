@@ -119,7 +119,9 @@ class CutoutResult:
         """The stamp as FITS byte chunks (header, data, padding, lookup tables)."""
         header = self.header_bytes(primary=primary, extver_offset=extver_offset,
                                    extname=extname)
-        data = np.ascontiguousarray(self.data)
+        # FITS is big-endian; a result that crossed a pickle (worker processes, Dask) may
+        # hold native-order pixels: numpy unpickles protocol < 5 arrays in native order
+        data = np.ascontiguousarray(self.data, dtype=self.data.dtype.newbyteorder(">"))
         parts: list[bytes | memoryview] = [
             header,
             memoryview(data).cast("B"),
