@@ -56,3 +56,12 @@ def test_a_gallery_thumbnail_of_a_scaled_float_stamp_uses_physical_values(tmp_pa
     with fits.open(tmp_path / "s.fits", do_not_scale_image_data=True) as hdus:
         assert hdus[0].header["BSCALE"] == 3.0  # written raw, scaling kept in the header
     np.testing.assert_array_equal(stamp_pixels(tmp_path / "s.fits"), np.full((4, 4), 3.0))
+
+
+def test_a_chosen_float_type_holds_integers_and_floats() -> None:
+    raw = np.array([1, 2, -1], dtype=">i2")
+    values = physical_values(raw, bscale=0.1, blank=-1, dtype=np.float64)
+    assert values.dtype == np.float64
+    np.testing.assert_array_equal(values, [0.1, 0.2, np.nan])
+    floats = np.array([1.5], dtype=">f4")
+    assert physical_values(floats, dtype=np.float64).dtype == np.float64

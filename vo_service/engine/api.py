@@ -23,6 +23,7 @@ from vo_service.engine.batch import (
     multi_extension_chunks,
     plan_units,
     run_tasks,
+    write_multi_extension,
 )
 from vo_service.engine.cutout import CutoutResult, StampStatus
 from vo_service.engine.executors import Executor
@@ -30,7 +31,6 @@ from vo_service.engine.mosaic import stitched_cutouts
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
 from vo_service.engine.spectral import CutoutError
-from vo_service.engine.writing import atomic_write
 from vo_service.shapes import CenterSize, Shape
 
 
@@ -139,12 +139,13 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
                           f"{decs[result.index]:.6f}) not cut from {path.name}: "
                           f"{result.status} {result.message}".rstrip(), stacklevel=2)
     if single_outfile:
-        chunks = multi_extension_chunks(
-            (result for _, result in stamps), extname=lambda r: f"CUTOUT{r.index}")
+        results = [result for _, result in stamps]
         if output_dir is None:
-            return [fits.HDUList.fromstring(b"".join(chunks))]
+            return [fits.HDUList.fromstring(b"".join(
+                multi_extension_chunks(results, extname=_target_extname)))]
         name = f"cutout_{ras[0]:.6f}_{decs[0]:.6f}_{_size_text(width, height, unit)}.fits"
-        return [atomic_write(Path(output_dir) / name, chunks)]
+        return [write_multi_extension(results, Path(output_dir) / name,
+                                      extname=_target_extname)]
     if output_dir is None:
         return [result.to_hdulist() for _, result in stamps]
     written = []
@@ -154,6 +155,10 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
         name = f"{stem}_{ra:.6f}_{dec:.6f}_{_size_text(width, height, unit)}_cutout.fits"
         written.append(result.write(Path(output_dir) / name))
     return written
+
+
+def _target_extname(result: CutoutResult) -> str:
+    return f"CUTOUT{result.index}"
 
 
 def _size_text(width: float, height: float, unit: str) -> str:

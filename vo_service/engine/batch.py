@@ -31,7 +31,7 @@ from vo_service.engine.cutout import (
     padded_stamp,
     plan_cutouts,
 )
-from vo_service.engine.executors import Executor, ProcessExecutor
+from vo_service.engine.executors import Executor
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.tiles import read_boxes
@@ -328,7 +328,7 @@ def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
 
 def _run_on(executor: Executor, tasks: Sequence[ImageTask], handle: Callable, args: tuple
             ) -> Iterator[tuple[int, object]]:
-    forking = isinstance(executor, ProcessExecutor | ProcessPoolExecutor)
+    forking = isinstance(executor, ProcessPoolExecutor)
     with _frozen_heap(forking):  # forked workers may start on the first submit
         futures = {executor.submit(handle, task, *args): index
                    for index, task in enumerate(tasks)}

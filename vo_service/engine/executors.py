@@ -32,43 +32,27 @@ class Executor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """An ``Executor`` on a pool of threads in this process."""
+class LocalExecutor(ThreadPoolExecutor):
+    """An ``Executor`` on a pool of threads in this process; leaving its ``with`` block
+    drops work not yet started."""
 
     def __init__(self, max_workers: int, name: str = "vo-job") -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=name)
         self.max_workers = max_workers
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return self._pool.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-    def __enter__(self) -> LocalExecutor:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True, cancel_futures=True)
 
 
-class ProcessExecutor:
+class ProcessExecutor(ProcessPoolExecutor):
     """An ``Executor`` on worker processes of this machine (functions and arguments must
-    pickle); ``initializer`` runs once in each worker as it starts."""
+    pickle); ``initializer`` runs once in each worker as it starts. Leaving its ``with``
+    block drops work not yet started."""
 
     def __init__(self, max_workers: int, initializer: Callable[[], object] | None = None
                  ) -> None:
+        super().__init__(max_workers=max_workers, initializer=initializer)
         self.max_workers = max_workers
-        self._pool = ProcessPoolExecutor(max_workers=max_workers, initializer=initializer)
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return self._pool.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-    def __enter__(self) -> ProcessExecutor:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True, cancel_futures=True)

@@ -13,17 +13,23 @@ import numpy as np
 
 
 def physical_values(raw: np.ndarray, *, bscale: float = 1.0, bzero: float = 0.0,
-                    blank: int | None = None) -> np.ndarray:
+                    blank: int | None = None, dtype: np.dtype | type | None = None
+                    ) -> np.ndarray:
     """Physical values of raw FITS pixels.
 
-    Integers become floats (float32 up to 16-bit integers, float64 beyond, as astropy
-    does), BLANK pixels NaN, then BSCALE/BZERO are applied. Floating-point data are scaled
-    too; without scaling they are returned as they are (the same array, no copy).
+    Integers become floats (``dtype``, by default float32 up to 16-bit integers and
+    float64 beyond, as astropy does), BLANK pixels NaN, then BSCALE/BZERO are applied.
+    Floating-point data are scaled too; without scaling (and without another ``dtype``)
+    they are returned as they are: the same array, no copy.
     """
     scaled = bscale != 1.0 or bzero != 0.0
     if raw.dtype.kind not in "iu":
-        return raw * raw.dtype.type(bscale) + raw.dtype.type(bzero) if scaled else raw
-    values = raw.astype(np.float32 if raw.dtype.itemsize <= 2 else np.float64)
+        values = raw if dtype is None else raw.astype(dtype)
+        return values * values.dtype.type(bscale) + values.dtype.type(bzero) if scaled \
+            else values
+    if dtype is None:
+        dtype = np.float32 if raw.dtype.itemsize <= 2 else np.float64
+    values = raw.astype(dtype)
     if blank is not None:
         values[raw == blank] = np.nan
     if scaled:
