@@ -37,6 +37,7 @@ from vo_service.cutout_inputs import (
 from vo_service.engine.batch import ImageTask, cut_unit, plan_units, run_tasks
 from vo_service.engine.composite import CompositeError, render_composite
 from vo_service.engine.cutout import CutoutResult, StampStatus
+from vo_service.engine.mosaic import stitched_cutouts
 from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
 from vo_service.engine.writing import atomic_write, empty_primary_bytes
@@ -77,10 +78,14 @@ class StampWriter:
 
     def write(self, unit: ImageTask, result: CutoutResult) -> Outcome:
         """Write one stamp of ``unit`` (FITS, extension part, preview, colour plane)."""
-        target, image = unit.target(result.index), unit.image
+        return self.write_stamp(result, unit.target(result.index), unit.image,
+                                unit.stamp_name(result.index).removesuffix(".fits"))
+
+    def write_stamp(self, result: CutoutResult, target: int, image: int, stem: str
+                    ) -> Outcome:
+        """Write the stamp of ``target`` on image ``image`` as ``stem``.fits/.png/..."""
         if not result.has_stamp:
             return Outcome(target, image, result.status, result.message)
-        stem = unit.stamp_name(result.index).removesuffix(".fits")
         files: list[Path] = []
         try:
             if self.staging is not None:
@@ -283,15 +288,21 @@ def run_cutout_command(args: argparse.Namespace) -> int:
 
 def _run_stitched(images: list[Image], targets: Targets, args: argparse.Namespace,
                   preview: PreviewOptions | None, out_dir: Path) -> int:
-    """``--stitch``: one stamp per target and mosaic (mosaic_commands.py)."""
+    """``--stitch``: one stamp per target and mosaic, across tile edges
+    (`vo_service.engine.mosaic`)."""
     if args.single_file or args.rgb:
         print("vo-service cutout: error: --stitch makes one stamp per target and mosaic; "
               "it cannot be combined with --single-file or --rgb", file=sys.stderr)
         return 2
-    from vo_service.mosaic_commands import stitched_outcomes
-
-    outcomes = [Outcome(*outcome) for outcome in stitched_outcomes(images, targets, args,
-                                                                  preview, out_dir)]
+    writer = _writer(images, args, preview, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        outcomes = [
+            writer.write_stamp(result, result.index, position,
+                               f"{targets.names[result.index]}_{images[position].label}")
+            for position, result in stitched_cutouts(
+                [(image.path, image.hdu) for image in images], targets.regions,
+                method=args.stitch, pad=args.pad)]
     made, errors = _report(outcomes, images, targets)
     if made:
         print(f"written to {out_dir}")
