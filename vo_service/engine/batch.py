@@ -36,7 +36,7 @@ from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.tiles import read_boxes
 from vo_service.engine.writing import atomic_write, dtype_bitpix, empty_primary_bytes
-from vo_service.shapes import Shape
+from vo_service.shapes import Polygon, Range, Shape
 
 MAX_WORKERS = 16
 
@@ -196,11 +196,11 @@ def plan_units(images: Sequence[tuple[str | Path, int | str]], regions: Sequence
 
 def _declination(region: Shape) -> float:
     """A declination to order regions by (a polygon's first vertex, a range's lower edge)."""
-    if hasattr(region, "dec"):
-        return float(region.dec)
-    if hasattr(region, "vertices"):
+    if isinstance(region, Polygon):
         return float(region.vertices[0][1])
-    return float(getattr(region, "dec_min", 0.0))
+    if isinstance(region, Range):
+        return float(region.dec_min)
+    return float(region.dec)  # Circle, CenterSize
 
 
 def cut_unit(task: ImageTask, images: OpenImagePool | None = None
