@@ -2,7 +2,8 @@
 
 Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
 `StampStatus`, `OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
-`write_multi_extension`, `plan_units`, `ImageTask`, `cut_unit`, `run_tasks`, `cutout`.
+`write_multi_extension`, `plan_units`, `ImageTask`, `cut_unit`, `run_tasks`, `cutout`,
+`LocalExecutor`, `ProcessExecutor`, `DaskExecutor`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _EXPORTS = {
     "OpenImage": "reading", "OpenImagePool": "reading", "PixelBox": "geometry",
     "SkyToPixel": "geometry",
     "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",
-    "fits_cut": "api",
+    "fits_cut": "api", "Executor": "executors", "LocalExecutor": "executors",
+    "ProcessExecutor": "executors", "DaskExecutor": "executors",
 }
 __all__ = sorted(_EXPORTS)
 
