@@ -439,6 +439,41 @@ def test_png_stamps_show_physical_values_with_blank_as_missing(tmp_path: Path) -
         assert np.array_equal(np.asarray(shown), np.asarray(expected))
 
 
+def test_an_image_that_cannot_be_read_is_cut_again_once_it_can(tmp_path: Path) -> None:
+    """A unit whose image cannot be read reports 'error' for each target and remembers
+    nothing, so the next job cuts the repaired image instead of repeating the error."""
+    from types import SimpleNamespace
+
+    from astropy.wcs import WCS
+
+    from tests import fits_factory
+    from vo_service.jobs.batch_cut import StampTask, Target, cut_task
+
+    class Memory:
+        def __init__(self) -> None:
+            self.saved: dict = {}
+
+        def stamp_outcomes(self, keys: list[str]) -> dict:
+            return {key: self.saved[key] for key in keys if key in self.saved}
+
+        def save_stamp_outcomes(self, outcomes: dict) -> None:
+            self.saved.update(outcomes)
+
+    good = fits_factory.sip_image(tmp_path / "good.fits")
+    centre = WCS(str(good)).pixel_to_world(50, 50)
+    target = Target(1, "t1", centre.ra.deg, centre.dec.deg, 20, "pix")
+    path = tmp_path / "image.fits"
+    path.write_bytes(b"SIMPLE  = not yet a FITS file")
+    task = StampTask(SimpleNamespace(path=path, hdu=0), [(target, "t1")])
+    memory, cache = Memory(), CutoutCache(tmp_path / "cache", 10**8)
+    [failed] = cut_task(task, cache, memory, ("fits",), 10**6, tmp_path / "stamps")
+    assert failed.status == "error" and failed.message and not failed.files
+    assert memory.saved == {}
+    path.write_bytes(good.read_bytes())
+    [outcome] = cut_task(task, cache, memory, ("fits",), 10**6, tmp_path / "stamps")
+    assert outcome.status == "ok" and "fits" in outcome.files
+
+
 def test_target_ids_alike_as_file_names_get_their_own_stamps(batch_server, client,
                                                              demo_archive) -> None:
     """IDs that one file-name-safe form would merge (``tgt/1`` and ``tgt_1``, two IDs over

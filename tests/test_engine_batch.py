@@ -23,7 +23,6 @@ from tests.test_engine_cutout import assert_wcs_round_trip
 from vo_service.engine import geometry
 from vo_service.engine.api import cut
 from vo_service.engine.batch import (
-    BundleWriter,
     ImageTask,
     cut_many,
     cut_task,
@@ -32,6 +31,7 @@ from vo_service.engine.batch import (
     write_multi_extension,
     write_task_files,
 )
+from vo_service.engine.bundle import BundleWriter
 from vo_service.engine.reading import OpenImage
 from vo_service.shapes import CenterSize, Circle, Polygon
 

@@ -140,13 +140,3 @@ def test_bad_options_say_what_is_allowed(params: dict[str, str], message: str) -
     with pytest.raises(ValueError) as error:
         PreviewOptions.from_params(params)
     assert message in str(error.value)
-
-
-def test_physical_pixels_scale_integers_and_blank_out() -> None:
-    from vo_service.engine.preview import physical_pixels
-
-    raw = np.array([[0, 1], [-32768, 3]], dtype=">i2")
-    values = physical_pixels(raw, bscale=2.0, bzero=10.0, blank=-32768)
-    np.testing.assert_array_equal(values, [[10.0, 12.0], [np.nan, 16.0]])
-    floats = np.array([1.5, np.nan], dtype=np.float32)
-    assert physical_pixels(floats, bscale=2.0) is floats  # floats are already physical

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from vo_service.cutout_inputs import (
@@ -35,12 +34,12 @@ from vo_service.cutout_inputs import (
     preview_options,
     read_targets,
 )
-from vo_service.engine.batch import ImageTask, iter_cutouts, run_tasks
+from vo_service.engine.batch import ImageTask, cut_unit, plan_units, run_tasks
 from vo_service.engine.composite import CompositeError, render_composite
-from vo_service.engine.cutout import StampStatus
-from vo_service.engine.preview import PreviewOptions, physical_pixels
+from vo_service.engine.cutout import CutoutResult, StampStatus
+from vo_service.engine.mosaic import stitched_cutouts
+from vo_service.engine.preview import PreviewOptions
 from vo_service.engine.reading import OpenImagePool
-from vo_service.engine.spectral import CutoutError
 from vo_service.engine.writing import atomic_write, empty_primary_bytes
 
 __all__ = ["add_cutout_arguments", "run_cutout_command"]
@@ -55,23 +54,6 @@ _IMAGES = OpenImagePool(size=4)
 
 
 @dataclass(frozen=True)
-class Job:
-    """One image and a chunk of targets; picklable for worker processes."""
-
-    task: ImageTask
-    image_position: int
-    label: str
-    names: tuple[str, ...]
-    targets: tuple[int, ...]  # catalog positions of the regions
-    out_dir: Path
-    write_fits: bool
-    preview: PreviewOptions | None
-    staging: Path | None  # single-file mode: extension parts are written here first
-    extver_offset: int
-    rgb_staging: Path | None = None  # --rgb: each stamp's physical values (.npy) go here
-
-
-@dataclass(frozen=True)
 class Outcome:
     """What happened to one target on one image."""
 
@@ -82,81 +64,85 @@ class Outcome:
     files: tuple[Path, ...] = ()
 
 
-def _physical(result, header: fits.Header) -> np.ndarray:
-    """Preview values of a stamp: integers scaled by BSCALE/BZERO, BLANK pixels as NaN."""
-    blank = result.blank if result.blank is not None else header.get("BLANK")
-    return physical_pixels(result.data, bscale=float(header.get("BSCALE", 1.0)),
-                           bzero=float(header.get("BZERO", 0.0)),
-                           blank=None if blank is None else int(blank))
+@dataclass(frozen=True)
+class StampWriter:
+    """How every stamp of a run is written (picklable, shipped to worker processes)."""
+
+    out_dir: Path
+    write_fits: bool
+    preview: PreviewOptions | None
+    labels: tuple[str, ...]  # by image position: file-name part and extension name
+    extver_offsets: tuple[int, ...]  # by image position: lookup-table EXTVERs (single file)
+    staging: Path | None = None  # single-file mode: extension parts are written here first
+    rgb_staging: Path | None = None  # --rgb: each stamp's physical values (.npy) go here
+
+    def write(self, unit: ImageTask, result: CutoutResult) -> Outcome:
+        """Write one stamp of ``unit`` (FITS, extension part, preview, colour plane)."""
+        return self.write_stamp(result, unit.target(result.index), unit.image,
+                                unit.stamp_name(result.index).removesuffix(".fits"))
+
+    def write_stamp(self, result: CutoutResult, target: int, image: int, stem: str
+                    ) -> Outcome:
+        """Write the stamp of ``target`` on image ``image`` as ``stem``.fits/.png/..."""
+        if not result.has_stamp:
+            return Outcome(target, image, result.status, result.message)
+        files: list[Path] = []
+        try:
+            if self.staging is not None:
+                part = self.staging / f"{target:07d}" / f"{image:05d}.part"
+                atomic_write(part, result.chunks(primary=False,
+                                                 extver_offset=self.extver_offsets[image],
+                                                 extname=self.labels[image][:68]))
+            elif self.write_fits:
+                files.append(result.write(self.out_dir / f"{stem}.fits"))
+            if self.rgb_staging is not None:
+                plane = self.rgb_staging / f"{target:07d}" / f"{image}.npy"
+                plane.parent.mkdir(parents=True, exist_ok=True)
+                np.save(plane, result.physical())
+            if self.preview is not None:
+                suffix = "jpg" if self.preview.fmt == "jpeg" else "png"
+                image_bytes = self.preview.render(result.physical())
+                files.append(atomic_write(self.out_dir / f"{stem}.{suffix}", [image_bytes]))
+        except (OSError, ValueError) as error:
+            return Outcome(target, image, StampStatus.ERROR, f"cannot write: {error}",
+                           tuple(files))
+        return Outcome(target, image, result.status, result.message, tuple(files))
 
 
-def _write_stamp(job: Job, result, header: fits.Header) -> Outcome:
-    target = job.targets[result.index]
-    if not result.has_stamp:
-        return Outcome(target, job.image_position, result.status, result.message)
-    stem = f"{job.names[result.index]}_{job.label}"
-    files: list[Path] = []
-    try:
-        if job.staging is not None:
-            part = job.staging / f"{target:07d}" / f"{job.image_position:05d}.part"
-            atomic_write(part, result.chunks(primary=False, extver_offset=job.extver_offset,
-                                             extname=job.label[:68]))
-        elif job.write_fits:
-            files.append(result.write(job.out_dir / f"{stem}.fits"))
-        if job.rgb_staging is not None:
-            plane = job.rgb_staging / f"{target:07d}" / f"{job.image_position}.npy"
-            plane.parent.mkdir(parents=True, exist_ok=True)
-            np.save(plane, _physical(result, header))
-        if job.preview is not None:
-            suffix = "jpg" if job.preview.fmt == "jpeg" else "png"
-            image_bytes = job.preview.render(_physical(result, header))
-            files.append(atomic_write(job.out_dir / f"{stem}.{suffix}", [image_bytes]))
-    except (OSError, ValueError) as error:
-        return Outcome(target, job.image_position, StampStatus.ERROR, f"cannot write: {error}",
-                       tuple(files))
-    return Outcome(target, job.image_position, result.status, result.message, tuple(files))
-
-
-def run_job(job: Job) -> list[Outcome]:
-    """Cut and write every target of one job (module level: runs in worker processes)."""
+def cut_and_write(unit: ImageTask, writer: StampWriter) -> list[Outcome]:
+    """Cut and write every target of one unit (module level: runs in worker processes)."""
     outcomes: list[Outcome] = []
     try:
-        with _IMAGES.image(job.task.path, job.task.hdu) as image, warnings.catch_warnings():
+        with warnings.catch_warnings():
             # repaired header cards and NaN-ridden distortion solutions far off an image
             # are the engine's business; the command reports per-stamp statuses instead
             warnings.simplefilter("ignore", AstropyWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            for result in iter_cutouts(image, job.task.regions, pad=job.task.pad):
-                outcomes.append(_write_stamp(job, result, image.header))
-    except Exception as error:  # one unreadable image must not end a long run
-        message = str(error) if isinstance(error, CutoutError | OSError | ValueError) else (
-            f"{type(error).__name__}: {error}")
+            for result in cut_unit(unit, _IMAGES):
+                outcomes.append(writer.write(unit, result))
+    except Exception as error:  # one image must not end a long run
         done = {outcome.target for outcome in outcomes}
-        outcomes += [Outcome(target, job.image_position, StampStatus.ERROR, message)
-                     for target in job.targets if target not in done]
+        outcomes += [Outcome(target, unit.image, StampStatus.ERROR,
+                             f"{type(error).__name__}: {error}")
+                     for target in map(unit.target, range(len(unit.regions)))
+                     if target not in done]
     return outcomes
 
 
-def _jobs(images: list[Image], targets: Targets, args: argparse.Namespace,
-          preview: PreviewOptions | None, staging: Path | None,
-          rgb_staging: Path | None) -> list[Job]:
+def _units(images: list[Image], targets: Targets, workers: int, pad: bool) -> list[ImageTask]:
     count = len(targets.regions)
-    chunk = max(1, min(MAX_CHUNK, math.ceil(count / (4 * args.workers))))
-    # chunks of neighbouring targets (by declination): each covers a band of an image, so
-    # a tile-compressed image is decompressed about once, not once per chunk
-    order = np.argsort([region.dec for region in targets.regions], kind="stable").tolist()
-    jobs, extver_offset = [], 0
-    for position, image in enumerate(images):
-        for start in range(0, count, chunk):
-            members = tuple(order[start:start + chunk])
-            task = ImageTask(image.path, image.hdu,
-                             tuple(targets.regions[i] for i in members), pad=args.pad)
-            jobs.append(Job(task, position, image.label,
-                            tuple(targets.names[i] for i in members), members, Path(args.out),
-                            args.output_format in ("fits", "both"), preview, staging,
-                            extver_offset, rgb_staging))
-        extver_offset += image.lookup_extvers
-    return jobs
+    return plan_units(
+        [(image.path, image.hdu) for image in images], targets.regions,
+        chunk=max(1, min(MAX_CHUNK, math.ceil(count / (4 * workers)))), pad=pad,
+        names=lambda target, image: f"{targets.names[target]}_{images[image].label}.fits")
+
+
+def _writer(images: list[Image], args: argparse.Namespace, preview: PreviewOptions | None,
+            staging: Path | None, rgb_staging: Path | None) -> StampWriter:
+    offsets = np.cumsum([0] + [image.lookup_extvers for image in images[:-1]]).tolist()
+    return StampWriter(Path(args.out), args.output_format in ("fits", "both"), preview,
+                       tuple(image.label for image in images), tuple(offsets), staging,
+                       rgb_staging)
 
 
 def _merge_single_files(staging: Path, out_dir: Path, targets: Targets) -> dict[int, Path]:
@@ -270,15 +256,16 @@ def run_cutout_command(args: argparse.Namespace) -> int:
     single = args.single_file and args.output_format in ("fits", "both")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir)) if single else None
     rgb_staging = Path(tempfile.mkdtemp(prefix=".rgb-", dir=out_dir)) if args.rgb else None
-    jobs = _jobs(images, targets, args, preview, staging, rgb_staging)
+    units = _units(images, targets, args.workers, args.pad)
+    writer = _writer(images, args, preview, staging, rgb_staging)
     composites: tuple[int, list[str]] | None = None
     progress = Progress(len(targets.regions) * len(images), enabled=not args.quiet)
     outcomes: list[Outcome] = []
     try:
-        for _, job_outcomes in run_tasks(jobs, run_job, workers=args.workers,
-                                         processes=args.workers > 1):
-            outcomes.extend(job_outcomes)
-            progress.advance(len(job_outcomes))
+        for _, unit_outcomes in run_tasks(units, cut_and_write, workers=args.workers,
+                                          processes=args.workers > 1, args=(writer,)):
+            outcomes.extend(unit_outcomes)
+            progress.advance(len(unit_outcomes))
         progress.finish()
         if staging is not None and staging.exists():
             _merge_single_files(staging, out_dir, targets)
@@ -301,15 +288,21 @@ def run_cutout_command(args: argparse.Namespace) -> int:
 
 def _run_stitched(images: list[Image], targets: Targets, args: argparse.Namespace,
                   preview: PreviewOptions | None, out_dir: Path) -> int:
-    """``--stitch``: one stamp per target and mosaic (mosaic_commands.py)."""
+    """``--stitch``: one stamp per target and mosaic, across tile edges
+    (`vo_service.engine.mosaic`)."""
     if args.single_file or args.rgb:
         print("vo-service cutout: error: --stitch makes one stamp per target and mosaic; "
               "it cannot be combined with --single-file or --rgb", file=sys.stderr)
         return 2
-    from vo_service.mosaic_commands import stitched_outcomes
-
-    outcomes = [Outcome(*outcome) for outcome in stitched_outcomes(images, targets, args,
-                                                                  preview, out_dir)]
+    writer = _writer(images, args, preview, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        outcomes = [
+            writer.write_stamp(result, result.index, position,
+                               f"{targets.names[result.index]}_{images[position].label}")
+            for position, result in stitched_cutouts(
+                [(image.path, image.hdu) for image in images], targets.regions,
+                method=args.stitch, pad=args.pad)]
     made, errors = _report(outcomes, images, targets)
     if made:
         print(f"written to {out_dir}")

@@ -1,54 +1,17 @@
-"""Command-line stitching and stacking of local files: ``vo-service cutout --stitch`` (one
-stamp per target and mosaic, across tile edges) and ``vo-service combine`` (stamps of one
-position combined into one image, with a count per pixel)."""
+"""Command-line stacking of local files: ``vo-service combine`` (stamps of one position
+combined into one image, with a count per pixel). ``vo-service cutout --stitch`` is in
+:mod:`vo_service.cutout_command`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
 from astropy.utils.exceptions import AstropyWarning
 
-from vo_service.cutout_inputs import Image, Targets
 from vo_service.engine.combine import COMBINE_METHODS, combine_files
-from vo_service.engine.mosaic import stitched_cutouts
-from vo_service.engine.preview import PreviewOptions, physical_pixels
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
-from vo_service.engine.writing import atomic_write
-
-
-def stitched_outcomes(images: list[Image], targets: Targets, args: argparse.Namespace,
-                      preview: PreviewOptions | None, out_dir: Path
-                      ) -> list[tuple[int, int, str, str]]:
-    """Cut and write one stitched stamp per target and mosaic: (target, image position,
-    status, message) per stamp or miss, as ``cutout`` reports them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        results = stitched_cutouts([(image.path, image.hdu) for image in images],
-                                   targets.regions, method=args.stitch, pad=args.pad)
-    outcomes = []
-    for position, result in results:
-        if result.has_stamp:
-            stem = f"{targets.names[result.index]}_{images[position].label}"
-            try:
-                if args.output_format in ("fits", "both"):
-                    result.write(out_dir / f"{stem}.fits")
-                if preview is not None:
-                    header = result.to_hdulist()[0].header
-                    blank = header.get("BLANK")
-                    values = physical_pixels(result.data,
-                                             bscale=float(header.get("BSCALE", 1.0)),
-                                             bzero=float(header.get("BZERO", 0.0)),
-                                             blank=None if blank is None else int(blank))
-                    suffix = "jpg" if preview.fmt == "jpeg" else "png"
-                    atomic_write(out_dir / f"{stem}.{suffix}", [preview.render(values)])
-            except (OSError, ValueError) as error:
-                outcomes.append((result.index, position, "error", f"cannot write: {error}"))
-                continue
-        outcomes.append((result.index, position, result.status, result.message))
-    return outcomes
 
 
 def add_combine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,8 @@
 
 Main entry points (imported lazily): `cut`, `cut_many`, `iter_cutouts`, `CutoutResult`,
 `StampStatus`, `OpenImage`, `OpenImagePool`, `PixelBox`, `CutoutError`, `BundleWriter`,
-`write_multi_extension`, `ImageTask`, `run_tasks`, `cutout`.
+`write_multi_extension`, `plan_units`, `ImageTask`, `cut_unit`, `run_tasks`, `cutout`,
+`LocalExecutor`, `ProcessExecutor`, `DaskExecutor`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ _EXPORTS = {
     "cut_many": "batch", "iter_cutouts": "batch", "BundleWriter": "bundle", "ZipStream": "bundle",
     "ZipAppender": "bundle",
     "write_multi_extension": "batch", "multi_extension_chunks": "batch",
-    "write_files": "batch", "ImageTask": "batch", "StampRecord": "batch",
+    "ImageTask": "batch", "StampRecord": "batch", "plan_units": "batch", "cut_unit": "batch",
     "run_tasks": "batch", "cut_task": "batch", "write_task_files": "batch",
     "append_task_zip": "batch", "bundle_tasks": "batch",
     "OpenImage": "reading", "OpenImagePool": "reading", "PixelBox": "geometry",
     "SkyToPixel": "geometry",
     "CutoutError": "spectral", "atomic_write": "writing", "cutout": "api",
-    "fits_cut": "api",
+    "fits_cut": "api", "Executor": "executors", "LocalExecutor": "executors",
+    "ProcessExecutor": "executors", "DaskExecutor": "executors",
 }
 __all__ = sorted(_EXPORTS)
 

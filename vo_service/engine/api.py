@@ -18,18 +18,19 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from vo_service.engine.batch import (
-    ImageTask,
     cut_task,
     iter_cutouts,
     multi_extension_chunks,
+    plan_units,
     run_tasks,
+    write_multi_extension,
 )
 from vo_service.engine.cutout import CutoutResult, StampStatus
+from vo_service.engine.executors import Executor
 from vo_service.engine.mosaic import stitched_cutouts
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.resample import DEFAULT_METHOD, METHODS
 from vo_service.engine.spectral import CutoutError
-from vo_service.engine.writing import atomic_write
 from vo_service.shapes import CenterSize, Shape
 
 
@@ -81,7 +82,8 @@ def first_image_hdu(path: str | Path) -> int:
 def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
            output_dir: str | Path | None = None, single_outfile: bool = False,
            pad: bool = False, hdu: int | None = None, workers: int = 1,
-           stitch: bool | str = False) -> list[fits.HDUList] | list[Path]:
+           executor: Executor | None = None, stitch: bool | str = False
+           ) -> list[fits.HDUList] | list[Path]:
     """Cut every target from every file.
 
     Parameters
@@ -96,6 +98,9 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
     pad : pad stamps at image edges to the full size (NaN / BLANK).
     hdu : the image HDU of every file (default: the first image with a celestial WCS).
     workers : files cut in parallel (1-16 threads).
+    executor : where the files are cut instead: any `vo_service.engine.executors`
+        ``Executor`` (``LocalExecutor`` threads, ``ProcessExecutor`` processes,
+        ``DaskExecutor`` on a Dask cluster); left running for further calls.
     stitch : treat the files as tiles of mosaics (grouped by FILTER, PRODTYPE, BUNIT) and
         make one stamp per target and mosaic, on the grid of the tile holding the target,
         filled across tile edges from the other tiles: exact copies from tiles on the same
@@ -121,11 +126,10 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
         outcomes = [(paths[position], result) for position, result in stitched_cutouts(
             list(zip(paths, hdus, strict=True)), regions, method=method, pad=pad)]
     else:
-        tasks = [ImageTask(path, number, regions, pad=pad)
-                 for path, number in zip(paths, hdus, strict=True)]
-        per_task = dict(run_tasks(tasks, cut_task, workers=workers))
-        outcomes = [(task.path, result) for task_index, task in enumerate(tasks)
-                    for result in per_task[task_index]]
+        units = plan_units(list(zip(paths, hdus, strict=True)), regions, pad=pad)
+        per_unit = dict(run_tasks(units, cut_task, workers=workers, executor=executor))
+        outcomes = [(unit.path, result) for position, unit in enumerate(units)
+                    for result in per_unit[position]]
     stamps: list[tuple[Path, CutoutResult]] = []
     for path, result in outcomes:
         if result.has_stamp:
@@ -135,12 +139,13 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
                           f"{decs[result.index]:.6f}) not cut from {path.name}: "
                           f"{result.status} {result.message}".rstrip(), stacklevel=2)
     if single_outfile:
-        chunks = multi_extension_chunks(
-            (result for _, result in stamps), extname=lambda r: f"CUTOUT{r.index}")
+        results = [result for _, result in stamps]
         if output_dir is None:
-            return [fits.HDUList.fromstring(b"".join(chunks))]
+            return [fits.HDUList.fromstring(b"".join(
+                multi_extension_chunks(results, extname=_target_extname)))]
         name = f"cutout_{ras[0]:.6f}_{decs[0]:.6f}_{_size_text(width, height, unit)}.fits"
-        return [atomic_write(Path(output_dir) / name, chunks)]
+        return [write_multi_extension(results, Path(output_dir) / name,
+                                      extname=_target_extname)]
     if output_dir is None:
         return [result.to_hdulist() for _, result in stamps]
     written = []
@@ -150,6 +155,10 @@ def cutout(files: str | Path | Sequence[str | Path], coordinates, size, *,
         name = f"{stem}_{ra:.6f}_{dec:.6f}_{_size_text(width, height, unit)}_cutout.fits"
         written.append(result.write(Path(output_dir) / name))
     return written
+
+
+def _target_extname(result: CutoutResult) -> str:
+    return f"CUTOUT{result.index}"
 
 
 def _size_text(width: float, height: float, unit: str) -> str:

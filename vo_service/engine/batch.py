@@ -1,5 +1,10 @@
-"""Many cutouts: many regions on one image (one open, one vectorized world->pixel call),
-many images in parallel (1-16 workers), and streamed writing to files or one archive.
+"""Many cutouts: the ONE batch pipeline of the Python API, the CLI and catalog jobs.
+
+`plan_units` groups targets x images into per-image units (`ImageTask`); `cut_unit` cuts
+one unit with its image opened once (one vectorized world->pixel call for all its
+regions) and yields the results; `run_tasks` runs units on 1-16 local threads or
+processes, or on any `engine.executors.Executor` (e.g. Dask); `bundle_tasks` and
+`write_task_files` stream a unit's stamps into one archive or into files.
 """
 
 from __future__ import annotations
@@ -8,28 +13,30 @@ import contextlib
 import gc
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vo_service.engine import tiles
-from vo_service.engine.bundle import BundleWriter, ZipAppender, ZipStream  # noqa: F401
+from vo_service.engine.bundle import ZipAppender, ZipStream
 from vo_service.engine.cutout import (
     CutoutResult,
     Plan,
+    StampStatus,
     describe_filters,
     describe_region,
     make_template,
     padded_stamp,
     plan_cutouts,
 )
+from vo_service.engine.executors import Executor
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.engine.tiles import read_boxes
 from vo_service.engine.writing import atomic_write, dtype_bitpix, empty_primary_bytes
-from vo_service.shapes import Shape
+from vo_service.shapes import Polygon, Range, Shape
 
 MAX_WORKERS = 16
 
@@ -88,18 +95,6 @@ def cut_many(path: str | Path, hdu: int | str, regions: Sequence[Shape], **optio
 
 # ---- writing many stamps -------------------------------------------------------------
 
-def write_files(results: Iterable[CutoutResult], directory: str | Path,
-                name: Callable[[CutoutResult], str]) -> dict[int, Path]:
-    """One FITS file per stamp (atomic writes); returns {result index: path}."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for result in results:
-        if result.has_stamp:
-            written[result.index] = atomic_write(directory / name(result), result.chunks())
-    return written
-
-
 def multi_extension_chunks(results: Iterable[CutoutResult],
                            extname: Callable[[CutoutResult], str] | None = None
                            ) -> Iterator[bytes]:
@@ -126,7 +121,8 @@ def write_multi_extension(results: Iterable[CutoutResult], path: str | Path,
 
 @dataclass(frozen=True)
 class ImageTask:
-    """All regions to cut from one image HDU (picklable, for worker processes)."""
+    """One unit of batch work: regions to cut from one image HDU (picklable, for worker
+    processes); made by `plan_units`, cut by `cut_unit`."""
 
     path: Path
     hdu: int | str
@@ -138,6 +134,12 @@ class ImageTask:
     max_pixels: int | None = None
     origfile: str | None = None
     names: tuple[str, ...] | None = None  # stamp file names, one per region
+    image: int = 0  # position of the image among the planned images
+    targets: tuple[int, ...] | None = None  # positions of the regions among all targets
+
+    def target(self, index: int) -> int:
+        """Position among all planned targets of region `index` of this unit."""
+        return index if self.targets is None else self.targets[index]
 
     def stamp_name(self, index: int) -> str:
         """File (or archive member) name of region `index`'s stamp."""
@@ -161,44 +163,95 @@ class StampRecord:
     pixel_box: tuple[tuple[int, int], ...] | None
 
 
-def cut_task(task: ImageTask) -> list[CutoutResult]:
-    """All stamps of one task in memory, input order; an unanswerable image -> 'error'."""
+IMAGE_FAILED = "image"  # `CutoutResult.reason` of regions whose image could not answer
+
+
+def plan_units(images: Sequence[tuple[str | Path, int | str]], regions: Sequence[Shape], *,
+               chunk: int | None = None, names: Callable[[int, int], str] | None = None,
+               **options) -> list[ImageTask]:
+    """Targets x images -> per-image units: every region on every (path, HDU) image.
+
+    ``chunk``: at most this many targets per unit, neighbours together (ordered by
+    declination, so a unit covers a band of an image and a tile-compressed image is
+    decompressed about once); None keeps all targets of an image in one unit, in input
+    order. ``names(target, image)``: each stamp's file name. ``options``: the `ImageTask`
+    cutting options (band, time, pol, pad, max_pixels, origfile), the same for all.
+    """
+    count = len(regions)
+    if chunk is None or chunk >= count:
+        groups = [tuple(range(count))] if count else []
+    else:
+        order = np.argsort([_declination(region) for region in regions], kind="stable")
+        groups = [tuple(order[start:start + chunk].tolist())
+                  for start in range(0, count, max(1, chunk))]
+    units = []
+    for position, (path, hdu) in enumerate(images):
+        for members in groups:
+            units.append(ImageTask(
+                Path(path), hdu, tuple(regions[i] for i in members), **options,
+                names=None if names is None else tuple(names(i, position) for i in members),
+                image=position, targets=members))
+    return units
+
+
+def _declination(region: Shape) -> float:
+    """A declination to order regions by (a polygon's first vertex, a range's lower edge)."""
+    if isinstance(region, Polygon):
+        return float(region.vertices[0][1])
+    if isinstance(region, Range):
+        return float(region.dec_min)
+    return float(region.dec)  # Circle, CenterSize
+
+
+def cut_unit(task: ImageTask, images: OpenImagePool | None = None
+             ) -> Iterator[CutoutResult]:
+    """Cut one unit: its image opened once (from ``images``, the worker process's pool, or
+    opened and closed here), every region cut; yields results as pixels are read
+    (`.index`: the region's position in ``task.regions``).
+
+    An image that cannot answer (unreadable, no celestial WCS, filters it cannot apply)
+    yields an 'error' result, with reason `IMAGE_FAILED`, for each region not yet answered.
+    """
+    answered: set[int] = set()
     try:
-        return cut_many(task.path, task.hdu, task.regions, **task.options())
+        with _opened(task, images) as image:
+            for result in iter_cutouts(image, task.regions, **task.options()):
+                answered.add(result.index)
+                yield result
     except (CutoutError, OSError, ValueError) as exc:
-        return [CutoutResult("error", None, str(exc), index=i) for i in range(len(task.regions))]
+        message = str(exc) if isinstance(exc, CutoutError) else f"{type(exc).__name__}: {exc}"
+        for index in range(len(task.regions)):
+            if index not in answered:
+                yield CutoutResult(StampStatus.ERROR, None, message, index=index,
+                                   reason=IMAGE_FAILED)
+
+
+def cut_task(task: ImageTask) -> list[CutoutResult]:
+    """All stamps of one unit in memory, in input order (`cut_unit`)."""
+    return sorted(cut_unit(task), key=lambda result: result.index)
 
 
 def write_task_files(task: ImageTask, directory: str | Path) -> list[StampRecord]:
     """Cut one task straight to one FITS file per stamp (`task.stamp_name`) in
     `directory`; returns one record per region, in input order."""
     records = []
-    try:
-        with _opened(task) as image:
-            for result in iter_cutouts(image, task.regions, **task.options()):
-                path = None
-                if result.has_stamp:
-                    path = atomic_write(Path(directory) / task.stamp_name(result.index),
-                                        result.chunks())
-                records.append(_record(result, path))
-    except (CutoutError, OSError, ValueError) as exc:
-        return [StampRecord(i, "error", str(exc), None, None) for i in range(len(task.regions))]
+    for result in cut_unit(task):
+        path = None
+        if result.has_stamp:
+            path = atomic_write(Path(directory) / task.stamp_name(result.index),
+                                result.chunks())
+        records.append(_record(result, path))
     return sorted(records, key=lambda record: record.index)
 
 
 def _cut_into_zip(task: ImageTask, stream: ZipStream | ZipAppender) -> list[StampRecord]:
     records = []
-    try:
-        with _opened(task) as image:
-            for result in iter_cutouts(image, task.regions, **task.options()):
-                name = None
-                if result.has_stamp:
-                    name = task.stamp_name(result.index)
-                    stream.add(name, result.chunks())
-                records.append(_record(result, Path(name) if name else None))
-    except (CutoutError, OSError, ValueError) as exc:
-        records = [StampRecord(i, "error", str(exc), None, None)
-                   for i in range(len(task.regions))]
+    for result in cut_unit(task):
+        name = None
+        if result.has_stamp:
+            name = task.stamp_name(result.index)
+            stream.add(name, result.chunks())
+        records.append(_record(result, Path(name) if name else None))
     return sorted(records, key=lambda record: record.index)
 
 
@@ -247,11 +300,17 @@ def _record(result: CutoutResult, path: Path | None) -> StampRecord:
 
 
 def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
-              processes: bool = False, args: tuple = ()) -> Iterator[tuple[int, object]]:
+              processes: bool = False, args: tuple = (), executor: Executor | None = None
+              ) -> Iterator[tuple[int, object]]:
     """Run `handle(task, *args)` for every task with 1-16 workers; yields (task index,
     result) as tasks finish. Threads suit I/O-bound work (numpy and astropy release the
     GIL while reading); processes suit CPU-bound work (decompression, many small stamps).
-    `handle` must be a module-level function when processes=True."""
+    `handle` must be a module-level function when processes=True.
+    ``executor``: run the tasks there instead (any `engine.executors.Executor`: local
+    threads or processes, a Dask cluster); it is left running for the caller."""
+    if executor is not None:
+        yield from _run_on(executor, tasks, handle, args)
+        return
     workers = max(1, min(MAX_WORKERS, int(workers)))
     if workers == 1 or len(tasks) <= 1:
         for index, task in enumerate(tasks):
@@ -265,6 +324,20 @@ def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
                        for index, task in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def _run_on(executor: Executor, tasks: Sequence[ImageTask], handle: Callable, args: tuple
+            ) -> Iterator[tuple[int, object]]:
+    forking = isinstance(executor, ProcessPoolExecutor)
+    with _frozen_heap(forking):  # forked workers may start on the first submit
+        futures = {executor.submit(handle, task, *args): index
+                   for index, task in enumerate(tasks)}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        for future in futures:  # the caller stopped early, or a task failed
+            future.cancel()
 
 
 @contextlib.contextmanager
@@ -294,11 +367,12 @@ def _start_worker() -> None:
 
 
 @contextlib.contextmanager
-def _opened(task: ImageTask) -> Iterator[OpenImage]:
-    """The task's image: from the worker's pool in a worker process, else opened here
-    and closed afterwards."""
-    if _worker_images is not None:
-        with _worker_images.image(task.path, task.hdu) as image:
+def _opened(task: ImageTask, images: OpenImagePool | None = None) -> Iterator[OpenImage]:
+    """The task's image: from ``images`` or the worker's pool in a worker process, else
+    opened here and closed afterwards."""
+    pool = images if images is not None else _worker_images
+    if pool is not None:
+        with pool.image(task.path, task.hdu) as image:
             yield image
         return
     with OpenImage(task.path, task.hdu) as image:

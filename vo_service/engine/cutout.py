@@ -17,6 +17,7 @@ import numpy as np
 from astropy.io import fits
 
 from vo_service.engine.geometry import PixelBox, region_windows
+from vo_service.engine.physical import physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError, select_axes
 from vo_service.engine.writing import (
@@ -78,8 +79,9 @@ class CutoutResult:
     `status`: 'ok' (region inside the image), 'partial' (region partly off the image:
     the box holds the part inside, or the whole region padded when
     pad=True), 'no-overlap', or 'error' (batch only; `cut` raises instead).
-    `reason` (no-overlap only): what missed, 'spatial' (the region is off the image) or
-    the filter that selected nothing, 'band', 'time' or 'pol'.
+    `reason` (no-overlap): what missed, 'spatial' (the region is off the image) or
+    the filter that selected nothing, 'band', 'time' or 'pol'; (error) 'image' when the
+    image itself could not answer (`engine.batch.cut_unit`).
     `pixel_box`: the stamp's box in source pixels (0-based, half-open, FITS axis order);
     with padding it is the requested box and may extend past the image.
     `data`: raw source pixel values, big-endian, numpy order (None without a stamp).
@@ -117,7 +119,9 @@ class CutoutResult:
         """The stamp as FITS byte chunks (header, data, padding, lookup tables)."""
         header = self.header_bytes(primary=primary, extver_offset=extver_offset,
                                    extname=extname)
-        data = np.ascontiguousarray(self.data)
+        # FITS is big-endian; a result that crossed a pickle (worker processes, Dask) may
+        # hold native-order pixels: numpy unpickles protocol < 5 arrays in native order
+        data = np.ascontiguousarray(self.data, dtype=self.data.dtype.newbyteorder(">"))
         parts: list[bytes | memoryview] = [
             header,
             memoryview(data).cast("B"),
@@ -137,17 +141,10 @@ class CutoutResult:
         byte order: what previews and statistics want."""
         if self.data is None or self.template is None:
             return None
-        data = self.data
-        scale, zero = self.template.bscale, self.template.bzero
-        if data.dtype.kind == "f" and scale == 1.0 and zero == 0.0:
-            return data.astype(data.dtype.newbyteorder("="))
-        values = data.astype(np.float64 if data.dtype.itemsize > 2 else np.float32)
         blank = self.blank if self.blank is not None else self.template.source_blank
-        if data.dtype.kind in "iu" and blank is not None:
-            values[data == blank] = np.nan
-        if scale != 1.0 or zero != 0.0:
-            values = values * scale + zero
-        return values
+        values = physical_values(self.data, bscale=self.template.bscale,
+                                 bzero=self.template.bzero, blank=blank)
+        return values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
 
     def write(self, path: str | Path) -> Path:
         """Write the stamp as one FITS file, atomically."""

@@ -165,21 +165,6 @@ class PreviewOptions:
         return render_preview(array, **asdict(self))
 
 
-def physical_pixels(
-    raw: np.ndarray, *, bscale: float = 1.0, bzero: float = 0.0, blank: int | None = None
-) -> np.ndarray:
-    """Float values of raw FITS integers (BLANK → NaN, then BSCALE/BZERO); floats unchanged.
-
-    Cutout stamps keep raw pixel values; previews need the physical ones (FITS 4.0 §4.4.2.5).
-    """
-    if raw.dtype.kind not in "iu":
-        return raw
-    values = raw.astype(np.float64)
-    if blank is not None:
-        values[raw == blank] = np.nan
-    return values * bscale + bzero
-
-
 def to_plane(array: np.ndarray) -> np.ndarray:
     """A float 2-D plane from an image or cube (NaN-mean over the leading axes)."""
     if np.ma.isMaskedArray(array):

@@ -38,6 +38,7 @@ from vo_service.engine.cutout import (
     plan_cutouts,
 )
 from vo_service.engine.grids import box_wcs, offset_holds, shared_grid_offset
+from vo_service.engine.physical import physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.resample import DEFAULT_METHOD, MARGIN, METHODS, NEAREST, resample
 from vo_service.engine.writing import (
@@ -443,7 +444,4 @@ def _scaling(image: OpenImage) -> tuple[float, float, int | None]:
 def _physical(image: OpenImage, pixels: np.ndarray) -> np.ndarray:
     """Raw pixels in physical units (BSCALE/BZERO applied, BLANK as NaN), float64."""
     scale, zero, blank = _scaling(image)
-    values = pixels.astype(np.float64)
-    if blank is not None:
-        values[pixels == blank] = np.nan
-    return values * scale + zero if (scale, zero) != (1.0, 0.0) else values
+    return physical_values(pixels, bscale=scale, bzero=zero, blank=blank, dtype=np.float64)

@@ -20,7 +20,7 @@ from vo_service.cache import (
     make_key,
     source_identity,
 )
-from vo_service.engine.batch import iter_cutouts
+from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
@@ -72,6 +72,11 @@ class StampTask:
     stitch: str | None = None  # resampling method of stitched stamps (None: plain cutouts)
     neighbours: tuple = ()  # the other tiles of the record's mosaic, for stitching
     product: ProductPlan | None = None
+
+    def unit(self, regions: list[CenterSize], max_pixels: int) -> ImageTask:
+        """The engine's unit of work cutting ``regions`` from this task's image."""
+        return ImageTask(self.record.path, self.record.hdu, tuple(regions),
+                         max_pixels=max_pixels, origfile=self.record.path.name)
 
 
 @dataclass
@@ -210,16 +215,14 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
         regions = [t.region for t, _, _ in misses]
         if task.product is not None:  # a PSF or a catalog: made per target, not cut
             results = product_unit_results(record, task.product, regions, max_pixels)
-        else:
-            with OpenImage(record.path, record.hdu) as image:
-                if task.stitch:
-                    with contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
-                        results = stitching.cut_stitched(
-                            neighbour_images, image, record, task.neighbours, regions,
-                            method=task.stitch, max_pixels=max_pixels)
-                else:
-                    results = list(iter_cutouts(image, regions, max_pixels=max_pixels,
-                                                origfile=record.path.name))
+        elif task.stitch:
+            with OpenImage(record.path, record.hdu) as image, \
+                    contextlib.closing(OpenImagePool(size=8)) as neighbour_images:
+                results = stitching.cut_stitched(
+                    neighbour_images, image, record, task.neighbours, regions,
+                    method=task.stitch, max_pixels=max_pixels)
+        else:  # the engine's unit cutter; an image that cannot answer gives 'error's
+            results = list(cut_unit(task.unit(regions, max_pixels)))
     except (CutoutError, OSError, ValueError) as exc:
         # the image cannot answer now: report it, remember nothing
         return [Outcome(t, StampStatus.ERROR, f"{type(exc).__name__}: {exc}")
@@ -242,8 +245,9 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
                 pending.add(outcome, fmt, keys[fmt], stem + SUFFIX[fmt], content)
-        learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message, ranges,
-                                                     result.has_stamp)
+        if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
+            learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
+                                                         ranges, result.has_stamp)
         outcomes.append(outcome)
     pending.flush()
     memory.save_stamp_outcomes(learned)

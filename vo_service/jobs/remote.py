@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from vo_service.config import Settings
+from vo_service.engine.executors import DaskExecutor, Executor, LocalExecutor
 from vo_service.jobs.batch_cut import StampTask
 from vo_service.jobs.bundle_parts import PackedTask, cut_and_pack
-from vo_service.jobs.executors import DaskExecutor, Executor, LocalExecutor
 
 # Seconds each Dask unit sleeps before cutting: only tests set it (to kill a worker while
 # units are running); it travels inside the unit's description.

@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from vo_service.config import Settings
+from vo_service.engine.executors import LocalExecutor
 from vo_service.errors import storage_failure
 from vo_service.jobs.context import (
     JobContext,
@@ -36,7 +37,6 @@ from vo_service.jobs.context import (
     OwnerLimitError,
 )
 from vo_service.jobs.coordination import RunnerLock, StoreChanges
-from vo_service.jobs.executors import LocalExecutor
 from vo_service.jobs.job_files import (
     Upload,
     load_uploads,

@@ -26,6 +26,7 @@ class ProductResult:
     content: bytes | None = None
     pixels: np.ndarray | None = None
     pixel_box: PixelBox | None = None
+    reason: str | None = None  # as `CutoutResult.reason` (a product has no filters)
 
     def __post_init__(self) -> None:
         self.status = StampStatus(self.status)  # the engine's words: ok, partial, ...

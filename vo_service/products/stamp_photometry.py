@@ -29,6 +29,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from vo_service.archive.records import ImageRecord
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.photometry import FLAG_MEANINGS, measure_windows, window_half
+from vo_service.engine.physical import physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.tiles import read_boxes
 from vo_service.products.catalog_products import SCIENCE_TYPES
@@ -267,10 +268,8 @@ def _physical(image: OpenImage):  # noqa: ANN202 - a converter of raw pixel arra
     zero = 0.0 if image.is_compressed else float(header.get("BZERO", 0.0))
 
     def convert(raw: np.ndarray) -> np.ndarray:
-        values = raw.astype(np.float64)
-        if blank is not None and raw.dtype.kind in "iu":
-            values[raw == blank] = np.nan
-        return values * scale + zero if (scale, zero) != (1.0, 0.0) else values
+        return physical_values(raw, bscale=scale, bzero=zero, dtype=np.float64,
+                               blank=blank if raw.dtype.kind in "iu" else None)
 
     return convert
 

@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from vo_service.engine.composite import render_composite
 from vo_service.engine.cutout import StampStatus
+from vo_service.engine.physical import header_scaling, physical_values
 from vo_service.engine.preview import PreviewOptions
 from vo_service.products.manifest import ManifestRow, read_manifest
 from vo_service.web.choices import product_rank
@@ -220,16 +221,12 @@ def load_gallery(manifest: Path, band_wavelength: dict[str, float]) -> Gallery:
 
 
 def stamp_pixels(path: Path) -> np.ndarray:
-    """Physical pixel values of a FITS stamp (first HDU with an image; BSCALE applied)."""
-    with fits.open(path, memmap=False) as hdus:
+    """Physical pixel values of a FITS stamp (first HDU with an image; BSCALE/BZERO
+    applied, BLANK as NaN)."""
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdus:
         for hdu in hdus:
             if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
-                data = np.asarray(hdu.data)
-                blank = hdu.header.get("BLANK") if data.dtype.kind in "iu" else None
-                values = data.astype(np.float64) if data.dtype.kind in "iu" else data
-                if blank is not None:
-                    values = np.where(data == blank, np.nan, values)
-                return values
+                return physical_values(np.asarray(hdu.data), **header_scaling(hdu.header))
     raise ValueError(f"{path.name} holds no image")
 
 
