@@ -178,3 +178,23 @@ def test_command_line_options(tmp_path: Path, capsys) -> None:
     assert (args.executor, args.scheduler) == ("dask", "tcp://10.0.0.5:8786")
     args = build_parser().parse_args(["worker", "tcp://10.0.0.5:8786", "--nworkers", "2"])
     assert (args.scheduler, args.nworkers, args.nthreads) == ("tcp://10.0.0.5:8786", "2", 1)
+
+
+def test_dask_workers_keep_the_operators_cache_margin(tmp_path: Path) -> None:
+    """A worker's cache leaves the free space the operator asked for, as the server's does
+    (it used to keep the default margin whatever the settings said)."""
+    from dataclasses import replace
+
+    from vo_service.config import Limits, Settings
+
+    margin = 123 * 1024**2
+    settings = Settings(state_dir=tmp_path, executor="dask", scheduler="tcp://127.0.0.1:1",
+                        limits=replace(Limits(), cache_min_free_bytes=margin))
+    executors = remote.BatchExecutors(settings)
+    executors._dask = type("Cluster", (), {"max_workers": 2})()  # no cluster needed to plan
+    with executors.for_job(2, "margin", None, None, ("fits",), tmp_path / "stamps") as (
+            _, unit_function, _):
+        place = unit_function.args[0]
+    cache, _ = remote._open_handles(place.cache_dir, place.cache_bytes,
+                                    place.cache_min_free_bytes, place.jobs_dir)
+    assert cache.min_free_bytes == margin

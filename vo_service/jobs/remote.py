@@ -39,6 +39,7 @@ class WorkPlace:
     max_pixels: int
     cache_dir: str
     cache_bytes: int
+    cache_min_free_bytes: int  # the operator's margin holds on the workers' disks too
     jobs_dir: str
     stamp_dir: str
     delay_seconds: float = 0.0
@@ -48,7 +49,8 @@ def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
     """Cut one unit on a Dask worker with this process's own cache and store handles."""
     if place.delay_seconds:
         time.sleep(place.delay_seconds)
-    cache, store = _worker_handles(place.cache_dir, place.cache_bytes, place.jobs_dir)
+    cache, store = _worker_handles(place.cache_dir, place.cache_bytes,
+                                   place.cache_min_free_bytes, place.jobs_dir)
     return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
                         Path(place.stamp_dir))
 
@@ -57,16 +59,19 @@ _handles_lock = threading.Lock()
 
 
 @functools.cache
-def _open_handles(cache_dir: str, cache_bytes: int, jobs_dir: str) -> tuple[Any, Any]:
+def _open_handles(cache_dir: str, cache_bytes: int, min_free_bytes: int,
+                  jobs_dir: str) -> tuple[Any, Any]:
     from vo_service.cache import CutoutCache
     from vo_service.jobs.store import JobStore
 
-    return CutoutCache(Path(cache_dir), cache_bytes), JobStore(Path(jobs_dir))
+    return (CutoutCache(Path(cache_dir), cache_bytes, min_free_bytes=min_free_bytes),
+            JobStore(Path(jobs_dir)))
 
 
-def _worker_handles(cache_dir: str, cache_bytes: int, jobs_dir: str) -> tuple[Any, Any]:
+def _worker_handles(cache_dir: str, cache_bytes: int, min_free_bytes: int,
+                    jobs_dir: str) -> tuple[Any, Any]:
     with _handles_lock:
-        return _open_handles(cache_dir, cache_bytes, jobs_dir)
+        return _open_handles(cache_dir, cache_bytes, min_free_bytes, jobs_dir)
 
 
 class BatchExecutors:
@@ -99,8 +104,10 @@ class BatchExecutors:
         max_pixels = self.settings.limits.max_cutout_pixels
         if self.kind == "dask":
             executor = self.dask()
+            limits = self.settings.limits
             place = WorkPlace(formats, max_pixels, str(self.settings.cache_dir),
-                              self.settings.limits.cache_bytes, str(self.settings.jobs_dir),
+                              limits.cache_bytes, limits.cache_min_free_bytes,
+                              str(self.settings.jobs_dir),
                               str(stamp_dir), TASK_DELAY_SECONDS)
             yield executor, functools.partial(run_remote_unit, place), executor.max_workers * 2
             return
