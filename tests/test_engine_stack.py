@@ -51,7 +51,23 @@ def test_quick_path_gives_the_general_path_bytes(demo_archive, tmp_path) -> None
                 assert quick is not None, path.name
                 assert quick == general_cut(path, 0, region, pad), (path.name, sky, pad)
                 checked += 1
+            assert quick_target(path, sky) == pytest.approx(general_target(path, sky),
+                                                            abs=1e-9), path.name
     assert checked == len(files) * 6
+
+
+def quick_target(path: Path, sky) -> tuple[float, float]:  # noqa: ANN001
+    found = quick_cut(path, 0, CenterSize(sky.icrs.ra.deg, sky.icrs.dec.deg, 21, 17),
+                      origfile=path.name)
+    assert found is not None
+    return found[1]
+
+
+def general_target(path: Path, sky) -> tuple[float, float]:  # noqa: ANN001
+    with OpenImage(path, 0) as image:
+        xs, ys = image.sky_to_pixel.pixels(np.array([sky.icrs.ra.deg]),
+                                           np.array([sky.icrs.dec.deg]))
+    return float(xs[0]), float(ys[0])
 
 
 def test_quick_path_steps_aside_for_what_it_does_not_handle(tmp_path) -> None:

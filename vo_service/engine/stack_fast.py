@@ -20,7 +20,9 @@ import math
 import mmap
 import os
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +40,13 @@ BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8
 LOOKUP_KEYS = ("CPDIS1", "CPDIS2", "D2IMDIS1", "D2IMDIS2", "CPERR1", "CPERR2")
 MAX_HEADER_BLOCKS = 2000  # 72,000 cards: a sane header is far smaller
 ROUND_TRIP_DEG = 1e-6  # a target that does not map back lies on the far side of the sky
+# the cards wcslib needs for a 2-D celestial WCS (alternate WCSs too, they are harmless)
+WCS_CARD = re.compile(r"(WCSAXES|NAXIS|CRPIX|CRVAL|CDELT|CROTA|CTYPE|CUNIT|CD\d+_\d|PC\d+_\d|"
+                      r"P[VS]\d+_\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH )"
+                      r"[^=]*= ")
+SIP_CARD = re.compile(r"(A|B|AP|BP)_(ORDER|\d+_\d+) *= ")
+WCS_CACHE_SIZE = 16  # WCSs kept per thread, by their cards
+_thread_wcs = threading.local()  # astropy WCS objects are not thread-safe
 
 
 @dataclass(frozen=True)
@@ -229,13 +238,33 @@ def _sip(header: RawHeader, crpix: np.ndarray) -> Sip | None:
 
 def quick_wcs(raw: RawHDU, header: RawHeader) -> WCS | None:
     """The WCS of a plain 2-D header from wcslib's own parser (plus SIP); None when the
-    header needs more (lookup tables, other HDUs, no celestial axes)."""
+    header needs more (lookup tables, other HDUs, no celestial axes).
+
+    wcslib is given the WCS cards only: the rest of a header only costs parsing time,
+    and wcslib would apply SIP cards itself, on top of astropy's ``Sip`` (astropy's
+    ``WCS(header)`` removes them before wcslib sees the header, so must we). Epochs whose
+    WCS and SIP cards are identical (a survey's fixed sky grid) share one WCS per thread.
+    """
     if any(key in raw.values for key in LOOKUP_KEYS) or "A_DMAX" in raw.values:
         return None
+    linear = "".join(c.image for c in header.cards if WCS_CARD.match(c.image))
+    key = linear + "".join(c.image for c in header.cards if SIP_CARD.match(c.image))
+    cache = _thread_wcs.__dict__.setdefault("cache", OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    wcs = _new_wcs(raw, header, linear)
+    cache[key] = wcs
+    if len(cache) > WCS_CACHE_SIZE:
+        cache.popitem(last=False)
+    return wcs
+
+
+def _new_wcs(raw: RawHDU, header: RawHeader, linear: str) -> WCS | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            parsed = Wcsprm(raw.text.encode("ascii"), relax=True)
+            parsed = Wcsprm(linear.encode("ascii"), relax=True)
             wcs = WCS(naxis=2)
             wcs.wcs = parsed
             sip = _sip(header, parsed.crpix)
