@@ -41,10 +41,10 @@ LOOKUP_KEYS = ("CPDIS1", "CPDIS2", "D2IMDIS1", "D2IMDIS2", "CPERR1", "CPERR2")
 MAX_HEADER_BLOCKS = 2000  # 72,000 cards: a sane header is far smaller
 ROUND_TRIP_DEG = 1e-6  # a target that does not map back lies on the far side of the sky
 # the cards wcslib needs for a 2-D celestial WCS (alternate WCSs too, they are harmless)
-WCS_CARD = re.compile(r"(WCSAXES|NAXIS|CRPIX|CRVAL|CDELT|CROTA|CTYPE|CUNIT|CD\d+_\d|PC\d+_\d|"
-                      r"P[VS]\d+_\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH )"
-                      r"[^=]*= ")
-SIP_CARD = re.compile(r"(A|B|AP|BP)_(ORDER|\d+_\d+) *= ")
+# and the SIP cards (group 2), which astropy reads and wcslib must not see
+WCS_CARD = re.compile(r"(?:(WCSAXES|NAXIS|CRPIX|CRVAL|CDELT|CROTA|CTYPE|CUNIT|CD\d+_\d|"
+                      r"PC\d+_\d|P[VS]\d+_\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|"
+                      r"EPOCH )|((?:A|B|AP|BP)_(?:ORDER|\d+_\d+)))[^=]*= ")
 WCS_CACHE_SIZE = 16  # WCSs kept per thread, by their cards
 _thread_wcs = threading.local()  # astropy WCS objects are not thread-safe
 
@@ -247,13 +247,16 @@ def quick_wcs(raw: RawHDU, header: RawHeader) -> WCS | None:
     """
     if any(key in raw.values for key in LOOKUP_KEYS) or "A_DMAX" in raw.values:
         return None
-    linear = "".join(c.image for c in header.cards if WCS_CARD.match(c.image))
-    key = linear + "".join(c.image for c in header.cards if SIP_CARD.match(c.image))
+    linear, sip = [], []
+    for card in header.cards:
+        if match := WCS_CARD.match(card.image):
+            (sip if match.group(2) else linear).append(card.image)
+    key = "".join(linear + sip)
     cache = _thread_wcs.__dict__.setdefault("cache", OrderedDict())
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    wcs = _new_wcs(raw, header, linear)
+    wcs = _new_wcs(raw, header, "".join(linear))
     cache[key] = wcs
     if len(cache) > WCS_CACHE_SIZE:
         cache.popitem(last=False)
