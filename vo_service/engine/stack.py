@@ -29,7 +29,7 @@ from vo_service.engine.batch import run_tasks
 from vo_service.engine.cutout import CutoutResult
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError, observation_interval
-from vo_service.engine.writing import BLOCK, empty_primary_bytes
+from vo_service.engine.writing import BLOCK, card, empty_primary_bytes
 from vo_service.shapes import CenterSize
 
 # Status of an epoch: the cutout statuses plus 'empty' (the stamp holds no finite pixel).
@@ -206,8 +206,6 @@ def _mjd_card_values(epoch: Epoch, date_obs: str | None = None
 
 def _cards(key: str, value: object, comment: str) -> str:
     """Card images of one keyword: one card, or CONTINUE cards for a long string."""
-    from vo_service.engine.writing import card
-
     if isinstance(value, str) and len(value) > 60:
         return fits.Card(key, value, comment if len(value) < 52 else "").image
     return card(key, value, comment)
@@ -314,8 +312,6 @@ def stack_chunks(stamps: Sequence[EpochStamp], description: Sequence[tuple[str, 
                  ) -> Iterator[bytes]:
     """The series as one FITS file, chunk by chunk: primary (``description`` cards plus
     counts), one ``EPOCH<n>`` extension per stamp in time order, the ``EPOCHS`` table."""
-    from vo_service.engine.writing import card
-
     with_stamp = [s for s in stamps if s.has_stamp]
     cards = [card(key, value, comment) for key, value, comment in description]
     cards.append(card("NEPOCHS", len({(s.number) for s in stamps}), "epochs considered"))
