@@ -4,7 +4,17 @@ its WCS from wcslib's parser, and slice the stamp from a memory map.
 A time series opens hundreds of files for one small stamp each; there astropy's
 ``fits.open`` and ``WCS(header)`` (about 5 ms per file, mostly Python bookkeeping around
 wcslib) cost far more than the pixels. This path does the same work for the common case
-and gives byte-identical stamps (tested against :mod:`vo_service.engine.cutout`):
+and gives byte-identical stamps and the same target pixel (tested against
+:mod:`vo_service.engine.cutout`), in about 0.4 ms of CPU per epoch:
+
+- each header is read once (the epoch listing's scan is reused by the cut) and its plain
+  card values are parsed here, not by astropy's ``Card``;
+- wcslib parses the WCS cards only; epochs with identical WCS cards (a fixed sky grid)
+  share one WCS per thread; the target's pixel comes from astropy's fixed-point SIP
+  iteration run on the C calls directly (:class:`PointWCS`);
+- the stamp is copied out of a plain ``mmap`` of the file.
+
+It applies to:
 
 - uncompressed, not gzipped files; an image HDU with NAXIS = 2 (primary or extension);
 - a celestial WCS on axes 1 and 2 that wcslib reads alone, optionally with SIP (no
