@@ -37,7 +37,7 @@ def test_quick_path_gives_the_general_path_bytes(demo_archive, tmp_path) -> None
     files = sorted(demo_archive.glob("euclid/EPOCHS/*/*.fits"))[:6]
     files += [fits_factory.sip_image(tmp_path / "sip.fits"),
               fits_factory.scaled_int_image(tmp_path / "int.fits"),
-              fits_factory.pole_image(tmp_path / "pole.fits")]
+              fits_factory.pole_image(tmp_path / "pole.fits"), legacy_pc_image(tmp_path)]
     checked = 0
     for path in files:
         header = fits.getheader(path)
@@ -96,6 +96,16 @@ def general_target(path: Path, sky) -> tuple[float, float]:  # noqa: ANN001
         xs, ys = image.sky_to_pixel.pixels(np.array([sky.icrs.ra.deg]),
                                            np.array([sky.icrs.dec.deg]))
     return float(xs[0]), float(ys[0])
+
+
+def legacy_pc_image(folder: Path) -> Path:
+    """A SIP image whose matrix is written in wcslib's legacy PC001002 form."""
+    header = fits_factory.celestial_header(sip=True)
+    for i in (1, 2):
+        for j in (1, 2):
+            header.rename_keyword(f"PC{i}_{j}", f"PC00{i}00{j}")
+    return fits_factory.write_image(folder / "legacy.fits", header,
+                                    fits_factory.position_image())
 
 
 def test_quick_path_steps_aside_for_what_it_does_not_handle(tmp_path) -> None:

@@ -52,9 +52,11 @@ MAX_HEADER_BLOCKS = 2000  # 72,000 cards: a sane header is far smaller
 ROUND_TRIP_DEG = 1e-6  # a target that does not map back lies on the far side of the sky
 # the cards wcslib needs for a 2-D celestial WCS (alternate WCSs too, they are harmless)
 # and the SIP cards (group 2), which astropy reads and wcslib must not see
+# (wcslib's legacy forms too: PC001002, CD001002, PROJPn)
 WCS_CARD = re.compile(r"(?:(WCSAXES|NAXIS|CRPIX|CRVAL|CDELT|CROTA|CTYPE|CUNIT|CD\d+_\d|"
-                      r"PC\d+_\d|P[VS]\d+_\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|"
-                      r"EPOCH )|((?:A|B|AP|BP)_(?:ORDER|\d+_\d+)))[^=]*= ")
+                      r"PC\d+_\d|(?:PC|CD)\d{6}|P[VS]\d+_\d|PROJP\d|LONPOLE|LATPOLE|"
+                      r"RADESYS|RADECSYS|EQUINOX|EPOCH )|((?:A|B|AP|BP)_(?:ORDER|\d+_\d+)))"
+                      r"[^=]*= ")
 WCS_CACHE_SIZE = 16  # WCSs kept per thread, by their cards
 _thread_wcs = threading.local()  # astropy WCS objects are not thread-safe
 
