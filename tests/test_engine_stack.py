@@ -3,17 +3,19 @@ general cutout path; statuses of epochs off, partly on or empty; header cards.""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from tests import fits_factory
 from vo_service.engine.batch import iter_cutouts
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.stack import Epoch, cut_epochs, epochs_from_files, stack_bytes
-from vo_service.engine.stack_fast import quick_cut
+from vo_service.engine.stack_fast import quick_cut, quick_wcs, scan_hdu
 from vo_service.shapes import CenterSize
 
 
@@ -35,7 +37,7 @@ def test_quick_path_gives_the_general_path_bytes(demo_archive, tmp_path) -> None
     files = sorted(demo_archive.glob("euclid/EPOCHS/*/*.fits"))[:6]
     files += [fits_factory.sip_image(tmp_path / "sip.fits"),
               fits_factory.scaled_int_image(tmp_path / "int.fits"),
-              fits_factory.pole_image(tmp_path / "pole.fits")]
+              fits_factory.pole_image(tmp_path / "pole.fits"), legacy_pc_image(tmp_path)]
     checked = 0
     for path in files:
         header = fits.getheader(path)
@@ -51,7 +53,59 @@ def test_quick_path_gives_the_general_path_bytes(demo_archive, tmp_path) -> None
                 assert quick is not None, path.name
                 assert quick == general_cut(path, 0, region, pad), (path.name, sky, pad)
                 checked += 1
+            assert quick_target(path, sky) == general_target(path, sky), path.name
     assert checked == len(files) * 6
+
+
+def test_epochs_sharing_wcs_cards_share_a_wcs_and_others_do_not(tmp_path) -> None:
+    """Co-registered epochs (identical WCS cards) reuse one WCS; an epoch whose grid is
+    shifted (another CRPIX, all else equal) or whose SIP differs gets its own, so every
+    stamp is still where the general path puts it."""
+    same = [fits_factory.write_image(tmp_path / f"same{n}.fits", fits_factory.celestial_header(
+        sip=True), fits_factory.position_image() + 10_000 * n) for n in range(2)]
+    shifted = fits_factory.write_image(tmp_path / "shifted.fits", fits_factory.celestial_header(
+        sip=True, crpix=(90.25, 70.5)), fits_factory.position_image())
+    other_sip = fits.getheader(same[0])
+    other_sip["A_2_0"] = 3.0e-4
+    bent = fits_factory.write_image(tmp_path / "bent.fits", other_sip,
+                                    fits_factory.position_image())
+    sky = WCS(fits.getheader(same[0])).pixel_to_world(170.2, 30.7)
+    region = CenterSize(sky.icrs.ra.deg, sky.icrs.dec.deg, 21, 17)
+    targets = set()
+    for path in (*same, shifted, bent):
+        assert quick_bytes(path, 0, region) == general_cut(path, 0, region), path.name
+        assert quick_target(path, sky) == general_target(path, sky), path.name
+        targets.add(quick_target(path, sky))
+    assert len(targets) == 3  # the shifted grid and the other SIP move the target
+    stamps = [fits.getdata(io.BytesIO(quick_bytes(path, 0, region))) for path in same]
+    assert (stamps[1] - stamps[0] == 10_000).all()  # pixels of each file, not shared
+    raws = [scan_hdu(path, 0) for path in (*same, shifted)]
+    wcs = [quick_wcs(raw, raw.header) for raw in raws if raw is not None]
+    assert wcs[0] is wcs[1] and wcs[2] is not wcs[0]
+
+
+def quick_target(path: Path, sky) -> tuple[float, float]:  # noqa: ANN001
+    found = quick_cut(path, 0, CenterSize(sky.icrs.ra.deg, sky.icrs.dec.deg, 21, 17),
+                      origfile=path.name)
+    assert found is not None
+    return found[1]
+
+
+def general_target(path: Path, sky) -> tuple[float, float]:  # noqa: ANN001
+    with OpenImage(path, 0) as image:
+        xs, ys = image.sky_to_pixel.pixels(np.array([sky.icrs.ra.deg]),
+                                           np.array([sky.icrs.dec.deg]))
+    return float(xs[0]), float(ys[0])
+
+
+def legacy_pc_image(folder: Path) -> Path:
+    """A SIP image whose matrix is written in wcslib's legacy PC001002 form."""
+    header = fits_factory.celestial_header(sip=True)
+    for i in (1, 2):
+        for j in (1, 2):
+            header.rename_keyword(f"PC{i}_{j}", f"PC00{i}00{j}")
+    return fits_factory.write_image(folder / "legacy.fits", header,
+                                    fits_factory.position_image())
 
 
 def test_quick_path_steps_aside_for_what_it_does_not_handle(tmp_path) -> None:

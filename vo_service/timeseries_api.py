@@ -92,10 +92,10 @@ def _file_epochs(files, request: series.SeriesRequest,  # noqa: ANN001
                                         or epoch.t_start > request.ephemeris.mjd[-1]):
             continue
         epochs.append(Epoch(epoch.path, epoch.hdu, epoch.image_id, float(ra[0]), float(dec[0]),
-                            epoch.t_start, epoch.t_end, epoch.exptime, "path"))
+                            epoch.t_start, epoch.t_end, epoch.exptime, "path", epoch.scan))
         if request.fixed is not None:
             epochs.append(Epoch(epoch.path, epoch.hdu, epoch.image_id, *request.fixed,
-                                epoch.t_start, epoch.t_end, epoch.exptime, "fixed"))
+                                epoch.t_start, epoch.t_end, epoch.exptime, "fixed", epoch.scan))
     return epochs
 
 

@@ -29,7 +29,7 @@ from vo_service.engine.batch import run_tasks
 from vo_service.engine.cutout import CutoutResult
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.spectral import CutoutError, observation_interval
-from vo_service.engine.writing import BLOCK, empty_primary_bytes
+from vo_service.engine.writing import BLOCK, card, empty_primary_bytes
 from vo_service.shapes import CenterSize
 
 # Status of an epoch: the cutout statuses plus 'empty' (the stamp holds no finite pixel).
@@ -54,6 +54,8 @@ class Epoch:
     t_end: float | None = None
     exptime: float | None = None
     kind: str = "target"
+    # the header as the listing read it (stack_fast.RawHDU): the cut does not read it again
+    scan: object = field(default=None, compare=False, repr=False)
 
     @property
     def t_mid(self) -> float | None:
@@ -98,7 +100,7 @@ def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
     """Epochs of local files, their times read from each header (MJD-OBS/DATE-OBS,
     MJD-END/EXPTIME); the image ID is the file name with the HDU. Without ``hdus`` each
     file's first image HDU with a celestial WCS is used."""
-    from vo_service.engine.stack_fast import RawHeader, scan_hdu
+    from vo_service.engine.stack_fast import scan_hdu
 
     epochs = []
     for number, path in enumerate(paths):
@@ -106,7 +108,7 @@ def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
         wanted = None if hdus is None else hdus[number]
         raw = scan_hdu(path, wanted)
         if raw is not None:
-            hdu, header = raw.index, RawHeader(raw.text)
+            hdu, header = raw.index, raw.header
         else:  # gzip, or a layout the quick scan does not follow
             from vo_service.engine.api import first_image_hdu
 
@@ -117,7 +119,7 @@ def epochs_from_files(paths: Sequence[str | Path], ra: float, dec: float,
         epochs.append(Epoch(path, hdu, f"{path.name}[{hdu}]", ra, dec,
                             interval[0] if interval else None,
                             interval[1] if interval else None,
-                            float(exptime) if exptime is not None else None))
+                            float(exptime) if exptime is not None else None, scan=raw))
     return epochs
 
 
@@ -133,7 +135,8 @@ def _cut_one(task: tuple[int, Epoch, float, float, str, bool]) -> EpochStamp:
     number, epoch, width, height, unit, pad = task
     region = CenterSize(epoch.ra % 360.0, epoch.dec, width, height, unit)
     try:
-        quick = quick_cut(epoch.path, epoch.hdu, region, pad=pad, origfile=epoch.path.name)
+        quick = quick_cut(epoch.path, epoch.hdu, region, pad=pad, origfile=epoch.path.name,
+                          raw=epoch.scan)  # type: ignore[arg-type]
         if quick is not None:
             result, (x, y) = quick
         else:
@@ -184,12 +187,14 @@ def cut_epochs(epochs: Sequence[Epoch], width: float, height: float | None = Non
 
 # ---- the multi-extension file -----------------------------------------------------------
 
-def _mjd_card_values(epoch: Epoch) -> list[tuple[str, object, str]]:
+def _mjd_card_values(epoch: Epoch, date_obs: str | None = None
+                     ) -> list[tuple[str, object, str]]:
     cards: list[tuple[str, object, str]] = [("EPOCHKND", epoch.kind, "stamp centred on")]
     if epoch.t_start is not None:
         cards.append(("MJD-OBS", epoch.t_start, "[d] start of the exposure (UTC)"))
-        cards.append(("DATE-OBS", Time(epoch.t_start, format="mjd", scale="utc").isot,
-                      "start of the exposure (UTC)"))
+        if date_obs is None:
+            date_obs = Time(epoch.t_start, format="mjd", scale="utc").isot
+        cards.append(("DATE-OBS", date_obs, "start of the exposure (UTC)"))
     if epoch.t_end is not None:
         cards.append(("MJD-END", epoch.t_end, "[d] end of the exposure (UTC)"))
     if epoch.t_mid is not None:
@@ -201,16 +206,16 @@ def _mjd_card_values(epoch: Epoch) -> list[tuple[str, object, str]]:
 
 def _cards(key: str, value: object, comment: str) -> str:
     """Card images of one keyword: one card, or CONTINUE cards for a long string."""
-    from vo_service.engine.writing import card
-
     if isinstance(value, str) and len(value) > 60:
         return fits.Card(key, value, comment if len(value) < 52 else "").image
     return card(key, value, comment)
 
 
-def stamp_hdu_bytes(stamp: EpochStamp, extver_offset: int = 0) -> bytes:
+def stamp_hdu_bytes(stamp: EpochStamp, extver_offset: int = 0,
+                    date_obs: str | None = None) -> bytes:
     """One image extension: the exact stamp, its source WCS shifted, plus the epoch's
     times (DATE-OBS, MJD-OBS, MJD-MID, EXPTIME) and the target's position on it.
+    ``date_obs``: the ISO start time when the caller has it (else computed here).
 
     The epoch cards follow the source's own (and replace same-named ones), rendered as
     card images: no astropy Header per stamp."""
@@ -221,7 +226,7 @@ def stamp_hdu_bytes(stamp: EpochStamp, extver_offset: int = 0) -> bytes:
     extra: list[tuple[str, object, str]] = [
         ("EPOCH", stamp.number, "epoch number in time order (1 = first)"),
         ("IMAGE_ID", stamp.epoch.image_id, "source image"),
-        *_mjd_card_values(stamp.epoch),
+        *_mjd_card_values(stamp.epoch, date_obs),
         ("TGT_RA", stamp.epoch.ra, "[deg] ICRS RA the stamp is centred on"),
         ("TGT_DEC", stamp.epoch.dec, "[deg] ICRS Dec the stamp is centred on")]
     if stamp.target_pixel is not None:
@@ -307,20 +312,26 @@ def stack_chunks(stamps: Sequence[EpochStamp], description: Sequence[tuple[str, 
                  ) -> Iterator[bytes]:
     """The series as one FITS file, chunk by chunk: primary (``description`` cards plus
     counts), one ``EPOCH<n>`` extension per stamp in time order, the ``EPOCHS`` table."""
-    from vo_service.engine.writing import card
-
     with_stamp = [s for s in stamps if s.has_stamp]
     cards = [card(key, value, comment) for key, value, comment in description]
     cards.append(card("NEPOCHS", len({(s.number) for s in stamps}), "epochs considered"))
     cards.append(card("NSTAMPS", len(with_stamp), "image extensions (stamps)"))
     cards.append(card("RESAMPLD", False, "stamps are exact copies of source pixels"))
     yield empty_primary_bytes(cards)
+    dates = _iso_times([s.epoch.t_start for s in with_stamp])
     offset = 0
-    for stamp in with_stamp:
-        yield stamp_hdu_bytes(stamp, offset)
+    for stamp, date_obs in zip(with_stamp, dates, strict=True):
+        yield stamp_hdu_bytes(stamp, offset, date_obs)
         if stamp.result is not None and stamp.result.lookup_hdus:
             offset += max(int(h.header.get("EXTVER", 1)) for h in stamp.result.lookup_hdus)
     yield extension_bytes(epochs_table_hdu(stamps))
+
+
+def _iso_times(mjds: Sequence[float | None]) -> list[str | None]:
+    """ISO UTC times of MJDs in one astropy Time (one per epoch costs 0.2 ms each)."""
+    known = [m for m in mjds if m is not None]
+    texts = iter(Time(known, format="mjd", scale="utc").isot if known else ())
+    return [None if m is None else str(next(texts)) for m in mjds]
 
 
 def extension_bytes(hdu: fits.BinTableHDU | fits.ImageHDU) -> bytes:

@@ -35,6 +35,8 @@ STRUCTURAL_PATTERN = re.compile(r"^(NAXIS\d+|ZNAXIS\d+|ZTILE\d+|ZNAME\d+|ZVAL\d+
 CRPIX_PATTERN = re.compile(r"^CRPIX(\d)([A-Z]?)$")
 LTV_PATTERN = re.compile(r"^LTV(\d)$")
 LOOKUP_RECORD_PATTERN = re.compile(r"^(DP|DQ|D2IM)\d$")  # record cards naming an EXTVER
+# every keyword the four patterns above can match starts so: the others skip them
+PATTERN_PREFIX = re.compile(r"(Z?NAXIS|ZTILE|ZNAME|ZVAL|T[A-Z]+|CRPIX|LTV|DP|DQ|D2IM)\d")
 CUT_NAMES = ("X", "Y", "Z", "W")
 DTYPE_BITPIX = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}
 BLANK_FOR_BITPIX = {8: 255, 16: -32768, 32: -2147483648, 64: -9223372036854775808}
@@ -121,15 +123,16 @@ class StampHeader:
             warnings.simplefilter("ignore")
             for entry in header.cards:
                 key = entry.keyword
-                if key in STRUCTURAL or STRUCTURAL_PATTERN.match(key):
+                patterned = PATTERN_PREFIX.match(key) is not None
+                if key in STRUCTURAL or patterned and STRUCTURAL_PATTERN.match(key):
                     continue
                 if key in ("BSCALE", "BZERO", "BLANK") and (drop_scaling or self.bitpix < 0
                                                              and key == "BLANK"):
                     continue
-                if match := CRPIX_PATTERN.match(key):
+                if patterned and (match := CRPIX_PATTERN.match(key)):
                     self.crpix.append((key, int(match.group(1)) - 1, float(entry.value)))
                     continue
-                if match := LTV_PATTERN.match(key):
+                if patterned and (match := LTV_PATTERN.match(key)):
                     axis = int(match.group(1))
                     scale = float(header.get(f"LTM{axis}_{axis}", 1.0))
                     self.ltv.append((key, axis - 1, float(entry.value), scale))
@@ -137,7 +140,7 @@ class StampHeader:
                 if key in ("CNPIX1", "CNPIX2"):
                     self.cnpix.append((key, int(key[-1]) - 1, float(entry.value)))
                     continue
-                if (record := _lookup_extver(entry)) is not None:
+                if patterned and (record := _lookup_extver(entry)) is not None:
                     self.lookup_records.append(record)
                     continue
                 if key in ("EXTNAME", "EXTVER"):
