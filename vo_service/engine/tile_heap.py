@@ -73,8 +73,11 @@ class TileHeap:
     @staticmethod
     def supports(hdu: fits.CompImageHDU) -> bool:
         """Whether tiles of this HDU can be decoded here (else use `.section`)."""
-        header = hdu._bintable.header if _astropy_tiles is not None else {}
-        return (_astropy_tiles is not None and header.get("ZNAXIS") == 2
+        bintable = getattr(hdu, "_bintable", None)  # None for an HDU made in memory
+        if _astropy_tiles is None or bintable is None:
+            return False
+        header = bintable.header
+        return (header.get("ZNAXIS") == 2
                 and header.get("ZCMPTYPE") in DIRECT_ALGORITHMS)
 
     def tile_bounds(self, row: int, column: int) -> tuple[int, int, int, int]:
@@ -89,15 +92,25 @@ class TileHeap:
         from there on may be missing). Values come as astropy computes them before it
         casts them to the image's dtype (float64 for quantized floats): assigning them
         to an array of that dtype gives astropy's pixels."""
+        number = row * self.columns + column
+        if self._descriptors[number][0] == 0:
+            y0, y1, x0, x1 = self.tile_bounds(row, column)
+            return self._lossless(number, (y1 - y0, x1 - x0))
+        return self._physical(number, self.integers(row, column, prefix))
+
+    def integers(self, row: int, column: int, prefix: int | None = None) -> np.ndarray:
+        """What the codec alone gives for one tile (quantized or raw integers, flat; at
+        least the first `prefix` for RICE_1), before dequantization and blanks. Tiles
+        stored losslessly beside quantized ones (empty COMPRESSED_DATA) give nothing."""
         y0, y1, x0, x1 = self.tile_bounds(row, column)
         shape = (y1 - y0, x1 - x0)
         number = row * self.columns + column
+        if self._descriptors[number][0] == 0:
+            return np.empty(0, dtype=np.int32)
         if prefix is not None and (self.algorithm not in RICE or prefix >= prod(shape)):
             prefix = None
-        if self._descriptors[number][0] == 0:
-            return self._lossless(number, shape)
         cdata = self._bytes(self._descriptors[number], self._descriptor_dtype)
-        return self._physical(number, self._decompress(cdata, shape, prefix))
+        return self._decompress(cdata, shape, prefix)
 
     def _bytes(self, descriptor: np.ndarray, dtype: np.dtype) -> np.ndarray:
         size, offset = int(descriptor[0]), int(descriptor[1])
