@@ -166,3 +166,24 @@ def test_tile_reach_counts_the_leading_pixels_each_tile_needs():
     assert reach[0, 1] == 3 * 16 + 16  # the second box: columns 30-31 of rows 0-3
     assert reach[0, 2] == 3 * 13 + 8  # the edge tile is 13 wide; columns 32-39
     assert reach[1, 1] == 0 and reach[1, 2] == 0
+
+
+@pytest.mark.parametrize("tile", [(53, 1), (16, 8), (25, 48), (7, 3), (60, 80)])
+def test_tile_reach_is_the_last_needed_pixel_of_every_tile(tile):
+    """Against a pixel-by-pixel count: the last pixel (row-major in the tile) any box
+    covers, plus one, for random boxes over an image no tile shape divides."""
+    height, width = SHAPE
+    tile_x, tile_y = tile
+    grid = (-(-height // tile_y), -(-width // tile_x))
+    rng = np.random.default_rng(tile_x * 100 + tile_y)
+    boxes = boxes_over(SHAPE, rng)[-30:]
+    covered = np.zeros(SHAPE, dtype=bool)
+    expected = np.zeros(grid, dtype=np.int64)
+    for box in boxes:
+        covered[box.slices()] = True
+    for row in range(grid[0]):
+        for column in range(grid[1]):
+            block = covered[row * tile_y:(row + 1) * tile_y, column * tile_x:(column + 1) * tile_x]
+            flat = np.flatnonzero(block.reshape(-1))
+            expected[row, column] = flat[-1] + 1 if len(flat) else 0
+    assert np.array_equal(tiles.tile_reach(boxes, tile, grid, SHAPE), expected)

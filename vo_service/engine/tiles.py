@@ -32,7 +32,6 @@ TALL_BYTES = 64 * 1024 * 1024  # boxes spanning more full-width rows are read al
 MAX_TILES = 1 << 22  # a tile grid larger than this (tiny tiles) is read box by box
 DECODE_THREADS = min(2, os.cpu_count() or 1)  # 1 in pool workers (one per core already)
 MIN_THREADED_BANDS = 3  # fewer bands are decoded in the calling thread
-MAX_PAIRS = 1 << 24  # more (box, tile) pairs than this: whole tiles, no prefix
 
 
 def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
@@ -62,9 +61,6 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
     heap = image.tile_heap
     if heap is not None:
         reach = tile_reach(boxes, (tile_x, tile_y), grid, (height, width))
-        if reach is None:
-            reach = np.where(needed_tiles(boxes, (tile_x, tile_y), grid),
-                             tile_x * tile_y, 0)
 
         def decode(opened: OpenImage | None, number: int) -> np.ndarray:
             return _decode_band_tiles(heap, number, band_rows, reach)
@@ -163,31 +159,33 @@ def needed_tiles(boxes: Sequence[PixelBox], tile: tuple[int, int], grid: tuple[i
 
 
 def tile_reach(boxes: Sequence[PixelBox], tile: tuple[int, int], grid: tuple[int, int],
-               shape: tuple[int, int]) -> np.ndarray | None:
+               shape: tuple[int, int]) -> np.ndarray:
     """(tile row, tile column) grid of how many leading pixels (row-major within the
     tile) of each tile some box needs: 0 for tiles no box touches, at most the tile's
-    size. None when the boxes touch too many tiles to count this way."""
+    size. A box needs a constant count over at most four rectangles of tiles (whole
+    tiles; its last tile column; its last tile row; its last tile), so the grid is
+    filled by slice assignments in increasing count (the largest wins), with memory
+    independent of the boxes' sizes."""
     tile_x, tile_y = tile
-    height, width = shape
-    edges = np.array([(box.x0, box.x1, box.y0, box.y1) for box in boxes], dtype=np.int64)
-    x0, x1, y0, y1 = edges.T
-    r0, c0 = y0 // tile_y, x0 // tile_x
-    rows, cols = (y1 - 1) // tile_y - r0 + 1, (x1 - 1) // tile_x - c0 + 1
-    counts = rows * cols
-    total = int(counts.sum())
-    if total > MAX_PAIRS:
-        return None
-    owner = np.repeat(np.arange(len(edges)), counts)
-    step = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    row = r0[owner] + step // cols[owner]
-    col = c0[owner] + step % cols[owner]
-    top, left = row * tile_y, col * tile_x
-    bottom, right = np.minimum(height, top + tile_y), np.minimum(width, left + tile_x)
-    last_row = np.minimum(y1[owner], bottom) - 1 - top
-    reach = last_row * (right - left) + np.minimum(x1[owner], right) - left
-    grid_reach = np.zeros(grid, dtype=np.int64)
-    np.maximum.at(grid_reach, (row, col), reach)
-    return grid_reach
+    width = shape[1]
+    rectangles: list[tuple[int, int, int, int, int]] = []  # (count, r0, r1, c0, c1)
+    for box in boxes:
+        r0, r1 = box.y0 // tile_y, (box.y1 - 1) // tile_y
+        c0, c1 = box.x0 // tile_x, (box.x1 - 1) // tile_x
+        rows_in_last = box.y1 - r1 * tile_y  # rows of the last tile row, from its top
+        last_width = min(width, (c1 + 1) * tile_x) - c1 * tile_x
+        end_x = box.x1 - c1 * tile_x  # columns of the last tile column, from its left
+        if r1 > r0:
+            if c1 > c0:
+                rectangles.append((tile_x * tile_y, r0, r1, c0, c1))
+            rectangles.append(((tile_y - 1) * last_width + end_x, r0, r1, c1, c1 + 1))
+        if c1 > c0:
+            rectangles.append((rows_in_last * tile_x, r1, r1 + 1, c0, c1))
+        rectangles.append(((rows_in_last - 1) * last_width + end_x, r1, r1 + 1, c1, c1 + 1))
+    reach = np.zeros(grid, dtype=np.int64)
+    for count, r0, r1, c0, c1 in sorted(rectangles):
+        reach[r0:r1, c0:c1] = count
+    return reach
 
 
 def _decode_band_tiles(heap: TileHeap, number: int, band_rows: int, reach: np.ndarray
