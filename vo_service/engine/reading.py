@@ -3,7 +3,8 @@
 Plain images are memory-mapped and read raw (`do_not_scale_image_data=True`), so BSCALE,
 BZERO and BLANK integers reach the output unchanged. Tile-compressed images are read
 with `CompImageHDU.section`, which decompresses only the tiles a box touches; many boxes
-of one batch go through `engine.tiles`, which decompresses each tile once.
+of one batch go through `engine.tiles`, which decompresses each tile once, straight from
+the heap (`tile_heap`, `engine.tile_heap`).
 `OpenImagePool` keeps opened images between requests (SODA sync, batch jobs, the CLI).
 """
 
