@@ -72,6 +72,7 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
 
     source = _Bands(image, numbers, decode, own_images=heap is None)
     bands: dict[int, np.ndarray] = {}
+    dtype = image.dtype  # read from the header: once, not per stamp
     try:
         for index, box in swept:
             first, last = box.y0 // band_rows, (box.y1 - 1) // band_rows
@@ -86,7 +87,7 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
                 pieces.append(band[max(box.y0, top) - top:min(box.y1, top + band_rows) - top,
                                    box.x0:box.x1])
             stamp = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-            yield index, stamp.astype(image.dtype)  # one copy, swapped to big-endian
+            yield index, stamp.astype(dtype)  # one copy, swapped to big-endian
     finally:
         source.close()
 
