@@ -21,6 +21,11 @@ Methods:
   raw-files       raw-slices written as headerless files: what the file system allows
   raw-slices      numpy slices of the memmap (or .section of the compressed HDU), no WCS,
                   header or file: the physical limit
+  tile-decode     (compressed image) the codec alone decoding, once, the leading pixels of
+                  every tile the stamps touch that the engine decodes (no dequantization,
+                  no stamps): the floor of any cutter that decodes with this codec
+At the end, "ratios" lines give the compressed image's engine-bundle rate over the plain
+image's (issue 13 aims at >= 0.5 from 1,000 targets) and over the tile-decode floor.
 """
 
 from __future__ import annotations
@@ -45,12 +50,15 @@ sys.path.insert(0, str(REPO))
 
 from _images import sip_image_header  # noqa: E402 - shared with time_series.py
 
+from vo_service.engine import tiles  # noqa: E402
 from vo_service.engine.batch import (  # noqa: E402
     ImageTask,
     bundle_tasks,
     run_tasks,
     write_task_files,
 )
+from vo_service.engine.geometry import PixelBox  # noqa: E402
+from vo_service.engine.reading import OpenImage  # noqa: E402
 from vo_service.shapes import CenterSize  # noqa: E402
 
 warnings.simplefilter("ignore")
@@ -243,6 +251,23 @@ def raw_files(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
     return len(ras)
 
 
+def tile_decode(path, hdu, ras, decs, size, side, workers, out_dir) -> int:
+    x, y = WCS(image_header(side)).world_to_pixel_values(ras, decs)
+    x0 = np.clip(np.ceil(x - size / 2).astype(int), 0, side - 1)
+    y0 = np.clip(np.ceil(y - size / 2).astype(int), 0, side - 1)
+    boxes = [PixelBox(((int(left), min(side, int(left) + size)),
+                       (int(bottom), min(side, int(bottom) + size))))
+             for left, bottom in zip(x0, y0, strict=True)]
+    with OpenImage(path, hdu) as image:
+        heap = image.tile_heap
+        tile_x, tile_y = image.tile_shape
+        grid = (-(-side // tile_y), -(-side // tile_x))
+        reach = tiles.tile_reach(boxes, (tile_x, tile_y), grid, (side, side))
+        for row, column in zip(*np.nonzero(reach), strict=True):
+            heap.integers(int(row), int(column), int(reach[row, column]))
+    return len(ras)
+
+
 METHODS = {
     "raw-files": raw_files,
     "engine-files": engine_files,
@@ -250,6 +275,7 @@ METHODS = {
     "astrocut": astrocut_once_per_target,
     "cutout2d-files": cutout2d_files,
     "raw-slices": raw_slices,
+    "tile-decode": tile_decode,
 }
 
 
@@ -312,12 +338,14 @@ def main() -> None:
               f"{'x astrocut':>10} {'x raw':>7} {'+priv MB':>8}  note")
     print(header)
     print("-" * len(header))
+    table: dict[tuple, dict[str, tuple[float, float]]] = {}
     for name, path, hdu in images:
         for count in counts:
             ras, decs = targets(side, count)
             for size in sizes:
                 rows = []
                 runs = [("raw-slices", 1, 30 if name == "rice" else None),
+                        *([("tile-decode", 1, None)] if name == "rice" else []),
                         *([("raw-files", 1, None)] if name == "plain" else []),
                         ("astrocut", 1, slow_subset if name == "plain" else 3),
                         ("cutout2d-files", 1, slow_subset * 2 if name == "plain" else 3),
@@ -329,13 +357,36 @@ def main() -> None:
                     label = method + (f" x{workers}" if workers > 1 else "")
                     note = f"{ran} of {count} targets, extrapolated" if ran < count else ""
                     rows.append((label, rate, per_cpu, memory, note))
+                table[name, count, size] = {label: (rate, per_cpu) for label, rate, per_cpu,
+                                            *_ in rows}
                 astro = next(row[1] for row in rows if row[0] == "astrocut")
                 raw = next(row[1] for row in rows if row[0] == "raw-slices")
                 for label, rate, per_cpu, memory, note in rows:
                     print(f"{name:6} {count:>7} {size:>4} {label:18} {rate:>9.0f} "
                           f"{per_cpu:>9.0f} {rate / astro:>10.1f} {rate / raw:>7.2f} "
                           f"{memory:>8.0f}  {note}", flush=True)
+    print_ratios(table, counts, sizes, args.workers)
     print(f"# total {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
+
+
+def print_ratios(table: dict, counts, sizes, workers: int) -> None:
+    """Compressed over plain engine-bundle rates (wall and per CPU second), and the
+    compressed engine-bundle x1 over the tile-decode floor, per targets and size."""
+    if not any(key[0] == "rice" for key in table):
+        return
+    print("# ratios: rice/plain engine-bundle (wall, per cpu-s); rice engine-bundle x1 / "
+          "tile-decode floor (per cpu-s)")
+    for count in counts:
+        for size in sizes:
+            rice, plain = table["rice", count, size], table["plain", count, size]
+            parts = []
+            for label in ("engine-bundle", f"engine-bundle x{workers}"):
+                if label in rice and label in plain:
+                    parts.append(f"{label} {rice[label][0] / plain[label][0]:.2f} "
+                                 f"({rice[label][1] / plain[label][1]:.2f})")
+            floor = rice["engine-bundle"][1] / rice["tile-decode"][1]
+            print(f"# ratios {count:>6} x {size:>3} px: " + ", ".join(parts)
+                  + f"; engine/floor {floor:.2f}")
 
 
 if __name__ == "__main__":

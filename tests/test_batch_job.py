@@ -530,3 +530,34 @@ def test_target_ids_alike_as_file_names_get_their_own_stamps(batch_server, clien
                          for r, d in chosen]
             assert int(np.argmin(distances)) == int(row["row"]) - 1, (row["row"], distances)
             assert header["ORIGFILE"] == index.get(str(row["image_id"])).path.name
+
+
+def test_the_targets_of_one_image_are_chunked_by_declination(batch_server, demo_archive,
+                                                            monkeypatch) -> None:
+    """Each chunk of an image's targets covers a band of the image, so a tile-compressed
+    image is decoded about once per job, not once per chunk; stamps keep their names."""
+    from vo_service.catalogs import read_catalog
+    from vo_service.jobs import batch
+    from vo_service.jobs.batch_params import BatchRequest
+
+    catalog = read_catalog(demo_catalog(demo_archive), filename="targets.csv")
+    request = BatchRequest(
+        upload_name="cat", ra_column=None, dec_column=None, id_column=None, size_column=None,
+        size=32.0, size_unit="pix", collections=[], instruments=[], bandnames=["VIS"],
+        product_types=["BGSUB"], formats=("fits",), workers=1)
+    index = ArchiveIndex(batch_server.settings.index_path)
+    whole = batch.plan_batch(catalog, request, index)  # one chunk per image
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 16)
+    chunked = batch.plan_batch(catalog, request, index)
+    names = {(t.record.obs_publisher_did, target.row): name for t in whole.tasks
+             for target, name in t.entries}
+    assert names == {(t.record.obs_publisher_did, target.row): name for t in chunked.tasks
+                     for target, name in t.entries}
+    bands: dict[str, list[tuple[float, float]]] = {}
+    for task in chunked.tasks:
+        decs = [target.dec for target, _ in task.entries]
+        bands.setdefault(task.record.obs_publisher_did, []).append((min(decs), max(decs)))
+    assert max(len(ranges) for ranges in bands.values()) >= 4
+    for ranges in bands.values():
+        ranges.sort()
+        assert all(low[1] <= high[0] for low, high in zip(ranges, ranges[1:], strict=False))

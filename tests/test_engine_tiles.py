@@ -16,6 +16,7 @@ from vo_service.engine import tiles
 from vo_service.engine.batch import cut_many, iter_cutouts
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.reading import OpenImage
+from vo_service.engine.tile_heap import TileHeap
 from vo_service.shapes import CenterSize
 
 warnings.simplefilter("ignore", FITSFixedWarning)
@@ -32,15 +33,21 @@ def images(request, tmp_path):
 
 
 def decoded_tiles(monkeypatch) -> list[tuple[int, int, int, int]]:
-    """Record every rectangle the engine decompresses (y0, y1, x0, x1)."""
+    """Record every rectangle the engine decompresses (y0, y1, x0, x1): whole tiles read
+    from the heap, or rectangles read through astropy's section."""
     calls: list[tuple[int, int, int, int]] = []
-    original = OpenImage.decode
+    original_section, original_tile = OpenImage.decode, TileHeap.decode
 
-    def recording(self, y0, y1, x0, x1):
+    def recording_section(self, y0, y1, x0, x1):
         calls.append((y0, y1, x0, x1))
-        return original(self, y0, y1, x0, x1)
+        return original_section(self, y0, y1, x0, x1)
 
-    monkeypatch.setattr(OpenImage, "decode", recording)
+    def recording_tile(self, row, column, prefix=None):
+        calls.append(self.tile_bounds(row, column))
+        return original_tile(self, row, column, prefix)
+
+    monkeypatch.setattr(OpenImage, "decode", recording_section)
+    monkeypatch.setattr(TileHeap, "decode", recording_tile)
     return calls
 
 

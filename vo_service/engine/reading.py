@@ -3,7 +3,8 @@
 Plain images are memory-mapped and read raw (`do_not_scale_image_data=True`), so BSCALE,
 BZERO and BLANK integers reach the output unchanged. Tile-compressed images are read
 with `CompImageHDU.section`, which decompresses only the tiles a box touches; many boxes
-of one batch go through `engine.tiles`, which decompresses each tile once.
+of one batch go through `engine.tiles`, which decompresses each tile once, straight from
+the heap (`tile_heap`, `engine.tile_heap`).
 `OpenImagePool` keeps opened images between requests (SODA sync, batch jobs, the CLI).
 """
 
@@ -24,6 +25,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from vo_service.engine.geometry import PixelBox, SkyToPixel
+from vo_service.engine.tile_heap import TileHeap
 
 LOOKUP_EXTNAMES = ("WCSDVARR", "D2IMARR")
 FORGET_PAGES_BYTES = 8 * 1024 * 1024  # reads at least this large unmap their file pages
@@ -63,6 +65,7 @@ class OpenImage:
 
     def close(self) -> None:
         self.__dict__.pop("_raw", None)
+        self.__dict__.pop("tile_heap", None)
         self.hdulist.close()
 
     @cached_property
@@ -149,6 +152,14 @@ class OpenImage:
         a 2-D tile-compressed image, in native byte order: only the tiles the rectangle
         touches are decompressed (whole tiles when it is tile-aligned)."""
         return np.asarray(self.hdu.section[y0:y1, x0:x1])
+
+    @cached_property
+    def tile_heap(self) -> TileHeap | None:
+        """Reader of a 2-D tile-compressed image's tiles straight from the heap (None for
+        plain images and codecs or layouts it does not know)."""
+        if not self.is_compressed or not TileHeap.supports(self.hdu):
+            return None
+        return TileHeap(self.hdu)
 
     @cached_property
     def tile_shape(self) -> tuple[int, ...] | None:

@@ -2,12 +2,16 @@
 
 The boxes of a batch are swept top to bottom (by first row). The image is decoded in
 bands of whole tile rows (about BAND_BYTES each, at least one tile row); a band decodes
-only the tiles some box of the batch touches, in tile-aligned rectangles (one
-`CompImageHDU.section` call per rectangle), and is dropped as soon as the sweep has
+only the tiles some box of the batch touches, and is dropped as soon as the sweep has
 passed below it. So every tile the batch needs is decompressed once, none it does not
 need is decompressed, and memory holds only the bands under the current box plus a few
 decoded ahead by DECODE_THREADS threads. A box taller than TALL_BYTES of full-width rows
 is read on its own (its tiles only).
+
+Tiles are decoded one by one from the heap (`engine.tile_heap`), each only up to the
+last pixel a box needs where the codec allows it (RICE_1, tiles in row-major order);
+images whose codec or layout the heap reader does not know are decoded with
+`CompImageHDU.section`, in tile-aligned rectangles.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.reading import OpenImage
+from vo_service.engine.tile_heap import TileHeap
 
 BAND_BYTES = 8 * 1024 * 1024  # decoded pixels of one band (at least one tile row)
 TALL_BYTES = 64 * 1024 * 1024  # boxes spanning more full-width rows are read alone
@@ -50,15 +55,24 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
             swept.append((index, box))
     if not swept:
         return
-    needed = needed_tiles([box for _, box in swept], (tile_x, tile_y), grid)
-    numbers = sorted({number for _, box in swept
+    boxes = [box for _, box in swept]
+    numbers = sorted({number for box in boxes
                       for number in range(box.y0 // band_rows, (box.y1 - 1) // band_rows + 1)})
+    heap = image.tile_heap
+    if heap is not None:
+        reach = tile_reach(boxes, (tile_x, tile_y), grid, (height, width))
 
-    def decode(opened: OpenImage, number: int) -> np.ndarray:
-        return _decode_band(opened, number, band_rows, tile_y, tile_x, needed)
+        def decode(opened: OpenImage | None, number: int) -> np.ndarray:
+            return _decode_band_tiles(heap, number, band_rows, reach)
+    else:
+        needed = needed_tiles(boxes, (tile_x, tile_y), grid)
 
-    source = _Bands(image, numbers, decode)
+        def decode(opened: OpenImage | None, number: int) -> np.ndarray:
+            return _decode_band(opened, number, band_rows, tile_y, tile_x, needed)
+
+    source = _Bands(image, numbers, decode, own_images=heap is None)
     bands: dict[int, np.ndarray] = {}
+    dtype = image.dtype  # read from the header: once, not per stamp
     try:
         for index, box in swept:
             first, last = box.y0 // band_rows, (box.y1 - 1) // band_rows
@@ -73,20 +87,21 @@ def read_boxes(image: OpenImage, wanted: Sequence[tuple[int, PixelBox]]
                 pieces.append(band[max(box.y0, top) - top:min(box.y1, top + band_rows) - top,
                                    box.x0:box.x1])
             stamp = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-            yield index, stamp.astype(image.dtype)  # one copy, swapped to big-endian
+            yield index, stamp.astype(dtype)  # one copy, swapped to big-endian
     finally:
         source.close()
 
 
 class _Bands:
     """Decoded bands, asked for in ascending order. With DECODE_THREADS > 1 the next
-    bands are decoded ahead by threads (the codecs release the GIL), each on its own
-    opened copy of the image, as astropy HDUs are not thread-safe; at most
-    DECODE_THREADS + 1 bands wait decoded ahead."""
+    bands are decoded ahead by threads (the codecs release the GIL); with `own_images`
+    each thread decodes from its own opened copy of the image, as astropy HDUs are not
+    thread-safe (a `TileHeap` is); at most DECODE_THREADS + 1 bands wait decoded ahead."""
 
     def __init__(self, image: OpenImage, numbers: list[int],
-                 decode: Callable[[OpenImage, int], np.ndarray]) -> None:
+                 decode: Callable[[OpenImage, int], np.ndarray], own_images: bool) -> None:
         self._image = image
+        self._own_images = own_images
         self._numbers = numbers
         self._position = {number: position for position, number in enumerate(numbers)}
         self._decode = decode
@@ -110,6 +125,8 @@ class _Bands:
         return self._futures.pop(number).result()
 
     def _decode_here(self, number: int) -> np.ndarray:
+        if not self._own_images:
+            return self._decode(self._image, number)
         opened = getattr(self._local, "image", None)
         if opened is None:
             opened = self._local.image = OpenImage(self._image.path, self._image.hdu_index)
@@ -140,6 +157,60 @@ def needed_tiles(boxes: Sequence[PixelBox], tile: tuple[int, int], grid: tuple[i
     np.add.at(counts, (r1, c0), -1)
     np.add.at(counts, (r1, c1), 1)
     return counts.cumsum(axis=0).cumsum(axis=1)[:-1, :-1] > 0
+
+
+def tile_reach(boxes: Sequence[PixelBox], tile: tuple[int, int], grid: tuple[int, int],
+               shape: tuple[int, int]) -> np.ndarray:
+    """(tile row, tile column) grid of how many leading pixels (row-major within the
+    tile) of each tile some box needs: 0 for tiles no box touches, at most the tile's
+    size. A box needs a constant count over at most four rectangles of tiles (whole
+    tiles; its last tile column; its last tile row; its last tile), so the grid is
+    filled by slice assignments in increasing count (the largest wins), with memory
+    independent of the boxes' sizes."""
+    tile_x, tile_y = tile
+    width = shape[1]
+    rectangles: list[tuple[int, int, int, int, int]] = []  # (count, r0, r1, c0, c1)
+    for box in boxes:
+        r0, r1 = box.y0 // tile_y, (box.y1 - 1) // tile_y
+        c0, c1 = box.x0 // tile_x, (box.x1 - 1) // tile_x
+        rows_in_last = box.y1 - r1 * tile_y  # rows of the last tile row, from its top
+        last_width = min(width, (c1 + 1) * tile_x) - c1 * tile_x
+        end_x = box.x1 - c1 * tile_x  # columns of the last tile column, from its left
+        if r1 > r0:
+            if c1 > c0:
+                rectangles.append((tile_x * tile_y, r0, r1, c0, c1))
+            rectangles.append(((tile_y - 1) * last_width + end_x, r0, r1, c1, c1 + 1))
+        if c1 > c0:
+            rectangles.append((rows_in_last * tile_x, r1, r1 + 1, c0, c1))
+        rectangles.append(((rows_in_last - 1) * last_width + end_x, r1, r1 + 1, c1, c1 + 1))
+    reach = np.zeros(grid, dtype=np.int64)
+    for count, r0, r1, c0, c1 in sorted(rectangles):
+        reach[r0:r1, c0:c1] = count
+    return reach
+
+
+def _decode_band_tiles(heap: TileHeap, number: int, band_rows: int, reach: np.ndarray
+                       ) -> np.ndarray:
+    """Rows of band `number` (native byte order) with the needed leading pixels of every
+    needed tile decoded (`reach`); other pixels are left unset."""
+    height, width = heap.shape
+    tile_y = heap.tile_shape[0]
+    top, bottom = number * band_rows, min(height, (number + 1) * band_rows)
+    band = np.empty((bottom - top, width), dtype=heap.dtype)
+    first = top // tile_y
+    rows, columns = np.nonzero(reach[first:-(-bottom // tile_y)])
+    for row, column in zip((rows + first).tolist(), columns.tolist(), strict=True):
+        y0, y1, x0, x1 = heap.tile_bounds(row, column)
+        count = int(reach[row, column])
+        pixels = heap.decode(row, column, count)
+        tile_width = x1 - x0
+        whole, rest = divmod(count, tile_width)
+        if whole:
+            band[y0 - top:y0 - top + whole, x0:x1] = pixels[:whole * tile_width].reshape(
+                whole, tile_width)
+        if rest:
+            band[y0 - top + whole, x0:x0 + rest] = pixels[whole * tile_width:count]
+    return band
 
 
 def _decode_band(image: OpenImage, number: int, band_rows: int, tile_y: int, tile_x: int,

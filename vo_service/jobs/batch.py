@@ -173,6 +173,9 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
             entries.append((target, stamp_path(target, folder, image, row_digits,
                                                result_ids)))
         neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
+        # neighbouring targets (by declination) share a chunk, which then covers a band of
+        # the image: a tile-compressed image is decoded about once, not once per chunk
+        entries.sort(key=lambda entry: entry[0].dec)
         for start in range(0, len(entries), CHUNK_TARGETS):
             tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
                                    request.stitch, neighbours, product))
