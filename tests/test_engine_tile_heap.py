@@ -51,6 +51,7 @@ CASES = {
     "rice-int32-blank": ("int32", {"compression_type": "RICE_1", "tile_shape": (7, 20)},
                          {"BLANK": -999}),
     "rice-uint8": ("uint8", {"compression_type": "RICE_1"}, {}),
+    "rice-uint16-bzero": ("uint16", {"compression_type": "RICE_1"}, {}),  # BZERO = 32768
     "gzip1-float-quantized": ("float", {"compression_type": "GZIP_1", "dither_seed": 4}, {}),
     "gzip1-float-lossless": ("float", {"compression_type": "GZIP_1", "quantize_level": 0.0},
                              {}),
