@@ -2,9 +2,20 @@
 
 Measures the UWS batch job end to end (catalog parsing, one index lookup, per-image
 cutting through the cache, manifest, ZIP bundle): wall time, stamps/s and peak RSS, cold
-(empty cache) and again warm (same catalog, every stamp from the cache). For scale, the
-same stamps cut one by one with astropy's Cutout2D (open + cut + write per stamp, on a
-sample) as a peer baseline.
+(empty cache) and again warm (same catalog, every stamp from the cache). In the same run it
+measures the engine the job calls, ``engine.batch.bundle_tasks`` on the same stamps (the
+same images and targets, 256 targets per task, ``--workers`` processes, one ZIP: what
+``benchmarks/batch_cutouts.py`` calls "engine-bundle"), and prints the job's rates as
+ratios of it: cold / engine (aim >= 0.5) and warm / engine (aim >= 0.9).
+
+The job's own bookkeeping is timed by wrapping, in the job's process only, the calls that
+do it (see ``BOOKKEEPING``): the manifest (building the rows, writing the VOTable), the
+results (job-store rows), progress (job-store updates) and the cache index (the cutout
+cache's SQLite index and the remembered stamp outcomes). Its share is the seconds spent
+inside those calls, summed over all threads of the job, over the job's wall time: an upper
+bound, since calls on different threads may overlap (aim < 15 %). For scale, the same
+stamps cut one by one with astropy's Cutout2D (open + cut + write per stamp, on a sample)
+as a peer baseline.
 
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
 
@@ -27,7 +38,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +66,58 @@ def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
     return out.getvalue().encode()
 
 
+# The job's bookkeeping: part -> (module, attribute path) of the calls timed.
+BOOKKEEPING = {
+    "manifest": [("vo_service.jobs.batch", "BatchJob._row"),
+                 ("vo_service.jobs.batch", "write_manifest")],
+    "results": [("vo_service.jobs.store", "JobStore.add_results")],
+    "progress": [("vo_service.jobs.store", "JobStore.update")],
+    "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
+                    ("vo_service.cache.index", "CacheIndex.touch_many"),
+                    ("vo_service.cache.index", "CacheIndex.record_many"),
+                    ("vo_service.cache.index", "CacheIndex.evict_over"),
+                    ("vo_service.jobs.store", "JobStore.stamp_outcomes"),
+                    ("vo_service.jobs.store", "JobStore.save_stamp_outcomes")],
+}
+
+
+class Timers:
+    """Seconds spent inside wrapped functions, per part, summed over threads (nested calls
+    of the same part count once)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth = threading.local()
+        self._lock = threading.Lock()
+
+    def install(self, parts: dict[str, list[tuple[str, str]]]) -> None:
+        """Wrap every function of ``parts`` (fails loudly if one is gone)."""
+        import importlib
+
+        for part, places in parts.items():
+            self.seconds[part] = 0.0
+            for module_name, attribute in places:
+                owner = importlib.import_module(module_name)
+                *path, name = attribute.split(".")
+                for step in path:
+                    owner = getattr(owner, step)
+                setattr(owner, name, self._timed(part, getattr(owner, name)))
+
+    def _timed(self, part: str, function: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            depth = getattr(self._depth, part, 0)
+            setattr(self._depth, part, depth + 1)
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(self._depth, part, depth)
+                if depth == 0:
+                    with self._lock:
+                        self.seconds[part] += time.perf_counter() - started
+        return timed
+
+
 MATRIX = {  # --matrix: label -> (product types, photometry parameters)
     "images": (("BGSUB", "RMS", "FLAG"), ()),
     "+psf": (("BGSUB", "RMS", "FLAG", "CATALOG-PSF"), ()),
@@ -71,6 +136,8 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
 
     settings = Settings(data_roots=(archive,), state_dir=state)
     index = ArchiveIndex(settings.index_path)
+    timers = Timers()
+    timers.install(BOOKKEEPING)
     products, extra = MATRIX[variant] if variant else (("BGSUB",), ())
     parameters = [Parameter("UPLOAD", "cat,param:cat"), Parameter("SIZE", str(SIZE_PIX)),
                   Parameter("WORKERS", str(workers))]
@@ -93,11 +160,43 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         bundle = next(r.size for r in results if r.result_id == "bundle")
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
-                "bundle_mb": bundle / 1e6, "error": job.error_message}
+                "bundle_mb": bundle / 1e6, "error": job.error_message,
+                "bookkeeping_s": dict(timers.seconds)}
 
     figures = asyncio.run(main())
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
+
+
+def engine_bundle(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
+    """The engine alone on the job's stamps: ``bundle_tasks`` into one ZIP."""
+    from vo_service.archive.index import ArchiveIndex
+    from vo_service.engine.batch import ImageTask, bundle_tasks
+    from vo_service.shapes import CenterSize
+
+    index = ArchiveIndex(state / "index.sqlite")
+    rows = list(csv.DictReader(io.StringIO(catalog.read_text())))
+    ra = np.array([float(r["ra"]) for r in rows])
+    dec = np.array([float(r["dec"]) for r in rows])
+    per_image: dict[str, tuple[object, list[int]]] = {}
+    for position, record in index.lookup(ra, dec, band=BANDS, product_type="BGSUB"):
+        per_image.setdefault(record.obs_publisher_did, (record, []))[1].append(position)
+    tasks = []
+    for record, positions in per_image.values():
+        for start in range(0, len(positions), 256):  # the job's units (CHUNK_TARGETS)
+            chosen = positions[start:start + 256]
+            tasks.append(ImageTask(
+                record.path, record.hdu,
+                tuple(CenterSize(ra[i], dec[i], SIZE_PIX, SIZE_PIX, "pix") for i in chosen),
+                origfile=record.path.name,
+                names=tuple(f"{record.band}/{rows[i]['id']}_{record.obs_id}.fits"
+                            for i in chosen)))
+    with tempfile.TemporaryDirectory(dir=state) as folder:
+        started = time.perf_counter()
+        done = bundle_tasks(tasks, Path(folder) / "bundle.zip", workers=workers)
+        wall = time.perf_counter() - started
+    stamps = sum(1 for records in done.values() for record in records if record.path)
+    return {"stamps": stamps, "wall_s": wall}
 
 
 def cutout2d_baseline(state: Path, archive: Path, catalog: Path, sample: int) -> float:
@@ -145,10 +244,14 @@ def main() -> int:
     parser.add_argument("--variant", choices=sorted(MATRIX), help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=3, metavar=("STATE", "ARCHIVE", "CATALOG"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         state, archive, catalog = map(Path, args.child)
-        print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
+        if args.engine:
+            print(json.dumps(engine_bundle(state, archive, catalog, args.workers)))
+        else:
+            print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
         return 0
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
@@ -168,12 +271,13 @@ def main() -> int:
     if args.matrix:
         return run_matrix(state, archive, catalog, args)
     runs = {}
-    for label in ("cold", "warm"):
+    for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
         output = subprocess.run(
             [sys.executable, __file__, "--workers", str(args.workers), "--child",
-             str(state), str(archive), str(catalog)],
+             str(state), str(archive), str(catalog), *(["--engine"] * (label == "engine"))],
             check=True, capture_output=True, text=True).stdout
         runs[label] = json.loads(output.strip().splitlines()[-1])
+    engine = runs.pop("engine")
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
 
     print(f"batch job: {args.targets} targets x {len(BANDS)} bands (BGSUB), {SIZE_PIX} px "
@@ -185,9 +289,19 @@ def main() -> int:
               f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB")
     cold = runs["cold"]["stamps"] / runs["cold"]["wall_s"]
     warm = runs["warm"]["stamps"] / runs["warm"]["wall_s"]
+    engine_rate = engine["stamps"] / engine["wall_s"]
+    print(f"  engine bundle_tasks, same stamps, {args.workers} workers: {engine['stamps']} "
+          f"stamps in {engine['wall_s']:.1f} s = {engine_rate:.0f} stamps/s")
     print(f"  astropy Cutout2D one by one (sample): {baseline:.0f} stamps/s")
-    print(f"  ratios: cold job / Cutout2D = {cold / baseline:.1f}x, warm / cold = "
-          f"{warm / cold:.1f}x")
+    print(f"  ratios: cold job / engine = {cold / engine_rate:.2f} (aim >= 0.5), warm job / "
+          f"engine = {warm / engine_rate:.2f} (aim >= 0.9), cold job / Cutout2D = "
+          f"{cold / baseline:.1f}x, warm / cold = {warm / cold:.1f}x")
+    for label, figures in runs.items():
+        parts = figures["bookkeeping_s"]
+        share = sum(parts.values()) / figures["wall_s"]
+        detail = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in parts.items())
+        print(f"  bookkeeping {label}: {100 * share:.1f} % of the job's time (aim < 15 %): "
+              f"{detail}")
     return 0
 
 
