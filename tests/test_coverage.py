@@ -19,7 +19,7 @@ from mocpy import MOC
 from pyvo.dal.adhoc import DatalinkResults
 from regions import PointSkyRegion, PolygonSkyRegion, Regions
 from server import LiveServer, error_text
-from uws_client import results_of, wait_final
+from uws_client import job_results, wait_final
 
 from vo_service.archive import coverage
 from vo_service.archive.index import ArchiveIndex, run_index
@@ -214,7 +214,7 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
             "SIZE": "40", "PHASE": "RUN"}, files={"cat": ("t.csv", catalog.encode())},
             follow_redirects=True)
         root = wait_final(client, str(created.url))
-        results = results_of(root)
+        results = job_results(client, root)  # the stamps: reached from the manifest
         url, mime = results["coverage"]
         assert mime == "application/fits"
         content = client.get(url).content
