@@ -69,8 +69,9 @@ def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
 # The job's bookkeeping: part -> (module, attribute path) of the calls timed.
 BOOKKEEPING = {
     "manifest": [("vo_service.jobs.batch", "BatchJob._row"),
-                 ("vo_service.jobs.batch", "write_manifest")],
-    "results": [("vo_service.jobs.store", "JobStore.add_results")],
+                 ("vo_service.jobs.running_manifest", "write_manifest")],
+    "results": [("vo_service.jobs.store", "JobStore.add_results"),
+                ("vo_service.jobs.store", "JobStore.put_result")],
     "progress": [("vo_service.jobs.store", "JobStore.update")],
     "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
                     ("vo_service.cache.index", "CacheIndex.touch_many"),
@@ -131,7 +132,9 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
     """Run one batch job in this process; return its figures."""
     from vo_service.archive.index import ArchiveIndex
     from vo_service.config import Settings
+    from vo_service.jobs.documents import job_document
     from vo_service.jobs.store import Parameter
+    from vo_service.products.manifest import read_manifest
     from vo_service.protocols.uws import create_job_service
 
     settings = Settings(data_roots=(archive,), state_dir=state)
@@ -156,12 +159,15 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
             job = await service.wait(job.job_id, 30, None)
         wall = time.perf_counter() - started
         results = service.store.results(job.job_id)
-        stamps = sum(r.mime_type == "application/fits" for r in results)
+        document = job_document(job, service.store.parameters(job.job_id), results,
+                                f"http://localhost/async/{job.job_id}")
+        rows = read_manifest(service.store.job_dir(job.job_id) / "manifest.xml")
+        stamps = sum(row.content_type == "application/fits" for row in rows)
         bundle = next(r.size for r in results if r.result_id == "bundle")
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
                 "bundle_mb": bundle / 1e6, "error": job.error_message,
-                "bookkeeping_s": dict(timers.seconds)}
+                "document_kb": len(document) / 1e3, "bookkeeping_s": dict(timers.seconds)}
 
     figures = asyncio.run(main())
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -286,7 +292,8 @@ def main() -> int:
         rate = figures["stamps"] / figures["wall_s"]
         print(f"  {label:5s}: {figures['phase']}, {figures['stamps']} stamps in "
               f"{figures['wall_s']:.1f} s = {rate:.0f} stamps/s, peak RSS "
-              f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB")
+              f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB, "
+              f"job document {figures['document_kb']:.1f} kB")
     cold = runs["cold"]["stamps"] / runs["cold"]["wall_s"]
     warm = runs["warm"]["stamps"] / runs["warm"]["wall_s"]
     engine_rate = engine["stamps"] / engine["wall_s"]

@@ -71,14 +71,18 @@ def coverage_order(pixel_scales_arcsec: Iterable[float | None],
 
 
 def perimeter_arcsec(polygons: Iterable[Vertices | np.ndarray]) -> float:
-    """Summed great-circle edge length of ``polygons`` (ICRS degrees), in arcsec."""
-    total = 0.0
+    """Summed great-circle edge length of ``polygons`` (ICRS degrees), in arcsec; polygons
+    of one vertex count at once (a catalog job has tens of thousands of stamp boxes)."""
+    grouped: dict[int, list[np.ndarray]] = defaultdict(list)
     for polygon in polygons:
         vertices = np.asarray(polygon, dtype=float)
-        if len(vertices) < 2:
-            continue
-        xyz = sphere.radec_to_xyz(vertices[:, 0], vertices[:, 1])
-        total += float(sphere.angle_deg(xyz, np.roll(xyz, -1, axis=0)).sum())
+        if len(vertices) >= 2:
+            grouped[len(vertices)].append(vertices)
+    total = 0.0
+    for same in grouped.values():
+        stacked = np.stack(same)  # (polygons, vertices, 2)
+        xyz = sphere.radec_to_xyz(stacked[..., 0], stacked[..., 1])  # (polygons, vertices, 3)
+        total += float(sphere.angle_deg(xyz, np.roll(xyz, -1, axis=1)).sum())
     return total * 3600.0
 
 

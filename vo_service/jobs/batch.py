@@ -298,7 +298,7 @@ class BatchJob:
         with contextlib.suppress(OSError):  # parts of units that never reported stay
             (context.job_dir / PARTS_FOLDER).rmdir()
         context.add_results([ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size)])
-        add_coverage_result(context, manifest.path, self.resources.index)  # coverage.fits
+        add_coverage_result(context, manifest.path, self.resources.index, rows)  # coverage.fits
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")
