@@ -11,7 +11,7 @@ from test_outcome_memo import V1_DUMP
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.running_manifest import MIN_INTERVAL_SECONDS, RunningManifest
 from vo_service.jobs.store import JobStore, ResultFile
-from vo_service.products.manifest import ManifestRow, read_manifest
+from vo_service.products.manifest import ManifestRow, manifest_bytes, read_manifest
 
 
 def test_unlisted_results_are_served_and_counted_but_not_listed(tmp_path: Path) -> None:
@@ -62,21 +62,25 @@ def test_the_manifest_is_written_at_once_then_now_and_then_then_whole(tmp_path: 
     now = [100.0]
     context = FakeContext(tmp_path)
     manifest = RunningManifest(context, clock=lambda: now[0])
+    done = rows(6)  # the job's list of rows grows at its end
     manifest.update([], {"job_id": "j"})  # nothing done yet: nothing written
     assert manifest.writes == 0
-    manifest.update(rows(3), {"job_id": "j"})  # the first rows: at once
+    manifest.update(done[:3], {"job_id": "j"})  # the first rows: at once
     written = read_manifest(manifest.path)
-    assert [r.row for r in written] == [1, 2, 3]  # in catalog order
+    assert [r.row for r in written] == [4, 5, 6]  # in catalog order
     now[0] += MIN_INTERVAL_SECONDS / 2
-    manifest.update(rows(5), {"job_id": "j"})  # too soon after the last write
+    manifest.update(done[:5], {"job_id": "j"})  # too soon after the last write
     assert manifest.writes == 1 and len(read_manifest(manifest.path)) == 3
     now[0] += MIN_INTERVAL_SECONDS
-    manifest.update(rows(5), {"job_id": "j"})
-    assert manifest.writes == 2 and len(read_manifest(manifest.path)) == 5
+    manifest.update(done[:5], {"job_id": "j"})
+    assert manifest.writes == 2 and [r.row for r in read_manifest(manifest.path)] == [
+        2, 3, 4, 5, 6]
     text = manifest.path.read_text()
     assert 'name="incomplete"' in text and "still running" in text
-    manifest.finish(rows(6), {"job_id": "j", "stamps": "6"})
-    assert len(read_manifest(manifest.path)) == 6
+    done.sort(key=lambda r: r.row)
+    manifest.finish(done, {"job_id": "j", "stamps": "6"})  # the same bytes as in one go
+    assert manifest.path.read_bytes() == manifest_bytes(done, infos={"job_id": "j",
+                                                                      "stamps": "6"})
     assert "still running" not in manifest.path.read_text()
     assert {r.result_id for r in context.published} == {"manifest"}
     assert context.published[-1].size == manifest.path.stat().st_size
@@ -92,13 +96,13 @@ def test_a_slow_rewrite_waits_in_proportion(tmp_path: Path, monkeypatch) -> None
         return now[0]
 
     manifest = RunningManifest(FakeContext(tmp_path), clock=clock)
-    writing = running_manifest.write_manifest
+    writing = running_manifest.write_rendered
 
     def slow_write(*args, **kwargs):  # each write takes 2 s of the clock
         now[0] += 2.0
         return writing(*args, **kwargs)
 
-    monkeypatch.setattr(running_manifest, "write_manifest", slow_write)
+    monkeypatch.setattr(running_manifest, "write_rendered", slow_write)
     manifest.update(rows(2), {})
     assert manifest.writes == 1
     now[0] += 2.0 / running_manifest.COST_SHARE - 1
