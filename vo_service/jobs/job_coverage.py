@@ -148,13 +148,16 @@ def sky_of_rows(rows: Sequence[ManifestRow], index) -> JobSky:  # noqa: ANN001 -
             continue
         corners = np.concatenate([c for _, _, c in boxed])  # 4 corners per box
         ras, decs = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
+        ras, decs = ras.reshape(-1, 4), decs.reshape(-1, 4)  # one box per line
+        finite = (np.isfinite(ras) & np.isfinite(decs)).all(axis=1).tolist()
+        rounded = np.round(np.stack([ras, decs], axis=-1), 7).reshape(-1, 8).tolist()
+        ra_lists, dec_lists = ras.tolist(), decs.tolist()
         for n, (row, band, _) in enumerate(boxed):
-            ra, dec = ras[4 * n:4 * n + 4], decs[4 * n:4 * n + 4]
-            if np.isfinite(ra).all() and np.isfinite(dec).all():
-                vertices = tuple(zip(ra.tolist(), dec.tolist(), strict=True))
-                key = (row, band, tuple(np.round(vertices, 7).ravel().tolist()))
+            if finite[n]:
+                key = (row, band, tuple(rounded[n]))
                 if key not in drawn:
                     drawn.add(key)
+                    vertices = tuple(zip(ra_lists[n], dec_lists[n], strict=True))
                     sky.stamps.append(JobStamp(row, band, vertices))
     return sky
 
