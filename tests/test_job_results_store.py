@@ -111,3 +111,17 @@ def test_a_slow_rewrite_waits_in_proportion(tmp_path: Path, monkeypatch) -> None
     now[0] += 1
     manifest.update(rows(2), {})
     assert manifest.writes == 2
+
+
+def test_a_store_another_process_just_upgraded_opens(tmp_path: Path, monkeypatch) -> None:
+    """Processes started together on a store of the previous version (``serve --workers``)
+    each see the ``listed`` column missing; the one that adds it second must still open."""
+    import sqlite_utils
+
+    JobStore(tmp_path / "jobs").close()  # the column is there now
+    monkeypatch.setattr(sqlite_utils.db.Table, "columns_dict",
+                        property(lambda table: {"job_id": str}))  # as seen a moment ago
+    store = JobStore(tmp_path / "jobs")
+    store.add_results("j", [ResultFile("a", "a.fits", "application/fits", 1, listed=False)])
+    assert store.results("j") == [] and store.result("j", "a") is not None
+    store.close()

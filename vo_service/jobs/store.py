@@ -159,8 +159,12 @@ class JobStore:
                 pk=("job_id", "seq"), if_not_exists=True, defaults={"listed": 1},
             )
             if "listed" not in self._db["results"].columns_dict:  # a store made before
-                self._db.execute(
-                    "ALTER TABLE results ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
+                try:
+                    self._db.execute(
+                        "ALTER TABLE results ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
             self._db["stamp_outcomes"].create(
                 {"key": str, "status": str, "message": str, "ranges": str, "stamp": int,
                  "created_at": float},
