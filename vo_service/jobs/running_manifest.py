@@ -51,16 +51,13 @@ class RunningManifest:
         self._next_write = clock()  # the first unit's rows are written at once
         # id(row) -> (row, its <TR> text): holding the row keeps its id from being reused
         self._texts: dict[int, tuple[ManifestRow, str]] = {}
-        self._rendered = 0  # rows of the job's (growing) list rendered so far
         self.writes = 0
 
     def update(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
-        """Write the rows so far (``rows`` only grows at its end while the job runs) if the
-        last write is long enough ago."""
+        """Write the rows so far if the last write is long enough ago."""
         started = self.clock()
         if started < self._next_write or not rows:
             return
-        self._render(rows)
         self._write(sorted(rows, key=row_order), {**infos, "incomplete": RUNNING})
         cost = self.clock() - started
         self._next_write = self.clock() + max(MIN_INTERVAL_SECONDS, cost / COST_SHARE)
@@ -75,14 +72,8 @@ class RunningManifest:
             return
         self._write(rows, infos)
 
-    def _render(self, rows: Sequence[ManifestRow]) -> None:
-        """Render the rows not rendered yet (new ones at the end of the job's list)."""
-        fresh = rows[self._rendered:]
-        for row, text in zip(fresh, render_rows(fresh), strict=True):
-            self._texts[id(row)] = (row, text)
-        self._rendered = len(rows)
-
     def _write(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
+        """Write ``rows`` in this order, rendering only those not rendered before."""
         missing = [row for row in rows if id(row) not in self._texts]
         for row, text in zip(missing, render_rows(missing), strict=True):
             self._texts[id(row)] = (row, text)
