@@ -2,9 +2,26 @@
 
 Measures the UWS batch job end to end (catalog parsing, one index lookup, per-image
 cutting through the cache, manifest, ZIP bundle): wall time, stamps/s and peak RSS, cold
-(empty cache) and again warm (same catalog, every stamp from the cache). For scale, the
-same stamps cut one by one with astropy's Cutout2D (open + cut + write per stamp, on a
-sample) as a peer baseline.
+(empty cache) and again warm (same catalog, every stamp from the cache). In the same run it
+measures the engine the job calls, ``engine.batch.bundle_tasks`` on the same stamps (the
+same images and targets, 256 targets per task, ``--workers`` processes, one ZIP: what
+``benchmarks/batch_cutouts.py`` calls "engine-bundle"), and prints the job's rates as
+ratios of it: cold / engine (aim >= 0.5) and warm / engine (aim >= 0.9).
+
+The job's own bookkeeping is timed by wrapping, in the job's process only, the calls that
+do it (see ``BOOKKEEPING``): the manifest (building the rows, writing the VOTable), the
+results (job-store rows), progress (job-store updates) and the cache index (the cutout
+cache's SQLite index and the remembered stamp outcomes). Its share is the seconds spent
+inside those calls, summed over all threads of the job, over the job's wall time: an upper
+bound, since calls on different threads may overlap, and waits for the GIL count (aim
+< 15 %); beside it, the CPU seconds of those calls (``time.thread_time``) over the CPU
+seconds of the job's process, which a busy machine disturbs less.
+
+On a shared machine wall times vary with the load; the CPU seconds per stamp (user +
+system, the engine's worker processes included) are printed too, as a steadier check of
+the same ratios. The archive's spatial index is built before the job is timed, as a
+running server has it (once per index generation). For scale, the same stamps cut one by
+one with astropy's Cutout2D (open + cut + write per stamp, on a sample) as a peer baseline.
 
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
 
@@ -27,7 +44,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +72,61 @@ def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
     return out.getvalue().encode()
 
 
+# The job's bookkeeping: part -> (module, attribute path) of the calls timed.
+BOOKKEEPING = {
+    "manifest": [("vo_service.jobs.batch", "BatchJob._row"),
+                 ("vo_service.jobs.running_manifest", "write_manifest")],
+    "results": [("vo_service.jobs.store", "JobStore.add_results"),
+                ("vo_service.jobs.store", "JobStore.put_result")],
+    "progress": [("vo_service.jobs.store", "JobStore.update")],
+    "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
+                    ("vo_service.cache.index", "CacheIndex.touch_many"),
+                    ("vo_service.cache.index", "CacheIndex.record_many"),
+                    ("vo_service.cache.index", "CacheIndex.evict_over"),
+                    ("vo_service.jobs.store", "JobStore.stamp_outcomes"),
+                    ("vo_service.jobs.store", "JobStore.save_stamp_outcomes")],
+}
+
+
+class Timers:
+    """Seconds (wall, and CPU of the calling thread) spent inside wrapped functions, per
+    part, summed over threads (nested calls of the same part count once)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+        self._depth = threading.local()
+        self._lock = threading.Lock()
+
+    def install(self, parts: dict[str, list[tuple[str, str]]]) -> None:
+        """Wrap every function of ``parts`` (fails loudly if one is gone)."""
+        import importlib
+
+        for part, places in parts.items():
+            self.seconds[part] = self.cpu_seconds[part] = 0.0
+            for module_name, attribute in places:
+                owner = importlib.import_module(module_name)
+                *path, name = attribute.split(".")
+                for step in path:
+                    owner = getattr(owner, step)
+                setattr(owner, name, self._timed(part, getattr(owner, name)))
+
+    def _timed(self, part: str, function: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            depth = getattr(self._depth, part, 0)
+            setattr(self._depth, part, depth + 1)
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(self._depth, part, depth)
+                if depth == 0:
+                    with self._lock:
+                        self.seconds[part] += time.perf_counter() - started
+                        self.cpu_seconds[part] += time.thread_time() - cpu_started
+        return timed
+
+
 MATRIX = {  # --matrix: label -> (product types, photometry parameters)
     "images": (("BGSUB", "RMS", "FLAG"), ()),
     "+psf": (("BGSUB", "RMS", "FLAG", "CATALOG-PSF"), ()),
@@ -66,11 +140,15 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
     """Run one batch job in this process; return its figures."""
     from vo_service.archive.index import ArchiveIndex
     from vo_service.config import Settings
+    from vo_service.jobs.documents import job_document
     from vo_service.jobs.store import Parameter
+    from vo_service.products.manifest import read_manifest
     from vo_service.protocols.uws import create_job_service
 
     settings = Settings(data_roots=(archive,), state_dir=state)
     index = ArchiveIndex(settings.index_path)
+    timers = Timers()
+    timers.install(BOOKKEEPING)
     products, extra = MATRIX[variant] if variant else (("BGSUB",), ())
     parameters = [Parameter("UPLOAD", "cat,param:cat"), Parameter("SIZE", str(SIZE_PIX)),
                   Parameter("WORKERS", str(workers))]
@@ -81,6 +159,8 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
     async def main() -> dict:
         service = create_job_service(settings, index)
         await service.start()
+        index.spatial_index()  # built once per index generation in a running server
+        cpu_started = cpu_seconds()
         started = time.perf_counter()
         job = service.create(parameters, {"CAT": ("targets.csv", catalog.read_bytes())},
                              base_url="http://localhost/async")
@@ -88,16 +168,62 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         while job.phase.value in ("PENDING", "QUEUED", "EXECUTING"):
             job = await service.wait(job.job_id, 30, None)
         wall = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_started
         results = service.store.results(job.job_id)
-        stamps = sum(r.mime_type == "application/fits" for r in results)
+        document = job_document(job, service.store.parameters(job.job_id), results,
+                                f"http://localhost/async/{job.job_id}")
+        rows = read_manifest(service.store.job_dir(job.job_id) / "manifest.xml")
+        stamps = sum(row.content_type == "application/fits" for row in rows)
         bundle = next(r.size for r in results if r.result_id == "bundle")
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
-                "bundle_mb": bundle / 1e6, "error": job.error_message}
+                "bundle_mb": bundle / 1e6, "error": job.error_message,
+                "document_kb": len(document) / 1e3, "cpu_s": cpu,
+                "bookkeeping_s": dict(timers.seconds),
+                "bookkeeping_cpu_s": dict(timers.cpu_seconds)}
 
     figures = asyncio.run(main())
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
+
+
+def engine_bundle(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
+    """The engine alone on the job's stamps: ``bundle_tasks`` into one ZIP."""
+    from vo_service.archive.index import ArchiveIndex
+    from vo_service.engine.batch import ImageTask, bundle_tasks
+    from vo_service.shapes import CenterSize
+
+    index = ArchiveIndex(state / "index.sqlite")
+    rows = list(csv.DictReader(io.StringIO(catalog.read_text())))
+    ra = np.array([float(r["ra"]) for r in rows])
+    dec = np.array([float(r["dec"]) for r in rows])
+    per_image: dict[str, tuple[object, list[int]]] = {}
+    for position, record in index.lookup(ra, dec, band=BANDS, product_type="BGSUB"):
+        per_image.setdefault(record.obs_publisher_did, (record, []))[1].append(position)
+    tasks = []
+    for record, positions in per_image.values():
+        for start in range(0, len(positions), 256):  # the job's units (CHUNK_TARGETS)
+            chosen = positions[start:start + 256]
+            tasks.append(ImageTask(
+                record.path, record.hdu,
+                tuple(CenterSize(ra[i], dec[i], SIZE_PIX, SIZE_PIX, "pix") for i in chosen),
+                origfile=record.path.name,
+                names=tuple(f"{record.band}/{rows[i]['id']}_{record.obs_id}.fits"
+                            for i in chosen)))
+    with tempfile.TemporaryDirectory(dir=state) as folder:
+        cpu_started = cpu_seconds(children=True)
+        started = time.perf_counter()
+        done = bundle_tasks(tasks, Path(folder) / "bundle.zip", workers=workers)
+        wall = time.perf_counter() - started
+        cpu = cpu_seconds(children=True) - cpu_started  # the pool's processes have ended
+    stamps = sum(1 for records in done.values() for record in records if record.path)
+    return {"stamps": stamps, "wall_s": wall, "cpu_s": cpu}
+
+
+def cpu_seconds(children: bool = False) -> float:
+    """User + system CPU seconds of this process (and of its ended children)."""
+    who = [resource.RUSAGE_SELF] + ([resource.RUSAGE_CHILDREN] if children else [])
+    return sum(resource.getrusage(w).ru_utime + resource.getrusage(w).ru_stime for w in who)
 
 
 def cutout2d_baseline(state: Path, archive: Path, catalog: Path, sample: int) -> float:
@@ -145,10 +271,14 @@ def main() -> int:
     parser.add_argument("--variant", choices=sorted(MATRIX), help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=3, metavar=("STATE", "ARCHIVE", "CATALOG"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         state, archive, catalog = map(Path, args.child)
-        print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
+        if args.engine:
+            print(json.dumps(engine_bundle(state, archive, catalog, args.workers)))
+        else:
+            print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
         return 0
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
@@ -168,12 +298,13 @@ def main() -> int:
     if args.matrix:
         return run_matrix(state, archive, catalog, args)
     runs = {}
-    for label in ("cold", "warm"):
+    for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
         output = subprocess.run(
             [sys.executable, __file__, "--workers", str(args.workers), "--child",
-             str(state), str(archive), str(catalog)],
+             str(state), str(archive), str(catalog), *(["--engine"] * (label == "engine"))],
             check=True, capture_output=True, text=True).stdout
         runs[label] = json.loads(output.strip().splitlines()[-1])
+    engine = runs.pop("engine")
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
 
     print(f"batch job: {args.targets} targets x {len(BANDS)} bands (BGSUB), {SIZE_PIX} px "
@@ -182,12 +313,29 @@ def main() -> int:
         rate = figures["stamps"] / figures["wall_s"]
         print(f"  {label:5s}: {figures['phase']}, {figures['stamps']} stamps in "
               f"{figures['wall_s']:.1f} s = {rate:.0f} stamps/s, peak RSS "
-              f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB")
+              f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB, "
+              f"job document {figures['document_kb']:.1f} kB")
     cold = runs["cold"]["stamps"] / runs["cold"]["wall_s"]
     warm = runs["warm"]["stamps"] / runs["warm"]["wall_s"]
+    engine_rate = engine["stamps"] / engine["wall_s"]
+    print(f"  engine bundle_tasks, same stamps, {args.workers} workers: {engine['stamps']} "
+          f"stamps in {engine['wall_s']:.1f} s = {engine_rate:.0f} stamps/s")
     print(f"  astropy Cutout2D one by one (sample): {baseline:.0f} stamps/s")
-    print(f"  ratios: cold job / Cutout2D = {cold / baseline:.1f}x, warm / cold = "
-          f"{warm / cold:.1f}x")
+    print(f"  ratios: cold job / engine = {cold / engine_rate:.2f} (aim >= 0.5), warm job / "
+          f"engine = {warm / engine_rate:.2f} (aim >= 0.9), cold job / Cutout2D = "
+          f"{cold / baseline:.1f}x, warm / cold = {warm / cold:.1f}x")
+    per_cpu = {label: f["stamps"] / f["cpu_s"] for label, f in {**runs, "engine": engine}.items()}
+    print(f"  per CPU second (steadier on a busy machine): cold {per_cpu['cold']:.0f}, warm "
+          f"{per_cpu['warm']:.0f}, engine {per_cpu['engine']:.0f} stamps/cpu-s; cold / "
+          f"engine = {per_cpu['cold'] / per_cpu['engine']:.2f}, warm / engine = "
+          f"{per_cpu['warm'] / per_cpu['engine']:.2f}")
+    for label, figures in runs.items():
+        parts, cpu_parts = figures["bookkeeping_s"], figures["bookkeeping_cpu_s"]
+        share = sum(parts.values()) / figures["wall_s"]
+        cpu_share = sum(cpu_parts.values()) / figures["cpu_s"]
+        detail = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in parts.items())
+        print(f"  bookkeeping {label}: {100 * share:.1f} % of the job's time (aim < 15 %), "
+              f"{100 * cpu_share:.1f} % of its CPU time: {detail}")
     return 0
 
 

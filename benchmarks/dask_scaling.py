@@ -44,8 +44,10 @@ def run_job(settings, catalog: bytes, workers: int) -> dict:
         while job.phase.value in ("PENDING", "QUEUED", "EXECUTING"):
             job = await service.wait(job.job_id, 30, None)
         wall = time.perf_counter() - started
-        stamps = sum(r.mime_type == "application/fits"
-                     for r in service.store.results(job.job_id))
+        from vo_service.products.manifest import read_manifest
+
+        rows = read_manifest(service.store.job_dir(job.job_id) / "manifest.xml")
+        stamps = sum(row.content_type == "application/fits" for row in rows)  # reached there
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps}
 

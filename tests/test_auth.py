@@ -14,7 +14,8 @@ import pyvo
 import requests
 from lxml import etree
 from server import assert_valid_votable, load_schema, serve_archive
-from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
+from test_batch_job import UWS, create, demo_catalog, job_document, wait_final
+from uws_client import job_results
 
 from vo_service.config import Limits, Settings, load_settings
 from vo_service.protocols.auth import CHALLENGE, load_token_owners, parse_token_list
@@ -148,7 +149,8 @@ def test_jobs_belong_to_their_owner(secured, alice, bob, alice_jobs) -> None:
 
 def test_another_owners_job_is_404_on_every_url(secured, alice, bob, alice_jobs) -> None:
     done_url, failed_url = alice_jobs
-    stamp = next(k for k in results_of(job_document(alice, done_url)) if k.endswith(".fits"))
+    stamp = next(k for k in job_results(alice, job_document(alice, done_url))
+                 if k.endswith(".fits"))
     missing_url = secured.url("async/00000000deadbeef")
     for method, path, data in JOB_REQUESTS:
         url = (failed_url if path == "/error" else done_url) + path

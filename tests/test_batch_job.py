@@ -18,6 +18,7 @@ from server import assert_valid_votable
 from uws_client import (
     UWS,
     job_document,
+    job_results,
     module_client,
     module_server,
     results_of,
@@ -84,9 +85,10 @@ def test_catalog_job_completes_with_manifest_bundle_and_stamps(
     assert progress.get("done") == progress.get("total") != "0"
     params = [p.get("id") for p in root.iterfind("uws:parameters/uws:parameter", UWS)]
     assert params.count("BANDNAME") == 2 and "PHASE" not in params and "RUNID" not in params
-    results = results_of(root)
+    results = job_results(client, root)  # stamps: reached from the manifest
     ids = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
     assert len(ids) == len(set(ids))
+    assert set(ids) == {"manifest", "bundle", "coverage"}  # the job's products, no stamps
     assert results["manifest"][1] == "application/x-votable+xml"
     assert results["bundle"][1] == "application/zip"
     assert results["coverage"][1] == "application/fits"  # MOC of targets and stamps
@@ -159,7 +161,7 @@ def test_same_catalog_again_is_served_from_the_cache(
     root = wait_final(client, str(response.url))
     assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
     assert cache.stats().entries == entries_before  # nothing was cut again
-    first, second = results_of(first_root), results_of(root)
+    first, second = job_results(client, first_root), job_results(client, root)
     assert set(first) == set(second)
     some = sorted(k for k in first if k.endswith(".fits"))[:3]
     for result_id in some:
@@ -172,7 +174,8 @@ def test_png_previews_and_fits_both(batch_server, client, demo_archive) -> None:
     response = create(client, batch_server, data, demo_catalog(demo_archive, 10))
     root = wait_final(client, str(response.url))
     assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
-    mimes = Counter(mime for key, (_, mime) in results_of(root).items() if key != "coverage")
+    mimes = Counter(mime for key, (_, mime) in job_results(client, root).items()
+                    if key != "coverage")
     assert mimes["image/png"] == mimes["application/fits"] > 0
     manifest = assert_valid_votable(client.get(results_of(root)["manifest"][0]).content)
     table = manifest.get_first_table().to_table()
@@ -298,7 +301,7 @@ def test_abort_stops_a_big_job_and_keeps_what_was_finished(
     url = str(response.url)
     for _ in range(600):
         root = job_document(client, url)
-        if len(results_of(root)) >= 5:
+        if len(job_results(client, root)) >= 5:  # stamps in the manifest so far
             break
         time.sleep(0.05)
     assert root.findtext("uws:phase", namespaces=UWS) == "EXECUTING"
@@ -307,10 +310,10 @@ def test_abort_stops_a_big_job_and_keeps_what_was_finished(
     assert root.findtext("uws:phase", namespaces=UWS) == "ABORTED"
     for _ in range(200):  # the job winds down: manifest of the finished stamps, then stops
         results = results_of(job_document(client, url))
-        if "manifest" in results:
+        if "bundle" in results:  # the manifest (listed while running) is final by then
             break
         time.sleep(0.05)
-    assert "bundle" in results
+    assert "bundle" in results and "manifest" in results
     progress = job_document(client, url).find("uws:jobInfo/*", UWS)
     assert int(progress.get("done")) < int(progress.get("total"))
     manifest = assert_valid_votable(client.get(results["manifest"][0]).content)

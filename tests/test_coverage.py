@@ -19,7 +19,7 @@ from mocpy import MOC
 from pyvo.dal.adhoc import DatalinkResults
 from regions import PointSkyRegion, PolygonSkyRegion, Regions
 from server import LiveServer, error_text
-from uws_client import results_of, wait_final
+from uws_client import job_results, wait_final
 
 from vo_service.archive import coverage
 from vo_service.archive.index import ArchiveIndex, run_index
@@ -214,7 +214,7 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
             "SIZE": "40", "PHASE": "RUN"}, files={"cat": ("t.csv", catalog.encode())},
             follow_redirects=True)
         root = wait_final(client, str(created.url))
-        results = results_of(root)
+        results = job_results(client, root)  # the stamps: reached from the manifest
         url, mime = results["coverage"]
         assert mime == "application/fits"
         content = client.get(url).content
@@ -252,3 +252,31 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
         assert drawn.separation(sent).max() < 0.1 * u.arcsec
         assert {p.meta["label" if fmt == "crtf" else "text"] for p in points} == {
             f"t{n}" for n in range(len(targets))}
+
+
+def test_many_polygons_are_built_in_calls_of_a_bounded_size_and_give_the_same_moc(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polygons go to mocpy in calls of POLYGONS_PER_CALL (one call's time grows with the
+    square of its polygons); the union is the MOC of every polygon, each vertex count."""
+    rng = np.random.default_rng(4)
+    polygons = []
+    for k in range(11):
+        ra, dec = 52.9 + rng.uniform(0, 0.3), -28.1 + rng.uniform(0, 0.3)
+        side = 0.002 * (1 + k % 3)
+        square = [(ra, dec), (ra + side, dec), (ra + side, dec + side), (ra, dec + side)]
+        polygons.append(square if k % 4 else square[:3])  # triangles among the squares
+    reference = MOC.new_empty(16)
+    for polygon in polygons:
+        reference = reference.union(MOC.from_polygon_skycoord(
+            SkyCoord(polygon, unit="deg"), max_depth=16))
+    calls = []
+    building = MOC.from_polygons
+
+    def counted(lonlat, **options):  # noqa: ANN001, ANN003 - mocpy's signature
+        calls.append(len(lonlat) // 2)
+        return building(lonlat, **options)
+
+    monkeypatch.setattr(coverage, "POLYGONS_PER_CALL", 3)
+    monkeypatch.setattr(coverage.MOC, "from_polygons", counted)
+    assert coverage.polygons_moc(polygons, 16) == reference
+    assert max(calls) <= 3 and sum(calls) == len(polygons)

@@ -166,7 +166,7 @@ def test_catalog_job_created_in_one_process_runs_once_in_the_runner(
         rf"vo_service.jobs.service: job {job_id} \(runid=two-processes\) COMPLETED")
     assert finished == Counter({runner: 1})  # run once, by the runner
     results = [r.get("id") for r in root.iterfind("uws:results/uws:result", UWS)]
-    assert len(results) == len(set(results)) > 2  # stamps, manifest, bundle; no duplicates
+    assert len(results) == len(set(results)) > 2  # manifest, bundle, coverage; no duplicates
     manifest = client.get(results_of(root)["manifest"][0])
     assert manifest.status_code == 200
 

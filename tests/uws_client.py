@@ -9,12 +9,16 @@ documents, wait for a final phase, list results; module-scoped server and client
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
+import numpy as np
 import pytest
+from astropy.io.votable import parse_single_table
 from lxml import etree
 from server import LiveServer, load_schema, serve_archive
 
@@ -51,10 +55,11 @@ def wait_final(client: httpx.Client, url: str, *,
 
 def wait_for_results(client: httpx.Client, url: str, count: int, *,
                      pause: float = 0.05, attempts: int = 600) -> None:
-    """Poll the job until it lists at least ``count`` results (a job caught mid-run), or
-    give up quietly after ``attempts`` polls: the caller asserts what it needs."""
+    """Poll the job until it has at least ``count`` results, its stamps reached from its
+    manifest included (a job caught mid-run), or give up quietly after ``attempts`` polls:
+    the caller asserts what it needs."""
     for _ in range(attempts):
-        if len(results_of(job_document(client, url))) >= count:
+        if len(job_results(client, job_document(client, url))) >= count:
             return
         time.sleep(pause)
 
@@ -63,6 +68,34 @@ def results_of(root: etree._Element) -> dict[str, tuple[str, str]]:
     """Result id -> (URL, MIME type) of a job document."""
     return {r.get("id"): (r.get(XLINK_HREF), r.get("mime-type"))
             for r in root.iterfind("uws:results/uws:result", UWS)}
+
+
+def stamps_of(client: httpx.Client, root: etree._Element) -> dict[str, tuple[str, str]]:
+    """Result id -> (URL, MIME type) of the stamps a catalog job's manifest links to (its
+    rows' access_url and preview_url), as a user reaches them; empty without a manifest."""
+    manifest = results_of(root).get("manifest")
+    if manifest is None:
+        return {}
+    response = client.get(manifest[0])
+    assert response.status_code == 200, response.text
+    table = parse_single_table(io.BytesIO(response.content)).to_table()
+    stamps = {}
+    for row in table:
+        for column, mime in (("access_url", str(row["content_type"])),
+                             ("preview_url", "image/png")):
+            link = str(row[column]) if not _empty(row[column]) else ""
+            if link:
+                stamps[unquote(link.rsplit("/", 1)[1])] = (link, mime)
+    return stamps
+
+
+def job_results(client: httpx.Client, root: etree._Element) -> dict[str, tuple[str, str]]:
+    """Everything a job hands back: its listed results and the stamps its manifest links."""
+    return {**results_of(root), **stamps_of(client, root)}
+
+
+def _empty(value: object) -> bool:
+    return value is None or value is np.ma.masked or str(value) in ("", "--")
 
 
 def module_server(state_name: str) -> Callable[..., Iterator[LiveServer]]:

@@ -45,6 +45,7 @@ MAX_EDGE_CELLS = 4_000_000  # cells along all footprint edges that one build may
 ORDER0_CELL_ARCSEC = math.degrees(math.sqrt(math.pi / 3)) * 3600
 FILTERS = ("collection", "instrument", "band", "product_type")
 CACHED_SELECTIONS = 16
+POLYGONS_PER_CALL = 1000  # polygons per mocpy call (see polygons_moc)
 
 
 def cell_arcsec(order: int) -> float:
@@ -71,14 +72,18 @@ def coverage_order(pixel_scales_arcsec: Iterable[float | None],
 
 
 def perimeter_arcsec(polygons: Iterable[Vertices | np.ndarray]) -> float:
-    """Summed great-circle edge length of ``polygons`` (ICRS degrees), in arcsec."""
-    total = 0.0
+    """Summed great-circle edge length of ``polygons`` (ICRS degrees), in arcsec; polygons
+    of one vertex count at once (a catalog job has tens of thousands of stamp boxes)."""
+    grouped: dict[int, list[np.ndarray]] = defaultdict(list)
     for polygon in polygons:
         vertices = np.asarray(polygon, dtype=float)
-        if len(vertices) < 2:
-            continue
-        xyz = sphere.radec_to_xyz(vertices[:, 0], vertices[:, 1])
-        total += float(sphere.angle_deg(xyz, np.roll(xyz, -1, axis=0)).sum())
+        if len(vertices) >= 2:
+            grouped[len(vertices)].append(vertices)
+    total = 0.0
+    for same in grouped.values():
+        stacked = np.stack(same)  # (polygons, vertices, 2)
+        xyz = sphere.radec_to_xyz(stacked[..., 0], stacked[..., 1])  # (polygons, vertices, 3)
+        total += float(sphere.angle_deg(xyz, np.roll(xyz, -1, axis=1)).sum())
     return total * 3600.0
 
 
@@ -101,15 +106,17 @@ def polygons_moc(polygons: Sequence[Vertices | np.ndarray], order: int) -> MOC:
     """The union of spherical polygons (ICRS degrees, great-circle edges) at ``order``.
 
     mocpy builds polygons with the same vertex count in one vectorized call, so they are
-    grouped by it.
+    grouped by it, at most POLYGONS_PER_CALL per call: one call's time grows with the square
+    of its polygons (mocpy 0.21: 5,000 in 0.6 s, 42,000 in 25 s; in calls of 1,000, 2 s).
     """
     grouped: dict[int, list[np.ndarray]] = defaultdict(list)
     for polygon in polygons:
         vertices = np.asarray(polygon, dtype=float)
         if len(vertices) >= 3:
             grouped[len(vertices)] += [vertices[:, 0] % 360.0, vertices[:, 1]]
-    mocs = [moc for lonlat in grouped.values()
-            for moc in MOC.from_polygons(lonlat, max_depth=order)]
+    step = 2 * POLYGONS_PER_CALL  # two arrays (lon, lat) per polygon
+    mocs = [moc for lonlat in grouped.values() for start in range(0, len(lonlat), step)
+            for moc in MOC.from_polygons(lonlat[start:start + step], max_depth=order)]
     return union(mocs, order)
 
 

@@ -4,7 +4,11 @@ Each row records a file's size and sha256 and when it was last used (``used_seq`
 logical clock); a one-row table of totals, kept by triggers in the same transaction as every
 insert, update and delete, lets a put check the byte budget without summing every entry.
 Writes are ``BEGIN IMMEDIATE`` transactions on one connection per thread (WAL mode,
-sqlite-utils), so several threads and processes can share one cache directory. The files
+sqlite-utils), so several threads and processes can share one cache directory. The threads
+of one process take turns at writing on a lock of their own first: SQLite's busy handler
+would make a thread that finds the database locked sleep for milliseconds at a time (the
+threads of a catalog job write after every unit of work, and spent most of their
+bookkeeping time asleep so); other processes still wait through ``busy_timeout``. The files
 themselves are :class:`vo_service.cache.CutoutCache`'s business.
 """
 
@@ -32,12 +36,23 @@ _TRIGGERS = (
 )
 
 
+# One write lock per index file in this process, shared by every CacheIndex of that file.
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.RLock:
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(str(path.resolve()), threading.RLock())
+
+
 class CacheIndex:
     """The index database at ``path`` (created with its schema if needed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._writing = _write_lock(self.path)
         self._create_schema()
 
     def db(self) -> sqlite_utils.Database:
@@ -57,16 +72,18 @@ class CacheIndex:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
+        """A write transaction that takes the lock up front (no upgrade deadlocks), after
+        this process's other threads' (see the module's docstring)."""
         db = self.db()
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            if db.conn.in_transaction:  # SQLite already rolled back after "disk is full"
-                db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
+        with self._writing:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:  # SQLite already rolled back after "disk is full"
+                    db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
 
     def _create_schema(self) -> None:
         with self.write() as db:

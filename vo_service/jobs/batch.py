@@ -1,6 +1,7 @@
 """Catalog batch jobs: plan every target x image with one vectorized index lookup, cut
-each image's targets in one pass on a worker pool, publish stamps as results as they come,
-then write the manifest VOTable and close the ZIP bundle.
+each image's targets in one pass on a worker pool, publish stamps as they come (served as
+results, reached from the manifest; the job document lists only the job's products, see
+``running_manifest.py``), then write the manifest VOTable and close the ZIP bundle.
 
 Every stamp goes through the cutout cache under a key of (source image identity, target
 position and size, format): a target already cut from the same image is never cut again.
@@ -45,19 +46,13 @@ from vo_service.jobs.batch_photometry import (
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.executors import as_finished
 from vo_service.jobs.job_coverage import add_coverage_result
+from vo_service.jobs.running_manifest import RunningManifest, row_order
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
 from vo_service.products import stitching
 from vo_service.products.cutouts import changed_since_indexed
 from vo_service.products.job_products import lookup_targets, product_plan
-from vo_service.products.manifest import (
-    MANIFEST_MIME,
-    ZIP_MIME,
-    Bundle,
-    ManifestRow,
-    format_pixel_box,
-    write_manifest,
-)
+from vo_service.products.manifest import ZIP_MIME, Bundle, ManifestRow, format_pixel_box
 from vo_service.products.stamp_photometry import measure_unit, photometry_units
 
 log = logging.getLogger(__name__)
@@ -242,6 +237,8 @@ class BatchJob:
         total = plan.total + (photometry_planned(plan.tasks) if photometry else 0)
         context.set_progress(done, total)
         bundle = Bundle(context.job_dir / "bundle.zip")
+        manifest = RunningManifest(context)
+        infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
         science: list = []  # (target, science image) stamps for photometry
         with self.resources.executors.for_job(
@@ -272,14 +269,16 @@ class BatchJob:
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
-                        results.append(ResultFile(
-                            _result_id(relative), f"stamps/{relative}", MIME[fmt], size))
+                        results.append(ResultFile(  # not listed: reached from the manifest
+                            _result_id(relative), f"stamps/{relative}", MIME[fmt], size,
+                            listed=False))
                     produced += bool(outcome.files)
                 if packed is not None and packed.part is not None:
                     bundle.add_part(Path(packed.part), packed.entries)
                 context.add_results(results)
                 done += len(outcomes)
                 context.set_progress(done, total)
+                manifest.update(rows, {**infos, "stamps": str(produced)})
             measured = []
             if photometry and not context.should_stop():
                 units = photometry_units(self.resources.index, science, photometry,
@@ -289,26 +288,20 @@ class BatchJob:
                     measured.extend(future.result())
                     done += len(unit.targets)
                     context.set_progress(done, total)
-        rows.sort(key=lambda r: (r.row, r.image_id or ""))
+        rows.sort(key=row_order)
         extra_fields = []
         if photometry:
             extra_fields = add_photometry(rows, measured, photometry, context, bundle)
-        infos = {"job_id": context.job_id, "targets": str(len(catalog)),
-                 "stamps": str(produced)}
+        infos["stamps"] = str(produced)
         if context.should_stop():
             infos["incomplete"] = "the job was stopped before every target was cut"
-        manifest_path = context.job_dir / "manifest.xml"
-        manifest_size = write_manifest(manifest_path, rows, infos=infos,
-                                       extra_fields=extra_fields)
-        bundle.add_file(manifest_path, "manifest.xml")
+        manifest.finish(rows, infos, extra_fields)
+        bundle.add_file(manifest.path, "manifest.xml")
         bundle_size = bundle.close()
         with contextlib.suppress(OSError):  # parts of units that never reported stay
             (context.job_dir / PARTS_FOLDER).rmdir()
-        context.add_results([
-            ResultFile("manifest", "manifest.xml", MANIFEST_MIME, manifest_size),
-            ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size),
-        ])
-        add_coverage_result(context, manifest_path, self.resources.index)  # coverage.fits
+        context.add_results([ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size)])
+        add_coverage_result(context, manifest.path, self.resources.index, rows)  # coverage.fits
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")

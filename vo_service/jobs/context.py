@@ -84,6 +84,11 @@ class JobContext:
         """Publish results at once (they appear in the job document while it runs)."""
         self._service.store.add_results(self.job_id, results)
 
+    def put_result(self, result: ResultFile) -> None:
+        """Publish a result, or replace the one of the same id (a file rewritten while the
+        job runs)."""
+        self._service.store.put_result(self.job_id, result)
+
     @property
     def store(self) -> JobStore:
         """The job store (batch jobs remember stamp outcomes there)."""

@@ -1,9 +1,10 @@
 """Where a catalog job's results lie on the sky: its targets and its stamps' footprints.
 
-Read back from the manifest the job wrote (a public, stable document), so that the MOC
-(``coverage.fits``, a result of every catalog job) and the region files the web page offers
-describe exactly what the manifest lists. A stamp's footprint is its pixel box mapped
-through the source image's WCS (distortions included), one WCS read per source image.
+Made from the manifest's rows (the job passes the rows it just wrote; the web page reads
+them back from the file, a public, stable document), so that the MOC (``coverage.fits``, a
+result of every catalog job) and the region files the web page offers describe exactly
+what the manifest lists. A stamp's footprint is its pixel box mapped through the source
+image's WCS (distortions included), one WCS read and one call per source image.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io.votable import parse_single_table
 from mocpy import MOC
 
 from vo_service.archive.coverage import (
@@ -31,6 +32,7 @@ from vo_service.archive.footprint import load_celestial_image
 from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.store import ResultFile
+from vo_service.products.manifest import ManifestRow, read_manifest
 
 log = logging.getLogger(__name__)
 COVERAGE_RESULT = "coverage"
@@ -96,13 +98,6 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _column(table, name: str) -> list:  # noqa: ANN001 - astropy Table
-    column = table[name]
-    values = np.asarray(column).tolist()
-    masked = np.ma.getmaskarray(column).tolist()
-    return [None if hidden else value for value, hidden in zip(values, masked, strict=True)]
-
-
 def box_corners(pixel_box: str) -> np.ndarray | None:
     """0-based pixel corners (x, y) of a FITS section ``[x1:x2,y1:y2,...]`` (1-based,
     inclusive): the outer edges of its first and last pixels."""
@@ -116,24 +111,27 @@ def box_corners(pixel_box: str) -> np.ndarray | None:
 
 def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveIndex
     """The targets and stamp footprints listed in a job's manifest."""
-    table = parse_single_table(str(manifest_path)).to_table()
-    columns = {name: _column(table, name) for name in (
-        "target_id", "row", "ra", "dec", "band", "image_id", "pixel_box", "status")}
+    return sky_of_rows(read_manifest(manifest_path), index)
+
+
+def sky_of_rows(rows: Sequence[ManifestRow], index) -> JobSky:  # noqa: ANN001 - ArchiveIndex
+    """The targets and stamp footprints of manifest ``rows`` (in the manifest's order):
+    each source image's WCS read once and applied to all its pixel boxes at once."""
     sky = JobSky()
     seen_rows: set[int] = set()
     all_rows: set[int] = set()  # with a position or not (bad rows)
     boxes: dict[str, set[tuple[int, str, str]]] = {}  # image -> {(row, band, box)}
-    for k in range(len(table)):
-        row, ra, dec = columns["row"][k], columns["ra"][k], columns["dec"][k]
+    for k, manifest_row in enumerate(rows):
+        row, ra, dec = manifest_row.row, manifest_row.ra, manifest_row.dec
         if row not in seen_rows and ra is not None and dec is not None:
             seen_rows.add(row)
-            target_id = _text(columns["target_id"][k]) or str(row)
+            target_id = _text(manifest_row.target_id) or str(row)
             sky.targets.append(JobTarget(int(row), target_id, float(ra), float(dec), k,
                                          len(all_rows)))
         all_rows.add(row)
-        image, box = _text(columns["image_id"][k]), _text(columns["pixel_box"][k])
-        if image and box and _text(columns["status"][k]) in STAMP_STATUSES:
-            boxes.setdefault(image, set()).add((int(row), _text(columns["band"][k]), box))
+        image, box = _text(manifest_row.image_id), _text(manifest_row.pixel_box)
+        if image and box and manifest_row.status in STAMP_STATUSES:
+            boxes.setdefault(image, set()).add((int(row), _text(manifest_row.band), box))
     drawn: set[tuple] = set()  # sibling products (BGSUB, RMS, ...) share a footprint
     for image, entries in boxes.items():
         record = index.get(image)
@@ -144,24 +142,33 @@ def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveInde
         scale = pixel_scale_arcsec(record)
         if scale:
             sky.pixel_scales.append(scale)
-        for row, band, box in sorted(entries):
-            corners = box_corners(box)
-            if corners is None:
-                continue
-            ra, dec = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
-            if np.isfinite(ra).all() and np.isfinite(dec).all():
-                vertices = tuple(zip(ra.tolist(), dec.tolist(), strict=True))
-                key = (row, band, tuple(np.round(vertices, 7).ravel().tolist()))
+        boxed = [(row, band, corners) for row, band, box in sorted(entries)
+                 if (corners := box_corners(box)) is not None]
+        if not boxed:
+            continue
+        corners = np.concatenate([c for _, _, c in boxed])  # 4 corners per box
+        ras, decs = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
+        ras, decs = ras.reshape(-1, 4), decs.reshape(-1, 4)  # one box per line
+        finite = (np.isfinite(ras) & np.isfinite(decs)).all(axis=1).tolist()
+        rounded = np.round(np.stack([ras, decs], axis=-1), 7).reshape(-1, 8).tolist()
+        ra_lists, dec_lists = ras.tolist(), decs.tolist()
+        for n, (row, band, _) in enumerate(boxed):
+            if finite[n]:
+                key = (row, band, tuple(rounded[n]))
                 if key not in drawn:
                     drawn.add(key)
+                    vertices = tuple(zip(ra_lists[n], dec_lists[n], strict=True))
                     sky.stamps.append(JobStamp(row, band, vertices))
     return sky
 
 
-def write_job_coverage(manifest_path: Path, index) -> tuple[str, int]:  # noqa: ANN001
+def write_job_coverage(manifest_path: Path, index,  # noqa: ANN001 - ArchiveIndex
+                       rows: Sequence[ManifestRow] | None = None) -> tuple[str, int]:
     """Write ``coverage.fits`` (the MOC of the job's targets and stamps) next to the
-    manifest, atomically; returns (file name, size in bytes)."""
-    content = moc_fits_bytes(job_sky(manifest_path, index).moc(), moc_type="CATALOG")
+    manifest, atomically; returns (file name, size in bytes). ``rows``: the manifest's
+    rows when the caller has them (else they are read from the file)."""
+    sky = job_sky(manifest_path, index) if rows is None else sky_of_rows(rows, index)
+    content = moc_fits_bytes(sky.moc(), moc_type="CATALOG")
     path = manifest_path.with_name(COVERAGE_FILE)
     temporary = path.with_name(path.name + ".part")
     temporary.write_bytes(content)
@@ -169,12 +176,14 @@ def write_job_coverage(manifest_path: Path, index) -> tuple[str, int]:  # noqa: 
     return COVERAGE_FILE, len(content)
 
 
-def add_coverage_result(context, manifest_path: Path, index) -> None:  # noqa: ANN001
-    """Write the job's MOC and publish it as the result ``coverage``. A MOC that cannot be
-    built (a bug) is logged and left out: it must not cost the job its stamps; a disk
-    failure (OSError) ends the job like any other."""
+def add_coverage_result(context, manifest_path: Path, index,  # noqa: ANN001
+                        rows: Sequence[ManifestRow] | None = None) -> None:
+    """Write the job's MOC and publish it as the result ``coverage`` (``rows``: the
+    manifest's, if at hand). A MOC that cannot be built (a bug) is logged and left out: it
+    must not cost the job its stamps; a disk failure (OSError) ends the job like any
+    other."""
     try:
-        name, size = write_job_coverage(manifest_path, index)
+        name, size = write_job_coverage(manifest_path, index, rows)
     except OSError:
         raise
     except Exception:

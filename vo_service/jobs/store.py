@@ -3,6 +3,10 @@
 One database file under ``settings.jobs_dir`` in WAL mode, so that every job survives a
 restart; result files live in ``<jobs_dir>/<job id>/``. One connection shared by the
 event loop and the worker threads, serialised by a lock (every statement is short).
+Commits are not synced to disk one by one (``synchronous = NORMAL``, as the cache index):
+a commit survives the process being killed; only a crash of the whole machine may lose the
+last ones (the database stays whole, and a job that was running is resumed), while a sync
+per commit cost ~4 ms, several per unit of a catalog job (results, progress, outcomes).
 
 On a full disk the store deletes its space reserve (:mod:`vo_service.jobs.reserve`) and
 tries again; a final phase or a deletion that still cannot be written is kept in memory
@@ -12,11 +16,12 @@ and written by :meth:`JobStore.flush_unsaved` once the disk has room.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,12 +77,18 @@ class Parameter:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """One job result: a file under the job's directory, served at ``results/<result_id>``."""
+    """One job result: a file under the job's directory, served at ``results/<result_id>``.
+
+    ``listed``: shown in the job document and the results list. A catalog job's stamps are
+    not (they are reached from its manifest, so that the job document stays small); they
+    are served at their URL all the same and count towards the owner's bytes.
+    """
 
     result_id: str
     file: str
     mime_type: str
     size: int
+    listed: bool = True
 
 
 @dataclass
@@ -131,6 +142,7 @@ class JobStore:
         connection.execute("PRAGMA busy_timeout = 10000")
         self._db = sqlite_utils.Database(connection)
         self._db.enable_wal()
+        connection.execute("PRAGMA synchronous = NORMAL")  # see the module's docstring
         self._lock = threading.RLock()
         self._create_tables()
 
@@ -143,9 +155,16 @@ class JobStore:
             )
             self._db["results"].create(
                 {"job_id": str, "seq": int, "result_id": str, "file": str,
-                 "mime_type": str, "size": int},
-                pk=("job_id", "seq"), if_not_exists=True,
+                 "mime_type": str, "size": int, "listed": int},
+                pk=("job_id", "seq"), if_not_exists=True, defaults={"listed": 1},
             )
+            if "listed" not in self._db["results"].columns_dict:  # a store made before
+                try:
+                    self._db.execute(
+                        "ALTER TABLE results ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
             self._db["stamp_outcomes"].create(
                 {"key": str, "status": str, "message": str, "ranges": str, "stamp": int,
                  "created_at": float},
@@ -416,38 +435,66 @@ class JobStore:
     # -- results ----------------------------------------------------------------------
 
     def add_results(self, job_id: str, results: Sequence[ResultFile]) -> None:
-        """Append results to a job (visible at once, also while it runs)."""
+        """Append results to a job (visible at once, also while it runs), in one
+        transaction."""
         if not results:
             return
-        with self._lock, self._db.conn:
-            rows = list(self._db.query(
-                "SELECT coalesce(max(seq) + 1, 0) AS next FROM results WHERE job_id = ?",
-                [job_id],
-            ))
-            start = int(rows[0]["next"])
-            self._db["results"].insert_all(
-                {"job_id": job_id, "seq": start + i, "result_id": r.result_id,
-                 "file": r.file, "mime_type": r.mime_type, "size": r.size}
-                for i, r in enumerate(results)
-            )
+        with self._lock, self._writing():
+            self._insert_results(job_id, results)
+
+    def put_result(self, job_id: str, result: ResultFile) -> None:
+        """Add a result, or replace the one of the same id in place (a file rewritten while
+        the job runs, e.g. a catalog job's manifest)."""
+        with self._lock, self._writing():
+            changed = self._db.execute(
+                "UPDATE results SET file = ?, mime_type = ?, size = ?, listed = ? "
+                "WHERE job_id = ? AND result_id = ?",
+                [result.file, result.mime_type, result.size, int(result.listed), job_id,
+                 result.result_id]).rowcount
+            if not changed:
+                self._insert_results(job_id, [result])
+
+    def _insert_results(self, job_id: str, results: Sequence[ResultFile]) -> None:
+        start = self._db.execute(
+            "SELECT coalesce(max(seq) + 1, 0) FROM results WHERE job_id = ?",
+            [job_id]).fetchone()[0]
+        self._db.conn.executemany(
+            "INSERT INTO results (job_id, seq, result_id, file, mime_type, size, listed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(job_id, start + i, r.result_id, r.file, r.mime_type, r.size, int(r.listed))
+             for i, r in enumerate(results)])
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction that takes the write lock at once (BEGIN IMMEDIATE): a
+        read first would make the later write fail at once ("database is locked") when
+        another process (a Dask worker, another server process) wrote meanwhile, instead
+        of waiting for its turn."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def results(self, job_id: str) -> list[ResultFile]:
-        """A job's results in the order they appeared."""
+        """A job's listed results in the order they appeared."""
         with self._lock:
             rows = self._db.query(
                 "SELECT result_id, file, mime_type, size FROM results WHERE job_id = ? "
-                "ORDER BY seq", [job_id],
+                "AND listed ORDER BY seq", [job_id],
             )
             return [ResultFile(**row) for row in rows]
 
     def result(self, job_id: str, result_id: str) -> ResultFile | None:
-        """One result by its id, or None."""
+        """One result by its id (listed or not), or None."""
         with self._lock:
             rows = list(self._db.query(
-                "SELECT result_id, file, mime_type, size FROM results "
+                "SELECT result_id, file, mime_type, size, listed FROM results "
                 "WHERE job_id = ? AND result_id = ?", [job_id, result_id],
             ))
-        return ResultFile(**rows[0]) if rows else None
+        return ResultFile(**{**rows[0], "listed": bool(rows[0]["listed"])}) if rows else None
 
     def clear_results(self, job_id: str) -> None:
         """Forget a job's results (before it runs again after a restart)."""

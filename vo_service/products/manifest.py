@@ -90,33 +90,77 @@ def _write(out: BinaryIO, rows: Sequence[ManifestRow], infos: Mapping[str, str],
     """Write the manifest to ``out``: astropy's document with a TABLEDATA of ``rows`` put at
     the end of its (only) TABLE, laid out as astropy lays it out, a block of rows at a time
     (column by column within a block, so that memory stays bounded)."""
-    votable = load_template("manifest.xml")
-    resource = votable.resources[0]
-    for name, value in infos.items():
-        resource.infos.append(Info(name=name, value=str(value)))
-    table = resource.tables[0]
-    table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
-    template_names = {field.name for field in table.fields}
-    for name, datatype, unit, ucd, description in extra_fields:
-        extra = Field(votable, name=name, datatype=datatype, ucd=ucd or None,
-                      unit=unit or None, arraysize="*" if datatype == "char" else None)
-        extra.description = description
-        table.fields.append(extra)
-    document = votable_bytes(votable)  # everything but the rows
+    layout = _Layout(infos, extra_fields)
     if not rows:
-        out.write(document)
+        out.write(layout.head + layout.tail)
         return
-    fields = [(attrgetter(field.name) if field.name in template_names
-               else _extra_getter(field.name), field.datatype) for field in table.fields]
-    end = document.rindex(b"</TABLE>")
-    line_start = document.rindex(b"\n", 0, end) + 1
-    indent = " " * (end - line_start)
-    out.write(document[:line_start])
-    out.write(f"{indent} <DATA>\n{indent}  <TABLEDATA>\n".encode())
+    out.write(layout.head + layout.data_start)
     for start in range(0, len(rows), ROWS_PER_BLOCK):
-        out.write(_rows_text(rows[start:start + ROWS_PER_BLOCK], fields, indent).encode())
-    out.write(f"{indent}  </TABLEDATA>\n{indent} </DATA>\n".encode())
-    out.write(document[line_start:])
+        out.write("".join(layout.row_texts(rows[start:start + ROWS_PER_BLOCK])).encode())
+    out.write(layout.data_end + layout.tail)
+
+
+class _Layout:
+    """The manifest document around its rows (INFOs, FIELDs) and how rows are written."""
+
+    def __init__(self, infos: Mapping[str, str], extra_fields: Sequence[ExtraField]) -> None:
+        votable = load_template("manifest.xml")
+        resource = votable.resources[0]
+        for name, value in infos.items():
+            resource.infos.append(Info(name=name, value=str(value)))
+        table = resource.tables[0]
+        table._nrows = None  # the template's parsed nrows=0 would be written out otherwise
+        template_names = {field.name for field in table.fields}
+        for name, datatype, unit, ucd, description in extra_fields:
+            extra = Field(votable, name=name, datatype=datatype, ucd=ucd or None,
+                          unit=unit or None, arraysize="*" if datatype == "char" else None)
+            extra.description = description
+            table.fields.append(extra)
+        document = votable_bytes(votable)  # everything but the rows
+        self.fields = [(attrgetter(field.name) if field.name in template_names
+                        else _extra_getter(field.name), field.datatype)
+                       for field in table.fields]
+        end = document.rindex(b"</TABLE>")
+        line_start = document.rindex(b"\n", 0, end) + 1
+        self.indent = " " * (end - line_start)
+        self.head, self.tail = document[:line_start], document[line_start:]
+        self.data_start = f"{self.indent} <DATA>\n{self.indent}  <TABLEDATA>\n".encode()
+        self.data_end = f"{self.indent}  </TABLEDATA>\n{self.indent} </DATA>\n".encode()
+
+    def row_texts(self, rows: Sequence[ManifestRow]) -> list[str]:
+        """The ``<TR>`` element of each row, made column by column."""
+        return _row_texts(rows, self.fields, self.indent)
+
+
+def render_rows(rows: Sequence[ManifestRow],
+                extra_fields: Sequence[ExtraField] = ()) -> list[str]:
+    """The ``<TR>`` text of each row, as :func:`write_manifest` writes it: rows rendered
+    once can be written many times (:func:`write_rendered`)."""
+    layout = _Layout({}, extra_fields)
+    texts: list[str] = []
+    for start in range(0, len(rows), ROWS_PER_BLOCK):
+        texts.extend(layout.row_texts(rows[start:start + ROWS_PER_BLOCK]))
+    return texts
+
+
+def write_rendered(path: Path, texts: Sequence[str], *,
+                   infos: Mapping[str, str] = {},  # noqa: B006 - never mutated
+                   extra_fields: Sequence[ExtraField] = ()) -> int:
+    """Write a manifest of rows rendered by :func:`render_rows` (the same bytes as
+    :func:`write_manifest` of those rows), atomically; return its size in bytes."""
+    layout = _Layout(infos, extra_fields)
+    temporary = path.with_name(path.name + ".part")
+    with open(temporary, "wb") as handle:
+        if texts:
+            handle.write(layout.head + layout.data_start)
+            for start in range(0, len(texts), ROWS_PER_BLOCK):
+                handle.write("".join(texts[start:start + ROWS_PER_BLOCK]).encode())
+            handle.write(layout.data_end + layout.tail)
+        else:
+            handle.write(layout.head + layout.tail)
+        size = handle.tell()
+    os.replace(temporary, path)
+    return size
 
 
 def _extra_getter(name: str) -> Callable[[ManifestRow], object]:
@@ -124,15 +168,14 @@ def _extra_getter(name: str) -> Callable[[ManifestRow], object]:
     return lambda row: row.extra.get(name) if row.extra else None
 
 
-def _rows_text(rows: Sequence[ManifestRow], fields: list[tuple[Callable, str]],
-               indent: str) -> str:
-    """``<TR>`` elements of ``rows``, made column by column."""
+def _row_texts(rows: Sequence[ManifestRow], fields: list[tuple[Callable, str]],
+               indent: str) -> list[str]:
+    """The ``<TR>`` element of each row, made column by column."""
     cell_indent = indent + "    "
     columns = [_column_cells(datatype, [getter(row) for row in rows], cell_indent)
                for getter, datatype in fields]
     row_start, row_end = f"{indent}   <TR>\n", f"{indent}   </TR>\n"
-    return "".join([row_start + "".join(cells) + row_end
-                    for cells in zip(*columns, strict=True)])
+    return [row_start + "".join(cells) + row_end for cells in zip(*columns, strict=True)]
 
 
 def _column_cells(datatype: str, values: list, indent: str) -> list[str]:
