@@ -364,3 +364,35 @@ def test_zip_appenders_in_several_processes_fill_one_archive(tmp_path):
                 assert readback.read(f"{prefix}{number}.fits") == prefix.encode() * (50 + number)
         assert readback.read("first.fits") == b"parent"
         assert readback.read("last.fits") == b"after the workers"
+
+
+def test_zip_appender_writes_a_few_members_at_a_time(tmp_path, monkeypatch):
+    """Appenders write at most APPEND_BYTES at a time (megabyte writes cost the kernel
+    several times more per byte); a larger member goes out alone and whole."""
+    from vo_service.engine import bundle
+
+    sizes = []
+    real_writev = os.writev
+
+    def recording(fd, buffers):
+        sizes.append(real_writev(fd, buffers))
+        return sizes[-1]
+
+    monkeypatch.setattr(bundle.os, "writev", recording)
+    target = tmp_path / "small.zip"
+    archive = bundle.ZipStream(target)
+    archive.flush()
+    appender = bundle.ZipAppender(target)
+    members = {f"s{number}.fits": bytes([number]) * 10_000 for number in range(60)}
+    members["large.fits"] = b"L" * (3 * bundle.APPEND_BYTES)
+    for name, payload in members.items():
+        appender.add(name, [payload])
+    archive.adopt(appender.close())
+    archive.close()
+    local_header = 30 + len("large.fits")
+    assert len(sizes) > 10
+    assert [size for size in sizes if size > bundle.APPEND_BYTES] == [
+        local_header + 3 * bundle.APPEND_BYTES]
+    with zipfile.ZipFile(target) as readback:
+        assert readback.testzip() is None
+        assert {name: readback.read(name) for name in readback.namelist()} == members
