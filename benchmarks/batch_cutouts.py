@@ -3,6 +3,8 @@ raw memmap slicing, on one large float32 image and a tile-compressed copy.
 
     .venv/bin/python benchmarks/batch_cutouts.py            # 16k x 16k (1 GB), a few minutes
     .venv/bin/python benchmarks/batch_cutouts.py --quick    # 4k x 4k, well under a minute
+    .venv/bin/python benchmarks/batch_cutouts.py --methods engine-bundle \
+        --no-compressed --targets 10000 --sizes 64 --repeat 3   # 1 -> 2 worker scaling
 
 Data are generated under benchmarks/data/ (git-ignored) and reused. Memory is private
 memory (/proc/<pid>/smaps_rollup "Private_Dirty", summed over worker processes), sampled
@@ -12,6 +14,12 @@ Reading smaps_rollup walks the page tables of every mapping (the 1 GB image too)
 4 ms of kernel time per process, so the sampler is kept sparse and its own CPU time is
 left out of "/cpu-s" (at one sample per 10 ms per process it took about a core of the two,
 and more with more worker processes, which made "x2" look no faster than one).
+"/cpu-s" is stamps per CPU second (user + system of this process and its worker
+processes, from getrusage): on a shared machine it moves much less than stamps/s with
+other load, and a pool that spends the CPU per stamp of one worker scales on a quiet one.
+After each image/targets/size group, "x2/x1" lines give the N-worker over 1-worker ratio
+of both (stamps/s, /cpu-s) for engine-files and engine-bundle; with --repeat, every engine
+figure is the best of that many runs.
 Methods:
   engine-files    vo-service engine (batch.write_task_files), one FITS file per stamp
   engine-bundle   vo-service engine (batch.bundle_tasks), all stamps streamed into one ZIP;
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -303,9 +312,22 @@ def measure(method: str, path: Path, hdu: int, ras, decs, size: int, side: int,
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children."""
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    """User + system CPU time of this process and its finished (waited-for) children."""
+    own, children = (resource.getrusage(who)
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _scaling(rows: list[tuple], workers: int, group: str) -> str:
+    """The N-worker / 1-worker ratios of stamps/s and /cpu-s of the engine's methods."""
+    found = {row[0]: row for row in rows}
+    parts = []
+    for method in ("engine-files", "engine-bundle"):
+        if method not in found:
+            continue
+        one, many = found[method], found[f"{method} x{workers}"]
+        parts.append(f"{method} stamps/s {many[1] / one[1]:.2f}, /cpu-s {many[2] / one[2]:.2f}")
+    return f"# x{workers}/x1 {group}: " + "; ".join(parts)
 
 
 def main() -> None:
@@ -313,10 +335,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4k x 4k image, fewer targets")
     parser.add_argument("--workers", type=int, default=2, help="processes for the engine")
     parser.add_argument("--no-compressed", action="store_true")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS),
+                        help="methods to run (default: all)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per engine figure, the best one kept (noisy machines)")
+    parser.add_argument("--targets", type=int, nargs="+", help="target counts to run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256],
+                        help="stamp sizes in pixels")
     args = parser.parse_args()
     side = 4096 if args.quick else 16384
-    counts = (1000,) if args.quick else (1000, 10000)
-    sizes = (64, 256)
+    counts = args.targets or ((1000,) if args.quick else (1000, 10000))
+    sizes = args.sizes
     slow_subset = 20 if args.quick else 50  # astrocut: ~27/s, Cutout2D+writeto: slower
     DATA.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -344,27 +373,36 @@ def main() -> None:
             ras, decs = targets(side, count)
             for size in sizes:
                 rows = []
-                runs = [("raw-slices", 1, 30 if name == "rice" else None),
-                        *([("tile-decode", 1, None)] if name == "rice" else []),
-                        *([("raw-files", 1, None)] if name == "plain" else []),
-                        ("astrocut", 1, slow_subset if name == "plain" else 3),
-                        ("cutout2d-files", 1, slow_subset * 2 if name == "plain" else 3),
+                others = [("raw-slices", 1, 30 if name == "rice" else None),
+                          *([("tile-decode", 1, None)] if name == "rice" else []),
+                          *([("raw-files", 1, None)] if name == "plain" else []),
+                          ("astrocut", 1, slow_subset if name == "plain" else 3),
+                          ("cutout2d-files", 1, slow_subset * 2 if name == "plain" else 3)]
+                runs = [*others,
                         ("engine-files", 1, None), ("engine-files", args.workers, None),
                         ("engine-bundle", 1, None), ("engine-bundle", args.workers, None)]
                 for method, workers, subset in runs:
-                    rate, per_cpu, memory, ran = measure(method, path, hdu, ras, decs, size, side,
-                                                workers, 0, subset)
+                    if method not in args.methods:
+                        continue
+                    repeat = max(1, args.repeat) if method.startswith("engine") else 1
+                    measured = [measure(method, path, hdu, ras, decs, size, side, workers, 0,
+                                        subset) for _ in range(repeat)]
+                    rate, per_cpu = (max(run[i] for run in measured) for i in (0, 1))
+                    memory, ran = max(run[2] for run in measured), measured[0][3]
                     label = method + (f" x{workers}" if workers > 1 else "")
                     note = f"{ran} of {count} targets, extrapolated" if ran < count else ""
                     rows.append((label, rate, per_cpu, memory, note))
                 table[name, count, size] = {label: (rate, per_cpu) for label, rate, per_cpu,
                                             *_ in rows}
-                astro = next(row[1] for row in rows if row[0] == "astrocut")
-                raw = next(row[1] for row in rows if row[0] == "raw-slices")
+                rates = {row[0]: row[1] for row in rows}
+                astro, raw = rates.get("astrocut"), rates.get("raw-slices")
                 for label, rate, per_cpu, memory, note in rows:
+                    versus = (f"{rate / astro:>10.1f} {rate / raw:>7.2f}" if astro and raw
+                              else f"{'-':>10} {'-':>7}")
                     print(f"{name:6} {count:>7} {size:>4} {label:18} {rate:>9.0f} "
-                          f"{per_cpu:>9.0f} {rate / astro:>10.1f} {rate / raw:>7.2f} "
-                          f"{memory:>8.0f}  {note}", flush=True)
+                          f"{per_cpu:>9.0f} {versus} {memory:>8.0f}  {note}", flush=True)
+                if args.workers > 1:
+                    print(_scaling(rows, args.workers, f"{name} {count} {size}"), flush=True)
     print_ratios(table, counts, sizes, args.workers)
     print(f"# total {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
 
@@ -384,9 +422,9 @@ def print_ratios(table: dict, counts, sizes, workers: int) -> None:
                 if label in rice and label in plain:
                     parts.append(f"{label} {rice[label][0] / plain[label][0]:.2f} "
                                  f"({rice[label][1] / plain[label][1]:.2f})")
-            floor = rice["engine-bundle"][1] / rice["tile-decode"][1]
-            print(f"# ratios {count:>6} x {size:>3} px: " + ", ".join(parts)
-                  + f"; engine/floor {floor:.2f}")
+            floor = (f"; engine/floor {rice['engine-bundle'][1] / rice['tile-decode'][1]:.2f}"
+                     if "engine-bundle" in rice and "tile-decode" in rice else "")
+            print(f"# ratios {count:>6} x {size:>3} px: " + ", ".join(parts) + floor)
 
 
 if __name__ == "__main__":
