@@ -337,19 +337,30 @@ def _frozen_objects(task: object) -> int:
     return gc.get_freeze_count()
 
 
-@pytest.mark.parametrize("processes", [False, True])
-def test_pool_runs_keep_the_collector_off_the_existing_heap(processes):
-    """While a pool runs, the objects that existed before it are frozen, in the parent
-    (its full collections, set off by unpickled results, walk only new objects) and in
+@pytest.mark.parametrize(("workers", "processes"), [(1, False), (2, False), (2, True)])
+def test_batches_keep_the_collector_off_the_existing_heap(workers, processes):
+    """While a batch runs, the objects that existed before it are frozen, in this process
+    (its full collections, e.g. set off by unpickled results, walk only new objects) and in
     forked workers (whose collections would otherwise copy every inherited page); after
     the run they are collectable again."""
     assert gc.get_freeze_count() == 0
     seen_by_parent = []
-    for _, seen_by_worker in run_tasks(list(range(4)), _frozen_objects, workers=2,
+    for _, seen_by_worker in run_tasks(list(range(4)), _frozen_objects, workers=workers,
                                        processes=processes):
         seen_by_parent.append(gc.get_freeze_count())
         assert seen_by_worker > 1000
     assert min(seen_by_parent) > 1000
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_heap_stays_frozen_until_the_outermost_batch_ends():
+    """Batches running at once (threads of a server) freeze the heap once: one ending
+    does not unfreeze it under another."""
+    outer = run_tasks(list(range(3)), _frozen_objects, workers=2)
+    next(outer)
+    assert dict(run_tasks([0], _frozen_objects))[0] > 1000
+    assert gc.get_freeze_count() > 1000
+    assert len(list(outer)) == 2
     assert gc.get_freeze_count() == 0
 
 
