@@ -175,6 +175,7 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         rows = read_manifest(service.store.job_dir(job.job_id) / "manifest.xml")
         stamps = sum(row.content_type == "application/fits" for row in rows)
         bundle = next(r.size for r in results if r.result_id == "bundle")
+        service.delete(job.job_id)  # a kept state directory (--keep) must not fill the disk
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
                 "bundle_mb": bundle / 1e6, "error": job.error_message,
