@@ -69,20 +69,43 @@ def example_list(record: ImageRecord | None) -> list[dict[str, object]]:
     ]
 
 
+class ExamplesPage:
+    """A DALI examples page (XHTML+RDFa) being built: one ``typeof="example"`` block per
+    example inside the element that carries the examples vocabulary."""
+
+    def __init__(self, title: str, heading: str) -> None:
+        self.html = etree.Element(f"{{{XHTML}}}html", nsmap={None: XHTML})
+        head = etree.SubElement(self.html, f"{{{XHTML}}}head")
+        etree.SubElement(head, f"{{{XHTML}}}title").text = title
+        body = etree.SubElement(self.html, f"{{{XHTML}}}body")
+        etree.SubElement(body, f"{{{XHTML}}}h1").text = heading
+        self.container = etree.SubElement(body, f"{{{XHTML}}}div", vocab=EXAMPLES_VOCAB)
+
+    def example(self, ident: str, name: str, text: str) -> etree._Element:
+        """A new example block with its name and description; the caller adds the rest."""
+        block = etree.SubElement(self.container, f"{{{XHTML}}}div", typeof="example",
+                                 id=ident, resource=f"#{ident}")
+        etree.SubElement(block, f"{{{XHTML}}}h2", property="name").text = name
+        etree.SubElement(block, f"{{{XHTML}}}p").text = text
+        return block
+
+    @staticmethod
+    def run_link(block: etree._Element, url: str) -> None:
+        """A "Run it" link; it carries no property (RDFa would take its href as a value)."""
+        run = etree.SubElement(block, f"{{{XHTML}}}p")
+        etree.SubElement(run, f"{{{XHTML}}}a", href=url).text = "Run it"
+
+    def document(self) -> bytes:
+        """The page as an XHTML document."""
+        return etree.tostring(self.html, xml_declaration=True, encoding="utf-8",
+                              pretty_print=True, doctype="<!DOCTYPE html>")
+
+
 def examples_document(base: str, examples: Sequence[dict[str, object]]) -> bytes:
     """The XHTML+RDFa examples page."""
-    html = etree.Element(f"{{{XHTML}}}html", nsmap={None: XHTML})
-    head = etree.SubElement(html, f"{{{XHTML}}}head")
-    etree.SubElement(head, f"{{{XHTML}}}title").text = "vo-service examples"
-    body = etree.SubElement(html, f"{{{XHTML}}}body")
-    etree.SubElement(body, f"{{{XHTML}}}h1").text = "Examples of vo-service requests"
-    container = etree.SubElement(body, f"{{{XHTML}}}div", vocab=EXAMPLES_VOCAB)
+    page = ExamplesPage("vo-service examples", "Examples of vo-service requests")
     for example in examples:
-        ident = str(example["id"])
-        block = etree.SubElement(container, f"{{{XHTML}}}div", typeof="example", id=ident,
-                                 resource=f"#{ident}")
-        etree.SubElement(block, f"{{{XHTML}}}h2", property="name").text = str(example["name"])
-        etree.SubElement(block, f"{{{XHTML}}}p").text = str(example["text"])
+        block = page.example(str(example["id"]), str(example["name"]), str(example["text"]))
         capability = etree.SubElement(block, f"{{{XHTML}}}p")
         capability.text = "Capability: "
         etree.SubElement(capability, f"{{{XHTML}}}code", property="capability").text = \
@@ -94,12 +117,8 @@ def examples_document(base: str, examples: Sequence[dict[str, object]]) -> bytes
             etree.SubElement(item, f"{{{XHTML}}}code", property="key").text = key
             etree.SubElement(item, f"{{{XHTML}}}span").text = " = "
             etree.SubElement(item, f"{{{XHTML}}}code", property="value").text = value
-        # The link carries no property (RDFa would take its href as the value).
-        run = etree.SubElement(block, f"{{{XHTML}}}p")
-        url = f"{base}/{example['path']}?{urlencode(example['params'])}"
-        etree.SubElement(run, f"{{{XHTML}}}a", href=url).text = "Run it"
-    return etree.tostring(html, xml_declaration=True, encoding="utf-8", pretty_print=True,
-                          doctype="<!DOCTYPE html>")
+        page.run_link(block, f"{base}/{example['path']}?{urlencode(example['params'])}")
+    return page.document()
 
 
 def _first_record(index: object) -> ImageRecord | None:

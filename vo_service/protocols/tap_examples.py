@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from lxml import etree
 
 from vo_service.archive.records import ImageRecord
-from vo_service.protocols.examples import EXAMPLES_VOCAB, XHTML, _first_record
+from vo_service.protocols.examples import XHTML, ExamplesPage, _first_record
 
 DEFAULT_POSITION = (52.93, -28.09)
 
@@ -55,24 +55,14 @@ def example_queries(record: ImageRecord | None) -> list[TapExample]:
 
 def examples_document(base: str, examples: list[TapExample]) -> bytes:
     """The XHTML+RDFa examples page (DALI 1.1 §2.3)."""
-    html = etree.Element(f"{{{XHTML}}}html", nsmap={None: XHTML})
-    head = etree.SubElement(html, f"{{{XHTML}}}head")
-    etree.SubElement(head, f"{{{XHTML}}}title").text = "vo-service TAP examples"
-    body = etree.SubElement(html, f"{{{XHTML}}}body")
-    etree.SubElement(body, f"{{{XHTML}}}h1").text = "Examples of ADQL queries"
-    container = etree.SubElement(body, f"{{{XHTML}}}div", vocab=EXAMPLES_VOCAB)
+    page = ExamplesPage("vo-service TAP examples", "Examples of ADQL queries")
     for example in examples:
-        block = etree.SubElement(container, f"{{{XHTML}}}div", typeof="example",
-                                 id=example.ident, resource=f"#{example.ident}")
-        etree.SubElement(block, f"{{{XHTML}}}h2", property="name").text = example.name
-        etree.SubElement(block, f"{{{XHTML}}}p").text = example.text
+        block = page.example(example.ident, example.name, example.text)
         etree.SubElement(block, f"{{{XHTML}}}pre", property="query").text = example.query
         tables = etree.SubElement(block, f"{{{XHTML}}}p")
         tables.text = "Tables: "
         for table in example.tables:
             etree.SubElement(tables, f"{{{XHTML}}}span", property="table").text = table
-        run = etree.SubElement(block, f"{{{XHTML}}}p")
-        url = f"{base}/tap/sync?" + urlencode({"LANG": "ADQL", "QUERY": example.query})
-        etree.SubElement(run, f"{{{XHTML}}}a", href=url).text = "Run it"
-    return etree.tostring(html, xml_declaration=True, encoding="utf-8", pretty_print=True,
-                          doctype="<!DOCTYPE html>")
+        page.run_link(block, f"{base}/tap/sync?" + urlencode({"LANG": "ADQL",
+                                                              "QUERY": example.query}))
+    return page.document()
