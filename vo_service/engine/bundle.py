@@ -92,6 +92,8 @@ class ZipStream:
 
     def append_part(self, part: str | Path, entries: list[tuple[bytes, int, int, int]]) -> None:
         """Copy a worker's part (local records only) in and adopt its entries."""
+        if self._appended:
+            self._seek_end()
         self._stream.flush()
         with open(part, "rb") as source:
             length = os.fstat(source.fileno()).st_size

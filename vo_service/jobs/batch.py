@@ -243,7 +243,7 @@ class BatchJob:
         science: list = []  # (target, science image) stamps for photometry
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
-            context.store, request.formats, context.job_dir / "stamps",
+            context.store, request.formats, context.job_dir / "stamps", bundle.appendable_file,
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop)
@@ -275,6 +275,8 @@ class BatchJob:
                     produced += bool(outcome.files)
                 if packed is not None and packed.part is not None:
                     bundle.add_part(Path(packed.part), packed.entries)
+                elif packed is not None and packed.entries:  # appended by the unit itself
+                    bundle.adopt(packed.entries)
                 context.add_results(results)
                 done += len(outcomes)
                 context.set_progress(done, total)

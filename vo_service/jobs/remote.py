@@ -98,9 +98,10 @@ class BatchExecutors:
 
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
-                formats: tuple[str, ...], stamp_dir: Path
+                formats: tuple[str, ...], stamp_dir: Path, bundle_file: Path | None = None
                 ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
-        """(executor, function of a unit, units in flight) for one job."""
+        """(executor, function of a unit, units in flight) for one job; units of the local
+        pool append their stamps to ``bundle_file`` themselves, Dask units write parts."""
         max_pixels = self.settings.limits.max_cutout_pixels
         if self.kind == "dask":
             executor = self.dask()
@@ -113,7 +114,7 @@ class BatchExecutors:
             return
         with LocalExecutor(workers, name=name) as pool:
             yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
-                                                   stamp_dir)), workers * 2
+                                                   stamp_dir, bundle_file)), workers * 2
 
     def close(self) -> None:
         """Disconnect from the cluster (the cluster itself keeps running)."""

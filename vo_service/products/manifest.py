@@ -274,6 +274,16 @@ class Bundle:
         self._zip.add(arcname, (content,))
         self.members += 1
 
+    @property
+    def appendable_file(self) -> Path:
+        """The file `ZipAppender`s of the same machine may append stamps to (`adopt`)."""
+        return self._partial
+
+    def adopt(self, entries: list[tuple[bytes, int, int, int]]) -> None:
+        """Take on members a `ZipAppender` appended to `appendable_file`."""
+        self._zip.adopt(entries)
+        self.members += len(entries)
+
     def add_part(self, part: Path, entries: list[tuple[bytes, int, int, int]]) -> None:
         """Append a part written by a worker (``ZipStream.close_part``), then delete it."""
         self._zip.append_part(part, entries)
