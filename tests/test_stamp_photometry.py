@@ -133,3 +133,34 @@ def test_a_synthetic_source_of_known_flux_through_the_index(tmp_path: Path) -> N
         1, "cut", ra, dec, ((10, 42), (10, 70))), record)], options)[0])
     assert clipped.status == "clipped" and "reaches past the stamp" in clipped.message
     assert math.isnan(clipped.flux[0])
+
+
+def test_photometry_reads_physical_values_from_tile_compressed_integer_images(
+        tmp_path: Path) -> None:
+    """An unsigned 16-bit image (BZERO = 32768) and a BSCALE'd one, plain and RICE
+    compressed: photometry sees the same physical values (compressed pixels used to be taken
+    as already scaled, 32768 too low)."""
+    from vo_service.engine.geometry import PixelBox
+    from vo_service.engine.reading import OpenImage
+    from vo_service.products.stamp_photometry import _physical
+
+    rng = np.random.default_rng(5)
+    box = PixelBox(((3, 20), (5, 33)))
+    for name in ("unsigned", "scaled"):
+        for compressed in (False, True):
+            hdu = (fits.CompImageHDU(compression_type="RICE_1") if compressed
+                   else fits.PrimaryHDU())
+            if name == "unsigned":
+                hdu.data = rng.integers(30_000, 40_000, (40, 30)).astype(np.uint16)
+            else:  # raw integers with BSCALE/BZERO cards, as a survey writes them
+                hdu.data = rng.integers(-500, 500, (40, 30)).astype(np.int16)
+                hdu.header["BSCALE"], hdu.header["BZERO"] = 0.5, 100.0
+            path = tmp_path / f"{name}_{compressed}.fits"
+            (fits.HDUList([fits.PrimaryHDU(), hdu]) if compressed else hdu).writeto(path)
+            number = 1 if compressed else 0
+            expected = fits.getdata(path, number).astype(np.float64)  # astropy's physical
+            assert fits.getheader(path, number).get("BZERO") in (32768, 100.0)
+            with OpenImage(path, number) as image:
+                values = _physical(image)(image.read(box))
+            np.testing.assert_allclose(values, expected[5:33, 3:20],
+                                       err_msg=f"{name}, compressed={compressed}")

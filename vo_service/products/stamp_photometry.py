@@ -29,7 +29,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from vo_service.archive.records import ImageRecord
 from vo_service.engine.geometry import PixelBox
 from vo_service.engine.photometry import FLAG_MEANINGS, measure_windows, window_half
-from vo_service.engine.physical import physical_values
+from vo_service.engine.physical import header_scaling, physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.tiles import read_boxes
 from vo_service.products.catalog_products import SCIENCE_TYPES
@@ -261,15 +261,11 @@ def _box(image: OpenImage, x0: int, x1: int, y0: int, y1: int) -> PixelBox:
 
 def _physical(image: OpenImage):  # noqa: ANN202 - a converter of raw pixel arrays
     """A function turning raw pixels into physical units: BLANK as NaN, BSCALE/BZERO
-    applied (tile-compressed images come decoded)."""
-    header = image.header
-    blank = None if image.is_compressed else header.get("BLANK")
-    scale = 1.0 if image.is_compressed else float(header.get("BSCALE", 1.0))
-    zero = 0.0 if image.is_compressed else float(header.get("BZERO", 0.0))
+    applied (`OpenImage.read` gives raw pixels, tile-compressed images included)."""
+    scaling = header_scaling(image.header)
 
     def convert(raw: np.ndarray) -> np.ndarray:
-        return physical_values(raw, bscale=scale, bzero=zero, dtype=np.float64,
-                               blank=blank if raw.dtype.kind in "iu" else None)
+        return physical_values(raw, dtype=np.float64, **scaling)
 
     return convert
 
