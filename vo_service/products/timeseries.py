@@ -26,6 +26,7 @@ from vo_service.archive.records import ImageRecord
 from vo_service.cache import CutoutCache, make_key, source_identity
 from vo_service.catalogs.ephemerides import Ephemeris, path_extent
 from vo_service.engine.photometry import FLAG_MEANINGS, ApertureSpec, Measurement, measure_stamp
+from vo_service.engine.physical import header_scaling, physical_values
 from vo_service.engine.reading import OpenImage
 from vo_service.engine.stack import Epoch, EpochStamp, cut_epochs, stack_bytes, time_order
 from vo_service.shapes import ANGLE_UNITS_DEG, Circle
@@ -275,12 +276,10 @@ def _rms_of(index, stamp: EpochStamp) -> tuple[np.ndarray | None, str | None]:  
                 clipped = box.clip(image.fits_shape)
                 if clipped != box:
                     continue
-                raw = image.read(box)
-                scale = float(image.header.get("BSCALE", 1.0))
-                zero = float(image.header.get("BZERO", 0.0))
+                values = physical_values(image.read(box), **header_scaling(image.header),
+                                         dtype=np.float64)
         except (OSError, ValueError):
             continue
-        values = raw.astype(np.float64) * scale + zero
         return values, sibling.obs_publisher_did
     return None, None
 
