@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -33,6 +34,14 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("demo-archive")
     build_demo_archive(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def variable_star(demo_archive: Path) -> dict[str, str]:
+    """The demo archive's variable star: its row of ``sources.csv`` (id, ra, dec, ...)."""
+    with open(demo_archive / "sources.csv", newline="") as handle:
+        (star,) = [row for row in csv.DictReader(handle) if row["variable"] == "1"]
+    return star
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,8 @@ def index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Archi
 
 
 @pytest.fixture(scope="module")
-def variable(demo_archive: Path) -> tuple[float, float]:
-    (star,) = [row for row in rows(demo_archive / "sources.csv") if row["variable"] == "1"]
-    return float(star["ra"]), float(star["dec"])
+def variable(variable_star: dict[str, str]) -> tuple[float, float]:
+    return float(variable_star["ra"]), float(variable_star["dec"])
 
 
 def test_stack_has_one_exact_stamp_per_epoch_in_time_order(index, variable) -> None:

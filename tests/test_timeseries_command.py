@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,8 @@ from vo_service.cli import main
 
 
 @pytest.fixture(scope="module")
-def variable(demo_archive: Path) -> tuple[str, str]:
-    with open(demo_archive / "sources.csv", newline="") as handle:
-        (star,) = [row for row in csv.DictReader(handle) if row["variable"] == "1"]
-    return star["ra"], star["dec"]
+def variable(variable_star: dict[str, str]) -> tuple[str, str]:
+    return variable_star["ra"], variable_star["dec"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +20,8 @@ VIS = {"BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB"}
 
 
 @pytest.fixture(scope="module")
-def variable(demo_archive: Path) -> tuple[str, str]:
-    with open(demo_archive / "sources.csv", newline="") as handle:
-        (star,) = [row for row in csv.DictReader(handle) if row["variable"] == "1"]
-    return star["ra"], star["dec"]
+def variable(variable_star: dict[str, str]) -> tuple[str, str]:
+    return variable_star["ra"], variable_star["dec"]
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@ order (epochs without a stamp say why) and the light curve plot."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 from test_web_browser import (  # noqa: F401 - fixtures of the browser tests
     browser,
@@ -19,9 +16,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_every_epoch_shows_a_strip_in_time_order_and_a_light_curve(  # noqa: F811
-        page, demo_archive: Path) -> None:  # noqa: ANN001, F811
-    with open(demo_archive / "sources.csv", newline="") as handle:
-        (star,) = [row for row in csv.DictReader(handle) if row["variable"] == "1"]
+        page, variable_star: dict[str, str]) -> None:  # noqa: ANN001, F811
+    star = variable_star
     page.fill("#quick-pos", f"{star['ra']} {star['dec']}")
     page.select_option("#quick-instrument", label="VIS")
     page.fill("#quick-size", "6")
