@@ -293,18 +293,14 @@ def main() -> int:
     run_index(Settings(data_roots=(archive,), state_dir=state))
     catalog = root / "targets.csv"
     catalog.write_bytes(make_catalog(archive, args.targets))
-    for cached in (state / "cache").glob("*"):  # a cold start: empty cutout cache
-        subprocess.run(["rm", "-rf", str(cached)], check=True)
+    empty_cache(state)  # a cold start
 
     if args.matrix:
         return run_matrix(state, archive, catalog, args)
     runs = {}
     for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
-        output = subprocess.run(
-            [sys.executable, __file__, "--workers", str(args.workers), "--child",
-             str(state), str(archive), str(catalog), *(["--engine"] * (label == "engine"))],
-            check=True, capture_output=True, text=True).stdout
-        runs[label] = json.loads(output.strip().splitlines()[-1])
+        runs[label] = run_child(args, state, archive, catalog,
+                                *(["--engine"] * (label == "engine")))
     engine = runs.pop("engine")
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
 
@@ -340,17 +336,29 @@ def main() -> int:
     return 0
 
 
+def empty_cache(state: Path) -> None:
+    """Remove every cached cutout: the next job starts cold."""
+    for cached in (state / "cache").glob("*"):
+        subprocess.run(["rm", "-rf", str(cached)], check=True)
+
+
+def run_child(args: argparse.Namespace, state: Path, archive: Path, catalog: Path,
+              *extra: str) -> dict:
+    """One measurement in a process of its own (its peak RSS is its own): the figures it
+    prints as JSON on its last line."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--workers", str(args.workers), *extra,
+         "--child", str(state), str(archive), str(catalog)],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def run_matrix(state: Path, archive: Path, catalog: Path, args: argparse.Namespace) -> int:
     """Three cold jobs: image stamps, + PSF, + photometry; print rates and costs."""
     runs = {}
     for label in MATRIX:
-        for cached in (state / "cache").glob("*"):
-            subprocess.run(["rm", "-rf", str(cached)], check=True)
-        output = subprocess.run(
-            [sys.executable, __file__, "--workers", str(args.workers), "--variant", label,
-             "--child", str(state), str(archive), str(catalog)],
-            check=True, capture_output=True, text=True).stdout
-        runs[label] = json.loads(output.strip().splitlines()[-1])
+        empty_cache(state)
+        runs[label] = run_child(args, state, archive, catalog, "--variant", label)
     print(f"product matrix: {args.targets} targets x {len(BANDS)} bands, {SIZE_PIX} px "
           f"stamps, {args.workers} workers, cold cache each, demo archive")
     for label, figures in runs.items():
