@@ -83,7 +83,8 @@ def cutting_only(settings, catalog: bytes, client) -> float:  # noqa: ANN001
     JobStore(settings.jobs_dir).close()  # the tables the workers remember outcomes in
     place = WorkPlace(request.formats, settings.limits.max_cutout_pixels,
                       str(settings.cache_dir), settings.limits.cache_bytes,
-                      str(settings.jobs_dir), str(settings.state_dir / "stamps"))
+                      settings.limits.cache_min_free_bytes, str(settings.jobs_dir),
+                      str(settings.state_dir))
     started = time.perf_counter()
     client.gather([client.submit(_timed_unit, place, task, pure=False)
                    for task in plan.tasks])

@@ -325,6 +325,13 @@ def test_abort_stops_a_big_job_and_keeps_what_was_finished(
                           for r in stamps[:3])
 
 
+class Members(dict):
+    """A stamp sink of a unit (as the job's bundle is): member name -> bytes."""
+
+    def add(self, name: str, chunks) -> None:
+        self[name] = b"".join(chunks)
+
+
 def _first_sources(demo_archive: Path, n: int) -> list[dict]:
     with open(demo_archive / "sources.csv", newline="") as handle:
         return list(csv.DictReader(handle))[:n]
@@ -434,12 +441,13 @@ def test_png_stamps_show_physical_values_with_blank_as_missing(tmp_path: Path) -
     centre = WCS(str(path)).pixel_to_world(12, 12)  # the stamp holds the BLANK corner
     target = Target(1, "t1", centre.ra.deg, centre.dec.deg, 30, "pix")
     task = StampTask(SimpleNamespace(path=path, hdu=0), [(target, "t1")])
+    members = Members()
     [outcome] = cut_task(task, CutoutCache(tmp_path / "cache", 10**8), NoMemory(), ("png",),
-                         10**6, tmp_path / "stamps")
+                         10**6, members)
     assert outcome.status == "partial" and "png" in outcome.files
     stamp = cut(path, 0, target.region)
     assert (stamp.data == -32768).any()
-    png = (tmp_path / "stamps" / outcome.files["png"][0]).read_bytes()
+    png = members[outcome.files["png"][0]]
     with Image.open(io.BytesIO(png)) as shown, \
             Image.open(io.BytesIO(render_preview(stamp.physical()))) as expected:
         assert np.array_equal(np.asarray(shown), np.asarray(expected))
@@ -472,12 +480,14 @@ def test_an_image_that_cannot_be_read_is_cut_again_once_it_can(tmp_path: Path) -
     path.write_bytes(b"SIMPLE  = not yet a FITS file")
     task = StampTask(SimpleNamespace(path=path, hdu=0), [(target, "t1")])
     memory, cache = Memory(), CutoutCache(tmp_path / "cache", 10**8)
-    [failed] = cut_task(task, cache, memory, ("fits",), 10**6, tmp_path / "stamps")
-    assert failed.status == "error" and failed.message and not failed.files
+    members = Members()
+    [failed] = cut_task(task, cache, memory, ("fits",), 10**6, members)
+    assert failed.status == "error" and failed.message and not failed.files and not members
     assert memory.saved == {}
     path.write_bytes(good.read_bytes())
-    [outcome] = cut_task(task, cache, memory, ("fits",), 10**6, tmp_path / "stamps")
+    [outcome] = cut_task(task, cache, memory, ("fits",), 10**6, members)
     assert outcome.status == "ok" and "fits" in outcome.files
+    assert members[outcome.files["fits"][0]][:6] == b"SIMPLE"
 
 
 def test_target_ids_alike_as_file_names_get_their_own_stamps(batch_server, client,

@@ -89,10 +89,14 @@ def test_a_job_of_40000_stamps_has_a_small_document_and_every_stamp_in_its_manif
                      CenterSize(float(row["ra"]), float(row["dec"]), 8, 8, "pix"))
         served = client.get(str(row["access_url"]))
         assert served.status_code == 200
+        assert len(served.content) == int(row["bytes"]) == int(served.headers["content-length"])
         with fits.open(io.BytesIO(served.content)) as hdus, \
                 fits.open(io.BytesIO(single.fits_bytes())) as expected:
             np.testing.assert_array_equal(hdus[0].data, expected[0].data)
             assert hdus[0].header["ORIGFILE"] == record.path.name
+    # the stamps are served from the bundle: the job makes no file per stamp
+    job_dir = jobdoc_server.settings.jobs_dir / url.rsplit("/", 1)[1]
+    assert sum(1 for path in job_dir.rglob("*") if path.is_file()) < 20
     client.delete(url)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -75,15 +76,16 @@ def test_dask_gives_the_same_job_as_the_local_pool(
             assert progress.get("done") == progress.get("total") != "0"
             table = manifest_table(http, root)
             results = job_results(http, root)  # the stamps: reached from the manifest
-            # every stamp file of the job, and a few of them as served
+            # every stamp of the job's bundle, and a few of them as served
             job_dir = server.settings.jobs_dir / str(response.url).rsplit("/", 1)[1]
-            stamps = {str(path.relative_to(job_dir)): path.read_bytes()
-                      for path in sorted((job_dir / "stamps").rglob("*.*"))}
+            with zipfile.ZipFile(job_dir / "bundle.zip") as bundle:
+                stamps = {name: bundle.read(name) for name in bundle.namelist()
+                          if name.endswith((".fits", ".png"))}
             served = sorted(k for k in results
                             if k not in ("manifest", "bundle", "coverage", "photometry"))[::40]
             for result_id in served:
                 content = http.get(results[result_id][0]).content
-                assert content == stamps["stamps/" + result_id.replace("_", "/", 1)]
+                assert content == stamps[result_id.replace("_", "/", 1)]
             finished[executor] = (comparable(table), stamps, set(results))
     local_rows, local_stamps, local_ids = finished["local"]
     dask_rows, dask_stamps, dask_ids = finished["dask"]

@@ -55,7 +55,8 @@ def test_a_gallery_thumbnail_of_a_scaled_float_stamp_uses_physical_values(tmp_pa
     hdu.writeto(tmp_path / "s.fits", output_verify="silentfix")
     with fits.open(tmp_path / "s.fits", do_not_scale_image_data=True) as hdus:
         assert hdus[0].header["BSCALE"] == 3.0  # written raw, scaling kept in the header
-    np.testing.assert_array_equal(stamp_pixels(tmp_path / "s.fits"), np.full((4, 4), 3.0))
+    np.testing.assert_array_equal(stamp_pixels((tmp_path / "s.fits").read_bytes()),
+                                  np.full((4, 4), 3.0))
 
 
 def test_a_chosen_float_type_holds_integers_and_floats() -> None:

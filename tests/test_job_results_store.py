@@ -6,9 +6,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from test_outcome_memo import V1_DUMP
 
 from vo_service.engine.cutout import StampStatus
+from vo_service.jobs.job_files import iter_result, read_result, result_location
 from vo_service.jobs.running_manifest import MIN_INTERVAL_SECONDS, RunningManifest
 from vo_service.jobs.store import JobStore, ResultFile
 from vo_service.products.manifest import ManifestRow, manifest_bytes, read_manifest
@@ -24,22 +27,42 @@ def test_unlisted_results_are_served_and_counted_but_not_listed(tmp_path: Path) 
     connection.close()
     store = JobStore(jobs)
     assert [r.result_id for r in store.results("job1")] == ["old"]  # listed as before
-    store.add_results("job1", [
-        ResultFile("VIS_r000001_a__img", "stamps/VIS/r000001_a__img.fits", "application/fits",
-                   100, listed=False),
-        ResultFile("VIS_r000002_b__img", "stamps/VIS/r000002_b__img.fits", "application/fits",
-                   200, listed=False)])
+    store.add_results("job1", [  # stamps: byte ranges of the job's bundle
+        ResultFile("VIS_r000001_a__img", "bundle.zip", "application/fits", 100,
+                   listed=False, offset=53),
+        ResultFile("VIS_r000002_b__img", "bundle.zip", "application/fits", 200,
+                   listed=False, offset=206)])
     store.put_result("job1", ResultFile("manifest", "manifest.xml", "x/votable", 5))
     store.put_result("job1", ResultFile("manifest", "manifest.xml", "x/votable", 7))
     assert [(r.result_id, r.size) for r in store.results("job1")] == [("old", 10),
                                                                       ("manifest", 7)]
     stamp = store.result("job1", "VIS_r000002_b__img")
-    assert stamp is not None and stamp.file == "stamps/VIS/r000002_b__img.fits"
-    assert not stamp.listed
+    assert stamp is not None and (stamp.file, stamp.offset, stamp.size) == ("bundle.zip", 206,
+                                                                           200)
+    assert not stamp.listed and store.result("job1", "old").offset is None
     assert store.owner_usage(None, []) == (0, 10 + 100 + 200 + 7)
     store.clear_results("job1")
     assert store.result("job1", "VIS_r000001_a__img") is None
     store.close()
+
+
+def test_a_result_in_a_byte_range_reads_exactly_its_bytes(tmp_path: Path) -> None:
+    """A stamp inside the bundle is its own bytes, not the rest of the ZIP; a bundle cut
+    short is an error, never a short stamp."""
+    (tmp_path / "bundle.zip").write_bytes(b"header" + b"stamp-bytes" + b"directory")
+    stamp = ResultFile("s", "bundle.zip", "application/fits", 11, listed=False, offset=6)
+    path = result_location(tmp_path, stamp)
+    assert path == tmp_path / "bundle.zip"
+    assert read_result(path, stamp) == b"stamp-bytes"
+    assert b"".join(iter_result(path, stamp, chunk_size=4)) == b"stamp-bytes"
+    whole = ResultFile("manifest", "bundle.zip", "application/zip", 26)
+    assert read_result(path, whole) == b"headerstamp-bytesdirectory"
+    (tmp_path / "bundle.zip").write_bytes(b"header" + b"stamp")
+    with pytest.raises(OSError, match="6 bytes early"):
+        read_result(path, stamp)
+    with pytest.raises(OSError, match="6 bytes early"):
+        b"".join(iter_result(path, stamp))
+    assert result_location(tmp_path, ResultFile("x", "gone.zip", "a/b", 1)) is None
 
 
 class FakeContext:

@@ -162,10 +162,11 @@ def test_a_job_survives_sigkill_of_the_server_and_nothing_half_written_is_listed
         for rid, name in (("manifest", "manifest.xml"), ("bundle", "bundle.zip")):
             mime = next(r.get("mime-type") for r in listed if r.get("id") == rid)
             assert_complete(job_dir / name, mime)
-        stamps = list((job_dir / "stamps").rglob("*.fits"))
+        with zipfile.ZipFile(job_dir / "bundle.zip") as bundle:
+            stamps = [bundle.read(name) for name in bundle.namelist() if name.endswith(".fits")]
         assert len(stamps) > 1000
         for stamp in stamps:  # every stamp whole (cheaply: FITS blocks, FITS signature)
-            assert stamp.stat().st_size % 2880 == 0 and stamp.read_bytes()[:6] == b"SIMPLE"
+            assert len(stamp) % 2880 == 0 and stamp[:6] == b"SIMPLE"
         for href, mime, size in links[:: max(1, len(links) // 60)]:  # a sample, over HTTP
             answer = httpx.get(href, timeout=TIMEOUT)
             assert answer.status_code == 200

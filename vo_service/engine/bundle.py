@@ -90,8 +90,10 @@ class ZipStream:
             self._stream.flush()
         return self._entries
 
-    def append_part(self, part: str | Path, entries: list[tuple[bytes, int, int, int]]) -> None:
-        """Copy a worker's part (local records only) in and adopt its entries."""
+    def append_part(self, part: str | Path, entries: list[tuple[bytes, int, int, int]]
+                    ) -> list[tuple[bytes, int, int, int]]:
+        """Copy a worker's part (local records only) in and adopt its entries; returns them
+        with their offsets in this archive."""
         if self._appended:
             self._seek_end()
         self._stream.flush()
@@ -102,9 +104,10 @@ class ZipStream:
                 source.seek(copied)
                 shutil.copyfileobj(source, self._stream, 8 << 20)
         base = self._offset
-        self._entries.extend((name, crc, size, base + offset)
-                             for name, crc, size, offset in entries)
+        placed = [(name, crc, size, base + offset) for name, crc, size, offset in entries]
+        self._entries.extend(placed)
         self._offset += length
+        return placed
 
     def _copy_in_kernel(self, source: io.BufferedReader, length: int) -> int:
         """copy_file_range from the part into the archive; bytes copied (0 if unsupported)."""
@@ -219,6 +222,13 @@ class ZipAppender:
 
 
 _IOV_MAX = 1024  # writev takes at most this many buffers (Linux IOV_MAX)
+
+
+def member_data_offsets(entries: list[tuple[bytes, int, int, int]]) -> dict[str, int]:
+    """Where each member's bytes start in the archive, by name (stored members: a member
+    is its local header, then its bytes unchanged)."""
+    return {encoded.decode("utf-8"): offset + _LOCAL.size + len(encoded)
+            for encoded, _, _, offset in entries}
 
 
 def _local_member(name: str, chunks: Iterable[bytes | memoryview], dos_time: int,

@@ -243,7 +243,7 @@ class BatchJob:
         science: list = []  # (target, science image) stamps for photometry
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
-            context.store, request.formats, context.job_dir / "stamps", bundle.appendable_file,
+            context.store, request.formats, context.job_dir, bundle.appendable_file,
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop)
@@ -263,6 +263,11 @@ class BatchJob:
                                   "re-index the archive (vo-service index), then run again")
                     outcomes = [Outcome(target, StampStatus.ERROR, reason)
                                 for target, _ in task.entries]
+                offsets: dict[str, int] = {}  # where each stamp's bytes are in the bundle
+                if packed is not None and packed.part is not None:
+                    offsets = bundle.add_part(Path(packed.part), packed.entries)
+                elif packed is not None and packed.entries:  # appended by the unit itself
+                    offsets = bundle.adopt(packed.entries)
                 results = []
                 for outcome in outcomes:
                     rows.append(self._row(context, task, outcome))
@@ -270,13 +275,9 @@ class BatchJob:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
                         results.append(ResultFile(  # not listed: reached from the manifest
-                            _result_id(relative), f"stamps/{relative}", MIME[fmt], size,
-                            listed=False))
+                            _result_id(relative), bundle.path.name, MIME[fmt], size,
+                            listed=False, offset=offsets[relative]))
                     produced += bool(outcome.files)
-                if packed is not None and packed.part is not None:
-                    bundle.add_part(Path(packed.part), packed.entries)
-                elif packed is not None and packed.entries:  # appended by the unit itself
-                    bundle.adopt(packed.entries)
                 context.add_results(results)
                 done += len(outcomes)
                 context.set_progress(done, total)

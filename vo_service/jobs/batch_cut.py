@@ -3,30 +3,25 @@
 Runs on a worker thread. Stamps live in the cutout cache; the outcome of each
 (target, image) — status, pixel box, message — is remembered in the job store, so a target
 met before is answered without opening the image: from the cache if it had a stamp, at
-once if it had none.
+once if it had none. Each stamp of the unit, cut or found, goes straight into the job's
+bundle (a :class:`StampSink`: the bundle itself, or a part of it written by a remote
+worker); the job serves its stamps from there, so a job makes no file per stamp.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-from vo_service.cache import (
-    KEEP_CONTENT_BYTES,
-    CachedFile,
-    CutoutCache,
-    make_key,
-    source_identity,
-)
+from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
-from vo_service.jobs.stamps import link_replacing, publish_cached
 from vo_service.products import stitching
 from vo_service.products.job_products import ProductPlan, product_unit_results
 from vo_service.shapes import CenterSize
@@ -44,6 +39,12 @@ class OutcomeMemory(Protocol):
     def stamp_outcomes(self, keys: list[str]) -> dict[str, RememberedOutcome]: ...
 
     def save_stamp_outcomes(self, outcomes: dict[str, RememberedOutcome]) -> None: ...
+
+
+class StampSink(Protocol):
+    """Where a unit puts its stamps: a ZIP member each (``ZipAppender``, ``ZipStream``)."""
+
+    def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class StampTask:
 
 @dataclass
 class Outcome:
-    """What became of one (target, image): status, box, and files (relative path, size)."""
+    """What became of one (target, image): status, box, and stamps by format (path in the
+    bundle, size)."""
 
     target: Target
     status: StampStatus
@@ -89,9 +91,6 @@ class Outcome:
     ranges: PixelRanges | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
-    # Bytes of small stamps by format, while the unit packs them into its bundle part
-    # (emptied before the outcome leaves the worker).
-    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
@@ -114,8 +113,8 @@ def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
-             formats: tuple[str, ...], max_pixels: int, stamp_dir: Path) -> list[Outcome]:
-    """Cut (or find in the cache) every target of one image; link stamps into the job.
+             formats: tuple[str, ...], max_pixels: int, sink: StampSink) -> list[Outcome]:
+    """Cut (or find in the cache) every target of one image; add its stamps to ``sink``.
 
     The cache index and the outcome memory are read and written once per task (one query,
     one transaction), not once per stamp.
@@ -131,7 +130,6 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     keyed = [(target, stem, stamp_keys(identity, target, formats, stitch, made))
              for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
-    folders = _Folders(stamp_dir)
     outcomes: list[Outcome] = []
     misses = []
     for start in range(0, len(keyed), OPEN_TARGETS):  # bounded open files (large stamps)
@@ -145,7 +143,7 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                 outcome = None
                 if remembered is not None:
                     outcome = _from_cache(opened, target, stem, keys, remembered, formats,
-                                          folders)
+                                          sink)
                 if outcome is None:
                     misses.append((target, stem, keys))
                 else:
@@ -156,24 +154,8 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                     cached.close()
     if misses:
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    folders, task))
+                                    sink, task))
     return outcomes
-
-
-class _Folders:
-    """Stamp folders of a job, each created once per task."""
-
-    def __init__(self, stamp_dir: Path) -> None:
-        self.stamp_dir = stamp_dir
-        self._made: set[str] = set()
-
-    def target(self, relative: str) -> Path:
-        """Where the stamp ``relative`` goes, its folder created."""
-        folder = relative.rpartition("/")[0]
-        if folder not in self._made:
-            (self.stamp_dir / folder).mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
-        return self.stamp_dir / relative
 
 
 def _had_stamp(remembered: RememberedOutcome | None) -> bool:
@@ -182,7 +164,7 @@ def _had_stamp(remembered: RememberedOutcome | None) -> bool:
 
 def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
                 keys: dict[str, str], remembered: RememberedOutcome,
-                formats: tuple[str, ...], folders: _Folders) -> Outcome | None:
+                formats: tuple[str, ...], sink: StampSink) -> Outcome | None:
     outcome = Outcome(target, remembered.status, remembered.message, remembered.ranges,
                       from_cache=True)
     if not remembered.has_stamp:
@@ -192,10 +174,9 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
     for fmt in formats:
         relative = stem + SUFFIX[fmt]
         cached = opened[keys[fmt]]
-        if cached.content is not None:
-            outcome.contents[fmt] = cached.content
-        size = publish_cached(cached, folders.target(relative), folder_exists=True)
-        outcome.files[fmt] = (relative, size)
+        sink.add(relative, (cached.content,) if cached.content is not None
+                 else cached.iter_chunks())
+        outcome.files[fmt] = (relative, cached.size)
     return outcome
 
 
@@ -209,7 +190,7 @@ def _stitch_key(task: StampTask) -> dict | None:
 
 
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
-                formats: tuple[str, ...], max_pixels: int, folders: _Folders,
+                formats: tuple[str, ...], max_pixels: int, sink: StampSink,
                 task: StampTask) -> list[Outcome]:
     try:
         regions = [t.region for t, _, _ in misses]
@@ -229,7 +210,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 for t, _, _ in misses]
     outcomes: list[Outcome] = []
     learned: dict[str, RememberedOutcome] = {}
-    pending = _PendingStamps(cache, folders)
+    pending = _PendingStamps(cache)
     for result in results:
         target, stem, keys = misses[result.index]
         ranges = result.pixel_box.ranges if result.pixel_box else None
@@ -244,7 +225,10 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 except ValueError as exc:  # e.g. a preview of an empty stamp
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
-                pending.add(outcome, fmt, keys[fmt], stem + SUFFIX[fmt], content)
+                relative = stem + SUFFIX[fmt]
+                sink.add(relative, (content,))
+                outcome.files[fmt] = (relative, len(content))
+                pending.add(keys[fmt], content)
         if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
             learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
                                                          ranges, result.has_stamp)
@@ -255,41 +239,26 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
 
 
 class _PendingStamps:
-    """New stamps stored in the cache a batch at a time (one index transaction per batch),
-    then linked into the job; a batch is bounded in bytes so large stamps do not pile up."""
+    """New stamps stored in the cache a batch at a time (one index transaction per batch);
+    a batch is bounded in bytes so large stamps do not pile up."""
 
     MAX_BYTES = 32 * 1024 * 1024
 
-    def __init__(self, cache: CutoutCache, folders: _Folders) -> None:
+    def __init__(self, cache: CutoutCache) -> None:
         self.cache = cache
-        self.folders = folders
-        self._items: list[tuple[Outcome, str, str, str, bytes]] = []
+        self._items: list[tuple[str, bytes]] = []
         self._bytes = 0
 
-    def add(self, outcome: Outcome, fmt: str, key: str, relative: str, content: bytes) -> None:
-        self._items.append((outcome, fmt, key, relative, content))
+    def add(self, key: str, content: bytes) -> None:
+        self._items.append((key, content))
         self._bytes += len(content)
         if self._bytes >= self.MAX_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        """Store the pending stamps and link them into the job."""
+        """Store the pending stamps."""
         if not self._items:
             return
-        paths = self.cache.put_many([(key, content) for _, _, key, _, content in self._items])
-        for outcome, fmt, key, relative, content in self._items:
-            size = _publish(paths[key], content, self.folders.target(relative))
-            outcome.files[fmt] = (relative, size)
-            if size <= KEEP_CONTENT_BYTES:
-                outcome.contents[fmt] = content
-        self._items.clear()
+        self.cache.put_many(self._items)
+        self._items = []
         self._bytes = 0
-
-
-def _publish(path: Path, content: bytes, target: Path) -> int:
-    """Link a freshly cached stamp into the job (or write the bytes if already evicted)."""
-    try:
-        link_replacing(path, target)
-    except OSError:
-        target.write_bytes(content)
-    return len(content)

@@ -1,11 +1,14 @@
-"""Files of a job on disk: the uploads that came with its creation, and its results."""
+"""Files of a job on disk: the uploads that came with its creation, and its results
+(whole files, or byte ranges of one, such as the stamps inside a catalog job's bundle)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from vo_service.jobs.store import ResultFile
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,41 @@ def remove_result_files(job_dir: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def result_location(job_dir: Path, result: ResultFile) -> Path | None:
+    """The file holding ``result`` (whole, or its byte range), or None if it is gone."""
+    path = job_dir / result.file
+    return path if path.is_file() else None
+
+
+def read_result(path: Path, result: ResultFile) -> bytes:
+    """The bytes of ``result`` held in ``path`` (:func:`result_location`)."""
+    with open(path, "rb") as handle:
+        if result.offset is None:
+            return handle.read()
+        handle.seek(result.offset)
+        return _exactly(handle.read(result.size), result)
+
+
+def iter_result(path: Path, result: ResultFile, chunk_size: int = 256 * 1024
+                ) -> Iterator[bytes]:
+    """The bytes of a result held in a range of ``path``, in chunks (for streaming)."""
+    with open(path, "rb") as handle:
+        handle.seek(result.offset or 0)
+        left = result.size
+        while left > 0:
+            chunk = handle.read(min(chunk_size, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    if left:
+        raise OSError(f"result {result.result_id} ends {left} bytes early in {path.name}")
+
+
+def _exactly(content: bytes, result: ResultFile) -> bytes:
+    if len(content) != result.size:
+        raise OSError(f"result {result.result_id} ends {result.size - len(content)} bytes "
+                      "early in its file")
+    return content

@@ -6,8 +6,8 @@ and HDU, targets with their sizes and file stems, formats, limits, cache and job
 directories); the worker process opens its own cache and job-store handles on the shared
 state directory (once per process) and runs the very same ``cut_task``
 (packing its stamps as a bundle part, ``jobs/bundle_parts.py``). A unit is
-idempotent (stamps are re-linked, outcomes upserted), so Dask may retry it on another
-worker when its worker dies.
+idempotent (each run writes a part of its own, outcomes are upserted), so Dask may retry
+it on another worker when its worker dies.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class WorkPlace:
     cache_bytes: int
     cache_min_free_bytes: int  # the operator's margin holds on the workers' disks too
     jobs_dir: str
-    stamp_dir: str
+    job_dir: str  # where the unit writes its bundle part
     delay_seconds: float = 0.0
 
 
@@ -52,7 +52,7 @@ def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
     cache, store = _worker_handles(place.cache_dir, place.cache_bytes,
                                    place.cache_min_free_bytes, place.jobs_dir)
     return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
-                        Path(place.stamp_dir))
+                        Path(place.job_dir))
 
 
 _handles_lock = threading.Lock()
@@ -98,7 +98,7 @@ class BatchExecutors:
 
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
-                formats: tuple[str, ...], stamp_dir: Path, bundle_file: Path | None = None
+                formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None
                 ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
         """(executor, function of a unit, units in flight) for one job; units of the local
         pool append their stamps to ``bundle_file`` themselves, Dask units write parts."""
@@ -109,12 +109,12 @@ class BatchExecutors:
             place = WorkPlace(formats, max_pixels, str(self.settings.cache_dir),
                               limits.cache_bytes, limits.cache_min_free_bytes,
                               str(self.settings.jobs_dir),
-                              str(stamp_dir), TASK_DELAY_SECONDS)
+                              str(job_dir), TASK_DELAY_SECONDS)
             yield executor, functools.partial(run_remote_unit, place), executor.max_workers * 2
             return
         with LocalExecutor(workers, name=name) as pool:
             yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
-                                                   stamp_dir, bundle_file)), workers * 2
+                                                   job_dir, bundle_file)), workers * 2
 
     def close(self) -> None:
         """Disconnect from the cluster (the cluster itself keeps running)."""

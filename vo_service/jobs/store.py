@@ -82,6 +82,9 @@ class ResultFile:
     ``listed``: shown in the job document and the results list. A catalog job's stamps are
     not (they are reached from its manifest, so that the job document stays small); they
     are served at their URL all the same and count towards the owner's bytes.
+    ``offset``: the result is the ``size`` bytes at this offset of ``file`` (a catalog
+    job's stamp inside its ZIP bundle, where stamps are stored uncompressed); None: the
+    whole file.
     """
 
     result_id: str
@@ -89,6 +92,7 @@ class ResultFile:
     mime_type: str
     size: int
     listed: bool = True
+    offset: int | None = None
 
 
 @dataclass
@@ -155,16 +159,12 @@ class JobStore:
             )
             self._db["results"].create(
                 {"job_id": str, "seq": int, "result_id": str, "file": str,
-                 "mime_type": str, "size": int, "listed": int},
+                 "mime_type": str, "size": int, "listed": int, "offset": int},
                 pk=("job_id", "seq"), if_not_exists=True, defaults={"listed": 1},
             )
-            if "listed" not in self._db["results"].columns_dict:  # a store made before
-                try:
-                    self._db.execute(
-                        "ALTER TABLE results ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
-                except sqlite3.OperationalError as exc:  # another process added it first
-                    if "duplicate column" not in str(exc):
-                        raise
+            # columns a store made by an earlier version lacks
+            self._add_column("results", "listed", "INTEGER NOT NULL DEFAULT 1")
+            self._add_column("results", "offset", "INTEGER")
             self._db["stamp_outcomes"].create(
                 {"key": str, "status": str, "message": str, "ranges": str, "stamp": int,
                  "created_at": float},
@@ -173,6 +173,16 @@ class JobStore:
             self._db["jobs"].create_index(["phase"], if_not_exists=True)
             self._db["jobs"].create_index(["creation_time"], if_not_exists=True)
             self._db["results"].create_index(["job_id", "result_id"], if_not_exists=True)
+
+    def _add_column(self, table: str, column: str, declaration: str) -> None:
+        """Add ``column`` to ``table`` unless it is there (another process may race)."""
+        if column in self._db[table].columns_dict:
+            return
+        try:
+            self._db.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {declaration}')
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     def close(self) -> None:
         """Close the database connection."""
@@ -447,10 +457,10 @@ class JobStore:
         the job runs, e.g. a catalog job's manifest)."""
         with self._lock, self._writing():
             changed = self._db.execute(
-                "UPDATE results SET file = ?, mime_type = ?, size = ?, listed = ? "
+                'UPDATE results SET file = ?, mime_type = ?, size = ?, listed = ?, "offset" = ? '
                 "WHERE job_id = ? AND result_id = ?",
-                [result.file, result.mime_type, result.size, int(result.listed), job_id,
-                 result.result_id]).rowcount
+                [result.file, result.mime_type, result.size, int(result.listed),
+                 result.offset, job_id, result.result_id]).rowcount
             if not changed:
                 self._insert_results(job_id, [result])
 
@@ -459,10 +469,10 @@ class JobStore:
             "SELECT coalesce(max(seq) + 1, 0) FROM results WHERE job_id = ?",
             [job_id]).fetchone()[0]
         self._db.conn.executemany(
-            "INSERT INTO results (job_id, seq, result_id, file, mime_type, size, listed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(job_id, start + i, r.result_id, r.file, r.mime_type, r.size, int(r.listed))
-             for i, r in enumerate(results)])
+            'INSERT INTO results (job_id, seq, result_id, file, mime_type, size, listed, "offset") '
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(job_id, start + i, r.result_id, r.file, r.mime_type, r.size, int(r.listed),
+              r.offset) for i, r in enumerate(results)])
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -482,8 +492,8 @@ class JobStore:
         """A job's listed results in the order they appeared."""
         with self._lock:
             rows = self._db.query(
-                "SELECT result_id, file, mime_type, size FROM results WHERE job_id = ? "
-                "AND listed ORDER BY seq", [job_id],
+                'SELECT result_id, file, mime_type, size, "offset" FROM results '
+                "WHERE job_id = ? AND listed ORDER BY seq", [job_id],
             )
             return [ResultFile(**row) for row in rows]
 
@@ -491,7 +501,7 @@ class JobStore:
         """One result by its id (listed or not), or None."""
         with self._lock:
             rows = list(self._db.query(
-                "SELECT result_id, file, mime_type, size, listed FROM results "
+                'SELECT result_id, file, mime_type, size, listed, "offset" FROM results '
                 "WHERE job_id = ? AND result_id = ?", [job_id, result_id],
             ))
         return ResultFile(**{**rows[0], "listed": bool(rows[0]["listed"])}) if rows else None

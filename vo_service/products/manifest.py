@@ -25,7 +25,7 @@ from astropy.io.votable import parse_single_table
 from astropy.io.votable.tree import Field, Info
 from astropy.utils.xml.writer import xml_escape_cdata
 
-from vo_service.engine.bundle import ZipStream
+from vo_service.engine.bundle import ZipStream, member_data_offsets
 from vo_service.engine.cutout import StampStatus
 from vo_service.votables import load_template, votable_bytes
 
@@ -254,13 +254,15 @@ class Bundle:
 
     Written in one pass by :class:`vo_service.engine.bundle.ZipStream`: each member is
     read once and written once (no seek back to patch its local header, as ``zipfile``
-    does), which matters for tens of thousands of small stamps.
+    does), which matters for tens of thousands of small stamps. The file is written in
+    place, not renamed at the end: the job serves its stamps from their byte ranges while
+    the bundle grows, and lists the bundle itself only once it is closed (a job that
+    stopped half-way runs again from the start, rewriting it).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._partial = path.with_name(path.name + ".part")
-        self._zip = ZipStream(self._partial)
+        self._zip = ZipStream(path)
         self.members = 0
 
     def add_file(self, source: Path, arcname: str) -> None:
@@ -277,21 +279,25 @@ class Bundle:
     @property
     def appendable_file(self) -> Path:
         """The file `ZipAppender`s of the same machine may append stamps to (`adopt`)."""
-        return self._partial
+        return self.path
 
-    def adopt(self, entries: list[tuple[bytes, int, int, int]]) -> None:
-        """Take on members a `ZipAppender` appended to `appendable_file`."""
+    def adopt(self, entries: list[tuple[bytes, int, int, int]]) -> dict[str, int]:
+        """Take on members a `ZipAppender` appended to `appendable_file`; returns where
+        each member's bytes start in the bundle, by name."""
         self._zip.adopt(entries)
         self.members += len(entries)
+        return member_data_offsets(entries)
 
-    def add_part(self, part: Path, entries: list[tuple[bytes, int, int, int]]) -> None:
-        """Append a part written by a worker (``ZipStream.close_part``), then delete it."""
-        self._zip.append_part(part, entries)
+    def add_part(self, part: Path, entries: list[tuple[bytes, int, int, int]]
+                 ) -> dict[str, int]:
+        """Append a part written by a worker (``ZipStream.close_part``), then delete it;
+        returns where each member's bytes start in the bundle, by name."""
+        placed = self._zip.append_part(part, entries)
         self.members += len(entries)
         part.unlink(missing_ok=True)
+        return member_data_offsets(placed)
 
     def close(self) -> int:
-        """Finish the ZIP directory and move it into place; return its size in bytes."""
+        """Finish the ZIP directory; return the bundle's size in bytes."""
         self._zip.close()
-        os.replace(self._partial, self.path)
         return self.path.stat().st_size

@@ -14,11 +14,17 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import BaseRoute, Route
 
 from vo_service.config import Settings
 from vo_service.jobs import documents
+from vo_service.jobs.job_files import iter_result, result_location
 from vo_service.jobs.phases import Phase, parse_phase
 from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
@@ -327,12 +333,16 @@ async def result_file(request: Request) -> Response:
     job = _job(request)
     store = _service(request).store
     result = store.result(job.job_id, request.path_params["result_id"])
-    path = store.job_dir(job.job_id) / result.file if result else None
-    if result is None or path is None or not Path(path).is_file():
+    path = result_location(store.job_dir(job.job_id), result) if result else None
+    if result is None or path is None:
         raise NotFound(f"job {job.job_id} has no result {request.path_params['result_id']!r}")
-    filename = Path(result.file).name
-    return FileResponse(path, media_type=result.mime_type,
-                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    if result.offset is None:
+        return FileResponse(path, media_type=result.mime_type, headers={
+            "Content-Disposition": f'inline; filename="{Path(result.file).name}"'})
+    # a catalog job's stamp: its bytes inside the job's bundle, named like its member
+    return StreamingResponse(iter_result(path, result), media_type=result.mime_type, headers={
+        "Content-Length": str(result.size),
+        "Content-Disposition": f'inline; filename="{result.result_id}"'})
 
 
 async def parameters_resource(request: Request) -> Response:

@@ -8,6 +8,7 @@ tiles overlap, so a target can have several); the first ``ok`` one is shown.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -220,22 +221,22 @@ def load_gallery(manifest: Path, band_wavelength: dict[str, float]) -> Gallery:
     return gallery
 
 
-def stamp_pixels(path: Path) -> np.ndarray:
-    """Physical pixel values of a FITS stamp (first HDU with an image; BSCALE/BZERO
-    applied, BLANK as NaN)."""
-    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdus:
+def stamp_pixels(stamp: bytes) -> np.ndarray:
+    """Physical pixel values of a FITS stamp's bytes (first HDU with an image;
+    BSCALE/BZERO applied, BLANK as NaN)."""
+    with fits.open(io.BytesIO(stamp), memmap=False, do_not_scale_image_data=True) as hdus:
         for hdu in hdus:
             if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
                 return physical_values(np.asarray(hdu.data), **header_scaling(hdu.header))
-    raise ValueError(f"{path.name} holds no image")
+    raise ValueError("the stamp holds no image")
 
 
-def render_thumbnail(path: Path, options: PreviewOptions) -> bytes:
+def render_thumbnail(stamp: bytes, options: PreviewOptions) -> bytes:
     """PNG/JPEG of a FITS stamp with the chosen stretch, limits and inversion."""
-    return options.render(stamp_pixels(path))
+    return options.render(stamp_pixels(stamp))
 
 
-def render_colour(paths: list[Path], size: int | None) -> bytes:
+def render_colour(stamps: list[bytes], size: int | None) -> bytes:
     """Lupton RGB PNG of three FITS stamps (red, green, blue)."""
-    red, green, blue = (stamp_pixels(path) for path in paths)
+    red, green, blue = (stamp_pixels(stamp) for stamp in stamps)
     return render_composite(red, green, blue, stretch=COMPOSITE_STRETCH, size=size)

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
+from vo_service.jobs.job_files import read_result, result_location
 from vo_service.jobs.store import JobRecord, JobStore
 from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import NotFound, UsageError, parse_int, read_params
@@ -143,11 +144,20 @@ def _band_wavelengths(request: Request) -> dict[str, float]:
 
 
 def _result_path(store: JobStore, job_id: str, result_id: str) -> Path | None:
+    """The file of a whole-file result (a manifest, a MOC), or None."""
     result = store.result(job_id, result_id)
-    if result is None:
+    if result is None or result.offset is not None:
         return None
-    path = store.job_dir(job_id) / result.file
-    return path if path.is_file() else None
+    return result_location(store.job_dir(job_id), result)
+
+
+def _result_bytes(store: JobStore, job_id: str, result_id: str) -> bytes | None:
+    """The bytes of a FITS stamp result (a file, or a member of the job's bundle)."""
+    result = store.result(job_id, result_id)
+    if result is None or result.mime_type != "application/fits":
+        return None
+    path = result_location(store.job_dir(job_id), result)
+    return read_result(path, result) if path is not None else None
 
 
 def _load_gallery(request: Request, job: JobRecord) -> gallery.Gallery | None:
@@ -190,12 +200,11 @@ async def thumb_endpoint(request: Request) -> Response:
     params = await read_params(request)
     options = _preview_options(params, 160)
     store = _store(request)
-    result = store.result(job.job_id, result_id)
-    path = _result_path(store, job.job_id, result_id)
-    if result is None or path is None or result.mime_type != "application/fits":
-        raise NotFound(f"job {job.job_id} has no FITS stamp {result_id!r}")
     try:
-        content = await run_in_threadpool(gallery.render_thumbnail, path, options)
+        stamp = await run_in_threadpool(_result_bytes, store, job.job_id, result_id)
+        if stamp is None:
+            raise NotFound(f"job {job.job_id} has no FITS stamp {result_id!r}")
+        content = await run_in_threadpool(gallery.render_thumbnail, stamp, options)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot render {result_id}: {exc}") from exc
     return Response(content, media_type=options.media_type, headers=IMAGE_HEADERS)
@@ -211,16 +220,18 @@ async def composite_endpoint(request: Request) -> Response:
     target = found.target(row) if found is not None else None
     if found is None or target is None or not found.composite_bands:
         raise NotFound(f"job {job.job_id} has no colour composite for row {row}")
-    store, paths = _store(request), []
-    for band, stamps in zip(found.composite_bands, found.composite_stamps(target), strict=True):
-        fits_ids = [s.result_id for s in stamps if s.is_fits and s.result_id]
-        path = _result_path(store, job.job_id, fits_ids[0]) if fits_ids else None
-        if path is None:
-            raise NotFound(f"target {target.target_id} has no {band} "
-                           f"{found.composite_product} FITS stamp for a composite")
-        paths.append(path)
+    store, stamps = _store(request), []
     try:
-        content = await run_in_threadpool(gallery.render_colour, paths,
+        for band, cells in zip(found.composite_bands, found.composite_stamps(target),
+                               strict=True):
+            fits_ids = [s.result_id for s in cells if s.is_fits and s.result_id]
+            stamp = await run_in_threadpool(_result_bytes, store, job.job_id,
+                                            fits_ids[0]) if fits_ids else None
+            if stamp is None:
+                raise NotFound(f"target {target.target_id} has no {band} "
+                               f"{found.composite_product} FITS stamp for a composite")
+            stamps.append(stamp)
+        content = await run_in_threadpool(gallery.render_colour, stamps,
                                           min(size, MAX_THUMB_SIZE))
     except (CompositeError, OSError, ValueError) as exc:
         raise UsageError(f"cannot make a colour composite of {target.target_id}: {exc}"
