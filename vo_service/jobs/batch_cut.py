@@ -11,11 +11,13 @@ worker); the job serves its stamps from there, so a job makes no file per stamp.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vo_service.cache import CachedFile, CutoutCache, make_key, source_identity
+from vo_service.cache import CachedFile, CutoutCache, source_identity
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
@@ -30,7 +32,8 @@ SUFFIX = {"fits": ".fits", "png": ".png"}
 # Targets whose cached stamps are opened at once (one index query and transaction each).
 OPEN_TARGETS = 64
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
-KEY_VERSION = 2  # 2: previews of physical values (BSCALE/BZERO, BLANK as missing)
+# 2: previews of physical values (BSCALE/BZERO, BLANK as missing); 3: keys hashed in parts
+KEY_VERSION = 3
 
 
 class OutcomeMemory(Protocol):
@@ -93,23 +96,42 @@ class Outcome:
     from_cache: bool = False
 
 
-def stamp_keys(identity: dict, target: Target, formats: tuple[str, ...],
-               stitch: dict | None = None, product: dict[str, object] | None = None
-               ) -> dict[str, str]:
-    """Keys of a target's outcome and of each stamp format on one source image (and, for
-    stitched stamps, the method and the neighbours as they are on disk; ``product``: what
-    else makes a PSF or catalog product's bytes)."""
-    request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
-               "center": [target.ra, target.dec],
-               "size": [target.size, target.size, target.unit], "pad": False,
-               **({"stitch": stitch} if stitch else {}),
-               **({"made": product} if product is not None else {})}
-    keys = {"outcome": make_key({**request, "what": "outcome"})}
-    for fmt in formats:
-        keys[fmt] = make_key({**request, "what": "stamp", "format": fmt,
-                              "render": {} if fmt == "fits" else {"stretch": "linear",
-                                                                  "limits": "zscale"}})
-    return keys
+class StampKeys:
+    """Cache keys of the stamps of one source image's targets.
+
+    The canonical description of what the image contributes (its identity on disk, and
+    for stitched stamps the method and the neighbours, for a PSF or catalog product what
+    else makes its bytes) is hashed once; each target's keys continue that hash with the
+    target's position and size, then with what is keyed: the outcome, or a stamp format
+    and its rendering.
+    """
+
+    def __init__(self, identity: dict, formats: tuple[str, ...], stitch: dict | None = None,
+                 product: dict[str, object] | None = None) -> None:
+        request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
+                   "pad": False, "stitch": stitch, "made": product}
+        self._image = hashlib.sha256(_canonical(request) + b"|")
+        self._what = {"outcome": b"|" + _canonical({"what": "outcome"})}
+        for fmt in formats:
+            render = {} if fmt == "fits" else {"stretch": "linear", "limits": "zscale"}
+            self._what[fmt] = b"|" + _canonical({"what": "stamp", "format": fmt,
+                                                 "render": render})
+
+    def of(self, target: Target) -> dict[str, str]:
+        """The keys of ``target``'s outcome and of each of its stamp formats."""
+        hashed = self._image.copy()
+        hashed.update(_canonical([target.ra, target.dec, target.size, target.unit]))
+        keys = {}
+        for what, suffix in self._what.items():
+            key = hashed.copy()
+            key.update(suffix)
+            keys[what] = key.hexdigest()
+        return keys
+
+
+def _canonical(value: object) -> bytes:
+    """``value`` as canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
@@ -127,8 +149,8 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
         return [Outcome(t, StampStatus.ERROR, f"the image cannot be read: {exc}")
                 for t, _ in task.entries]
     made = task.product.key_parts() if task.product is not None else None
-    keyed = [(target, stem, stamp_keys(identity, target, formats, stitch, made))
-             for target, stem in task.entries]
+    keyer = StampKeys(identity, formats, stitch, made)
+    keyed = [(target, stem, keyer.of(target)) for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     outcomes: list[Outcome] = []
     misses = []
