@@ -428,3 +428,27 @@ def test_zip_appender_writes_a_few_members_at_a_time(tmp_path, monkeypatch):
     with zipfile.ZipFile(target) as readback:
         assert readback.testzip() is None
         assert {name: readback.read(name) for name in readback.namelist()} == members
+
+
+def test_a_member_whose_crc_is_known_is_not_checksummed_again(tmp_path, monkeypatch):
+    """A stamp verified by the cache comes with its CRC-32, which the ZIP header takes as
+    it is (reading the archive back checks it); other members are checksummed here."""
+    from vo_service.engine import bundle
+
+    payloads = {"known.fits": b"K" * 5000, "computed.fits": b"C" * 5000}
+    target = tmp_path / "crc.zip"
+    archive = bundle.ZipStream(target)
+    archive.flush()
+    computed = []
+    real_crc32 = bundle.zlib.crc32
+    monkeypatch.setattr(bundle.zlib, "crc32", lambda data, start=0: computed.append(
+        bytes(data[:1])) or real_crc32(data, start))
+    appender = bundle.ZipAppender(target)
+    appender.add("known.fits", [payloads["known.fits"]], crc=real_crc32(b"K" * 5000))
+    appender.add("computed.fits", [payloads["computed.fits"]])
+    archive.adopt(appender.close())
+    archive.close()
+    assert computed == [b"C"]
+    with zipfile.ZipFile(target) as readback:
+        assert readback.testzip() is None
+        assert {name: readback.read(name) for name in readback.namelist()} == payloads

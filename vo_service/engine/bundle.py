@@ -47,13 +47,15 @@ class ZipStream:
         self._time, self._date = _dos_time(time.time())
         self._appended = False
 
-    def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
-        """One member from byte chunks (held briefly to compute the CRC and size).
-        Not while `ZipAppender`s are still appending to the same file."""
+    def add(self, name: str, chunks: Iterable[bytes | memoryview], crc: int | None = None
+            ) -> None:
+        """One member from byte chunks (held briefly to compute the CRC and size; ``crc``:
+        their CRC-32 when the caller already knows it). Not while `ZipAppender`s are still
+        appending to the same file."""
         if self._appended:
             self._seek_end()
         header, parts, (encoded, crc, size) = _local_member(name, chunks, self._time,
-                                                            self._date)
+                                                            self._date, crc)
         write = self._stream.write
         write(header)
         for part in parts:
@@ -185,9 +187,12 @@ class ZipAppender:
         self.entries: list[tuple[bytes, int, int, int]] = []
         self._time, self._date = _dos_time(time.time())
 
-    def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None:
+    def add(self, name: str, chunks: Iterable[bytes | memoryview], crc: int | None = None
+            ) -> None:
+        """Buffer one member (``crc``: the CRC-32 of its bytes, if known), appending the
+        buffer when it is full."""
         header, parts, (encoded, crc, size) = _local_member(name, chunks, self._time,
-                                                            self._date)
+                                                            self._date, crc)
         if self._pending_size + len(header) + size > self._buffer_bytes:
             self.flush()  # keep each write within the buffer
         self._pending_entries.append((encoded, crc, size, self._pending_size))
@@ -232,15 +237,19 @@ def member_data_offsets(entries: list[tuple[bytes, int, int, int]]) -> dict[str,
 
 
 def _local_member(name: str, chunks: Iterable[bytes | memoryview], dos_time: int,
-                  dos_date: int) -> tuple[bytes, list[bytes | memoryview],
-                                          tuple[bytes, int, int]]:
-    """(local header, data parts, (encoded name, CRC, size)) of one stored member."""
+                  dos_date: int, known_crc: int | None = None
+                  ) -> tuple[bytes, list[bytes | memoryview], tuple[bytes, int, int]]:
+    """(local header, data parts, (encoded name, CRC, size)) of one stored member; the
+    CRC-32 is computed unless ``known_crc`` gives it."""
     parts = list(chunks)
     crc = 0
     size = 0
     for part in parts:
-        crc = zlib.crc32(part, crc)
+        if known_crc is None:
+            crc = zlib.crc32(part, crc)
         size += len(part) if isinstance(part, bytes) else part.nbytes
+    if known_crc is not None:
+        crc = known_crc
     if size >= ZIP32_LIMIT:
         raise ValueError(f"member {name} is too large for a stored stamp ({size} bytes)")
     encoded = name.encode("utf-8")
