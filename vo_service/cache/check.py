@@ -1,10 +1,12 @@
 """Consistency check of a cutout cache (``vo-service check``, tests after a crash).
 
-A cache is consistent when every index row has its file with the recorded size and sha256,
-every file under ``objects/`` has an index row, and the running totals equal the sum of the
-rows. :func:`check_cache` repairs what it finds: damaged or missing entries are dropped
-(they will be recomputed, never served), stray and half-written files are deleted and the
-totals recomputed.
+A cache is consistent when every index row has its bytes with the recorded size and
+checksum (an own file under ``objects/`` and its sha256, or a range of a pack file under
+``packs/`` and its CRC-32), every file under ``objects/`` and ``packs/`` has an index row
+referring to it, and the running totals equal the sum of the rows. :func:`check_cache`
+repairs what it finds: damaged or missing entries are dropped (they will be recomputed,
+never served), a pack no row refers to any more is deleted with them, stray and
+half-written files are deleted and the totals recomputed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 
-from vo_service.cache import CutoutCache, _hash_handle
+from vo_service.cache import CutoutCache, _hash_handle, remove_strays
 from vo_service.cache.index import _TABLE, _TOTALS
 
 
@@ -24,7 +27,7 @@ class CacheCheck:
 
     entries: int = 0
     verified: int = 0
-    dropped: list[str] = field(default_factory=list)  # keys whose file was missing/damaged
+    dropped: list[str] = field(default_factory=list)  # keys whose bytes were missing/damaged
     strays_removed: int = 0
     totals_fixed: bool = False
 
@@ -43,9 +46,14 @@ def check_cache(cache: CutoutCache, *, min_age_seconds: float = 0.0) -> CacheChe
     """Verify and repair ``cache``; files younger than ``min_age_seconds`` that the index
     does not know are left alone (writes in flight in a running service)."""
     report = CacheCheck()
-    rows = list(cache._db().execute(f"SELECT key, size, sha256 FROM {_TABLE}"))
+    rows = list(cache._db().execute(
+        f'SELECT key, size, sha256, pack, "offset", crc32 FROM {_TABLE}'))
     report.entries = len(rows)
-    for key, size, digest in rows:
+    packs: dict[str, list[tuple[str, int, int, int | None]]] = {}
+    for key, size, digest, pack, offset, crc in rows:
+        if pack is not None:
+            packs.setdefault(pack, []).append((key, offset, size, crc))
+            continue
         try:
             with open(cache.path_for(key), "rb") as handle:
                 found = _hash_handle(handle)
@@ -56,16 +64,19 @@ def check_cache(cache: CutoutCache, *, min_age_seconds: float = 0.0) -> CacheChe
         else:
             cache._drop(key, expected_sha256=digest, unlink=True)
             report.dropped.append(key)
-    known = {row[0] for row in rows} - set(report.dropped)
+    for pack, members in packs.items():
+        damaged = _damaged_members(cache, pack, members)
+        report.verified += len(members) - len(damaged)
+        if damaged:
+            report.dropped.extend(damaged)
+            if cache.index.forget_packed(pack, damaged):
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    cache.pack_path(pack).unlink()
     cutoff = time.time() + 1 if min_age_seconds <= 0 else time.time() - min_age_seconds
+    known = cache.index.own_file_keys()
     for directory in filter(os.path.isdir, cache.objects_dir.iterdir()):
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name not in known and entry.is_file():
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat().st_mtime < cutoff:
-                            os.unlink(entry.path)
-                            report.strays_removed += 1
+        report.strays_removed += remove_strays(directory, known, cutoff)
+    report.strays_removed += remove_strays(cache.packs_dir, cache.index.packs(), cutoff)
     with cache._write() as db:
         total, count = db.execute(
             f"SELECT COALESCE(SUM(size), 0), COUNT(*) FROM {_TABLE}").fetchone()
@@ -75,3 +86,21 @@ def check_cache(cache: CutoutCache, *, min_age_seconds: float = 0.0) -> CacheChe
                        [total, count])
             report.totals_fixed = True
     return report
+
+
+def _damaged_members(cache: CutoutCache, pack: str,
+                     members: list[tuple[str, int, int, int | None]]) -> list[str]:
+    """The keys of ``members`` (key, offset, size, crc32) of ``pack`` whose bytes are not
+    there intact (all of them if the pack file is missing)."""
+    try:
+        handle = open(cache.pack_path(pack), "rb")  # noqa: SIM115 - closed below
+    except (FileNotFoundError, ValueError):
+        return [key for key, _, _, _ in members]
+    damaged = []
+    with handle:
+        for key, offset, size, crc in sorted(members, key=lambda member: member[1]):
+            handle.seek(offset)
+            content = handle.read(size)
+            if len(content) != size or zlib.crc32(content) != crc:
+                damaged.append(key)
+    return damaged

@@ -1,8 +1,11 @@
-"""The SQLite index of the cutout cache: one row per file, a logical LRU clock, totals.
+"""The SQLite index of the cutout cache: one row per entry, a logical LRU clock, totals.
 
-Each row records a file's size and sha256 and when it was last used (``used_seq``, a
-logical clock); a one-row table of totals, kept by triggers in the same transaction as every
-insert, update and delete, lets a put check the byte budget without summing every entry.
+Each row records an entry's size and when it was last used (``used_seq``, a logical clock),
+and where its bytes are: ``pack`` NULL for an entry that is its own file (checked by its
+``sha256``), else the name of the pack file holding it at ``offset`` (checked by its
+``crc32``). A one-row table of totals, kept by triggers in the same transaction as every
+insert, update and delete, lets a put check the byte budget without summing every entry;
+the bytes of a pack are the sizes of its rows, so the totals stay exact when whole packs go.
 Writes are ``BEGIN IMMEDIATE`` transactions on one connection per thread (WAL mode,
 sqlite-utils), so several threads and processes can share one cache directory. The threads
 of one process take turns at writing on a lock of their own first: SQLite's busy handler
@@ -19,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
@@ -34,6 +38,39 @@ _TRIGGERS = (
     f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_resized AFTER UPDATE OF size ON {_TABLE} BEGIN "
     f"UPDATE {_TOTALS} SET bytes = bytes - OLD.size + NEW.size WHERE id = 1; END",
 )
+
+
+# Columns added after the first release, with their definitions (ALTER TABLE on old caches).
+_ADDED_COLUMNS = {
+    "pack": "TEXT",
+    "offset": "INTEGER NOT NULL DEFAULT 0",
+    "crc32": "INTEGER",
+}
+# Finding the rows of one pack (eviction, drops) without a scan; own-file rows stay out.
+_PACK_INDEX = (f"CREATE INDEX IF NOT EXISTS {_TABLE}_pack ON {_TABLE} (pack) "
+               "WHERE pack IS NOT NULL")
+
+
+@dataclass
+class Eviction:
+    """What an eviction took: the keys, and the packs that went whole with them (their
+    files are the caller's to delete; own-file keys are those not in a pack)."""
+
+    keys: list[str] = field(default_factory=list)
+    packs: set[str] = field(default_factory=set)
+    own_keys: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+
+@dataclass
+class Replaced:
+    """What a record replaced: own-file keys now stored elsewhere (their old files are
+    left over) and packs that no row refers to any more (their files can go)."""
+
+    own_keys: list[str] = field(default_factory=list)
+    empty_packs: set[str] = field(default_factory=set)
 
 
 # One write lock per index file in this process, shared by every CacheIndex of that file.
@@ -97,10 +134,21 @@ class CacheIndex:
                         "used_at": float,
                         "used_seq": int,
                         "hits": int,
+                        "pack": str,
+                        "offset": int,
+                        "crc32": int,
                     },
                     pk="key",
+                    not_null={"offset"},
+                    defaults={"offset": 0},
                 )
                 db[_TABLE].create_index(["used_seq"])
+            else:  # a cache made before packs: add their columns, keep the rows
+                columns = db[_TABLE].columns_dict
+                for name, definition in _ADDED_COLUMNS.items():
+                    if name not in columns:
+                        db.execute(f'ALTER TABLE {_TABLE} ADD COLUMN "{name}" {definition}')
+            db.execute(_PACK_INDEX)
             if _TOTALS not in db.table_names():  # new cache, or one made before the totals
                 db.execute(f"CREATE TABLE {_TOTALS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
                            "bytes INTEGER NOT NULL, entries INTEGER NOT NULL)")
@@ -117,7 +165,7 @@ class CacheIndex:
             self._local.db = None
 
     def row(self, key: str) -> dict | None:
-        """The entry of ``key`` (size, sha256, times, hits), or None."""
+        """The entry of ``key`` (size, sha256 or pack/offset/crc32, times, hits), or None."""
         rows = list(self.db().query(f"SELECT * FROM {_TABLE} WHERE key = ?", [key]))
         return rows[0] if rows else None
 
@@ -149,67 +197,151 @@ class CacheIndex:
             )
 
     def forget(self, key: str, *, expected_sha256: str) -> None:
-        """Delete the entry of ``key`` unless another writer has replaced it meanwhile."""
+        """Delete the own-file entry of ``key`` unless another writer has replaced it
+        meanwhile."""
         with self.write() as db:
             db.execute(
-                f"DELETE FROM {_TABLE} WHERE key = ? AND sha256 = ?", [key, expected_sha256]
+                f"DELETE FROM {_TABLE} WHERE key = ? AND sha256 = ? AND pack IS NULL",
+                [key, expected_sha256],
             )
+
+    def forget_packed(self, pack: str, keys: Collection[str] | None = None) -> bool:
+        """Delete the entries ``keys`` (all if None) that are still in ``pack``; True if
+        no entry refers to the pack any more (its file can go)."""
+        with self.write() as db:
+            if keys is None:
+                db.execute(f"DELETE FROM {_TABLE} WHERE pack = ?", [pack])
+                return True
+            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ? AND pack = ?",
+                                [(key, pack) for key in keys])
+            return not self._pack_in_use(db, pack)
+
+    @staticmethod
+    def _pack_in_use(db: sqlite_utils.Database, pack: str) -> bool:
+        return db.execute(f"SELECT 1 FROM {_TABLE} WHERE pack = ? LIMIT 1",
+                          [pack]).fetchone() is not None
 
     def record(self, key: str, size: int, sha256: str) -> None:
         """Record (or replace) the entry of a file just written, as the most recent."""
         self.record_many([(key, size, sha256)])
 
-    def record_many(self, entries: list[tuple[str, int, str]]) -> None:
+    def record_many(self, entries: list[tuple[str, int, str]]) -> Replaced:
         """Record (or replace) entries (key, size, sha256) of files just written, in this
-        order as the most recent, in one transaction."""
-        if not entries:
-            return
+        order as the most recent, in one transaction; what they replaced in packs."""
+        return self._upsert([(key, size, sha256, None, 0, None)
+                             for key, size, sha256 in entries])
+
+    def record_packed(self, pack: str, entries: list[tuple[str, int, int, int]]) -> Replaced:
+        """Record (or replace) the entries (key, offset, size, crc32) of the pack file
+        ``pack`` just written, in this order as the most recent, in one transaction; what
+        they replaced (own files now left over, packs no row refers to any more)."""
+        return self._upsert([(key, size, None, pack, offset, crc)
+                             for key, offset, size, crc in entries])
+
+    def _upsert(self, rows: list[tuple[str, int, str | None, str | None, int, int | None]]
+                ) -> Replaced:
+        """Insert or replace rows (key, size, sha256, pack, offset, crc32) as the most recent."""
+        replaced = Replaced()
+        if not rows:
+            return replaced
         now = time.time()
         with self.write() as db:
+            before = self._locations(db, [row[0] for row in rows])
             # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers.
             db.conn.executemany(
                 f"INSERT INTO {_TABLE} "
-                "(key, size, sha256, created_at, used_at, used_seq, hits) "
-                f"VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
+                '(key, size, sha256, pack, "offset", crc32, created_at, used_at, used_seq, hits) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                f"(SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
                 "ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+                'pack = excluded.pack, "offset" = excluded."offset", crc32 = excluded.crc32, '
                 "created_at = excluded.created_at, used_at = excluded.used_at, "
                 "used_seq = excluded.used_seq, hits = 0",
-                [(key, size, sha256, now, now) for key, size, sha256 in entries],
+                [(*row, now, now) for row in rows],
             )
+            new_pack = {row[0]: row[3] for row in rows}
+            for key, old_pack in before.items():
+                if old_pack is None and new_pack[key] is not None:
+                    replaced.own_keys.append(key)
+                elif old_pack is not None and old_pack != new_pack[key]:
+                    replaced.empty_packs.add(old_pack)
+            replaced.empty_packs = {pack for pack in replaced.empty_packs
+                                    if not self._pack_in_use(db, pack)}
+        return replaced
+
+    @staticmethod
+    def _locations(db: sqlite_utils.Database, keys: list[str]) -> dict[str, str | None]:
+        """The pack (None: own file) of those ``keys`` that have entries."""
+        found: dict[str, str | None] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            found.update(db.execute(
+                f"SELECT key, pack FROM {_TABLE} WHERE key IN ({marks})", part).fetchall())
+        return found
 
     def evict_over(self, max_bytes: int, keep: str | Collection[str] | None = None, *,
-                   spare_bytes: int | None = None) -> list[str]:
+                   spare_bytes: int | None = None) -> Eviction:
         """Delete least recently used entries (never ``keep``: one key or several) until the
         total fits ``max_bytes`` and, if given, ``spare_bytes`` more would still fit on the
-        disk (negative: that many bytes must go); return their keys, whose files the caller
+        disk (negative: that many bytes must go); return what went, whose files the caller
         removes.
 
-        The total is the running one (one row), so a put within budget costs O(1), and an
-        eviction reads only as many entries, oldest first, as it removes.
+        An entry in a pack takes all entries of its pack with it (their bytes are the pack
+        file's bytes), and a pack holding a ``keep`` key is never chosen. The total is the
+        running one (one row), so a put within budget costs O(1), and an eviction reads
+        only as many entries, oldest first, as it removes.
         """
+        evicted = Eviction()
         with self.write() as db:
             total = int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
             if spare_bytes is not None:
                 max_bytes = min(max_bytes, total + spare_bytes)
             if total <= max_bytes:
-                return []
+                return evicted
             kept = {keep} if isinstance(keep, str) else set(keep or ())
-            victims: list[str] = []
-            cursor = db.conn.execute(f"SELECT key, size FROM {_TABLE} ORDER BY used_seq ASC")
-            for key, size in cursor:
+            protected: set[str] = set()  # packs holding a kept key
+            cursor = db.conn.execute(
+                f"SELECT key, size, pack FROM {_TABLE} ORDER BY used_seq ASC")
+            for key, size, pack in cursor:
                 if total <= max_bytes:
                     break
-                if key in kept:
+                if pack is None:
+                    if key not in kept:
+                        evicted.keys.append(key)
+                        evicted.own_keys.append(key)
+                        total -= size
                     continue
-                victims.append(key)
-                total -= size
+                if pack in evicted.packs or pack in protected:
+                    continue
+                members = db.execute(f"SELECT key, size FROM {_TABLE} WHERE pack = ?",
+                                     [pack]).fetchall()
+                if any(member in kept for member, _ in members):
+                    protected.add(pack)
+                    continue
+                evicted.packs.add(pack)
+                evicted.keys.extend(member for member, _ in members)
+                total -= sum(member_size for _, member_size in members)
             cursor.close()
-            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?", [(k,) for k in victims])
-        return victims
+            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?",
+                                [(k,) for k in evicted.own_keys])
+            db.conn.executemany(f"DELETE FROM {_TABLE} WHERE pack = ?",
+                                [(p,) for p in evicted.packs])
+        return evicted
 
     def keys(self) -> set[str]:
         """Every key the index knows."""
         return {row[0] for row in self.db().execute(f"SELECT key FROM {_TABLE}")}
+
+    def own_file_keys(self) -> set[str]:
+        """The keys whose entries are files of their own (not in a pack)."""
+        return {row[0] for row in
+                self.db().execute(f"SELECT key FROM {_TABLE} WHERE pack IS NULL")}
+
+    def packs(self) -> set[str]:
+        """The names of the pack files that entries refer to."""
+        return {row[0] for row in self.db().execute(
+            f"SELECT DISTINCT pack FROM {_TABLE} WHERE pack IS NOT NULL")}
 
     def totals(self) -> tuple[int, int]:
         """(bytes, entries): the running totals."""
