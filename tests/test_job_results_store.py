@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from test_outcome_memo import V1_DUMP
 
 from vo_service.engine.cutout import StampStatus
