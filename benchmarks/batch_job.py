@@ -82,6 +82,7 @@ BOOKKEEPING = {
     "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
                     ("vo_service.cache.index", "CacheIndex.touch_many"),
                     ("vo_service.cache.index", "CacheIndex.record_many"),
+                    ("vo_service.cache.index", "CacheIndex.record_packed"),
                     ("vo_service.cache.index", "CacheIndex.evict_over"),
                     ("vo_service.jobs.store", "JobStore.stamp_outcomes"),
                     ("vo_service.jobs.store", "JobStore.save_stamp_outcomes")],

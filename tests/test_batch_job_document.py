@@ -94,9 +94,12 @@ def test_a_job_of_40000_stamps_has_a_small_document_and_every_stamp_in_its_manif
                 fits.open(io.BytesIO(single.fits_bytes())) as expected:
             np.testing.assert_array_equal(hdus[0].data, expected[0].data)
             assert hdus[0].header["ORIGFILE"] == record.path.name
-    # the stamps are served from the bundle: the job makes no file per stamp
+    # the stamps are served from the bundle and cached in packs: no file per stamp
     job_dir = jobdoc_server.settings.jobs_dir / url.rsplit("/", 1)[1]
     assert sum(1 for path in job_dir.rglob("*") if path.is_file()) < 20
+    cache_dir = jobdoc_server.settings.cache_dir
+    assert not any(path.is_file() for path in (cache_dir / "objects").rglob("*"))
+    assert 0 < sum(1 for _ in (cache_dir / "packs").iterdir()) < len(stamps) / 100
     client.delete(url)
 
 

@@ -358,3 +358,20 @@ def test_processes_putting_packs_concurrently_leave_a_consistent_index(tmp_path:
     assert disk_bytes(cache) >= stats.total_bytes  # replaced entries leave dead bytes
     report = check_cache(cache)
     assert report.consistent and report.verified == stats.entries
+
+
+def test_publishing_a_packed_entry_copies_its_bytes_not_the_pack(cache: CutoutCache,
+                                                                 tmp_path: Path) -> None:
+    """A job publishing a cached stamp hard-links an own file, but a packed entry shares
+    its file with its pack-mates: the job gets a copy of exactly the entry's bytes."""
+    from vo_service.jobs.stamps import publish_cached
+
+    items = batch("pub", 3)
+    cache.put_pack(items)
+    cache.put(key_of("own"), stamp("own"))
+    target = tmp_path / "job" / "second.fits"
+    assert publish_cached(cache.open(items[1][0]), target) == len(items[1][1])
+    assert target.read_bytes() == items[1][1] and os.stat(target).st_nlink == 1
+    linked = tmp_path / "job" / "own.fits"
+    publish_cached(cache.open(key_of("own")), linked)
+    assert linked.read_bytes() == stamp("own") and os.stat(linked).st_nlink == 2

@@ -47,7 +47,8 @@ class OutcomeMemory(Protocol):
 class StampSink(Protocol):
     """Where a unit puts its stamps: a ZIP member each (``ZipAppender``, ``ZipStream``)."""
 
-    def add(self, name: str, chunks: Iterable[bytes | memoryview]) -> None: ...
+    def add(self, name: str, chunks: Iterable[bytes | memoryview],
+            crc: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
         relative = stem + SUFFIX[fmt]
         cached = opened[keys[fmt]]
         sink.add(relative, (cached.content,) if cached.content is not None
-                 else cached.iter_chunks())
+                 else cached.iter_chunks(), crc=cached.crc32)  # verified by the cache
         outcome.files[fmt] = (relative, cached.size)
     return outcome
 
@@ -261,8 +262,8 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
 
 
 class _PendingStamps:
-    """New stamps stored in the cache a batch at a time (one index transaction per batch);
-    a batch is bounded in bytes so large stamps do not pile up."""
+    """New stamps stored in the cache a batch at a time: one pack file and one index
+    transaction per batch, bounded in bytes so large stamps do not pile up."""
 
     MAX_BYTES = 32 * 1024 * 1024
 
@@ -281,6 +282,6 @@ class _PendingStamps:
         """Store the pending stamps."""
         if not self._items:
             return
-        self.cache.put_many(self._items)
+        self.cache.put_pack(self._items)
         self._items = []
         self._bytes = 0

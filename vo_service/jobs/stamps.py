@@ -12,13 +12,16 @@ def publish_cached(cached: CachedFile, target: Path, *, folder_exists: bool = Fa
     """Hard-link a cache file to ``target``, else copy it from the open handle; its size.
 
     A hard link survives the cache evicting the entry later and costs no space or I/O. If
-    the entry was evicted (or lives on another file system) the bytes come from the handle
-    the cache opened, which stays readable either way. ``folder_exists`` skips creating
-    ``target``'s folder (callers publishing many stamps create each folder once).
+    the entry was evicted (or lives on another file system), or is a byte range of a pack
+    shared with other entries, the bytes come from the handle the cache opened, which stays
+    readable either way. ``folder_exists`` skips creating ``target``'s folder (callers
+    publishing many stamps create each folder once).
     """
     if not folder_exists:
         target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if cached.packed:
+            raise OSError("a packed entry has no file of its own to link")
         link_replacing(cached.path, target)
         return cached.size
     except OSError:
