@@ -98,15 +98,18 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def box_corners(pixel_box: str) -> np.ndarray | None:
-    """0-based pixel corners (x, y) of a FITS section ``[x1:x2,y1:y2,...]`` (1-based,
-    inclusive): the outer edges of its first and last pixels."""
-    found = _BOX.match(pixel_box or "")
-    if not found:
-        return None
-    x1, x2, y1, y2 = (int(v) for v in found.groups())
-    left, right, bottom, top = x1 - 1.5, x2 - 0.5, y1 - 1.5, y2 - 0.5
-    return np.array([[left, bottom], [right, bottom], [right, top], [left, top]])
+def box_corners(pixel_boxes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """0-based pixel corners (x, y) of FITS sections ``[x1:x2,y1:y2,...]`` (1-based,
+    inclusive): the outer edges of their first and last pixels, shape (boxes, 4, 2); and
+    which of ``pixel_boxes`` were sections (the corners hold only those)."""
+    found = [_BOX.match(box or "") for box in pixel_boxes]
+    parsed = np.array([m is not None for m in found], dtype=bool)
+    edges = np.array([m.groups() for m in found if m is not None], dtype=float).reshape(-1, 4)
+    left, right = edges[:, 0] - 1.5, edges[:, 1] - 0.5
+    bottom, top = edges[:, 2] - 1.5, edges[:, 3] - 0.5
+    corners = np.stack([np.stack([left, bottom], -1), np.stack([right, bottom], -1),
+                        np.stack([right, top], -1), np.stack([left, top], -1)], axis=1)
+    return corners, parsed
 
 
 def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveIndex
@@ -132,7 +135,10 @@ def sky_of_rows(rows: Sequence[ManifestRow], index) -> JobSky:  # noqa: ANN001 -
         image, box = _text(manifest_row.image_id), _text(manifest_row.pixel_box)
         if image and box and manifest_row.status in STAMP_STATUSES:
             boxes.setdefault(image, set()).add((int(row), _text(manifest_row.band), box))
-    drawn: set[tuple] = set()  # sibling products (BGSUB, RMS, ...) share a footprint
+    # every stamp's corners on the sky, image by image (one WCS call each), then one
+    # stamp per distinct footprint
+    keys: list[tuple[int, str]] = []
+    corner_lists: list[np.ndarray] = []
     for image, entries in boxes.items():
         record = index.get(image)
         celestial = None if record is None else load_celestial_image(
@@ -142,24 +148,32 @@ def sky_of_rows(rows: Sequence[ManifestRow], index) -> JobSky:  # noqa: ANN001 -
         scale = pixel_scale_arcsec(record)
         if scale:
             sky.pixel_scales.append(scale)
-        boxed = [(row, band, corners) for row, band, box in sorted(entries)
-                 if (corners := box_corners(box)) is not None]
-        if not boxed:
+        ordered = sorted(entries)
+        corners, parsed = box_corners([box for _, _, box in ordered])
+        if not len(corners):
             continue
-        corners = np.concatenate([c for _, _, c in boxed])  # 4 corners per box
-        ras, decs = celestial.pixel_to_icrs(corners[:, 0], corners[:, 1])
-        ras, decs = ras.reshape(-1, 4), decs.reshape(-1, 4)  # one box per line
-        finite = (np.isfinite(ras) & np.isfinite(decs)).all(axis=1).tolist()
-        rounded = np.round(np.stack([ras, decs], axis=-1), 7).reshape(-1, 8).tolist()
-        ra_lists, dec_lists = ras.tolist(), decs.tolist()
-        for n, (row, band, _) in enumerate(boxed):
-            if finite[n]:
-                key = (row, band, tuple(rounded[n]))
-                if key not in drawn:
-                    drawn.add(key)
-                    vertices = tuple(zip(ra_lists[n], dec_lists[n], strict=True))
-                    sky.stamps.append(JobStamp(row, band, vertices))
+        ras, decs = celestial.pixel_to_icrs(corners[..., 0].ravel(), corners[..., 1].ravel())
+        corner_lists.append(np.stack([ras.reshape(-1, 4), decs.reshape(-1, 4)], axis=-1))
+        keys += [(row, band) for (row, band, _), ok in zip(ordered, parsed, strict=True) if ok]
+    if corner_lists:
+        sky.stamps = _distinct_stamps(keys, np.concatenate(corner_lists))
     return sky
+
+
+def _distinct_stamps(keys: list[tuple[int, str]], corners: np.ndarray) -> list[JobStamp]:
+    """One stamp per (row, band, corners rounded to 1e-7 deg), in order of first
+    appearance (sibling products, BGSUB, RMS, ..., share a footprint); boxes whose corners
+    are not all finite are left out."""
+    finite = np.isfinite(corners).all(axis=(1, 2))
+    bands = {band: code for code, band in enumerate(dict.fromkeys(b for _, b in keys))}
+    identity = np.column_stack([
+        np.array([row for row, _ in keys], dtype=float),
+        np.array([bands[band] for _, band in keys], dtype=float),
+        np.round(corners, 7).reshape(len(keys), 8)])[finite] + 0.0  # -0.0 is 0.0
+    kept = np.flatnonzero(finite)[np.sort(np.unique(identity, axis=0, return_index=True)[1])]
+    chosen = corners[kept].tolist()
+    return [JobStamp(keys[k][0], keys[k][1], tuple(map(tuple, vertices)))
+            for k, vertices in zip(kept.tolist(), chosen, strict=True)]
 
 
 def write_job_coverage(manifest_path: Path, index,  # noqa: ANN001 - ArchiveIndex
