@@ -79,6 +79,7 @@ BOOKKEEPING = {
     "results": [("vo_service.jobs.store", "JobStore.add_results"),
                 ("vo_service.jobs.store", "JobStore.put_result")],
     "progress": [("vo_service.jobs.store", "JobStore.update")],
+    "coverage": [("vo_service.jobs.job_coverage", "write_job_coverage")],
     "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
                     ("vo_service.cache.index", "CacheIndex.touch_many"),
                     ("vo_service.cache.index", "CacheIndex.record_many"),

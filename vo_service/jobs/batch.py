@@ -44,6 +44,7 @@ from vo_service.jobs.batch_photometry import (
     photometry_target,
 )
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
+from vo_service.jobs.collector import fewer_collections
 from vo_service.jobs.executors import as_finished
 from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.running_manifest import RunningManifest, row_order
@@ -220,6 +221,10 @@ class BatchJob:
                              "with POST …/parameters")
 
     def run(self, context: JobContext) -> None:
+        with fewer_collections():  # see jobs/collector.py: its rows live until it ends
+            self._run(context)
+
+    def _run(self, context: JobContext) -> None:
         settings = self.resources.settings
         request = parse_batch_request(context.parameters, settings.limits)
         catalog = load_catalog(request, context.uploads, settings.limits)
