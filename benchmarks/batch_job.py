@@ -10,8 +10,7 @@ ratios of it: cold / engine (aim >= 0.5) and warm / engine (aim >= 0.9).
 
 The job's own bookkeeping is timed by wrapping, in the job's process only, the calls that
 do it (see ``BOOKKEEPING``): the manifest (building the rows, writing the VOTable), the
-results (job-store rows), progress (job-store updates), the coverage MOC (built as units
-finish, written at the end) and the cache index (the cutout
+results (job-store rows), progress (job-store updates) and the cache index (the cutout
 cache's SQLite index and the remembered stamp outcomes). Its share is the seconds spent
 inside those calls, summed over all threads of the job, over the job's wall time: an upper
 bound, since calls on different threads may overlap, and waits for the GIL count (aim
@@ -80,8 +79,7 @@ BOOKKEEPING = {
     "results": [("vo_service.jobs.store", "JobStore.add_results"),
                 ("vo_service.jobs.store", "JobStore.put_result")],
     "progress": [("vo_service.jobs.store", "JobStore.update")],
-    "coverage": [("vo_service.jobs.job_coverage", "RunningCoverage.add"),
-                 ("vo_service.jobs.job_coverage", "RunningCoverage.write")],
+    "coverage": [("vo_service.jobs.job_coverage", "write_job_coverage")],
     "cache index": [("vo_service.cache.index", "CacheIndex.rows"),
                     ("vo_service.cache.index", "CacheIndex.touch_many"),
                     ("vo_service.cache.index", "CacheIndex.record_many"),

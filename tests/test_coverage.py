@@ -280,36 +280,3 @@ def test_many_polygons_are_built_in_calls_of_a_bounded_size_and_give_the_same_mo
     monkeypatch.setattr(coverage.MOC, "from_polygons", counted)
     assert coverage.polygons_moc(polygons, 16) == reference
     assert max(calls) <= 3 and sum(calls) == len(polygons)
-
-
-def test_a_jobs_moc_built_unit_by_unit_equals_the_one_built_from_its_manifest(
-        index, tmp_path: Path) -> None:  # noqa: ANN001
-    """A catalog job adds each unit's stamp footprints to its MOC as the unit finishes
-    (RunningCoverage); at the same order that is the MOC of the whole manifest, with
-    sibling products (the same footprint) and repeated units drawn once. The order it
-    chooses from the plan (requested sizes) is never finer than the one from the stamps."""
-    from vo_service.jobs.job_coverage import RunningCoverage, planned_order, sky_of_rows
-    from vo_service.products.manifest import ManifestRow
-
-    records = [r for r in index.records() if r.product_type in ("BGSUB", "RMS")][:6]
-    rows = []
-    for n, record in enumerate(records):
-        for k in range(5):  # 30-pixel boxes along the image's diagonal, cut short at k = 0
-            x, y = 40 * k, 40 * k + 7
-            box = f"[{max(1, x - 14)}:{x + 15},{max(1, y - 14)}:{y + 15}]"
-            rows.append(ManifestRow(f"t{k}", k + 1, float(record.s_ra), float(record.s_dec),
-                                    "ok", image_id=record.obs_publisher_did,
-                                    band=record.band, pixel_box=box))
-        rows.append(ManifestRow(f"far{n}", 90 + n, 10.0 + n, -60.0, "no-overlap"))
-    sky = sky_of_rows(rows, index)
-    assert len(sky.stamps) < 30  # siblings share footprints
-    expected = sky.moc()
-    assert planned_order((record, [(30.0, "pix")] * 5) for record in records) \
-        <= expected.max_order
-    running = RunningCoverage(index, expected.max_order)
-    for start in range(0, len(rows), 7):  # units of work, one of them given twice
-        running.add(rows[start:start + 7])
-    running.add(rows[:7])
-    assert running.write(tmp_path, rows) == ("coverage.fits",
-                                             (tmp_path / "coverage.fits").stat().st_size)
-    assert MOC.from_fits(tmp_path / "coverage.fits") == expected

@@ -46,7 +46,7 @@ from vo_service.jobs.batch_photometry import (
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.collector import fewer_collections
 from vo_service.jobs.executors import as_finished
-from vo_service.jobs.job_coverage import RunningCoverage, add_coverage_result, planned_order
+from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.running_manifest import RunningManifest, row_order
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
@@ -243,9 +243,6 @@ class BatchJob:
         context.set_progress(done, total)
         bundle = Bundle(context.job_dir / "bundle.zip")
         manifest = RunningManifest(context)
-        coverage = RunningCoverage(self.resources.index, planned_order(
-            (task.record, [(target.size, target.unit) for target, _ in task.entries])
-            for task in plan.tasks if task.product is None))
         infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
         science: list = []  # (target, science image) stamps for photometry
@@ -277,9 +274,8 @@ class BatchJob:
                 elif packed is not None and packed.entries:  # appended by the unit itself
                     offsets = bundle.adopt(packed.entries)
                 results = []
-                unit_rows = [self._row(context, task, outcome) for outcome in outcomes]
-                rows.extend(unit_rows)
                 for outcome in outcomes:
+                    rows.append(self._row(context, task, outcome))
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
@@ -291,7 +287,6 @@ class BatchJob:
                 done += len(outcomes)
                 context.set_progress(done, total)
                 manifest.update(rows, {**infos, "stamps": str(produced)})
-                coverage.add(unit_rows)  # the MOC grows as the units finish
             measured = []
             if photometry and not context.should_stop():
                 units = photometry_units(self.resources.index, science, photometry,
@@ -314,7 +309,7 @@ class BatchJob:
         with contextlib.suppress(OSError):  # parts of units that never reported stay
             (context.job_dir / PARTS_FOLDER).rmdir()
         context.add_results([ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size)])
-        add_coverage_result(context, coverage, rows)  # coverage.fits
+        add_coverage_result(context, manifest.path, self.resources.index, rows)  # coverage.fits
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,6 @@ from vo_service.archive.coverage import (
     union,
 )
 from vo_service.archive.footprint import load_celestial_image
-from vo_service.archive.records import ImageRecord
 from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.store import ResultFile
@@ -40,7 +39,6 @@ COVERAGE_RESULT = "coverage"
 COVERAGE_FILE = "coverage.fits"
 COVERAGE_MIME = "application/fits"
 STAMP_STATUSES = (StampStatus.OK, StampStatus.PARTIAL)  # manifest rows with a stamp
-_ARCSEC = {"arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0}  # angular SIZE_UNITs
 _BOX = re.compile(r"^\[(\d+):(\d+),(\d+):(\d+)")
 
 
@@ -178,104 +176,31 @@ def _distinct_stamps(keys: list[tuple[int, str]], corners: np.ndarray) -> list[J
             for k, vertices in zip(kept.tolist(), chosen, strict=True)]
 
 
-def planned_order(images: Iterable[tuple[ImageRecord, Sequence[tuple[float, str]]]]) -> int:
-    """The order of a job's coverage MOC, chosen as it starts from what it plans: the pixel
-    scales of its images, and the summed edges of its stamps, each the square of its
-    requested size ((size, unit) per target); a stamp cut short at an image edge is
-    smaller, so the order errs coarse (:func:`vo_service.archive.coverage.coverage_order`)."""
-    scales: list[float | None] = []
-    perimeter = 0.0
-    for record, sizes in images:
-        scale = pixel_scale_arcsec(record)
-        scales.append(scale)
-        for size, unit in sizes:
-            side = size * (scale or 0.0) if unit == "pix" else size * _ARCSEC[unit]
-            perimeter += 4.0 * side
-    return coverage_order(scales, perimeter)
-
-
-class RunningCoverage:
-    """A job's coverage MOC, built as its units of work finish: the footprints of each
-    unit's stamps become a MOC at once (at the order the job chose as it started), so its
-    end only unites them with its targets. Building it from the whole manifest at the end
-    took ~1.5 s after a 43,000-stamp job had cut everything."""
-
-    def __init__(self, index, order: int) -> None:  # noqa: ANN001 - ArchiveIndex
-        self.index = index
-        self.order = order
-        self._parts: list[MOC] = []
-        self._drawn: set[bytes] = set()  # (row, band, rounded corners) of stamps so far
-        self._failed = False
-
-    def add(self, rows: Sequence[ManifestRow]) -> None:
-        """Add the footprints of these manifest rows' stamps (a unit's rows). A footprint
-        that cannot be drawn (a bug) leaves the job without a MOC, not without stamps."""
-        if self._failed:
-            return
-        try:
-            self._add(rows)
-        except Exception:
-            log.exception("a job's coverage MOC could not take a unit's stamps")
-            self._failed = True
-
-    def _add(self, rows: Sequence[ManifestRow]) -> None:
-        polygons = []
-        for stamp in sky_of_rows(rows, self.index).stamps:
-            corners = np.round(np.asarray(stamp.vertices, dtype=float), 7) + 0.0
-            key = f"{stamp.row}|{stamp.band}|".encode() + corners.tobytes()
-            if key not in self._drawn:  # sibling products share a footprint
-                self._drawn.add(key)
-                polygons.append(stamp.vertices)
-        if polygons:
-            self._parts.append(polygons_moc(polygons, self.order))
-
-    def write(self, folder: Path, rows: Sequence[ManifestRow]) -> tuple[str, int] | None:
-        """Write ``coverage.fits`` (the targets of ``rows``, all the manifest's, and the
-        stamps added) in ``folder``, atomically; (file name, size), or None if a unit's
-        footprints could not be drawn."""
-        if self._failed:
-            return None
-        targets = [(row.ra, row.dec) for row in rows if row.ra is not None
-                   and row.dec is not None]
-        ras, decs = (list(values) for values in zip(*targets, strict=True)) if targets \
-            else ([], [])
-        moc = union([points_moc(ras, decs, self.order), *self._parts], self.order)
-        return _write_moc(folder / COVERAGE_FILE, moc)
-
-
 def write_job_coverage(manifest_path: Path, index,  # noqa: ANN001 - ArchiveIndex
                        rows: Sequence[ManifestRow] | None = None) -> tuple[str, int]:
     """Write ``coverage.fits`` (the MOC of the job's targets and stamps) next to the
-    manifest, atomically, from the whole manifest; returns (file name, size in bytes).
-    ``rows``: the manifest's rows when the caller has them (else they are read from the
-    file)."""
+    manifest, atomically; returns (file name, size in bytes). ``rows``: the manifest's
+    rows when the caller has them (else they are read from the file)."""
     sky = job_sky(manifest_path, index) if rows is None else sky_of_rows(rows, index)
-    return _write_moc(manifest_path.with_name(COVERAGE_FILE), sky.moc())
-
-
-def _write_moc(path: Path, moc: MOC) -> tuple[str, int]:
-    content = moc_fits_bytes(moc, moc_type="CATALOG")
+    content = moc_fits_bytes(sky.moc(), moc_type="CATALOG")
+    path = manifest_path.with_name(COVERAGE_FILE)
     temporary = path.with_name(path.name + ".part")
     temporary.write_bytes(content)
     os.replace(temporary, path)
-    return path.name, len(content)
+    return COVERAGE_FILE, len(content)
 
 
-def add_coverage_result(context, coverage: RunningCoverage,  # noqa: ANN001 - JobContext
-                        rows: Sequence[ManifestRow]) -> None:
-    """Write the job's MOC (``rows``: the whole manifest's) and publish it as the result
-    ``coverage``. A MOC that cannot be built (a bug) is logged and left out: it must not
-    cost the job its stamps; a disk failure (OSError) ends the job like any other."""
+def add_coverage_result(context, manifest_path: Path, index,  # noqa: ANN001
+                        rows: Sequence[ManifestRow] | None = None) -> None:
+    """Write the job's MOC and publish it as the result ``coverage`` (``rows``: the
+    manifest's, if at hand). A MOC that cannot be built (a bug) is logged and left out: it
+    must not cost the job its stamps; a disk failure (OSError) ends the job like any
+    other."""
     try:
-        written = coverage.write(context.job_dir, rows)
+        name, size = write_job_coverage(manifest_path, index, rows)
     except OSError:
         raise
     except Exception:
         log.exception("job %s: its coverage MOC could not be built", context.job_id)
         return
-    if written is None:
-        log.error("job %s: its coverage MOC is left out (see the error above)",
-                  context.job_id)
-        return
-    name, size = written
     context.add_results([ResultFile(COVERAGE_RESULT, name, COVERAGE_MIME, size)])
