@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from server import serve_archive
-from test_batch_job import UWS, create, demo_catalog, wait_final
+from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
 from test_dask_executor import finished_job, job_data, manifest_table
 from uws_client import wait_for_results
 
@@ -26,7 +27,8 @@ def http():
 
 
 def worker_pids() -> set[int]:
-    """The worker processes this test process started: children of its forkserver."""
+    """The catalog-job worker processes this test process started: the children of its
+    forkserver (other children, such as a browser's, have their own)."""
     def parent_of(pid: str) -> int | None:
         try:
             with open(f"/proc/{pid}/stat") as handle:
@@ -34,9 +36,16 @@ def worker_pids() -> set[int]:
         except (OSError, IndexError, ValueError):
             return None
 
-    pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    parents = {int(pid): parent_of(pid) for pid in pids}
-    forkservers = {pid for pid, parent in parents.items() if parent == os.getpid()}
+    def is_forkserver(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return b"multiprocessing.forkserver" in handle.read()
+        except OSError:
+            return False
+
+    parents = {int(pid): parent_of(pid) for pid in os.listdir("/proc") if pid.isdigit()}
+    forkservers = {pid for pid, parent in parents.items()
+                   if parent == os.getpid() and is_forkserver(pid)}
     return {pid for pid, parent in parents.items() if parent in forkservers}
 
 
@@ -86,6 +95,29 @@ def test_a_worker_killed_mid_job_ends_the_job_and_the_next_job_runs(
         table = manifest_table(http, again)
         assert not any("worker process" in str(m) for m in table["message"])
         assert min(victims) not in worker_pids()
+
+
+def test_abort_on_worker_processes_drops_the_remaining_units(
+    http, demo_archive: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(batch, "CHUNK_TARGETS", 4)
+    monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.3)
+    with serve_archive(demo_archive, tmp_path, executor="processes",
+                       worker_processes=2) as server:
+        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
+                          demo_catalog(demo_archive, 200))
+        url = str(response.url)
+        wait_for_results(http, url, 3)
+        http.post(f"{url}/phase", data={"PHASE": "ABORT"})
+        assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
+        for _ in range(400):
+            results = results_of(job_document(http, url))
+            if "bundle" in results:  # the manifest (listed while running) is final by then
+                break
+            time.sleep(0.05)
+        assert "bundle" in results
+        progress = job_document(http, url).find("uws:jobInfo/*", UWS)
+        assert 0 < int(progress.get("done")) < int(progress.get("total"))
 
 
 def test_the_executor_is_chosen_in_the_settings(tmp_path: Path) -> None:
