@@ -124,7 +124,10 @@ class WorkerProcesses:
 
 
 def _forkserver() -> Any:
-    """The forkserver context, preloading this module (and so the engine and the cache)."""
+    """The forkserver context, preloading this module (and so the engine and the cache);
+    "spawn" where there is no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
