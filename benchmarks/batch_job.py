@@ -26,13 +26,13 @@ one with astropy's Cutout2D (open + cut + write per stamp, on a sample) as a pee
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
         [--executor local|processes|local,processes,local,processes]
 
-``--executor`` says where the job's units run (the ``executor`` setting): ``local`` threads
-of the job's process (the default), or ``processes``, ``--workers`` worker processes of the
-machine (``worker_processes``; the pool is started before the clock starts, as a running
-server keeps it between jobs; its start is printed, and the workers' CPU seconds count as
-the job's). A comma-separated list runs cold + warm jobs for each in turn on the same
-state (the cache emptied before each cold job) and prints every run's ratios to one
-engine measurement.
+``--executor`` says where the job's units run (the ``executor`` setting, by default the
+service's): ``local`` threads of the job's process, or ``processes``, ``--workers`` worker
+processes of the machine (``worker_processes``; the pool is started before the clock
+starts, as a running server keeps it between jobs; its start is printed, and the workers'
+CPU seconds count as the job's). A comma-separated list runs cold + warm jobs for each in
+turn on the same state (the cache emptied before each cold job) and prints every run's
+ratios to the engine run right after it.
 
 With ``--matrix`` it measures the whole product matrix instead (docs/products.md): three
 cold jobs on the same catalog, BGSUB + RMS + FLAG (the image stamps alone), then + the
@@ -311,13 +311,15 @@ def cutout2d_baseline(state: Path, archive: Path, catalog: Path, sample: int) ->
 
 
 def main() -> int:
+    from vo_service.config import Settings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="reuse/keep the archive and state here")
     parser.add_argument("--baseline-sample", type=int, default=100,
                         help="targets cut with Cutout2D for the peer baseline")
-    parser.add_argument("--executor", default="local",
+    parser.add_argument("--executor", default=Settings().executor,
                         help="where the job's units run: local (threads), processes, or a "
                              "comma-separated list of them run in turn on the same state")
     parser.add_argument("--matrix", action="store_true",

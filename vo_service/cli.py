@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server processes sharing the port and the state dir (default 1; "
                         "more use more cores for /sync; one of them runs the jobs)")
     p.add_argument("--executor", choices=EXECUTORS,
-                   help="where catalog jobs cut: local threads (default), worker processes "
-                        "of this machine, or a Dask cluster")
+                   help="where catalog jobs cut: worker processes of this machine (default), "
+                        "threads of the server, or a Dask cluster")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.set_defaults(func=cmd_serve)
 

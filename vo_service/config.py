@@ -69,11 +69,11 @@ class Settings:
     # Server processes answering HTTP on host:port over the same state directory (each
     # with its own event loop and GIL); one of them runs the jobs.
     workers: int = 1
-    # Where the per-image batches of catalog jobs run: "local" (threads of this process),
-    # "processes" (worker processes of this machine, ``worker_processes`` of them; 0: one
-    # per CPU core) or "dask" (a dask.distributed cluster at ``scheduler``, e.g.
+    # Where the per-image batches of catalog jobs run: "processes" (worker processes of
+    # this machine, ``worker_processes`` of them; 0: one per CPU core), "local" (threads of
+    # this process) or "dask" (a dask.distributed cluster at ``scheduler``, e.g.
     # tcp://host:8786).
-    executor: str = "local"
+    executor: str = "processes"
     scheduler: str | None = None
     worker_processes: int = 0
     # Bearer tokens: a TOML file {sha256 hex of token = owner name} and/or
