@@ -24,6 +24,15 @@ running server has it (once per index generation). For scale, the same stamps cu
 one with astropy's Cutout2D (open + cut + write per stamp, on a sample) as a peer baseline.
 
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
+        [--executor local|processes|local,processes,local,processes]
+
+``--executor`` says where the job's units run (the ``executor`` setting, by default the
+service's): ``local`` threads of the job's process, or ``processes``, ``--workers`` worker
+processes of the machine (``worker_processes``; the pool is started before the clock
+starts, as a running server keeps it between jobs; its start is printed, and the workers'
+CPU seconds count as the job's). A comma-separated list runs cold + warm jobs for each in
+turn on the same state (the cache emptied before each cold job) and prints every run's
+ratios to the engine run right after it.
 
 With ``--matrix`` it measures the whole product matrix instead (docs/products.md): three
 cold jobs on the same catalog, BGSUB + RMS + FLAG (the image stamps alone), then + the
@@ -142,8 +151,9 @@ MATRIX = {  # --matrix: label -> (product types, photometry parameters)
 
 
 def run_job(state: Path, archive: Path, catalog: Path, workers: int,
-            variant: str | None = None) -> dict:
-    """Run one batch job in this process; return its figures."""
+            variant: str | None = None, executor: str = "local") -> dict:
+    """Run one batch job in this process (its units on ``executor``); return its
+    figures."""
     from vo_service.archive.index import ArchiveIndex
     from vo_service.config import Settings
     from vo_service.jobs.documents import job_document
@@ -151,7 +161,8 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
     from vo_service.products.manifest import read_manifest
     from vo_service.protocols.uws import create_job_service
 
-    settings = Settings(data_roots=(archive,), state_dir=state)
+    settings = Settings(data_roots=(archive,), state_dir=state, executor=executor,
+                        worker_processes=workers)
     index = ArchiveIndex(settings.index_path)
     timers = Timers()
     timers.install(BOOKKEEPING)
@@ -166,7 +177,9 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         service = create_job_service(settings, index)
         await service.start()
         index.spatial_index()  # built once per index generation in a running server
-        cpu_started = cpu_seconds()
+        pool_start = start_worker_processes(service.resources.executors, workers) \
+            if executor == "processes" else 0.0  # a running server keeps its pool
+        cpu_started = cpu_seconds() + descendants_cpu_seconds()
         started = time.perf_counter()
         job = service.create(parameters, {"CAT": ("targets.csv", catalog.read_bytes())},
                              base_url="http://localhost/async")
@@ -174,7 +187,7 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         while job.phase.value in ("PENDING", "QUEUED", "EXECUTING"):
             job = await service.wait(job.job_id, 30, None)
         wall = time.perf_counter() - started
-        cpu = cpu_seconds() - cpu_started
+        cpu = cpu_seconds() + descendants_cpu_seconds() - cpu_started  # workers still run
         results = service.store.results(job.job_id)
         document = job_document(job, service.store.parameters(job.job_id), results,
                                 f"http://localhost/async/{job.job_id}")
@@ -186,12 +199,47 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
                 "bundle_mb": bundle / 1e6, "error": job.error_message,
                 "document_kb": len(document) / 1e3, "cpu_s": cpu,
+                "pool_start_s": pool_start,
                 "bookkeeping_s": dict(timers.seconds),
                 "bookkeeping_cpu_s": dict(timers.cpu_seconds)}
 
     figures = asyncio.run(main())
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
+
+
+def start_worker_processes(executors, workers: int) -> float:
+    """Start the job's worker processes (one trivial call each); seconds it took."""
+    started = time.perf_counter()
+    pool = executors.processes()
+    futures = [pool.submit(time.sleep, 0.2) for _ in range(workers)]  # one on each
+    for future in futures:
+        future.result()
+    return time.perf_counter() - started
+
+
+def descendants_cpu_seconds() -> float:
+    """User + system CPU seconds of the running processes below this one (the forkserver
+    and its worker processes: not this process's children, so not in RUSAGE_CHILDREN)."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    below, total, frontier = set(), 0, {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (parent, _) in stats.items()
+                    if parent in frontier and pid not in below}
+        below |= frontier
+        total += sum(stats[pid][1] for pid in frontier)
+    return total / ticks
 
 
 def engine_bundle(state: Path, archive: Path, catalog: Path, workers: int) -> dict:
@@ -267,12 +315,17 @@ def cutout2d_baseline(state: Path, archive: Path, catalog: Path, sample: int) ->
 
 
 def main() -> int:
+    from vo_service.config import Settings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="reuse/keep the archive and state here")
     parser.add_argument("--baseline-sample", type=int, default=100,
                         help="targets cut with Cutout2D for the peer baseline")
+    parser.add_argument("--executor", default=Settings().executor,
+                        help="where the job's units run: local (threads), processes, or a "
+                             "comma-separated list of them run in turn on the same state")
     parser.add_argument("--matrix", action="store_true",
                         help="images alone, + CATALOG-PSF, + photometry (three cold jobs)")
     parser.add_argument("--variant", choices=sorted(MATRIX), help=argparse.SUPPRESS)
@@ -285,7 +338,8 @@ def main() -> int:
         if args.engine:
             print(json.dumps(engine_bundle(state, archive, catalog, args.workers)))
         else:
-            print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant)))
+            print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant,
+                                     args.executor)))
         return 0
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
@@ -299,25 +353,45 @@ def main() -> int:
     run_index(Settings(data_roots=(archive,), state_dir=state))
     catalog = root / "targets.csv"
     catalog.write_bytes(make_catalog(archive, args.targets))
-    empty_cache(state)  # a cold start
 
     if args.matrix:
+        empty_cache(state)  # a cold start
         return run_matrix(state, archive, catalog, args)
-    runs = {}
-    for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
-        runs[label] = run_child(args, state, archive, catalog,
-                                *(["--engine"] * (label == "engine")))
-    engine = runs.pop("engine")
+    measured = []
+    for executor in args.executor.split(","):
+        empty_cache(state)  # a cold start
+        runs = {}
+        for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
+            runs[label] = run_child(args, state, archive, catalog, "--executor", executor,
+                                    *(["--engine"] * (label == "engine")))
+        measured.append((executor, runs))
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
+    summary = [(executor, report(args, executor, runs, baseline))
+               for executor, runs in measured]
+    if len(summary) > 1:
+        print("runs in order (wall ratios to the engine run after each; per CPU second):")
+        for executor, ratios in summary:
+            print(f"  {executor:9s}: cold / engine {ratios[0]:.2f}, warm / engine "
+                  f"{ratios[1]:.2f}; per CPU second {ratios[2]:.2f}, {ratios[3]:.2f}")
+    return 0
 
+
+def report(args: argparse.Namespace, executor: str, runs: dict, baseline: float
+           ) -> tuple[float, float, float, float]:
+    """Print one executor's cold and warm jobs against the engine run after them; returns
+    (cold, warm) / engine in stamps per wall second, then per CPU second."""
+    runs = dict(runs)
+    engine = runs.pop("engine")
     print(f"batch job: {args.targets} targets x {len(BANDS)} bands (BGSUB), {SIZE_PIX} px "
-          f"stamps, {args.workers} workers, demo archive")
+          f"stamps, {args.workers} workers, executor {executor}, demo archive")
     for label, figures in runs.items():
         rate = figures["stamps"] / figures["wall_s"]
+        start = (f", worker processes started in {figures['pool_start_s']:.2f} s before"
+                 if figures["pool_start_s"] else "")
         print(f"  {label:5s}: {figures['phase']}, {figures['stamps']} stamps in "
               f"{figures['wall_s']:.1f} s = {rate:.0f} stamps/s, peak RSS "
               f"{figures['peak_rss_mb']:.0f} MB, bundle {figures['bundle_mb']:.0f} MB, "
-              f"job document {figures['document_kb']:.1f} kB")
+              f"job document {figures['document_kb']:.1f} kB{start}")
     cold = runs["cold"]["stamps"] / runs["cold"]["wall_s"]
     warm = runs["warm"]["stamps"] / runs["warm"]["wall_s"]
     engine_rate = engine["stamps"] / engine["wall_s"]
@@ -342,8 +416,11 @@ def main() -> int:
             f"{part} {parts[part]:.2f} s ({100 * cpu_parts[part] / figures['cpu_s']:.0f} % "
             "of CPU)" for part in PRODUCTS if part in parts)
         print(f"  bookkeeping {label}: {100 * share:.1f} % of the job's time (aim < 15 %), "
-              f"{100 * cpu_share:.1f} % of its CPU time: {detail}; and making {made}")
-    return 0
+              f"{100 * cpu_share:.1f} % of its CPU time: {detail}; and making {made}"
+              + (" (the job's process only: not its workers')" if executor != "local"
+                 else ""))
+    return (cold / engine_rate, warm / engine_rate, per_cpu["cold"] / per_cpu["engine"],
+            per_cpu["warm"] / per_cpu["engine"])
 
 
 def empty_cache(state: Path) -> None:
@@ -368,7 +445,8 @@ def run_matrix(state: Path, archive: Path, catalog: Path, args: argparse.Namespa
     runs = {}
     for label in MATRIX:
         empty_cache(state)
-        runs[label] = run_child(args, state, archive, catalog, "--variant", label)
+        runs[label] = run_child(args, state, archive, catalog, "--variant", label,
+                                "--executor", args.executor.split(",")[0])
     print(f"product matrix: {args.targets} targets x {len(BANDS)} bands, {SIZE_PIX} px "
           f"stamps, {args.workers} workers, cold cache each, demo archive")
     for label, figures in runs.items():

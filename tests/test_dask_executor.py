@@ -53,42 +53,47 @@ def comparable(table) -> list[tuple]:
     return sorted(tuple(str(row[name]) for name in columns) for row in table)
 
 
+def finished_job(http: httpx.Client, demo_archive: Path, state_dir: Path, catalog: bytes,
+                 **changes: object) -> tuple[list[tuple], dict[str, bytes], set[str]]:
+    """Run the whole product matrix (image stamps, PSF products, catalog rows, photometry)
+    as one catalog job on a server with ``changes``: its manifest rows, the stamps of its
+    bundle by name (a few checked as served) and its result ids."""
+    with serve_archive(demo_archive, state_dir, **changes) as server:
+        response = create(http, server, job_data(
+            PRODUCTTYPE=["BGSUB", "RMS", "FLAG", "CATALOG-PSF", "CATALOG"],
+            PHOTOMETRY="true"), catalog)
+        assert response.status_code == 200, response.text
+        root = wait_final(http, str(response.url))
+        assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
+        progress = root.find("uws:jobInfo/*", UWS)
+        assert progress.get("done") == progress.get("total") != "0"
+        table = manifest_table(http, root)
+        results = job_results(http, root)  # the stamps: reached from the manifest
+        # every stamp of the job's bundle, and a few of them as served
+        job_dir = server.settings.jobs_dir / str(response.url).rsplit("/", 1)[1]
+        with zipfile.ZipFile(job_dir / "bundle.zip") as bundle:
+            assert bundle.testzip() is None
+            stamps = {name: bundle.read(name) for name in bundle.namelist()
+                      if name.endswith((".fits", ".png"))}
+        served = sorted(k for k in results
+                        if k not in ("manifest", "bundle", "coverage", "photometry"))[::40]
+        for result_id in served:
+            content = http.get(results[result_id][0]).content
+            assert content == stamps[result_id.replace("_", "/", 1)]
+        return comparable(table), stamps, set(results)
+
+
 @pytest.mark.slow
 def test_dask_gives_the_same_job_as_the_local_pool(
     cluster, http, demo_archive: Path, tmp_path: Path
 ) -> None:
     local_cluster, _ = cluster
     catalog = demo_catalog(demo_archive, 120)
-    finished = {}
-    for executor in ("local", "dask"):
-        changes = {"executor": executor}
-        if executor == "dask":
-            changes["scheduler"] = local_cluster.scheduler_address
-        with serve_archive(demo_archive, tmp_path / executor, **changes) as server:
-            # the whole product matrix: image stamps, PSF products, catalog rows, photometry
-            response = create(http, server, job_data(
-                PRODUCTTYPE=["BGSUB", "RMS", "FLAG", "CATALOG-PSF", "CATALOG"],
-                PHOTOMETRY="true"), catalog)
-            assert response.status_code == 200, response.text
-            root = wait_final(http, str(response.url))
-            assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
-            progress = root.find("uws:jobInfo/*", UWS)
-            assert progress.get("done") == progress.get("total") != "0"
-            table = manifest_table(http, root)
-            results = job_results(http, root)  # the stamps: reached from the manifest
-            # every stamp of the job's bundle, and a few of them as served
-            job_dir = server.settings.jobs_dir / str(response.url).rsplit("/", 1)[1]
-            with zipfile.ZipFile(job_dir / "bundle.zip") as bundle:
-                stamps = {name: bundle.read(name) for name in bundle.namelist()
-                          if name.endswith((".fits", ".png"))}
-            served = sorted(k for k in results
-                            if k not in ("manifest", "bundle", "coverage", "photometry"))[::40]
-            for result_id in served:
-                content = http.get(results[result_id][0]).content
-                assert content == stamps[result_id.replace("_", "/", 1)]
-            finished[executor] = (comparable(table), stamps, set(results))
-    local_rows, local_stamps, local_ids = finished["local"]
-    dask_rows, dask_stamps, dask_ids = finished["dask"]
+    local_rows, local_stamps, local_ids = finished_job(http, demo_archive, tmp_path / "local",
+                                                       catalog, executor="local")
+    dask_rows, dask_stamps, dask_ids = finished_job(
+        http, demo_archive, tmp_path / "dask", catalog, executor="dask",
+        scheduler=local_cluster.scheduler_address)
     assert dask_rows == local_rows
     assert dask_ids == local_ids
     assert dask_stamps == local_stamps and local_stamps

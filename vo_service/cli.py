@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from vo_service.config import Settings, load_settings
+from vo_service.config import EXECUTORS, Settings, load_settings
 
 log = logging.getLogger("vo_service")
 
@@ -113,6 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     settings.state_dir, problem)
     if settings.executor == "dask":
         print(f"catalog jobs cut on the Dask cluster at {settings.scheduler}")
+    elif settings.executor == "processes":
+        print(f"catalog jobs cut on {settings.worker_processes or os.cpu_count()} worker "
+              "processes")
     processes = f" with {settings.workers} worker processes" if settings.workers > 1 else ""
     print(f"serving on http://{settings.host}:{settings.port}/{processes}")
     try:
@@ -205,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int,
                    help="server processes sharing the port and the state dir (default 1; "
                         "more use more cores for /sync; one of them runs the jobs)")
-    p.add_argument("--executor", choices=("local", "dask"),
-                   help="where catalog jobs cut: local threads (default) or a Dask cluster")
+    p.add_argument("--executor", choices=EXECUTORS,
+                   help="where catalog jobs cut: worker processes of this machine (default), "
+                        "threads of the server, or a Dask cluster")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.set_defaults(func=cmd_serve)
 

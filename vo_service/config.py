@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 ENV_PREFIX = "VO_SERVICE_"
+EXECUTORS = ("local", "processes", "dask")  # where catalog jobs cut (Settings.executor)
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ class Settings:
     # Server processes answering HTTP on host:port over the same state directory (each
     # with its own event loop and GIL); one of them runs the jobs.
     workers: int = 1
-    # Where the per-image batches of catalog jobs run: "local" (threads of this process)
-    # or "dask" (a dask.distributed cluster at ``scheduler``, e.g. tcp://host:8786).
-    executor: str = "local"
+    # Where the per-image batches of catalog jobs run: "processes" (worker processes of
+    # this machine, ``worker_processes`` of them; 0: one per CPU core), "local" (threads of
+    # this process) or "dask" (a dask.distributed cluster at ``scheduler``, e.g.
+    # tcp://host:8786).
+    executor: str = "processes"
     scheduler: str | None = None
+    worker_processes: int = 0
     # Bearer tokens: a TOML file {sha256 hex of token = owner name} and/or
     # "owner1:token1,owner2:token2" (VO_SERVICE_TOKENS). None of both = no authentication.
     tokens_file: Path | None = None
@@ -135,8 +139,13 @@ def _settings_from_mapping(values: Mapping[str, object], base: Settings) -> Sett
     workers = changes.get("workers", base.workers)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number of processes >= 1, got {workers!r}")
-    if changes.get("executor", base.executor) not in ("local", "dask"):
-        raise ValueError(f"executor must be 'local' or 'dask', got {changes['executor']!r}")
+    if changes.get("executor", base.executor) not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, "
+                         f"got {changes['executor']!r}")
+    processes = changes.get("worker_processes", base.worker_processes)
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
+        raise ValueError("worker_processes must be a whole number >= 0 (0: one per CPU "
+                         f"core), got {processes!r}")
     return replace(base, **changes)
 
 

@@ -340,7 +340,7 @@ def run_tasks(tasks: Sequence[ImageTask], handle: Callable, *, workers: int = 1,
             for index, task in enumerate(tasks):
                 yield index, handle(task, *args)
         return
-    pool: Executor = (ProcessPoolExecutor(workers, initializer=_start_worker) if processes
+    pool: Executor = (ProcessPoolExecutor(workers, initializer=start_worker) if processes
                       else ThreadPoolExecutor(workers))
     with pool, _frozen_heap():  # forked workers start on the first submit
         futures = {pool.submit(handle, task, *args): index
@@ -391,10 +391,11 @@ _freezes_lock = threading.Lock()
 _worker_images: OpenImagePool | None = None
 
 
-def _start_worker() -> None:
-    """Initializer of worker processes: tasks of the same image that land on one worker
-    share one opened image (file, header, WCS), instead of opening it per task, and
-    tile-compressed images are decoded in the worker's own thread."""
+def start_worker() -> None:
+    """Initializer of worker processes (the engine's, and catalog jobs' on executor
+    "processes"): tasks of the same image that land on one worker share one opened image
+    (file, header, WCS), instead of opening it per task, and tile-compressed images are
+    decoded in the worker's own thread."""
     global _worker_images, _freezes_lock
     _worker_images = OpenImagePool(size=4)
     _freezes_lock = threading.Lock()  # in case another thread held it at the fork

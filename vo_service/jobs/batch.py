@@ -20,6 +20,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,7 +264,10 @@ class BatchJob:
                     log.exception("batch job %s: cutting %s failed", context.job_id,
                                   task.record.obs_publisher_did)
                     reason = f"internal error: {exc}"
-                    if changed_since_indexed(task.record):  # e.g. truncated by a copy
+                    if isinstance(exc, BrokenProcessPool):
+                        reason = ("the worker process cutting these targets stopped "
+                                  "(killed, or out of memory); run the job again")
+                    elif changed_since_indexed(task.record):  # e.g. truncated by a copy
                         reason = ("the image file changed on disk after it was indexed; "
                                   "re-index the archive (vo-service index), then run again")
                     outcomes = [Outcome(target, StampStatus.ERROR, reason)

@@ -1,34 +1,48 @@
-"""Where the per-image units of a catalog job run: this process's threads, or Dask.
+"""Where the per-image units of a catalog job run: this process's threads, worker
+processes of this machine, or Dask.
 
-On the local executor a unit is cut with the service's own cache and job store. On Dask a
-unit travels as a plain picklable description (``WorkPlace`` + ``StampTask``: image path
-and HDU, targets with their sizes and file stems, formats, limits, cache and job
-directories); the worker process opens its own cache and job-store handles on the shared
-state directory (once per process) and runs the very same ``cut_task``
-(packing its stamps as a bundle part, ``jobs/bundle_parts.py``). A unit is
-idempotent (each run writes a part of its own, outcomes are upserted), so Dask may retry
+On the local executor a unit is cut with the service's own cache and job store. On worker
+processes or Dask a unit travels as a plain picklable description (``WorkPlace`` +
+``StampTask``: image path and HDU, targets with their sizes and file stems, formats,
+limits, cache and job directories); the worker process opens its own cache and job-store
+handles on the shared state directory (once per process) and runs the very same
+``cut_task``, appending its stamps to the job's bundle itself on this machine (as the
+threads do), packing them as a bundle part on Dask (``jobs/bundle_parts.py``). A unit is
+idempotent (each run writes stamps of its own, outcomes are upserted), so Dask may retry
 it on another worker when its worker dies.
+
+The worker processes of this machine start from a ``forkserver`` (the server has threads,
+so it never forks itself); the forkserver preloads this module, so a worker starts in
+milliseconds. The pool lives across jobs; a worker that dies breaks the pool
+(``BrokenProcessPool``): the units it held end with an error, and the next unit starts a
+new pool.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vo_service.config import Settings
-from vo_service.engine.executors import DaskExecutor, Executor, LocalExecutor
+from vo_service.engine import batch as engine_batch
+from vo_service.engine.executors import DaskExecutor, Executor, LocalExecutor, ProcessExecutor
 from vo_service.jobs.batch_cut import StampTask
 from vo_service.jobs.bundle_parts import PackedTask, cut_and_pack
 
-# Seconds each Dask unit sleeps before cutting: only tests set it (to kill a worker while
-# units are running); it travels inside the unit's description.
+# Seconds each Dask or worker-process unit sleeps before cutting: only tests set it (to
+# kill a worker while units are running); it travels inside the unit's description.
 TASK_DELAY_SECONDS = 0.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,16 +57,19 @@ class WorkPlace:
     jobs_dir: str
     job_dir: str  # where the unit writes its bundle part
     delay_seconds: float = 0.0
+    append_to: str | None = None  # the bundle itself, on the coordinator's machine
 
 
 def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
-    """Cut one unit on a Dask worker with this process's own cache and store handles."""
+    """Cut one unit in a worker process (Dask, or this machine's) with this process's own
+    cache and store handles."""
     if place.delay_seconds:
         time.sleep(place.delay_seconds)
     cache, store = _worker_handles(place.cache_dir, place.cache_bytes,
                                    place.cache_min_free_bytes, place.jobs_dir)
     return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
-                        Path(place.job_dir))
+                        Path(place.job_dir),
+                        Path(place.append_to) if place.append_to else None)
 
 
 _handles_lock = threading.Lock()
@@ -74,12 +91,56 @@ def _worker_handles(cache_dir: str, cache_bytes: int, min_free_bytes: int,
         return _open_handles(cache_dir, cache_bytes, min_free_bytes, jobs_dir)
 
 
+class WorkerProcesses:
+    """An ``Executor`` on worker processes of this machine that outlives its failures: the
+    pool starts at the first submission (from a forkserver), and a pool broken by a dead
+    worker is replaced at the next one. Futures of a broken pool fail with
+    ``BrokenProcessPool``."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._pool: ProcessExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._lock:
+            for _ in range(2):
+                if self._pool is None:
+                    self._pool = ProcessExecutor(self.max_workers, engine_batch.start_worker,
+                                                 _forkserver())
+                try:
+                    return self._pool.submit(fn, *args, **kwargs)
+                except BrokenProcessPool:  # a worker died: its futures have failed
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+            raise BrokenProcessPool("worker processes for catalog jobs cannot start")
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the worker processes (after their units, with ``wait``)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _forkserver() -> Any:
+    """The forkserver context, preloading this module (and so the engine and the cache);
+    "spawn" where there is no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class BatchExecutors:
-    """The executors of catalog jobs: a pool per job locally, one shared Dask client."""
+    """The executors of catalog jobs: a pool of threads per job locally, or worker
+    processes of this machine, or a Dask client, shared by the jobs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._dask: DaskExecutor | None = None
+        self._processes: WorkerProcesses | None = None
         self._lock = threading.Lock()
 
     @property
@@ -96,29 +157,49 @@ class BatchExecutors:
                 self._dask = DaskExecutor(self.settings.scheduler)
             return self._dask
 
+    def processes(self) -> WorkerProcesses:
+        """The worker processes of this machine (``worker_processes``; 0: one per core),
+        started at the first unit."""
+        with self._lock:
+            if self._processes is None:
+                size = self.settings.worker_processes or os.cpu_count() or 1
+                self._processes = WorkerProcesses(size)
+            return self._processes
+
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
                 formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None
                 ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
-        """(executor, function of a unit, units in flight) for one job; units of the local
-        pool append their stamps to ``bundle_file`` themselves, Dask units write parts."""
+        """(executor, function of a unit, units in flight) for one job; units on this
+        machine (threads, processes) append their stamps to ``bundle_file`` themselves,
+        Dask units write parts."""
         max_pixels = self.settings.limits.max_cutout_pixels
-        if self.kind == "dask":
-            executor = self.dask()
+        if self.kind in ("dask", "processes"):
             limits = self.settings.limits
             place = WorkPlace(formats, max_pixels, str(self.settings.cache_dir),
                               limits.cache_bytes, limits.cache_min_free_bytes,
                               str(self.settings.jobs_dir),
                               str(job_dir), TASK_DELAY_SECONDS)
-            yield executor, functools.partial(run_remote_unit, place), executor.max_workers * 2
+            if self.kind == "dask":
+                executor: Any = self.dask()
+                in_flight = executor.max_workers * 2
+            else:
+                executor = self.processes()
+                place = replace(place, append_to=str(bundle_file) if bundle_file else None)
+                in_flight = min(workers, executor.max_workers) * 2
+            yield executor, functools.partial(run_remote_unit, place), in_flight
             return
         with LocalExecutor(workers, name=name) as pool:
             yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
                                                    job_dir, bundle_file)), workers * 2
 
     def close(self) -> None:
-        """Disconnect from the cluster (the cluster itself keeps running)."""
+        """Stop the worker processes; disconnect from the cluster (the cluster itself keeps
+        running)."""
         with self._lock:
             if self._dask is not None:
                 self._dask.shutdown()
                 self._dask = None
+            processes, self._processes = self._processes, None
+        if processes is not None:
+            processes.shutdown(wait=True, cancel_futures=True)
