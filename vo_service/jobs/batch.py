@@ -252,7 +252,8 @@ class BatchJob:
             context.store, request.formats, context.job_dir, bundle.appendable_file,
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
-                               should_stop=context.should_stop)
+                               should_stop=context.should_stop,
+                               retry_on=(BrokenProcessPool,))  # units are idempotent
             for task, future in work:
                 packed = None  # outcomes + the bundle part of the unit's stamps
                 try:
@@ -265,7 +266,7 @@ class BatchJob:
                                   task.record.obs_publisher_did)
                     reason = f"internal error: {exc}"
                     if isinstance(exc, BrokenProcessPool):
-                        reason = ("the worker process cutting these targets stopped "
+                        reason = ("the worker process cutting these targets stopped twice "
                                   "(killed, or out of memory); run the job again")
                     elif changed_since_indexed(task.record):  # e.g. truncated by a copy
                         reason = ("the image file changed on disk after it was indexed; "
@@ -296,7 +297,8 @@ class BatchJob:
                 units = photometry_units(self.resources.index, science, photometry,
                                          load_mapping(settings.mapping_file).zero_points)
                 for unit, future in as_finished(pool, measure_unit, units, in_flight=in_flight,
-                                                should_stop=context.should_stop):
+                                                should_stop=context.should_stop,
+                                                retry_on=(BrokenProcessPool,)):
                     measured.extend(future.result())
                     done += len(unit.targets)
                     context.set_progress(done, total)
