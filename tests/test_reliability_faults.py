@@ -77,6 +77,30 @@ def server_process(archive: Path, state: Path, port: int, log: Path
                 process.wait()
 
 
+def alive_pids() -> set[int]:
+    """Processes that are running (not zombies waiting for their parent)."""
+    alive = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(int(pid))
+    return alive
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes started by ``pid`` and by those, and so on."""
+    parents = {}
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError, ValueError), \
+                open(f"/proc/{child}/stat") as handle:
+            parents[int(child)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
 def catalog_of(archive: Path, count: int) -> bytes:
     """``count`` positions near demo sources in one field (every one inside the images)."""
     with open(archive / "sources.csv", newline="") as handle:
@@ -136,8 +160,14 @@ def test_a_job_survives_sigkill_of_the_server_and_nothing_half_written_is_listed
             time.sleep(0.05)
         time.sleep(1.0)  # stamps are being cut and cached
         assert phase_of(job_url) == "EXECUTING", "the job ended before the kill; make it bigger"
+        helpers = descendants(process.pid)  # the forkserver and the job's worker processes
+        assert len(helpers) >= 2
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        deadline = time.monotonic() + 20  # they end with the server, not wait for ever
+        while helpers & alive_pids():
+            assert time.monotonic() < deadline, f"left running: {helpers & alive_pids()}"
+            time.sleep(0.1)
 
     # While the server is down: every index row of the cache has its whole file.
     report = check_cache(CutoutCache(state / "cache", 2 * 1024**3), min_age_seconds=0)

@@ -46,15 +46,15 @@ class LocalExecutor(ThreadPoolExecutor):
 
 class ProcessExecutor(ProcessPoolExecutor):
     """An ``Executor`` on worker processes of this machine (functions and arguments must
-    pickle); ``initializer`` runs once in each worker as it starts; ``mp_context`` says
+    pickle); ``initializer(*initargs)`` runs once in each worker as it starts; ``mp_context`` says
     how workers start (e.g. ``multiprocessing.get_context("forkserver")`` from a process
     with threads, which must not fork itself). Leaving its ``with`` block drops work not
     yet started."""
 
-    def __init__(self, max_workers: int, initializer: Callable[[], object] | None = None,
-                 mp_context: Any = None) -> None:
+    def __init__(self, max_workers: int, initializer: Callable[..., object] | None = None,
+                 mp_context: Any = None, initargs: tuple = ()) -> None:
         super().__init__(max_workers=max_workers, initializer=initializer,
-                         mp_context=mp_context)
+                         mp_context=mp_context, initargs=initargs)
         self.max_workers = max_workers
 
     def __exit__(self, *exc: object) -> None:

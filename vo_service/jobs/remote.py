@@ -24,6 +24,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -106,8 +107,8 @@ class WorkerProcesses:
         with self._lock:
             for _ in range(2):
                 if self._pool is None:
-                    self._pool = ProcessExecutor(self.max_workers, engine_batch.start_worker,
-                                                 _forkserver())
+                    self._pool = ProcessExecutor(self.max_workers, start_job_worker,
+                                                 _forkserver(), initargs=(os.getpid(),))
                 try:
                     return self._pool.submit(fn, *args, **kwargs)
                 except BrokenProcessPool:  # a worker died: its futures have failed
@@ -121,6 +122,41 @@ class WorkerProcesses:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def start_job_worker(server_pid: int) -> None:
+    """Initializer of the worker processes: the engine's (images kept open between units),
+    and an end when the server that started them ends, however it ends.
+
+    A worker waits for units on a queue whose writing end it holds itself, and holds the
+    forkserver's "clients alive" pipe: were the server killed (SIGKILL, out of memory, a
+    process manager's SIGTERM without a clean shutdown), the workers would wait for ever
+    and keep the forkserver alive with them. A daemon thread watches the server's process
+    (a pidfd where Linux has one, else a poll every second) and ends this worker with it.
+    """
+    engine_batch.start_worker()
+    threading.Thread(target=_exit_with, args=(server_pid,), name="vo-server-watch",
+                     daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """Wait until process ``pid`` has ended, then end this process at once."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])  # readable once the process has ended
+    else:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:  # alive, but another user's (a reused pid): keep on
+                pass
+            time.sleep(1.0)
+    os._exit(0)
 
 
 def _forkserver() -> Any:
