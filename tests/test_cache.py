@@ -148,14 +148,19 @@ def _process_worker(directory: str, worker: int) -> int:
     return worker
 
 
-def test_several_processes_share_one_cache(tmp_path: Path) -> None:
-    directory = tmp_path / "shared"
-    CutoutCache(directory, max_bytes=20_000)
+def in_three_processes(worker, directory: Path, max_bytes: int) -> CutoutCache:  # noqa: ANN001
+    """Run ``worker(directory, number)`` in three processes at once on a new cache of
+    ``max_bytes`` there; the cache as they left it."""
+    CutoutCache(directory, max_bytes=max_bytes)
     context = multiprocessing.get_context("spawn")
     with context.Pool(3) as pool:
-        assert sorted(pool.starmap(_process_worker, [(str(directory), w) for w in range(3)])) \
+        assert sorted(pool.starmap(worker, [(str(directory), w) for w in range(3)])) \
             == [0, 1, 2]
-    cache = CutoutCache(directory, max_bytes=20_000)
+    return CutoutCache(directory, max_bytes=max_bytes)
+
+
+def test_several_processes_share_one_cache(tmp_path: Path) -> None:
+    cache = in_three_processes(_process_worker, tmp_path / "shared", 20_000)
     stats = cache.stats()
     assert 0 < stats.total_bytes <= 20_000
     for key in cache.keys_by_recency():  # every recorded entry is intact

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import sqlite3
 import zlib
 from pathlib import Path
 
 import pytest
+from test_cache import in_three_processes
 
 from vo_service.cache import KEEP_CONTENT_BYTES, CutoutCache, PackedEntryError, make_key
 from vo_service.cache.check import check_cache
@@ -344,13 +344,7 @@ def _pack_worker(directory: str, worker: int) -> int:
 
 
 def test_processes_putting_packs_concurrently_leave_a_consistent_index(tmp_path: Path) -> None:
-    directory = tmp_path / "shared"
-    CutoutCache(directory, max_bytes=60_000)
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(3) as pool:
-        assert sorted(pool.starmap(_pack_worker, [(str(directory), w) for w in range(3)])) \
-            == [0, 1, 2]
-    cache = CutoutCache(directory, max_bytes=60_000)
+    cache = in_three_processes(_pack_worker, tmp_path / "shared", 60_000)
     stats = cache.stats()
     assert (stats.total_bytes, stats.entries) == row_sums(cache)
     assert 0 < stats.total_bytes <= 60_000

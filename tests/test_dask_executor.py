@@ -108,20 +108,26 @@ def test_abort_on_dask_cancels_the_remaining_batches(
     monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.3)
     with serve_archive(demo_archive, tmp_path, executor="dask",
                        scheduler=local_cluster.scheduler_address) as server:
-        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
-                          demo_catalog(demo_archive, 200))
-        url = str(response.url)
-        wait_for_results(http, url, 3)
-        http.post(f"{url}/phase", data={"PHASE": "ABORT"})
-        assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
-        for _ in range(400):
-            results = results_of(job_document(http, url))
-            if "bundle" in results:  # the manifest (listed while running) is final by then
-                break
-            time.sleep(0.05)
-        assert "bundle" in results
-        progress = job_document(http, url).find("uws:jobInfo/*", UWS)
-        assert 0 < int(progress.get("done")) < int(progress.get("total"))
+        abort_drops_the_remaining_units(http, server, demo_archive)
+
+
+def abort_drops_the_remaining_units(http, server, demo_archive: Path) -> None:  # noqa: ANN001
+    """ABORT a 200-target job of small units once it has results: it is ABORTED at once,
+    its bundle comes (the final manifest with it), and only part of its work was done."""
+    response = create(http, server, job_data(RESPONSEFORMAT="fits"),
+                      demo_catalog(demo_archive, 200))
+    url = str(response.url)
+    wait_for_results(http, url, 3)
+    http.post(f"{url}/phase", data={"PHASE": "ABORT"})
+    assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
+    for _ in range(400):
+        results = results_of(job_document(http, url))
+        if "bundle" in results:  # the manifest (listed while running) is final by then
+            break
+        time.sleep(0.05)
+    assert "bundle" in results
+    progress = job_document(http, url).find("uws:jobInfo/*", UWS)
+    assert 0 < int(progress.get("done")) < int(progress.get("total"))
 
 
 @pytest.mark.slow

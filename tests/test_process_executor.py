@@ -14,8 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from server import serve_archive
-from test_batch_job import UWS, create, demo_catalog, job_document, results_of, wait_final
-from test_dask_executor import finished_job, job_data, manifest_table
+from test_batch_job import UWS, create, demo_catalog, wait_final
+from test_dask_executor import (
+    abort_drops_the_remaining_units,
+    finished_job,
+    job_data,
+    manifest_table,
+)
 from uws_client import wait_for_results
 
 from vo_service.config import Settings, load_settings
@@ -123,20 +128,7 @@ def test_abort_on_worker_processes_drops_the_remaining_units(
     monkeypatch.setattr(remote, "TASK_DELAY_SECONDS", 0.3)
     with serve_archive(demo_archive, tmp_path, executor="processes",
                        worker_processes=2) as server:
-        response = create(http, server, job_data(RESPONSEFORMAT="fits"),
-                          demo_catalog(demo_archive, 200))
-        url = str(response.url)
-        wait_for_results(http, url, 3)
-        http.post(f"{url}/phase", data={"PHASE": "ABORT"})
-        assert job_document(http, url).findtext("uws:phase", namespaces=UWS) == "ABORTED"
-        for _ in range(400):
-            results = results_of(job_document(http, url))
-            if "bundle" in results:  # the manifest (listed while running) is final by then
-                break
-            time.sleep(0.05)
-        assert "bundle" in results
-        progress = job_document(http, url).find("uws:jobInfo/*", UWS)
-        assert 0 < int(progress.get("done")) < int(progress.get("total"))
+        abort_drops_the_remaining_units(http, server, demo_archive)
 
 
 def test_the_executor_is_chosen_in_the_settings(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -388,21 +388,13 @@ class CutoutCache:
         self._make_room(incoming, list(contents))
         pack = uuid.uuid4().hex + PACK_SUFFIX
         path = self.packs_dir / pack
-        fd, temp_name = tempfile.mkstemp(prefix=".", suffix=".part", dir=self.packs_dir)
         entries: list[tuple[str, int, int, int]] = []
-        try:
-            with os.fdopen(fd, "wb") as out:
-                offset = 0
-                for key, content in contents.items():
-                    out.write(content)
-                    entries.append((key, offset, len(content), zlib.crc32(content)))
-                    offset += len(content)
-            # No fsync, as for own files: a torn pack fails its size or CRC check.
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
+        with _atomic_file(path, ".") as out:  # a torn pack fails its size or CRC check
+            offset = 0
+            for key, content in contents.items():
+                out.write(content)
+                entries.append((key, offset, len(content), zlib.crc32(content)))
+                offset += len(content)
         try:
             replaced = self.index.record_packed(pack, entries)
         except BaseException:
@@ -415,44 +407,32 @@ class CutoutCache:
     def _replaced(self, replaced: Replaced) -> None:
         """Delete what a record left over: own files of keys now packed, packs no entry
         refers to any more."""
-        for key in replaced.own_keys:
+        self._delete(replaced.own_keys, replaced.empty_packs)
+
+    def _delete(self, own_keys: Iterable[str], packs: Iterable[str]) -> None:
+        """Delete the own files of ``own_keys`` and the pack files ``packs`` (gone already
+        is fine)."""
+        for path in [*map(self.path_for, own_keys), *map(self.pack_path, packs)]:
             with contextlib.suppress(FileNotFoundError):
-                self.path_for(key).unlink()
-        for pack in replaced.empty_packs:
-            with contextlib.suppress(FileNotFoundError):
-                self.pack_path(pack).unlink()
+                path.unlink()
 
     def _write_file(self, key: str, content: bytes | Path) -> tuple[Path, int, str]:
         """Write ``content`` to ``key``'s path atomically; (path, size, sha256)."""
         path = self.path_for(key)
-        try:
-            fd, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".part",
-                                             dir=path.parent)
-        except FileNotFoundError:  # first file of this prefix (mkdir every time costs ~1 ms)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".part",
-                                             dir=path.parent)
         hasher = hashlib.sha256()
         size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(content, bytes | bytearray | memoryview):
-                    out.write(content)
-                    hasher.update(content)
-                    size = len(content)
-                else:
-                    with open(content, "rb") as source:
-                        while chunk := source.read(_CHUNK):
-                            out.write(chunk)
-                            hasher.update(chunk)
-                            size += len(chunk)
-            # No fsync: after a crash a torn file fails the sha256 check on its next hit and
-            # is recomputed, so durability would only cost time here.
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
+        # a torn file fails the sha256 check on its next hit and is recomputed
+        with _atomic_file(path, f".{key[:16]}-") as out:
+            if isinstance(content, bytes | bytearray | memoryview):
+                out.write(content)
+                hasher.update(content)
+                size = len(content)
+            else:
+                with open(content, "rb") as source:
+                    while chunk := source.read(_CHUNK):
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        size += len(chunk)
         return path, size, hasher.hexdigest()
 
     def evict(self, keep: str | Collection[str] | None = None) -> list[str]:
@@ -495,12 +475,7 @@ class CutoutCache:
 
     def _remove(self, victims: Eviction) -> None:
         """Delete the files of evicted entries: own files and whole packs."""
-        for key in victims.own_keys:
-            with contextlib.suppress(FileNotFoundError):
-                self.path_for(key).unlink()
-        for pack in victims.packs:
-            with contextlib.suppress(FileNotFoundError):
-                self.pack_path(pack).unlink()
+        self._delete(victims.own_keys, victims.packs)
         if victims:
             log.info("cache over budget (cache_bytes or free disk space): evicted %d entries "
                      "(%d packs)", len(victims.keys), len(victims.packs))
@@ -587,6 +562,27 @@ class CutoutCache:
         for folder in (self.objects_dir, self.packs_dir):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path, prefix: str) -> Iterator[BinaryIO]:
+    """A new file written under a temporary name (``prefix``…``.part``) in ``path``'s
+    folder, created if need be, and renamed to ``path`` when the block ends; deleted if the
+    block fails. No fsync: a torn file fails its checksum on its next hit and is
+    recomputed, so durability would only cost time."""
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
+    except FileNotFoundError:  # the folder's first file (mkdir every time costs ~1 ms)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
 
 
 def remove_strays(directory: Path, known: Collection[str], cutoff: float) -> int:
