@@ -280,3 +280,40 @@ def test_many_polygons_are_built_in_calls_of_a_bounded_size_and_give_the_same_mo
     monkeypatch.setattr(coverage.MOC, "from_polygons", counted)
     assert coverage.polygons_moc(polygons, 16) == reference
     assert max(calls) <= 3 and sum(calls) == len(polygons)
+
+
+def test_a_jobs_moc_drawn_by_its_units_equals_the_one_drawn_from_its_manifest(
+        index, tmp_path: Path) -> None:  # noqa: ANN001
+    """Each unit of a catalog job draws the MOC of its stamps where it was cut (in
+    parallel, on the workers); united with the targets that is, at the same order, the MOC
+    of the whole manifest. The order the job chooses from its plan (requested sizes) is
+    never finer than the one from the stamps it made."""
+    from vo_service.jobs.job_coverage import (
+        planned_order,
+        sky_of_rows,
+        unit_coverage,
+        write_job_coverage,
+    )
+    from vo_service.products.manifest import ManifestRow
+
+    records = [r for r in index.records() if r.product_type in ("BGSUB", "RMS")][:6]
+    rows, parts = [], []
+    for n, record in enumerate(records):
+        boxes = []
+        for k in range(5):  # 30-pixel boxes along the image's diagonal, cut short at k = 0
+            x, y = 40 * k, 40 * k + 7
+            boxes.append(f"[{max(1, x - 14)}:{x + 15},{max(1, y - 14)}:{y + 15}]")
+            rows.append(ManifestRow(f"t{k}", k + 1, float(record.s_ra), float(record.s_dec),
+                                    "ok", image_id=record.obs_publisher_did,
+                                    band=record.band, pixel_box=boxes[-1]))
+        rows.append(ManifestRow(f"far{n}", 90 + n, 10.0 + n, -60.0, "no-overlap"))
+        parts.append(boxes)
+    expected = sky_of_rows(rows, index).moc()
+    order = expected.max_order
+    assert planned_order((record, [(30.0, "pix")] * 5) for record in records) <= order
+    drawn = [unit_coverage(record, boxes, order) for record, boxes in zip(records, parts,
+                                                                           strict=True)]
+    manifest = tmp_path / "manifest.xml"
+    write_job_coverage(manifest, index, rows, (order, drawn))
+    assert MOC.from_fits(tmp_path / "coverage.fits") == expected
+    assert unit_coverage(records[0], [], order).size == 0  # no stamps: an empty MOC
