@@ -69,10 +69,14 @@ class PackedEntryError(LookupError):
     """A path was asked for an entry that has no file of its own (it lives in a pack)."""
 
 
+def canonical_json(value: object) -> bytes:
+    """``value`` as canonical JSON (sorted keys, no spaces, UTF-8): what keys hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 def make_key(parts: Mapping[str, object]) -> str:
     """The sha256 (hex) of a canonical JSON rendering of ``parts`` (key order irrelevant)."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(parts)).hexdigest()
 
 
 def source_identity(path: Path, hdu: int | None = None) -> dict[str, object]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vo_service.cache import CachedFile, CutoutCache, source_identity
+from vo_service.cache import CachedFile, CutoutCache, canonical_json, source_identity
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
@@ -111,28 +110,23 @@ class StampKeys:
                  product: dict[str, object] | None = None) -> None:
         request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                    "pad": False, "stitch": stitch, "made": product}
-        self._image = hashlib.sha256(_canonical(request) + b"|")
-        self._what = {"outcome": b"|" + _canonical({"what": "outcome"})}
+        self._image = hashlib.sha256(canonical_json(request) + b"|")
+        self._what = {"outcome": b"|" + canonical_json({"what": "outcome"})}
         for fmt in formats:
             render = {} if fmt == "fits" else {"stretch": "linear", "limits": "zscale"}
-            self._what[fmt] = b"|" + _canonical({"what": "stamp", "format": fmt,
+            self._what[fmt] = b"|" + canonical_json({"what": "stamp", "format": fmt,
                                                  "render": render})
 
     def of(self, target: Target) -> dict[str, str]:
         """The keys of ``target``'s outcome and of each of its stamp formats."""
         hashed = self._image.copy()
-        hashed.update(_canonical([target.ra, target.dec, target.size, target.unit]))
+        hashed.update(canonical_json([target.ra, target.dec, target.size, target.unit]))
         keys = {}
         for what, suffix in self._what.items():
             key = hashed.copy()
             key.update(suffix)
             keys[what] = key.hexdigest()
         return keys
-
-
-def _canonical(value: object) -> bytes:
-    """``value`` as canonical JSON (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
