@@ -121,9 +121,8 @@ class CachedFile:
     def iter_chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         """Yield the entry's bytes from the start, then close it."""
         try:
-            if self.content is not None:
-                for start in range(0, len(self.content), chunk_size):
-                    yield self.content[start:start + chunk_size]
+            if self.content is not None:  # already in memory (small): no copies
+                yield self.content
                 return
             self.handle.seek(0)
             while chunk := self.handle.read(chunk_size):

@@ -242,14 +242,12 @@ def _local_member(name: str, chunks: Iterable[bytes | memoryview], dos_time: int
     """(local header, data parts, (encoded name, CRC, size)) of one stored member; the
     CRC-32 is computed unless ``known_crc`` gives it."""
     parts = list(chunks)
-    crc = 0
-    size = 0
-    for part in parts:
-        if known_crc is None:
+    size = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
+    crc = known_crc
+    if crc is None:
+        crc = 0
+        for part in parts:
             crc = zlib.crc32(part, crc)
-        size += len(part) if isinstance(part, bytes) else part.nbytes
-    if known_crc is not None:
-        crc = known_crc
     if size >= ZIP32_LIMIT:
         raise ValueError(f"member {name} is too large for a stored stamp ({size} bytes)")
     encoded = name.encode("utf-8")

@@ -191,8 +191,7 @@ def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
     for fmt in formats:
         relative = stem + SUFFIX[fmt]
         cached = opened[keys[fmt]]
-        sink.add(relative, (cached.content,) if cached.content is not None
-                 else cached.iter_chunks(), crc=cached.crc32)  # verified by the cache
+        sink.add(relative, cached.iter_chunks(), crc=cached.crc32)  # verified by the cache
         outcome.files[fmt] = (relative, cached.size)
     return outcome
 
