@@ -252,7 +252,7 @@ class BatchJob:
         drawn: list | None = []  # each unit's MOC of its stamps; None: draw at the end
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
-            context.store, request.formats, context.job_dir, bundle.appendable_file,
+            context.store, request.formats, context.job_dir, bundle.path,
             coverage_order=order,
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,

@@ -276,13 +276,8 @@ class Bundle:
         self._zip.add(arcname, (content,))
         self.members += 1
 
-    @property
-    def appendable_file(self) -> Path:
-        """The file `ZipAppender`s of the same machine may append stamps to (`adopt`)."""
-        return self.path
-
     def adopt(self, entries: list[tuple[bytes, int, int, int]]) -> dict[str, int]:
-        """Take on members a `ZipAppender` appended to `appendable_file`; returns where
+        """Take on members `ZipAppender`s of this machine appended to ``path``; returns where
         each member's bytes start in the bundle, by name."""
         self._zip.adopt(entries)
         self.members += len(entries)
