@@ -81,11 +81,9 @@ def result_location(job_dir: Path, result: ResultFile) -> Path | None:
 
 def read_result(path: Path, result: ResultFile) -> bytes:
     """The bytes of ``result`` held in ``path`` (:func:`result_location`)."""
-    with open(path, "rb") as handle:
-        if result.offset is None:
-            return handle.read()
-        handle.seek(result.offset)
-        return _exactly(handle.read(result.size), result)
+    if result.offset is None:
+        return path.read_bytes()
+    return b"".join(iter_result(path, result))
 
 
 def iter_result(path: Path, result: ResultFile, chunk_size: int = 256 * 1024
@@ -102,10 +100,3 @@ def iter_result(path: Path, result: ResultFile, chunk_size: int = 256 * 1024
             yield chunk
     if left:
         raise OSError(f"result {result.result_id} ends {left} bytes early in {path.name}")
-
-
-def _exactly(content: bytes, result: ResultFile) -> bytes:
-    if len(content) != result.size:
-        raise OSError(f"result {result.result_id} ends {result.size - len(content)} bytes "
-                      "early in its file")
-    return content
