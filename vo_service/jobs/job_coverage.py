@@ -200,9 +200,10 @@ def unit_coverage(record: ImageRecord, pixel_boxes: Sequence[str], order: int
     writes them), as depth-29 ranges (plain numpy: it travels back from worker
     processes): the footprints the whole-manifest build draws for the same rows. Made
     where the unit was cut, so a job's MOC is drawn on its workers, in parallel."""
-    celestial = load_celestial_image(record.path, record.hdu, record.mtime)
     corners, _ = box_corners(list(pixel_boxes))
-    if celestial is None or not len(corners):
+    celestial = load_celestial_image(record.path, record.hdu, record.mtime) \
+        if len(corners) else None  # a unit without stamps reads no WCS
+    if celestial is None:
         return MOC.new_empty(order).to_depth29_ranges
     ras, decs = celestial.pixel_to_icrs(corners[..., 0].ravel(), corners[..., 1].ravel())
     vertices = np.stack([ras.reshape(-1, 4), decs.reshape(-1, 4)], axis=-1)

@@ -14,8 +14,8 @@ it on another worker when its worker dies.
 The worker processes of this machine start from a ``forkserver`` (the server has threads,
 so it never forks itself); the forkserver preloads this module, so a worker starts in
 milliseconds. The pool lives across jobs; a worker that dies breaks the pool
-(``BrokenProcessPool``): the units it held end with an error, and the next unit starts a
-new pool.
+(``BrokenProcessPool``): the next unit starts a new pool, where the units the old one held
+run once more (``jobs/executors.as_finished``), and every worker ends with the server.
 """
 
 from __future__ import annotations
