@@ -171,13 +171,9 @@ class CacheIndex:
 
     def rows(self, keys: list[str]) -> dict[str, dict]:
         """The entries of those ``keys`` that exist, by key (one query per 500 keys)."""
-        found: dict[str, dict] = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            for row in self.db().query(f"SELECT * FROM {_TABLE} WHERE key IN ({marks})", part):
-                found[row["key"]] = row
-        return found
+        db = self.db()
+        return {row["key"]: row for where, part in _key_batches(keys)
+                for row in db.query(f"SELECT * FROM {_TABLE} WHERE {where}", part)}
 
     def touch(self, key: str) -> None:
         """Mark ``key`` used now (most recent in the eviction order)."""
@@ -272,13 +268,8 @@ class CacheIndex:
     @staticmethod
     def _locations(db: sqlite_utils.Database, keys: list[str]) -> dict[str, str | None]:
         """The pack (None: own file) of those ``keys`` that have entries."""
-        found: dict[str, str | None] = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            found.update(db.execute(
-                f"SELECT key, pack FROM {_TABLE} WHERE key IN ({marks})", part).fetchall())
-        return found
+        return {key: pack for where, part in _key_batches(keys) for key, pack in
+                db.execute(f"SELECT key, pack FROM {_TABLE} WHERE {where}", part)}
 
     def evict_over(self, max_bytes: int, keep: str | Collection[str] | None = None, *,
                    spare_bytes: int | None = None) -> Eviction:
@@ -357,3 +348,11 @@ class CacheIndex:
         """Forget every entry."""
         with self.write() as db:
             db.execute(f"DELETE FROM {_TABLE}")
+
+
+def _key_batches(keys: list[str], size: int = 500) -> Iterator[tuple[str, list[str]]]:
+    """(``key IN (?, …)`` clause, its keys) for ``keys``, at most ``size`` at a time (SQLite
+    caps the parameters of one statement)."""
+    for start in range(0, len(keys), size):
+        part = keys[start:start + size]
+        yield f"key IN ({', '.join('?' * len(part))})", part
