@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from vo_service.cache import CachedFile
 
 
-def publish_cached(cached: CachedFile, target: Path, *, folder_exists: bool = False) -> int:
+def publish_cached(cached: CachedFile, target: Path) -> int:
     """Hard-link a cache file to ``target``, else copy it from the open handle; its size.
 
     A hard link survives the cache evicting the entry later and costs no space or I/O. If
     the entry was evicted (or lives on another file system), or is a byte range of a pack
     shared with other entries, the bytes come from the handle the cache opened, which stays
-    readable either way. ``folder_exists`` skips creating ``target``'s folder (callers
-    publishing many stamps create each folder once).
+    readable either way.
     """
-    if not folder_exists:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if cached.packed:
-            raise OSError("a packed entry has no file of its own to link")
-        link_replacing(cached.path, target)
-        return cached.size
-    except OSError:
+        if not cached.packed:  # a packed entry has no file of its own to link
+            with contextlib.suppress(OSError):
+                link_replacing(cached.path, target)
+                return cached.size
         with open(target, "wb") as out:
             for chunk in cached.iter_chunks():
                 out.write(chunk)
