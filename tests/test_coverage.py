@@ -4,6 +4,7 @@ astropy-regions as a client would read them."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -317,3 +318,40 @@ def test_a_jobs_moc_drawn_by_its_units_equals_the_one_drawn_from_its_manifest(
     write_job_coverage(manifest, index, rows, (order, drawn))
     assert MOC.from_fits(tmp_path / "coverage.fits") == expected
     assert unit_coverage(records[0], [], order).size == 0  # no stamps: an empty MOC
+
+
+def test_a_unit_drawn_before_reads_its_moc_from_the_cache(
+        index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """A catalog run again (same image on disk, same stamps) does not draw its units' MOCs
+    again: they come from the cutout cache, the same cells; a changed image draws anew."""
+    from vo_service.cache import CutoutCache
+    from vo_service.engine.cutout import StampStatus
+    from vo_service.jobs import bundle_parts
+    from vo_service.jobs.batch_cut import Outcome, StampTask, Target
+
+    source = next(r for r in index.records() if r.product_type == "BGSUB")
+    copy = tmp_path / source.path.name
+    shutil.copyfile(source.path, copy)
+    record = dataclasses.replace(source, path=copy)
+    outcomes = [Outcome(Target(k, f"t{k}", 0.0, 0.0, 30, "pix"), StampStatus.OK,
+                        ranges=((30 * k, 30 * k + 30), (30 * k + 5, 30 * k + 35)))
+                for k in range(4)]
+    task = StampTask(record, [])
+    drawn = []
+    drawing = bundle_parts.unit_coverage
+
+    def counted(*args):  # noqa: ANN002
+        drawn.append(args)
+        return drawing(*args)
+
+    monkeypatch.setattr(bundle_parts, "unit_coverage", counted)
+    cache = CutoutCache(tmp_path / "cache", 10**8)
+    first = bundle_parts._drawn(task, outcomes, 16, cache)
+    again = bundle_parts._drawn(task, outcomes, 16, cache)
+    assert len(drawn) == 1 and first.size and np.array_equal(first, again)
+    assert MOC.from_depth29_ranges(16, again) == MOC.from_depth29_ranges(16, first)
+    with open(copy, "r+b") as handle:  # the image changes on disk: drawn again
+        handle.seek(0, 2)
+        handle.write(b"\0" * 2880)
+    bundle_parts._drawn(task, outcomes, 16, cache)
+    assert len(drawn) == 2

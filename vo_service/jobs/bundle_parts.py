@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vo_service.cache import CutoutCache, make_key, source_identity
 from vo_service.engine.bundle import ZipAppender, ZipStream
 from vo_service.jobs.batch_cut import Outcome, StampTask, cut_task
 from vo_service.jobs.job_coverage import STAMP_STATUSES, unit_coverage
@@ -27,6 +28,8 @@ from vo_service.products.manifest import format_pixel_box
 log = logging.getLogger(__name__)
 
 PARTS_FOLDER = "bundle-parts"
+# Bump when unit_coverage draws other cells for the same stamps (old entries are unused).
+COVERAGE_KEY_VERSION = 1
 
 
 @dataclass
@@ -42,16 +45,31 @@ class PackedTask:
     coverage: np.ndarray | None = None
 
 
-def _drawn(task: StampTask, outcomes: list[Outcome], order: int | None) -> np.ndarray | None:
+def _drawn(task: StampTask, outcomes: list[Outcome], order: int | None,
+           cache: CutoutCache) -> np.ndarray | None:
     """The MOC of the unit's stamps at the job's coverage ``order`` (:func:`unit_coverage`),
     or None: not asked for, or it could not be drawn (the job then draws it from its
-    manifest)."""
+    manifest). A unit drawn before (same image on disk, order and pixel boxes: a catalog
+    run again) is read back from the cache instead of drawn again."""
     if order is None:
         return None
     boxes = [format_pixel_box(outcome.ranges) for outcome in outcomes
              if outcome.ranges and outcome.status in STAMP_STATUSES]
+    if not boxes:
+        return unit_coverage(task.record, boxes, order)  # empty, at once
     try:
-        return unit_coverage(task.record, boxes, order)
+        key = make_key({"product": "unit-coverage", "version": COVERAGE_KEY_VERSION,
+                        "source": source_identity(task.record.path, task.record.hdu),
+                        "order": order, "boxes": boxes})
+        if (cached := cache.open(key)) is not None:
+            return np.frombuffer(b"".join(cached.iter_chunks()), dtype=np.uint64).reshape(-1, 2)
+        ranges = unit_coverage(task.record, boxes, order)
+        cache.put_pack([(key, np.ascontiguousarray(ranges, dtype=np.uint64).tobytes())])
+        return ranges
+    except OSError:  # the image went away, or a full disk: the job draws it at the end
+        log.warning("the coverage of a unit on %s could not be drawn", task.record.path,
+                    exc_info=True)
+        return None
     except Exception:  # a bug must not cost the unit its stamps
         log.exception("the coverage of a unit on %s could not be drawn", task.record.path)
         return None
@@ -69,7 +87,7 @@ def cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...], max_p
             outcomes = cut_task(task, cache, memory, formats, max_pixels, appender)
         finally:
             entries = appender.close()  # bytes of a failed unit stay unlisted in the ZIP
-        return PackedTask(outcomes, None, entries, _drawn(task, outcomes, coverage_order))
+        return PackedTask(outcomes, None, entries, _drawn(task, outcomes, coverage_order, cache))
     folder = job_dir / PARTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.part"  # a retried unit never clashes
@@ -81,7 +99,7 @@ def cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...], max_p
         path.unlink(missing_ok=True)
         raise
     entries = stream.close_part()
-    coverage = _drawn(task, outcomes, coverage_order)
+    coverage = _drawn(task, outcomes, coverage_order, cache)
     if not entries:
         path.unlink(missing_ok=True)
         return PackedTask(outcomes, coverage=coverage)

@@ -208,7 +208,8 @@ def unit_coverage(record: ImageRecord, pixel_boxes: Sequence[str], order: int
     ras, decs = celestial.pixel_to_icrs(corners[..., 0].ravel(), corners[..., 1].ravel())
     vertices = np.stack([ras.reshape(-1, 4), decs.reshape(-1, 4)], axis=-1)
     finite = np.isfinite(vertices).all(axis=(1, 2))
-    return polygons_moc(list(vertices[finite]), order).to_depth29_ranges
+    # one thread: units run side by side on every core already
+    return polygons_moc(list(vertices[finite]), order, n_threads=1).to_depth29_ranges
 
 
 def write_job_coverage(manifest_path: Path, index,  # noqa: ANN001 - ArchiveIndex
