@@ -6,6 +6,7 @@ import csv
 import io
 import time
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -328,8 +329,9 @@ def test_abort_stops_a_big_job_and_keeps_what_was_finished(
 class Members(dict):
     """A stamp sink of a unit (as the job's bundle is): member name -> bytes."""
 
-    def add(self, name: str, chunks) -> None:
+    def add(self, name: str, chunks, crc: int | None = None) -> None:
         self[name] = b"".join(chunks)
+        assert crc is None or crc == zlib.crc32(self[name])  # a CRC given is the bytes' own
 
 
 def _first_sources(demo_archive: Path, n: int) -> list[dict]:

@@ -369,3 +369,21 @@ def test_publishing_a_packed_entry_copies_its_bytes_not_the_pack(cache: CutoutCa
     linked = tmp_path / "job" / "own.fits"
     publish_cached(cache.open(key_of("own")), linked)
     assert linked.read_bytes() == stamp("own") and os.stat(linked).st_nlink == 2
+
+
+def test_a_crc_the_caller_knows_is_recorded_and_a_wrong_one_is_a_miss(
+        cache: CutoutCache) -> None:
+    """A batch job computes each new stamp's CRC-32 once, for its ZIP member and the cache:
+    put_pack records it as given; one that does not match the bytes makes that entry a miss
+    (dropped when read), never wrong bytes served."""
+    items = batch("c", 3)
+    (good, good_bytes), (wrong, _), (computed, computed_bytes) = items
+    cache.put_pack(items, {good: zlib.crc32(good_bytes), wrong: 12345})
+    opened = cache.open_many([good, wrong, computed])
+    assert opened[good].content == good_bytes
+    assert opened[good].crc32 == zlib.crc32(good_bytes)
+    assert opened[computed].content == computed_bytes  # no CRC given: computed here
+    assert opened[wrong] is None and wrong not in cache
+    for entry in opened.values():
+        if entry is not None:
+            entry.close()

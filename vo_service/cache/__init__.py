@@ -376,10 +376,13 @@ class CutoutCache:
         self.evict(keep=paths.keys())
         return paths
 
-    def put_pack(self, items: list[tuple[str, bytes]]) -> None:
+    def put_pack(self, items: list[tuple[str, bytes]],
+                 crcs: Mapping[str, int] | None = None) -> None:
         """Store the (key, bytes) ``items`` as one new pack file, atomically, then record
         one index entry per key (its offset, size and CRC-32) in one transaction; a key
         already present is replaced. Eviction follows and keeps every key of ``items``.
+        ``crcs``: the CRC-32 of some keys' bytes, known to the caller (computed once for
+        the cache and a ZIP member); a wrong one only makes the entry a miss later.
 
         The budget, free-space and ENOSPC rules are those of :meth:`put_many`; after an
         error nothing of the pack is recorded or left behind.
@@ -396,7 +399,9 @@ class CutoutCache:
             offset = 0
             for key, content in contents.items():
                 out.write(content)
-                entries.append((key, offset, len(content), zlib.crc32(content)))
+                crc = crcs.get(key) if crcs else None
+                entries.append((key, offset, len(content),
+                                zlib.crc32(content) if crc is None else crc))
                 offset += len(content)
         try:
             replaced = self.index.record_packed(pack, entries)

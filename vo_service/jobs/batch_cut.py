@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -94,6 +95,7 @@ class Outcome:
     ranges: PixelRanges | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
+
 
 
 class StampKeys:
@@ -242,9 +244,10 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                     outcome.message = f"no {fmt.upper()} preview: {exc}"
                     continue
                 relative = stem + SUFFIX[fmt]
-                sink.add(relative, (content,))
+                crc = zlib.crc32(content)  # once, for the bundle and the cache
+                sink.add(relative, (content,), crc=crc)
                 outcome.files[fmt] = (relative, len(content))
-                pending.add(keys[fmt], content)
+                pending.add(keys[fmt], content, crc)
         if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
             learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
                                                          ranges, result.has_stamp)
@@ -263,10 +266,13 @@ class _PendingStamps:
     def __init__(self, cache: CutoutCache) -> None:
         self.cache = cache
         self._items: list[tuple[str, bytes]] = []
+        self._crcs: dict[str, int] = {}
         self._bytes = 0
 
-    def add(self, key: str, content: bytes) -> None:
+    def add(self, key: str, content: bytes, crc: int) -> None:
+        """Store ``content`` (whose CRC-32 is ``crc``) under ``key`` with the next batch."""
         self._items.append((key, content))
+        self._crcs[key] = crc
         self._bytes += len(content)
         if self._bytes >= self.MAX_BYTES:
             self.flush()
@@ -275,6 +281,5 @@ class _PendingStamps:
         """Store the pending stamps."""
         if not self._items:
             return
-        self.cache.put_pack(self._items)
-        self._items = []
-        self._bytes = 0
+        self.cache.put_pack(self._items, self._crcs)
+        self._items, self._crcs, self._bytes = [], {}, 0
