@@ -142,3 +142,22 @@ def test_the_executor_is_chosen_in_the_settings(tmp_path: Path) -> None:
         load_settings(environ={"VO_SERVICE_EXECUTOR": "threads"})
     assert remote.BatchExecutors(Settings(executor="processes")).processes().max_workers \
         == os.cpu_count()
+
+
+def test_targets_and_outcomes_come_back_from_a_worker_process_unchanged() -> None:
+    """A unit's targets go to a worker process and its outcomes come back pickled (in a
+    compact form): every field survives, the mutable ones as copies."""
+    import pickle
+
+    from vo_service.engine.cutout import StampStatus
+    from vo_service.jobs.batch_cut import Outcome, Target
+
+    target = Target(41, "NGC 1365/α", 53.4015, -36.1404, 12.5, "arcsec")
+    outcome = Outcome(target, StampStatus.PARTIAL, "cut short at the image's edge",
+                      ((0, 40), (17, 57)), {"fits": ("VIS/r000042_NGC_1365__img.fits", 23040)},
+                      from_cache=True)
+    back = pickle.loads(pickle.dumps([target, outcome]))
+    assert back == [target, outcome]
+    assert type(back[0]) is Target and back[1].status is StampStatus.PARTIAL
+    back[1].files["png"] = ("x.png", 1)
+    assert "png" not in outcome.files
