@@ -452,3 +452,34 @@ def test_a_member_whose_crc_is_known_is_not_checksummed_again(tmp_path, monkeypa
     with zipfile.ZipFile(target) as readback:
         assert readback.testzip() is None
         assert {name: readback.read(name) for name in readback.namelist()} == payloads
+
+
+@pytest.mark.parametrize("second_write", ["fails", "succeeds"])
+def test_an_append_cut_short_by_a_full_disk_says_it_is_the_disk(tmp_path, monkeypatch,
+                                                                 second_write):
+    """A worker's append that the kernel cuts short (the disk or quota ran out) fails with
+    the disk's own error, so that the job reports a storage failure ("retry later"), not a
+    bug; were the rest written after all, the members may be split by another process's
+    append, and that is an I/O error too."""
+    import errno
+
+    from vo_service.engine import bundle
+    from vo_service.errors import storage_failure
+
+    target = tmp_path / "full.zip"
+    bundle.ZipStream(target).close()
+    appender = bundle.ZipAppender(target)
+    appender.add("s.fits", [b"S" * 5000])
+    monkeypatch.setattr(bundle.os, "writev", lambda fd, buffers: 1000)
+
+    def write(fd, data):  # noqa: ANN001, ANN202
+        if second_write == "fails":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return len(data)
+
+    monkeypatch.setattr(bundle.os, "write", write)
+    with pytest.raises(OSError) as raised:
+        appender.flush()
+    assert raised.value.errno == (errno.ENOSPC if second_write == "fails" else errno.EIO)
+    assert storage_failure(raised.value) is not None
+    assert appender.entries == []  # nothing of it is listed

@@ -8,6 +8,7 @@ where `zipfile.writestr` costs tens; archives are read back with `zipfile` in th
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -210,8 +211,10 @@ class ZipAppender:
         if len(buffers) > _IOV_MAX:  # one member of very many chunks
             buffers = [b"".join(buffers)]
         written = os.writev(self._fd, buffers)
-        if written != self._pending_size:  # e.g. a full disk: the archive is unusable
-            raise OSError(f"appended {written} of {self._pending_size} bytes to the bundle")
+        if written != self._pending_size:  # the disk or the quota ran out during the write
+            os.write(self._fd, b"".join(buffers)[written:])  # raises what it was (ENOSPC …)
+            raise OSError(errno.EIO, f"appended {self._pending_size} bytes to the bundle in "
+                          "two writes: another process may have appended between them")
         start = os.lseek(self._fd, 0, os.SEEK_CUR) - written
         self.entries.extend((name, crc, size, start + offset)
                             for name, crc, size, offset in self._pending_entries)

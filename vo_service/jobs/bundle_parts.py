@@ -12,6 +12,7 @@ uncompressed, so a stamp is one byte range of the ZIP).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -85,8 +86,11 @@ def cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...], max_p
         appender = ZipAppender(append_to)
         try:
             outcomes = cut_task(task, cache, memory, formats, max_pixels, appender)
-        finally:
-            entries = appender.close()  # bytes of a failed unit stay unlisted in the ZIP
+        except BaseException:  # its bytes stay unlisted in the ZIP; its own error tells why
+            with contextlib.suppress(OSError):  # e.g. the same full disk
+                appender.close()
+            raise
+        entries = appender.close()
         return PackedTask(outcomes, None, entries, _drawn(task, outcomes, coverage_order, cache))
     folder = job_dir / PARTS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
