@@ -70,9 +70,13 @@ class FakeContext:
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
         self.published: list[ResultFile] = []
+        self.added: list[list[ResultFile]] = []  # one list per job-store transaction
 
     def put_result(self, result: ResultFile) -> None:
         self.published.append(result)
+
+    def add_results(self, results: list[ResultFile]) -> None:
+        self.added.append(list(results))
 
 
 def rows(count: int) -> list[ManifestRow]:
@@ -147,3 +151,29 @@ def test_a_store_another_process_just_upgraded_opens(tmp_path: Path, monkeypatch
     store.add_results("j", [ResultFile("a", "a.fits", "application/fits", 1, listed=False)])
     assert store.results("j") == [] and store.result("j", "a") is not None
     store.close()
+
+
+def test_stamps_results_are_published_together_before_the_manifest_listing_them(
+        tmp_path: Path) -> None:
+    """A unit's stamp results wait for the next manifest write, then go into the store in
+    one transaction before the manifest file that points at them: never a row whose
+    stamp is not there yet, and not one commit per unit."""
+    now = [100.0]
+    context = FakeContext(tmp_path)
+    manifest = RunningManifest(context, clock=lambda: now[0])
+    done = rows(6)
+    stamps = [ResultFile(f"s{n}", "bundle.zip", "application/fits", 10, listed=False,
+                         offset=n * 10) for n in range(6)]
+    manifest.add_results(stamps[:2])
+    manifest.update(done[:2], {"job_id": "j"})  # the first write: at once
+    assert context.added == [stamps[:2]] and manifest.writes == 1
+    for n in (2, 3, 4):  # three units, too soon for a write: kept
+        manifest.add_results(stamps[n:n + 1])
+        manifest.update(done[:n + 1], {"job_id": "j"})
+    assert context.added == [stamps[:2]] and manifest.writes == 1
+    now[0] += MIN_INTERVAL_SECONDS
+    manifest.add_results(stamps[5:])
+    manifest.update(done, {"job_id": "j"})
+    assert context.added == [stamps[:2], stamps[2:]] and manifest.writes == 2
+    manifest.finish(sorted(done, key=lambda r: r.row), {"job_id": "j"})
+    assert len(context.added) == 2  # nothing left to publish

@@ -296,7 +296,7 @@ class BatchJob:
                             _result_id(relative), bundle.path.name, MIME[fmt], size,
                             listed=False, offset=offsets[relative]))
                     produced += bool(outcome.files)
-                context.add_results(results)
+                manifest.add_results(results)  # published with the manifest listing them
                 done += len(outcomes)
                 context.set_progress(done, total)
                 manifest.update(rows, {**infos, "stamps": str(produced)})

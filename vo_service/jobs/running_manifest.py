@@ -8,6 +8,10 @@ every row so far, marked incomplete; each rewrite waits until the job has run at
 ``1 / COST_SHARE`` times as long as the last one took, so rewriting costs at most about
 ``COST_SHARE`` of the job's time however many rows there are. Each row is rendered to its
 ``<TR>`` text once, and that text serves every rewrite and the final manifest.
+
+The stamps' results (unlisted, reached from the rows' ``access_url``) are published with
+the manifest that first lists them, just before it: one job-store transaction per write
+instead of one per unit of work (each commit rewrote the same index pages).
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ class RunningManifest:
         self._next_write = clock()  # the first unit's rows are written at once
         # id(row) -> (row, its <TR> text): holding the row keeps its id from being reused
         self._texts: dict[int, tuple[ManifestRow, str]] = {}
+        self._unpublished: list[ResultFile] = []  # results of rows not yet written
         self.writes = 0
+
+    def add_results(self, results: Sequence[ResultFile]) -> None:
+        """Results that rows added since the last write refer to (published with it)."""
+        self._unpublished.extend(results)
 
     def update(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write the rows so far if the last write is long enough ago."""
@@ -66,6 +75,7 @@ class RunningManifest:
                extra_fields: Sequence[ExtraField] = ()) -> None:
         """Write the final manifest (``rows`` in their order; extra FIELDs, whose values
         came after the rows were rendered, render every row anew)."""
+        self._publish_results()
         if extra_fields:
             size = write_manifest(self.path, rows, infos=infos, extra_fields=extra_fields)
             self._publish(size)
@@ -74,11 +84,18 @@ class RunningManifest:
 
     def _write(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write ``rows`` in this order, rendering only those not rendered before."""
+        self._publish_results()
         missing = [row for row in rows if id(row) not in self._texts]
         for row, text in zip(missing, render_rows(missing), strict=True):
             self._texts[id(row)] = (row, text)
         self._publish(write_rendered(self.path, [self._texts[id(row)][1] for row in rows],
                                      infos=infos))
+
+    def _publish_results(self) -> None:
+        """Publish the stamps' results before the manifest file that points at them."""
+        if self._unpublished:
+            self.context.add_results(self._unpublished)
+            self._unpublished = []
 
     def _publish(self, size: int) -> None:
         self.context.put_result(ResultFile(MANIFEST_RESULT, MANIFEST_FILE, MANIFEST_MIME,
