@@ -75,12 +75,12 @@ class RunningManifest:
                extra_fields: Sequence[ExtraField] = ()) -> None:
         """Write the final manifest (``rows`` in their order; extra FIELDs, whose values
         came after the rows were rendered, render every row anew)."""
-        self._publish_results()
         if extra_fields:
+            self._publish_results()
             size = write_manifest(self.path, rows, infos=infos, extra_fields=extra_fields)
             self._publish(size)
             return
-        self._write(rows, infos)
+        self._write(rows, infos)  # publishes the results first, too
 
     def _write(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write ``rows`` in this order, rendering only those not rendered before."""
