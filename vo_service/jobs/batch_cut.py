@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import operator
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, fields
+from typing import Protocol, TypeVar
 
 from vo_service.cache import CachedFile, CutoutCache, canonical_json, source_identity
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
@@ -34,6 +35,7 @@ OPEN_TARGETS = 64
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
 # 2: previews of physical values (BSCALE/BZERO, BLANK as missing); 3: keys hashed in parts
 KEY_VERSION = 3
+D = TypeVar("D")
 
 
 class OutcomeMemory(Protocol):
@@ -51,6 +53,16 @@ class StampSink(Protocol):
             crc: int | None = None) -> None: ...
 
 
+def pickled_as_arguments(cls: type[D]) -> type[D]:
+    """Make a dataclass pickle as its fields, the arguments of its constructor: targets
+    and outcomes travel to and from worker processes by the hundred, and unpickling
+    them this way takes a third of the default's time."""
+    values = operator.attrgetter(*(f.name for f in fields(cls)))
+    cls.__reduce__ = lambda self: (cls, values(self))  # type: ignore[assignment]
+    return cls
+
+
+@pickled_as_arguments
 @dataclass(frozen=True)
 class Target:
     """One usable catalog row: position (ICRS deg) and stamp size."""
@@ -65,11 +77,6 @@ class Target:
     @property
     def region(self) -> CenterSize:
         return CenterSize(self.ra, self.dec, self.size, self.size, self.unit)
-
-    def __reduce__(self) -> tuple:
-        """Pickled as its constructor's arguments (targets travel to and from worker
-        processes by the hundred: a third of the default's time)."""
-        return Target, (self.row, self.target_id, self.ra, self.dec, self.size, self.unit)
 
 
 @dataclass
@@ -89,6 +96,7 @@ class StampTask:
                          max_pixels=max_pixels, origfile=self.record.path.name)
 
 
+@pickled_as_arguments
 @dataclass
 class Outcome:
     """What became of one (target, image): status, box, and stamps by format (path in the
@@ -100,12 +108,6 @@ class Outcome:
     ranges: PixelRanges | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
     from_cache: bool = False
-
-    def __reduce__(self) -> tuple:
-        """Pickled as its constructor's arguments, as :class:`Target` is (every outcome of
-        a unit comes back from its worker process)."""
-        return Outcome, (self.target, self.status, self.message, self.ranges, self.files,
-                         self.from_cache)
 
 
 class StampKeys:
