@@ -25,6 +25,7 @@ import pytest
 from astropy.io import fits
 from mocpy import MOC
 from PIL import Image
+from playwright.sync_api import expect
 from pyvo.samp import SAMPHubServer, SAMPIntegratedClient
 from server import LiveServer, assert_valid_votable, start_server
 from test_web_browser import (  # noqa: F401 - the browser fixture
@@ -216,7 +217,9 @@ def test_samp_messages_reach_a_desktop_client(browser, server: LiveServer, job: 
         assert len(consent.asked) == 1  # the page registered once, the user was asked once
         identity, _address, origin = consent.asked[0]
         assert identity["samp.name"] == "vo-service" and origin == server.base_url
-        assert "sent the manifest to 1 SAMP client" in page.inner_text("#jobs .samp-status")
+        # the status line follows the hub's answer: wait for it as a user would
+        expect(page.locator("#jobs .samp-status")).to_contain_text(
+            "sent the manifest to 1 SAMP client")
 
         # the gallery: the job's MOC and the archive's coverage
         open_gallery(page, job)
@@ -257,7 +260,7 @@ def test_samp_messages_reach_a_desktop_client(browser, server: LiveServer, job: 
         (pointed,) = recorder.wait_for(page, "coord.pointAt.sky")
         assert float(pointed["ra"]) == pytest.approx(float(manifest[row_index]["ra"]))
         assert float(pointed["dec"]) == pytest.approx(float(manifest[row_index]["dec"]))
-        assert "to 1 SAMP client" in page.inner_text("#gallery .samp-status")
+        expect(page.locator("#gallery .samp-status")).to_contain_text("to 1 SAMP client")
         assert elsewhere == []
     assert len(consent.asked) == 1
 
