@@ -147,23 +147,39 @@ def test_a_missing_pack_is_a_miss_for_each_of_its_entries(cache: CutoutCache) ->
     assert cache.stats().entries == 0 and cache.stats().total_bytes == 0
 
 
-def test_eviction_removes_whole_packs_and_keeps_totals_exact(tmp_path: Path) -> None:
+def test_eviction_removes_whole_packs_least_recently_used_first_and_keeps_totals_exact(
+        tmp_path: Path) -> None:
+    """A pack goes whole, and as recent as the last hit on any of its entries: a stamp of
+    it read now keeps its pack-mates too."""
     cache = CutoutCache(tmp_path / "c", max_bytes=10_000)
     first, second, third = batch("p", 4), batch("q", 4), batch("r", 4)
     cache.put_pack(first)
     cache.put_pack(second)
-    assert cache.open(first[1][0]) is not None  # used now, but its pack-mates are not
+    assert cache.open(first[1][0]) is not None  # one entry used now: its whole pack is
     cache.put(key_of("own"), stamp("own", 500))
-    cache.put_pack(third)  # 12,500 bytes: the least recent entry is in the first pack
-    assert all(key not in cache for key, _ in first)  # the whole first pack went
-    assert all(key in cache for key, _ in second + third) and key_of("own") in cache
+    cache.put_pack(third)  # 12,500 bytes: the least recently used pack is the second
+    assert all(key not in cache for key, _ in second)  # the whole second pack went
+    assert all(key in cache for key, _ in first + third) and key_of("own") in cache
     assert len(pack_files(cache)) == 2
     stats = cache.stats()
     assert (stats.total_bytes, stats.entries) == row_sums(cache) == (8500, 9)
     assert disk_bytes(cache) == stats.total_bytes
-    cache.put_pack(batch("s", 4))  # next oldest: the second pack, whole
-    assert all(key not in cache for key, _ in second) and key_of("own") in cache
+    cache.put_pack(batch("s", 4))  # next oldest: the first pack (used before "own"), whole
+    assert all(key not in cache for key, _ in first) and key_of("own") in cache
     assert cache.stats().total_bytes == row_sums(cache)[0] == disk_bytes(cache) <= 10_000
+
+
+def test_a_hit_on_a_pack_marks_one_of_its_entries_used(cache: CutoutCache) -> None:
+    """Reading every stamp of a pack rewrites one index row, not one per stamp (a warm
+    catalog job read 43,000 and spent 27 µs on each)."""
+    items = batch("h", 5)
+    cache.put_pack(items)
+    before = dict(cache._db().execute("SELECT key, used_seq FROM entries").fetchall())
+    opened = cache.open_many([key for key, _ in items])
+    assert all(entry is not None for entry in opened.values())
+    after = dict(cache._db().execute("SELECT key, used_seq FROM entries").fetchall())
+    assert sum(after[key] != before[key] for key in before) == 1
+    assert max(after.values()) > max(before.values())  # the pack is the most recent now
 
 
 def test_eviction_never_takes_a_pack_holding_a_kept_key(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ faster on 17 kB stamps, and exactly what the ZIP member header of the stamp need
 :class:`CachedFile`). Every hit re-reads the bytes and checks size and checksum, so a
 truncated, altered or missing entry is dropped and recomputed, never served; a pack that is
 missing or shorter than its entries takes all its entries with it. Eviction is LRU, but a
-pack goes whole: when one of its entries is the least recently used, all of them go with
-the file. A packed entry that is dropped or replaced leaves its bytes in the pack, not
+pack goes whole, when it is the least recently used: a pack is as recent as the last hit
+on any of its entries. A packed entry that is dropped or replaced leaves its bytes in the pack, not
 counted in the totals, until the pack goes (a pack no entry refers to is deleted at once).
 Several threads and processes can share one cache directory.
 
@@ -215,7 +215,8 @@ class CutoutCache:
 
     def open_many(self, keys: list[str]) -> dict[str, CachedFile | None]:
         """:meth:`open` for many keys with one index query and one transaction marking the
-        hits used (in the order given); each entry is verified as :meth:`open` does.
+        hits used (in the order given; a pack once, see below); each entry is verified as
+        :meth:`open` does.
 
         Packed entries are read pack by pack, each pack opened once; a damaged one is
         dropped alone, a missing or short pack drops all its entries.
@@ -233,8 +234,13 @@ class CutoutCache:
         for pack, members in by_pack.items():
             found.update(self._open_packed(pack, members))
         opened = {key: found[key] for key in unique}
+        # An own file is marked used; a pack, which is evicted whole and as recent as its
+        # freshest entry, has one of its entries marked (not every hit: a warm catalog job
+        # would rewrite every row of the index).
+        used = {rows[key]["pack"] or key: key for key, cached in opened.items()
+                if cached is not None}
         try:
-            self.index.touch_many([key for key, cached in opened.items() if cached is not None])
+            self.index.touch_many(list(used.values()))
         except sqlite3.OperationalError as exc:  # a full disk: serve the hits all the same
             if storage_failure(exc) is None:
                 raise

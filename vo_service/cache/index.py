@@ -279,9 +279,11 @@ class CacheIndex:
         removes.
 
         An entry in a pack takes all entries of its pack with it (their bytes are the pack
-        file's bytes), and a pack holding a ``keep`` key is never chosen. The total is the
-        running one (one row), so a put within budget costs O(1), and an eviction reads
-        only as many entries, oldest first, as it removes.
+        file's bytes), and a pack holding a ``keep`` key is never chosen. A pack is as
+        recent as its most recently used entry (a hit marks one entry of its pack used:
+        see :meth:`vo_service.cache.CutoutCache.open_many`), so it goes when the scan
+        reaches that entry. The total is the running one (one row), so a put within budget
+        costs O(1), and an eviction reads only as many entries, oldest first, as it removes.
         """
         evicted = Eviction()
         with self.write() as db:
@@ -292,9 +294,10 @@ class CacheIndex:
                 return evicted
             kept = {keep} if isinstance(keep, str) else set(keep or ())
             protected: set[str] = set()  # packs holding a kept key
+            packs: dict[str, tuple[int, list[tuple[str, int]]]] = {}  # freshest, members
             cursor = db.conn.execute(
-                f"SELECT key, size, pack FROM {_TABLE} ORDER BY used_seq ASC")
-            for key, size, pack in cursor:
+                f"SELECT key, size, pack, used_seq FROM {_TABLE} ORDER BY used_seq ASC")
+            for key, size, pack, used_seq in cursor:
                 if total <= max_bytes:
                     break
                 if pack is None:
@@ -305,14 +308,20 @@ class CacheIndex:
                     continue
                 if pack in evicted.packs or pack in protected:
                     continue
-                members = db.execute(f"SELECT key, size FROM {_TABLE} WHERE pack = ?",
-                                     [pack]).fetchall()
-                if any(member in kept for member, _ in members):
-                    protected.add(pack)
+                if pack not in packs:
+                    members = db.execute(f"SELECT key, size, used_seq FROM {_TABLE} "
+                                         "WHERE pack = ?", [pack]).fetchall()
+                    if any(member in kept for member, _, _ in members):
+                        protected.add(pack)
+                        continue
+                    packs[pack] = (max(seq for _, _, seq in members),
+                                   [(member, member_size) for member, member_size, _ in members])
+                freshest, members_sizes = packs[pack]
+                if used_seq < freshest:  # used since: the pack's turn comes at that entry
                     continue
                 evicted.packs.add(pack)
-                evicted.keys.extend(member for member, _ in members)
-                total -= sum(member_size for _, member_size in members)
+                evicted.keys.extend(member for member, _ in members_sizes)
+                total -= sum(member_size for _, member_size in members_sizes)
             cursor.close()
             db.conn.executemany(f"DELETE FROM {_TABLE} WHERE key = ?",
                                 [(k,) for k in evicted.own_keys])
