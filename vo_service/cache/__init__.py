@@ -224,7 +224,7 @@ class CutoutCache:
         unique = list(dict.fromkeys(keys))  # a repeated key is opened once
         rows = self.index.rows(unique)
         found: dict[str, CachedFile | None] = {}
-        by_pack: dict[str, list[tuple[str, dict]]] = {}
+        by_pack: dict[str, list[tuple[str, sqlite3.Row]]] = {}
         for key in unique:
             row = rows.get(key)
             if row is not None and row["pack"] is not None:
@@ -247,7 +247,7 @@ class CutoutCache:
             log.debug("cache hits not marked used: %s", exc)
         return opened
 
-    def _open_verified(self, key: str, row: dict) -> CachedFile | None:
+    def _open_verified(self, key: str, row: sqlite3.Row) -> CachedFile | None:
         """The open file of ``key`` if its size and sha256 match ``row``; else drop it."""
         path = self.path_for(key)
         try:
@@ -274,7 +274,7 @@ class CutoutCache:
         handle.seek(0)
         return CachedFile(handle, path, size)
 
-    def _open_packed(self, pack: str, members: list[tuple[str, dict]]
+    def _open_packed(self, pack: str, members: list[tuple[str, sqlite3.Row]]
                      ) -> dict[str, CachedFile | None]:
         """The verified entries ``members`` (key, row) of ``pack``, read through one
         descriptor; damaged ones dropped (None), all of them if the pack is missing or

@@ -169,11 +169,17 @@ class CacheIndex:
         rows = list(self.db().query(f"SELECT * FROM {_TABLE} WHERE key = ?", [key]))
         return rows[0] if rows else None
 
-    def rows(self, keys: list[str]) -> dict[str, dict]:
-        """The entries of those ``keys`` that exist, by key (one query per 500 keys)."""
-        db = self.db()
-        return {row["key"]: row for where, part in _key_batches(keys)
-                for row in db.query(f"SELECT * FROM {_TABLE} WHERE {where}", part)}
+    def rows(self, keys: list[str]) -> dict[str, sqlite3.Row]:
+        """The entries of those ``keys`` that exist, by key (one query per 500 keys);
+        each reads by column name (``row["pack"]``), built in C: a warm catalog job reads
+        tens of thousands."""
+        cursor = self.db().conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        try:
+            return {row["key"]: row for where, part in _key_batches(keys)
+                    for row in cursor.execute(f"SELECT * FROM {_TABLE} WHERE {where}", part)}
+        finally:
+            cursor.close()
 
     def touch(self, key: str) -> None:
         """Mark ``key`` used now (most recent in the eviction order)."""
