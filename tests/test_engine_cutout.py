@@ -129,7 +129,9 @@ def test_scaled_integers_keep_raw_values_and_blank(tmp_path):
 def test_partial_overlap_clips_and_pad_pads_with_nan_moving_crpix(tmp_path):
     path = fits_factory.sip_image(tmp_path / "sip.fits")
     wcs = WCS(fits.getheader(path))
-    corner = wcs.pixel_to_world(1, 1)
+    # off the pixel grid's half-way points: a centre at exactly 1.0 puts the box's edge at
+    # -4.0, which rounding of the WCS round trip alone sends to -4 or -3
+    corner = wcs.pixel_to_world(1.2, 1.2)
     region = CenterSize(corner.ra.deg, corner.dec.deg, 10, 10)
     clipped = cut(path, 0, region)
     assert clipped.status == "partial" and clipped.data.shape == (7, 7)

@@ -183,3 +183,23 @@ def test_partial_regions_are_partial_and_pad_to_the_whole_region(tmp_path):
     assert padded.pixel_box.x0 < -5 and abs(padded.data.shape[1] - 21) <= 2
     inside = mapper.celestial.pixel_to_world(100, 80)
     assert cut(path, 0, Circle(inside.ra.deg, inside.dec.deg, 10 / 3600)).status == "ok"
+
+
+def test_a_targets_box_does_not_depend_on_the_targets_converted_with_it(tmp_path):
+    """Distortions are inverted to rounding, not to astropy's default 1e-4 px, which stops
+    when the slowest position of a call has converged: a target whose box edge falls on a
+    pixel boundary got boxes one pixel apart alone and among others (a catalog job cuts
+    it in one unit, a job with part of its stamps evicted in another)."""
+    path = fits_factory.sip_image(tmp_path / "sip.fits")
+    mapper = mapper_for(path)
+    rng = np.random.default_rng(3)
+    pixels = [(50.0, 50.0), (120.0, 80.0), (30.0, 100.0)] + [
+        (float(x), float(y)) for x, y in rng.uniform(-20, 220, (200, 2))]
+    sky = mapper.celestial.pixel_to_world([x for x, _ in pixels], [y for _, y in pixels])
+    regions = [CenterSize(float(ra), float(dec), 24, 24) for ra, dec in
+               zip(sky.icrs.ra.deg, sky.icrs.dec.deg, strict=True)]
+    together = region_boxes(mapper, regions)
+    for k, region in enumerate(regions[:3]):  # box edges at 38.0, 108.0, 18.0, 88.0 ...
+        assert region_boxes(mapper, [region]) == [together[k]]
+        assert region_boxes(mapper, [region, regions[k + 50]]) == [together[k],
+                                                                   together[k + 50]]

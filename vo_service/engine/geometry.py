@@ -30,6 +30,12 @@ GRID_STEPS = 32
 EDGE_POINTS = 1024  # at most, per image edge
 TRUSTED_REACH = 3.0  # a whole region projects sanely within this many footprint radii
 ANGLE_STEP_DEG = 1e-4  # finite-difference step for the local pixel scale
+# Convergence of the distortion inverse (all_world2pix), in pixels. astropy's default,
+# 1e-4, stops when the slowest position of a call has converged, so a position's pixel
+# depended on the positions converted with it by up to ~5e-8 px: a target that close to a
+# pixel edge got a box one pixel apart in one unit of work and another. At 1e-10 each
+# position is converged to rounding, whatever else is converted with it (+0.07 us each).
+WORLD_TO_PIXEL_TOLERANCE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,8 @@ class SkyToPixel:
             lat = native.spherical.lat.deg
         world = np.column_stack([lon, lat] if self._lng_first else [lat, lon])
         with np.errstate(invalid="ignore"):
-            pix = self.celestial.all_world2pix(world, 0, quiet=True)
+            pix = self.celestial.all_world2pix(world, 0, quiet=True,
+                                               tolerance=WORLD_TO_PIXEL_TOLERANCE)
         x, y = pix[:, 0].astype(float), pix[:, 1].astype(float)
         bad = ~(np.isfinite(x) & np.isfinite(y))
         x[bad] = np.nan

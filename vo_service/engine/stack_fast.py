@@ -42,7 +42,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, Sip, WCSBase, Wcsprm
 
 from vo_service.engine.cutout import CutoutResult, describe_region
-from vo_service.engine.geometry import PixelBox
+from vo_service.engine.geometry import WORLD_TO_PIXEL_TOLERANCE, PixelBox
 from vo_service.engine.writing import BLANK_FOR_BITPIX, BLOCK, StampHeader, dtype_bitpix
 from vo_service.shapes import CenterSize
 
@@ -284,8 +284,8 @@ class PointWCS:
     and hands a diverging case to astropy's adaptive method.
     """
 
-    TOLERANCE = 1e-4  # astropy's defaults
-    MAX_ITERATIONS = 20
+    TOLERANCE = WORLD_TO_PIXEL_TOLERANCE  # as SkyToPixel.pixels, so the same boxes
+    MAX_ITERATIONS = 20  # astropy's default
 
     def __init__(self, wcsprm: Wcsprm, sip: Sip | None, shape: tuple[int, int]) -> None:
         self.wcsprm = wcsprm
@@ -298,7 +298,8 @@ class PointWCS:
         return np.array([[ra, dec]] if self.lng_first else [[dec, ra]])
 
     def world_to_pixel(self, ra: float, dec: float) -> tuple[float, float]:
-        """0-based pixel (x, y) of an ICRS position, as ``all_world2pix(..., quiet=True)``."""
+        """0-based pixel (x, y) of an ICRS position, as ``all_world2pix(..., quiet=True,
+        tolerance=TOLERANCE)``."""
         world = self._world(ra, dec)
         with np.errstate(invalid="ignore", over="ignore"):
             pix0 = self.wcsprm.s2p(world, 0)["pixcrd"]
@@ -324,7 +325,7 @@ class PointWCS:
         wcs = WCS(naxis=2)
         wcs.wcs = self.wcsprm
         wcs.sip = self.sip
-        pixel = wcs.all_world2pix(world, 0, quiet=True)[0]
+        pixel = wcs.all_world2pix(world, 0, quiet=True, tolerance=self.TOLERANCE)[0]
         return float(pixel[0]), float(pixel[1])
 
     def pixel_to_world(self, x: float, y: float) -> tuple[float, float]:
