@@ -393,22 +393,20 @@ class CutoutCache:
         The budget, free-space and ENOSPC rules are those of :meth:`put_many`; after an
         error nothing of the pack is recorded or left behind.
         """
-        contents = dict(items)  # a key given twice keeps its last bytes
-        if not contents:
+        layout = pack_layout(items)
+        if not layout:
             return
-        incoming = sum(len(content) for content in contents.values())
-        self._make_room(incoming, list(contents))
+        incoming = sum(len(content) for _, content in layout.values())
+        self._make_room(incoming, list(layout))
         pack = uuid.uuid4().hex + PACK_SUFFIX
         path = self.packs_dir / pack
         entries: list[tuple[str, int, int, int]] = []
         with _atomic_file(path, ".") as out:  # a torn pack fails its size or CRC check
-            offset = 0
-            for key, content in contents.items():
+            for key, (offset, content) in layout.items():
                 out.write(content)
                 crc = crcs.get(key) if crcs else None
                 entries.append((key, offset, len(content),
                                 zlib.crc32(content) if crc is None else crc))
-                offset += len(content)
         try:
             replaced = self.index.record_packed(pack, entries)
         except BaseException:
@@ -416,7 +414,7 @@ class CutoutCache:
                 path.unlink()
             raise
         self._replaced(replaced)
-        self.evict(keep=contents.keys())
+        self.evict(keep=layout.keys())
 
     def _replaced(self, replaced: Replaced) -> None:
         """Delete what a record left over: own files of keys now packed, packs no entry
@@ -675,6 +673,49 @@ class _RangeReader(io.RawIOBase):
         if not self.closed:
             self._shared.release()
         super().close()
+
+
+def pack_layout(items: Iterable[tuple[str, bytes]]) -> dict[str, tuple[int, bytes]]:
+    """Where :meth:`CutoutCache.put_pack` puts each of ``items`` in its pack: key ->
+    (offset, bytes), one after the other in the order given; a key given twice keeps its
+    last bytes at its first place. A caller may so record, in an entry stored last, where
+    the entries before it lie (see :func:`read_pack_ranges`)."""
+    contents = dict(items)
+    layout: dict[str, tuple[int, bytes]] = {}
+    offset = 0
+    for key, content in contents.items():
+        layout[key] = (offset, content)
+        offset += len(content)
+    return layout
+
+
+def read_pack_ranges(path: Path, ranges: Collection[tuple[int, int, int]]
+                     ) -> dict[int, memoryview] | None:
+    """The verified bytes of the (offset, size, crc32) ``ranges`` of the pack file
+    ``path``, by offset, read in one piece from the first range to the end of the last;
+    None if the pack is gone or shorter, or if any range fails its CRC (the caller then
+    reads its entries one by one, through the index, which drops what is damaged)."""
+    if not ranges:
+        return {}
+    start = min(offset for offset, _, _ in ranges)
+    end = max(offset + size for offset, size, _ in ranges)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = memoryview(os.pread(fd, end - start, start))
+    finally:
+        os.close(fd)
+    if len(data) != end - start:
+        return None
+    pieces = {}
+    for offset, size, crc in ranges:
+        piece = data[offset - start: offset - start + size]
+        if zlib.crc32(piece) != crc:
+            return None
+        pieces[offset] = piece
+    return pieces
 
 
 def _crc_range(fd: int, offset: int, size: int) -> int | None:

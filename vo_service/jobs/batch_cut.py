@@ -3,9 +3,11 @@
 Runs on a worker thread. Stamps live in the cutout cache; the outcome of each
 (target, image) — status, pixel box, message — is remembered in the job store, so a target
 met before is answered without opening the image: from the cache if it had a stamp, at
-once if it had none. Each stamp of the unit, cut or found, goes straight into the job's
-bundle (a :class:`StampSink`: the bundle itself, or a part of it written by a remote
-worker); the job serves its stamps from there, so a job makes no file per stamp.
+once if it had none. A unit met as a whole before (the same catalog, run again) is answered
+from its table of contents (:mod:`vo_service.jobs.unit_contents`). Each stamp of the unit,
+cut or found, goes straight into the job's bundle (a :class:`StampSink`: the bundle
+itself, or a part of it written by a remote worker); the job serves its stamps from there,
+so a job makes no file per stamp.
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ import contextlib
 import hashlib
 import operator
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol, TypeVar
 
-from vo_service.cache import CachedFile, CutoutCache, canonical_json, source_identity
+from vo_service.cache import (
+    CachedFile,
+    CutoutCache,
+    canonical_json,
+    pack_layout,
+    read_pack_ranges,
+    source_identity,
+)
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
 from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
+from vo_service.jobs.unit_contents import (
+    CONTENTS_VERSION,
+    UnitEntry,
+    contents_bytes,
+    read_contents,
+)
 from vo_service.products import stitching
 from vo_service.products.job_products import ProductPlan, product_unit_results
 from vo_service.shapes import CenterSize
@@ -125,6 +140,7 @@ class StampKeys:
         request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                    "pad": False, "stitch": stitch, "made": product}
         self._image = hashlib.sha256(canonical_json(request) + b"|")
+        self._formats = list(formats)
         self._what = {"outcome": b"|" + canonical_json({"what": "outcome"})}
         for fmt in formats:
             render = {} if fmt == "fits" else {"stretch": "linear", "limits": "zscale"}
@@ -141,6 +157,15 @@ class StampKeys:
             key.update(suffix)
             keys[what] = key.hexdigest()
         return keys
+
+    def unit(self, targets: Sequence[Target], max_pixels: int) -> str:
+        """The key of the table of contents of a unit cutting ``targets``, in this order."""
+        hashed = self._image.copy()
+        hashed.update(canonical_json({
+            "what": "unit-contents", "version": CONTENTS_VERSION, "formats": self._formats,
+            "max_pixels": max_pixels,
+            "targets": [[t.ra, t.dec, t.size, t.unit] for t in targets]}))
+        return hashed.hexdigest()
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
@@ -159,6 +184,9 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                 for t, _ in task.entries]
     made = task.product.key_parts() if task.product is not None else None
     keyer = StampKeys(identity, formats, stitch, made)
+    unit_key = keyer.unit([target for target, _ in task.entries], max_pixels)
+    if (outcomes := _from_unit_contents(cache, unit_key, task.entries, sink)) is not None:
+        return outcomes
     keyed = [(target, stem, keyer.of(target)) for target, stem in task.entries]
     known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     outcomes: list[Outcome] = []
@@ -184,8 +212,36 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                 if cached is not None:
                     cached.close()
     if misses:
+        whole = len(misses) == len(keyed)  # the unit met none before: it gets a table
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    sink, task))
+                                    sink, task, unit_key if whole else None))
+    return outcomes
+
+
+def _from_unit_contents(cache: CutoutCache, key: str, entries: list[tuple[Target, str]],
+                        sink: StampSink) -> list[Outcome] | None:
+    """The outcomes of a unit met before, from its table of contents, its stamps (read in
+    one piece and checked) added to ``sink``; None without a table that holds (nothing
+    is added then)."""
+    cached = cache.open(key)
+    if cached is None:
+        return None
+    contents = read_contents(b"".join(cached.iter_chunks()), len(entries))
+    if contents is None:
+        return None
+    pieces = read_pack_ranges(cached.path, [stamp[1:] for entry in contents
+                                            for stamp in entry.stamps])
+    if pieces is None:  # a stamp evicted with its pack, or damaged: target by target
+        return None
+    outcomes = []
+    for (target, stem), entry in zip(entries, contents, strict=True):
+        outcome = Outcome(target, entry.status, entry.message, entry.ranges,
+                          from_cache=True)
+        for fmt, offset, size, crc in entry.stamps:
+            relative = stem + SUFFIX[fmt]
+            sink.add(relative, (pieces[offset],), crc=crc)
+            outcome.files[fmt] = (relative, size)
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -221,7 +277,9 @@ def _stitch_key(task: StampTask) -> dict | None:
 
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 formats: tuple[str, ...], max_pixels: int, sink: StampSink,
-                task: StampTask) -> list[Outcome]:
+                task: StampTask, unit_key: str | None = None) -> list[Outcome]:
+    """Cut the targets ``misses`` (target, stem, keys); with ``unit_key`` (they are the
+    whole unit, in its order), store the unit's table of contents with its stamps."""
     try:
         regions = [t.region for t, _, _ in misses]
         if task.product is not None:  # a PSF or a catalog: made per target, not cut
@@ -241,12 +299,14 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
     outcomes: list[Outcome] = []
     learned: dict[str, RememberedOutcome] = {}
     pending = _PendingStamps(cache)
+    table: dict[int, tuple[Outcome, list[tuple[str, str]]]] = {}  # index -> (fmt, key)s
     for result in results:
         target, stem, keys = misses[result.index]
         ranges = result.pixel_box.ranges if result.pixel_box else None
         outcome = Outcome(target, result.status, result.message, ranges)
         if images := stitching.stitched_images(result):
             outcome.message = stitching.describe_sources(images)
+        stamp_keys: list[tuple[str, str]] = []
         if result.has_stamp:
             for fmt in formats:
                 try:
@@ -260,13 +320,30 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 sink.add(relative, (content,), crc=crc)
                 outcome.files[fmt] = (relative, len(content))
                 pending.add(keys[fmt], content, crc)
+                stamp_keys.append((fmt, keys[fmt]))
         if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
             learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
                                                          ranges, result.has_stamp)
+            table[result.index] = (outcome, stamp_keys)
         outcomes.append(outcome)
-    pending.flush()
+    if unit_key is not None and len(table) == len(misses):
+        pending.flush(unit_key, _table_of(table))
+    else:
+        pending.flush()
     memory.save_stamp_outcomes(learned)
     return outcomes
+
+
+def _table_of(table: dict[int, tuple[Outcome, list[tuple[str, str]]]]
+              ) -> Callable[[dict[str, tuple[int, int, int]]], bytes]:
+    """The unit's table of contents, given where its stamps lie in their pack (key ->
+    offset, size, crc32)."""
+    def contents(where: dict[str, tuple[int, int, int]]) -> bytes:
+        return contents_bytes([
+            UnitEntry(outcome.status, outcome.message, outcome.ranges,
+                      tuple((fmt, *where[key]) for fmt, key in stamp_keys))
+            for outcome, stamp_keys in (table[index] for index in range(len(table)))])
+    return contents
 
 
 class _PendingStamps:
@@ -280,6 +357,7 @@ class _PendingStamps:
         self._items: list[tuple[str, bytes]] = []
         self._crcs: dict[str, int] = {}
         self._bytes = 0
+        self._batches = 0
 
     def add(self, key: str, content: bytes, crc: int) -> None:
         """Store ``content`` (whose CRC-32 is ``crc``) under ``key`` with the next batch."""
@@ -289,9 +367,18 @@ class _PendingStamps:
         if self._bytes >= self.MAX_BYTES:
             self.flush()
 
-    def flush(self) -> None:
-        """Store the pending stamps."""
+    def flush(self, contents_key: str | None = None,
+              contents: Callable[[dict[str, tuple[int, int, int]]], bytes] | None = None
+              ) -> None:
+        """Store the pending stamps; with ``contents_key``, and if they are all the stamps
+        stored (one pack), also a table of contents, last in their pack: ``contents``
+        makes its bytes from where each stamp lies (key -> offset, size, crc32)."""
+        if contents_key is not None and contents is not None and not self._batches:
+            where = {key: (offset, len(content), self._crcs[key])
+                     for key, (offset, content) in pack_layout(self._items).items()}
+            self._items.append((contents_key, contents(where)))
         if not self._items:
             return
         self.cache.put_pack(self._items, self._crcs)
         self._items, self._crcs, self._bytes = [], {}, 0
+        self._batches += 1

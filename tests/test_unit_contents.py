@@ -1,0 +1,176 @@
+"""A unit of a catalog job met again is answered from its table of contents in the cache:
+the same outcomes and bytes as target by target, in one lookup and one read."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from astropy.wcs import WCS
+
+from tests import fits_factory
+from vo_service.cache import CutoutCache, pack_layout, read_pack_ranges
+from vo_service.engine.cutout import StampStatus
+from vo_service.jobs import batch_cut
+from vo_service.jobs.batch_cut import StampKeys, StampTask, Target, cut_task
+from vo_service.jobs.unit_contents import UnitEntry, contents_bytes, read_contents
+
+FORMATS = ("fits", "png")
+
+
+class Members(dict):
+    """A stamp sink: member name -> bytes (a CRC given must be the bytes' own)."""
+
+    def add(self, name: str, chunks, crc: int | None = None) -> None:
+        self[name] = b"".join(bytes(chunk) for chunk in chunks)
+        assert crc is None or crc == zlib.crc32(self[name])
+
+
+class Memory:
+    """Remembered outcomes, counting the lookups."""
+
+    def __init__(self) -> None:
+        self.saved: dict = {}
+        self.lookups = 0
+
+    def stamp_outcomes(self, keys: list[str]) -> dict:
+        self.lookups += 1
+        return {key: self.saved[key] for key in keys if key in self.saved}
+
+    def save_stamp_outcomes(self, outcomes: dict) -> None:
+        self.saved.update(outcomes)
+
+
+@pytest.fixture
+def unit(tmp_path: Path):
+    """A unit of six targets on one image: inside, at an edge (partial), off the image, and
+    one position twice (two catalog rows)."""
+    path = fits_factory.sip_image(tmp_path / "image.fits")
+    wcs = WCS(str(path))
+    positions = [(50, 50), (120, 80), (2, 60), (400, 400), (150, 120), (50, 50)]
+    targets = []
+    for row, (x, y) in enumerate(positions):
+        sky = wcs.pixel_to_world(x, y)
+        targets.append(Target(row, f"t{row}", float(sky.ra.deg), float(sky.dec.deg), 24.0,
+                              "pix"))
+    record = SimpleNamespace(path=path, hdu=0)
+    return record, targets
+
+
+def task_of(record, targets: list[Target], job: str) -> StampTask:
+    return StampTask(record, [(target, f"{job}/r{target.row}") for target in targets])
+
+
+def summary(outcomes, members: Members) -> list[tuple]:
+    """What a job shows of each outcome, in catalog order, without the job's own names."""
+    return [(o.target, o.status, o.message, o.ranges,
+             {fmt: (size, members[name]) for fmt, (name, size) in o.files.items()})
+            for o in sorted(outcomes, key=lambda o: o.target.row)]
+
+
+def test_a_unit_met_again_is_read_whole_from_its_table_of_contents(unit, tmp_path,
+                                                                      monkeypatch) -> None:
+    record, targets = unit
+    cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
+    first_members = Members()
+    first = cut_task(task_of(record, targets, "a"), cache, memory, FORMATS, 10**6,
+                     first_members)
+    statuses = [o.status for o in first]
+    assert StampStatus.OK in statuses and StampStatus.PARTIAL in statuses
+    assert StampStatus.NO_OVERLAP in statuses and memory.lookups == 1
+
+    opened: list[list[str]] = []
+    open_many = cache.open_many
+    monkeypatch.setattr(cache, "open_many", lambda keys: opened.append(keys) or open_many(keys))
+    second_members = Members()
+    second = cut_task(task_of(record, targets, "b"), cache, memory, FORMATS, 10**6,
+                      second_members)
+    assert summary(second, second_members) == summary(first, first_members)
+    assert all(o.from_cache for o in second)
+    assert all(name.startswith("b/") for name in second_members)  # this job's names
+    assert memory.lookups == 1 and len(opened) == 1 and len(opened[0]) == 1  # one lookup
+    assert second[0].files["fits"][1] == second[5].files["fits"][1]  # one position twice
+
+
+def test_a_damaged_stamp_sends_the_unit_target_by_target(unit, tmp_path) -> None:
+    record, targets = unit
+    cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
+    first_members = Members()
+    first = cut_task(task_of(record, targets, "a"), cache, memory, FORMATS, 10**6,
+                     first_members)
+    [pack] = list(cache.packs_dir.glob("*.pack"))  # the unit's stamps and its table
+    damaged = bytearray(pack.read_bytes())
+    damaged[100] ^= 0xFF  # inside the first stamp
+    pack.write_bytes(bytes(damaged))
+    second_members = Members()
+    second = cut_task(task_of(record, targets, "b"), cache, memory, FORMATS, 10**6,
+                      second_members)
+    assert memory.lookups == 2  # target by target
+    assert summary(second, second_members) == summary(first, first_members)  # cut again
+    assert not all(o.from_cache for o in second)
+
+
+def test_a_unit_whose_stamps_span_packs_has_no_table(unit, tmp_path, monkeypatch) -> None:
+    record, targets = unit
+    monkeypatch.setattr(batch_cut._PendingStamps, "MAX_BYTES", 1)  # a pack per stamp
+    cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
+    first_members = Members()
+    first = cut_task(task_of(record, targets, "a"), cache, memory, FORMATS, 10**6,
+                     first_members)
+    second_members = Members()
+    second = cut_task(task_of(record, targets, "b"), cache, memory, FORMATS, 10**6,
+                      second_members)
+    assert memory.lookups == 2  # no table: target by target, all from the cache
+    assert summary(second, second_members) == summary(first, first_members)
+    assert all(o.from_cache for o in second)
+
+
+def test_the_table_key_names_all_that_makes_the_units_bytes(unit) -> None:
+    record, targets = unit
+    keys = StampKeys({"path": "/a.fits", "size": 1, "mtime_ns": 2, "hdu": 0}, FORMATS)
+    key = keys.unit(targets, 10**6)
+    assert key == StampKeys({"path": "/a.fits", "size": 1, "mtime_ns": 2, "hdu": 0},
+                            FORMATS).unit(list(targets), 10**6)
+    bigger = [Target(t.row, t.target_id, t.ra, t.dec, t.size + 1, t.unit) for t in targets]
+    others = {
+        keys.unit(targets[::-1], 10**6),  # another order
+        keys.unit(targets[:-1], 10**6),  # another set
+        keys.unit(bigger, 10**6),  # another size
+        keys.unit(targets, 10**5),  # another pixel limit
+        StampKeys({"path": "/a.fits", "size": 1, "mtime_ns": 2, "hdu": 0},
+                  ("fits",)).unit(targets, 10**6),  # other formats
+        StampKeys({"path": "/a.fits", "size": 1, "mtime_ns": 3, "hdu": 0},
+                  FORMATS).unit(targets, 10**6),  # the image changed on disk
+    }
+    assert key not in others and len(others) == 6
+
+
+def test_a_table_reads_back_and_refuses_what_it_did_not_write() -> None:
+    entries = [UnitEntry(StampStatus.OK, "", ((0, 24), (5, 29)),
+                         (("fits", 0, 8640, 123), ("png", 8640, 900, 456))),
+               UnitEntry(StampStatus.NO_OVERLAP, "outside", None)]
+    stored = contents_bytes(entries)
+    assert read_contents(stored, 2) == entries
+    assert read_contents(stored, 3) is None  # another unit's table
+    assert read_contents(b"not json", 2) is None
+    assert read_contents(b'[["ok", "", null, [["fits", 0]]]]', 1) is None
+
+
+def test_pack_ranges_are_read_in_one_piece_and_checked(tmp_path) -> None:
+    items = [("a", b"A" * 10), ("b", b"BB" * 7), ("a", b"a" * 12), ("c", b"C")]
+    layout = pack_layout(items)
+    assert list(layout) == ["a", "b", "c"]  # a key given twice: its last bytes, first place
+    assert [offset for offset, _ in layout.values()] == [0, 12, 26]
+    cache = CutoutCache(tmp_path / "cache", 10**6)
+    cache.put_pack(items)
+    [pack] = list(cache.packs_dir.glob("*.pack"))
+    assert pack.read_bytes() == b"a" * 12 + b"BB" * 7 + b"C"
+    ranges = [(offset, len(data), zlib.crc32(data)) for offset, data in layout.values()]
+    pieces = read_pack_ranges(pack, ranges[1:])
+    assert {offset: bytes(piece) for offset, piece in pieces.items()} == {
+        12: b"BB" * 7, 26: b"C"}
+    assert read_pack_ranges(pack, [(12, 14, 0)]) is None  # a wrong CRC
+    assert read_pack_ranges(pack, [(20, 50, 0)]) is None  # past the end
+    assert read_pack_ranges(tmp_path / "gone.pack", ranges) is None
