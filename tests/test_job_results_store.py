@@ -112,6 +112,29 @@ def test_the_manifest_is_written_at_once_then_now_and_then_then_whole(tmp_path: 
     assert context.published[-1].size == manifest.path.stat().st_size
 
 
+def test_rows_rendered_as_units_finish_are_not_rendered_again(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """A job renders each unit's rows as the unit finishes (while the workers still cut);
+    the writes, the final one included, render only what was not rendered yet, and the
+    manifest is the same bytes as written in one go."""
+    from vo_service.jobs import running_manifest
+
+    rendered: list[int] = []
+    render = running_manifest.render_rows
+    monkeypatch.setattr(running_manifest, "render_rows",
+                        lambda some: rendered.append(len(some)) or render(some))
+    manifest = RunningManifest(FakeContext(tmp_path))
+    done = rows(6)
+    manifest.render(done[:4])
+    manifest.update(done[:4], {"job_id": "j"})
+    manifest.render(done[4:])
+    done.sort(key=lambda r: r.row)
+    manifest.finish(done, {"job_id": "j", "stamps": "6"})
+    assert sum(rendered) == 6 and manifest.writes == 2
+    assert manifest.path.read_bytes() == manifest_bytes(done, infos={"job_id": "j",
+                                                                      "stamps": "6"})
+
+
 def test_a_slow_rewrite_waits_in_proportion(tmp_path: Path, monkeypatch) -> None:
     """A rewrite that took t seconds is followed by one no sooner than t / COST_SHARE."""
     from vo_service.jobs import running_manifest

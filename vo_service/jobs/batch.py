@@ -287,8 +287,9 @@ class BatchJob:
                 elif packed is not None and packed.entries:  # appended by the unit itself
                     offsets = bundle.adopt(packed.entries)
                 results = []
+                unit_rows = []
                 for outcome in outcomes:
-                    rows.append(self._row(context, task, outcome))
+                    unit_rows.append(self._row(context, task, outcome))
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
@@ -296,6 +297,8 @@ class BatchJob:
                             _result_id(relative), bundle.path.name, MIME[fmt], size,
                             listed=False, offset=offsets[relative]))
                     produced += bool(outcome.files)
+                rows += unit_rows
+                manifest.render(unit_rows)  # now, while the workers cut: not all at the end
                 manifest.add_results(results)  # published with the manifest listing them
                 done += len(outcomes)
                 context.set_progress(done, total)

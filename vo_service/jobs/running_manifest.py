@@ -7,7 +7,9 @@ manifest is written early (after the first unit of work) and rewritten now and t
 every row so far, marked incomplete; each rewrite waits until the job has run at least
 ``1 / COST_SHARE`` times as long as the last one took, so rewriting costs at most about
 ``COST_SHARE`` of the job's time however many rows there are. Each row is rendered to its
-``<TR>`` text once, and that text serves every rewrite and the final manifest.
+``<TR>`` text once, as its unit of work finishes (:meth:`RunningManifest.render`, while
+the workers still cut, rather than all at the end), and that text serves every rewrite
+and the final manifest.
 
 The stamps' results (unlisted, reached from the rows' ``access_url``) are published with
 the manifest that first lists them, just before it: one job-store transaction per write
@@ -61,6 +63,11 @@ class RunningManifest:
     def add_results(self, results: Sequence[ResultFile]) -> None:
         """Results that rows added since the last write refer to (published with it)."""
         self._unpublished.extend(results)
+
+    def render(self, rows: Sequence[ManifestRow]) -> None:
+        """Render ``rows``, new since the last call, for the writes to come."""
+        for row, text in zip(rows, render_rows(rows), strict=True):
+            self._texts[id(row)] = (row, text)
 
     def update(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write the rows so far if the last write is long enough ago."""

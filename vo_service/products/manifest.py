@@ -10,6 +10,7 @@ member into a file on disk as stamps are made (never built in memory), one folde
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -136,11 +137,18 @@ def render_rows(rows: Sequence[ManifestRow],
                 extra_fields: Sequence[ExtraField] = ()) -> list[str]:
     """The ``<TR>`` text of each row, as :func:`write_manifest` writes it: rows rendered
     once can be written many times (:func:`write_rendered`)."""
-    layout = _Layout({}, extra_fields)
+    layout = _row_layout(tuple(extra_fields))
     texts: list[str] = []
     for start in range(0, len(rows), ROWS_PER_BLOCK):
         texts.extend(layout.row_texts(rows[start:start + ROWS_PER_BLOCK]))
     return texts
+
+
+@functools.lru_cache(maxsize=8)
+def _row_layout(extra_fields: tuple[ExtraField, ...]) -> _Layout:
+    """The layout rows are rendered with (the INFOs do not change them): made once, as a
+    job renders its rows a unit of work at a time (1.7 ms each)."""
+    return _Layout({}, extra_fields)
 
 
 def write_rendered(path: Path, texts: Sequence[str], *,
