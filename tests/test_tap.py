@@ -294,3 +294,90 @@ def test_non_ascii_text_and_geometry_in_every_format(tap_server: LiveServer, fmt
         assert fits.open(io.BytesIO(response.content))[1].data["name"][0] == "Ω Cen".encode()
     else:
         assert "Ω Cen" in response.content.decode("utf-8")
+
+
+# --- values that do not fit their column (found by a hostile test of the service) -----------
+
+
+def _upload_sync(server: LiveServer, votable: str, query: str, fmt: str) -> httpx.Response:
+    return httpx.post(server.url("tap/sync"), timeout=120,
+                      data={"LANG": "ADQL", "QUERY": query, "UPLOAD": "t1,param:t1",
+                            "RESPONSEFORMAT": fmt},
+                      files={"t1": ("t1.xml", votable.encode(), "application/x-votable+xml")})
+
+
+def _votable(fields: str, rows: str) -> str:
+    return ('<?xml version="1.0"?><VOTABLE version="1.4" '
+            'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>'
+            f'{fields}<DATA><TABLEDATA>{rows}</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>')
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/b2", "csv", "fits"])
+def test_null_and_variable_geometry_values_in_every_format(tap_server: LiveServer,
+                                                          fmt: str) -> None:
+    """A NULL inside a point or circle is a null cell; boxes and polygons (variable-length
+    arrays) are written in BINARY2 too."""
+    response = _sync(tap_server, RESPONSEFORMAT=fmt, QUERY=(
+        "SELECT TOP 2 POINT('ICRS', s_ra, NULL) AS p, CIRCLE('ICRS', s_ra, s_dec, NULL) AS c,"
+        " BOX('ICRS', 10, 20, 1, 1) AS b, POLYGON('ICRS', 0, 0, 1, 0, 1, 1) AS q, "
+        "POINT('ICRS', s_ra, s_dec) AS good FROM ivoa.obscore"))
+    assert response.status_code == 200, response.text
+    if fmt.startswith("votable"):
+        table = parse_single_table(io.BytesIO(response.content)).to_table()
+        assert np.ma.getmaskarray(table["p"]).all() and np.ma.getmaskarray(table["c"]).all()
+        assert len(table["b"][0]) == 8 and list(table["q"][1]) == [0, 0, 1, 0, 1, 1]
+        assert not np.ma.getmaskarray(table["good"]).any()
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/b2", "fits"])
+def test_uploaded_geometry_cells_empty_short_or_too_long_are_nulls(tap_server: LiveServer,
+                                                                 fmt: str) -> None:
+    fields = ('<FIELD name="id" datatype="int"/>'
+              '<FIELD name="p" datatype="double" arraysize="2" xtype="point"/>'
+              '<FIELD name="w" datatype="double" arraysize="5" xtype="point"/>')
+    rows = ("<TR><TD>1</TD><TD>10 20</TD><TD>1 2 3 4 5</TD></TR>"
+            "<TR><TD>2</TD><TD></TD><TD>1 2 3 4 5</TD></TR>"
+            "<TR><TD>3</TD><TD>NaN NaN</TD><TD>1 2 3 4 5</TD></TR>")
+    response = _upload_sync(tap_server, _votable(fields, rows),
+                            "SELECT * FROM TAP_UPLOAD.t1 ORDER BY id", fmt)
+    assert response.status_code == 200, response.text
+    if fmt.startswith("votable"):
+        table = parse_single_table(io.BytesIO(response.content)).to_table()
+        assert list(table["p"][0]) == [10, 20]
+        assert np.ma.getmaskarray(table["p"])[1:].all()
+
+
+def test_integers_keep_every_digit_and_refuse_what_does_not_fit(tap_server: LiveServer
+                                                                ) -> None:
+    fields = '<FIELD name="big" datatype="long"/>'
+    rows = "<TR><TD>9223372036854775807</TD></TR><TR><TD>9007199254740993</TD></TR>"
+    response = _upload_sync(tap_server, _votable(fields, rows),
+                            "SELECT big FROM TAP_UPLOAD.t1", "votable")
+    assert response.status_code == 200, response.text
+    table = parse_single_table(io.BytesIO(response.content)).to_table()
+    assert sorted(int(v) for v in table["big"]) == [9007199254740993, 9223372036854775807]
+    for query in ("SELECT TOP 1 CAST(40000 AS SMALLINT) AS s FROM ivoa.obscore",
+                  "SELECT TOP 1 9223372036854775807 + 1 AS s FROM ivoa.obscore"):
+        for fmt in ("votable", "fits", "csv"):
+            refused = _sync(tap_server, QUERY=query, RESPONSEFORMAT=fmt)
+            assert refused.status_code == 400, (query, fmt, refused.text)
+            assert "does not fit its datatype" in refused.text and "CAST" in refused.text
+
+
+def test_an_upload_of_a_type_tap_cannot_hold_is_refused(tap_server: LiveServer) -> None:
+    fields = '<FIELD name="z" datatype="floatComplex"/>'
+    response = _upload_sync(tap_server, _votable(fields, "<TR><TD>1 2</TD></TR>"),
+                            "SELECT * FROM TAP_UPLOAD.t1", "votable")
+    assert response.status_code == 400, response.text
+    status, text = query_status(assert_valid_votable(response.content))
+    assert status == "ERROR" and "floatComplex" in text and "'z'" in text
+
+
+@pytest.mark.parametrize("limit", [{"MAXREC": "0"}, {}])
+def test_no_rows_of_array_columns_make_a_fits_table(tap_server: LiveServer, limit) -> None:
+    response = _sync(tap_server, RESPONSEFORMAT="fits", **limit, QUERY=(
+        "SELECT obs_id, POINT('ICRS', s_ra, s_dec) AS p, POLYGON('ICRS', 0, 0, 1, 0, 1, 1) "
+        "AS q FROM ivoa.obscore WHERE s_ra > 400"))
+    assert response.status_code == 200, response.text
+    table = fits.open(io.BytesIO(response.content))[1]
+    assert len(table.data) == 0 and table.columns.names == ["obs_id", "p", "q"]

@@ -65,15 +65,28 @@ def fill_rows(table: VOTableTable, rows: Sequence[Mapping[str, object]]) -> None
 def fill_column(array: np.ma.MaskedArray, name: str, values: Sequence[object], *,
                 is_text: bool, is_array: bool) -> None:
     """Column ``name`` of a created table array from ``values``: None and NaN are nulls
-    (masked; empty text, empty arrays), arrays are float vectors."""
+    (masked; empty text, an empty or NaN-filled array), arrays are float vectors. A
+    fixed-size array cell (a point: 2) takes only a value of its size; another is a null.
+    Variable-length cells hold masked arrays, as astropy's BINARY2 writer needs."""
+    column = array[name]
+    cell_shape = column.shape[1:]  # (2,) for double[2]; () for scalars and double[*]
     for index, value in enumerate(values):
+        if is_array and value is not None:
+            numbers = np.asarray(value, dtype=float)  # a mask per element, for BINARY2
+            value = np.ma.array(numbers, mask=np.zeros(numbers.shape, dtype=bool))
+            if cell_shape and value.shape != cell_shape:
+                value = None  # not a value of this column's size (a short point)
+        null = value is None or (isinstance(value, float) and math.isnan(value))
         if value is None:
-            array.mask[name][index] = True
             if is_text:
-                array[name][index] = ""
+                value = ""
             elif is_array:
-                array[name][index] = np.zeros(0)
-        else:
-            array[name][index] = np.asarray(value, dtype=float) if is_array else value
-            if isinstance(value, float) and math.isnan(value):
-                array.mask[name][index] = True
+                value = np.full(cell_shape, np.nan) if cell_shape else \
+                    np.ma.array([], mask=np.zeros(0, dtype=bool))
+        if value is not None:
+            if is_array and not cell_shape:  # an object cell holds the masked array itself
+                column.data[index] = value
+            else:
+                column[index] = value
+        if null:  # after the value: setting a value unmasks its cell
+            array.mask[name][index] = True

@@ -98,12 +98,25 @@ def _cell(column: ColumnMeta) -> Callable[[object], object]:
                 return None
         return array
     if column.datatype in INTEGER_TYPES:
+        limits = np.iinfo(INTEGER_TYPES[column.datatype])
+
         def integer(value: object) -> int | None:
-            try:
-                number = float(value)  # type: ignore[arg-type]
-                return int(number) if math.isfinite(number) else None
-            except (TypeError, ValueError):
-                return None
+            if isinstance(value, int):  # exactly: a long is not a double (2**53 + 1)
+                number = value
+            else:
+                try:
+                    real = float(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    return None
+                if not math.isfinite(real):
+                    return None
+                number = int(real)
+            if not limits.min <= number <= limits.max:
+                raise TapError(f"column {column.name.strip(chr(34))!r}: {number} does not "
+                               f"fit its datatype {column.datatype} ({limits.min} to "
+                               f"{limits.max}); CAST it to a wider type, e.g. BIGINT or "
+                               "DOUBLE")
+            return number
         return integer
     if column.datatype == "boolean":
         return lambda value: None if value is None else bool(value)
@@ -214,7 +227,10 @@ def fits_document(result: TapResult) -> bytes:
     """A FITS binary table; geometry and other arrays as variable-length double columns."""
     table = Table()
     used: set[str] = set()
-    for column, values in zip(result.columns, typed_columns(result), strict=True):
+    # no rows: one row of nulls gives every column its FITS format (astropy cannot tell
+    # the format of an empty variable-length column), then the table is cut to none
+    columns = typed_columns(result) if result.rows else [[None] for _ in result.columns]
+    for column, values in zip(result.columns, columns, strict=True):
         name = column.name.strip('"')
         while name.lower() in used:
             name += "_"
@@ -240,6 +256,8 @@ def fits_document(result: TapResult) -> bytes:
         if column.description:
             table[name].description = column.description
     hdu = fits.table_to_hdu(table) if len(table.columns) else fits.BinTableHDU()
+    if not result.rows and len(table.columns):
+        hdu.data = hdu.data[:0]
     buffer = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buffer)
     return buffer.getvalue()

@@ -39,6 +39,9 @@ from vo_service.products.tap_request import (
 GEOMETRY_XTYPES = {"point", "circle", "polygon"}
 
 
+COMPLEX_DATATYPES = ("floatComplex", "doubleComplex")
+
+
 def read_upload(spec: UploadSpec, data: bytes, *, max_rows: int, max_columns: int
                 ) -> UploadTable:
     """The table ``TAP_UPLOAD.<spec.name>`` from VOTable bytes."""
@@ -61,6 +64,10 @@ def read_upload(spec: UploadSpec, data: bytes, *, max_rows: int, max_columns: in
                        "allowed; split it")
     columns = []
     for number, field in enumerate(table.fields):
+        if field.datatype in COMPLEX_DATATYPES:
+            raise TapError(f"{label}: column {field.name!r} holds {field.datatype} values, "
+                           "which ADQL has no type for; leave it out, or upload its real "
+                           "and imaginary parts as two double columns")
         columns.append(ColumnMeta(
             name=field.name if _regular(field.name) else f'"{field.name}"',
             datatype=field.datatype, arraysize=field.arraysize, xtype=field.xtype,
