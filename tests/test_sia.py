@@ -241,6 +241,21 @@ def test_errors_are_dali_votables(live_server: LiveServer, pairs: tuple, fragmen
     assert status == "ERROR" and text.startswith("UsageError: ") and fragment in text
 
 
+@pytest.mark.parametrize(("name", "value", "most"), [
+    ("POL", "I", 256), ("BAND", "1e-6 2e-6", 256), ("pos", "CIRCLE 52.9 -28.1 0.01", 64)])
+def test_a_parameter_given_too_many_times_is_a_usage_error(live_server: LiveServer,
+                                                           name: str, value: str,
+                                                           most: int) -> None:
+    """OR-ed values are bounded: a thousand of them overflowed SQLite's expression depth
+    (a 500), and each POS shape costs a pass over the footprints."""
+    within = query(live_server, *[(name, value)] * most, method="POST")
+    assert within.status_code == 200, within.text
+    response = query(live_server, *[(name, value)] * 1000, method="POST")
+    assert response.status_code == 400, response.text
+    status, text = query_status(assert_valid_votable(response.content))
+    assert status == "ERROR" and "given 1000 times" in text and f"at most {most}" in text
+
+
 def test_pyvo_raises_the_service_message(live_server: LiveServer) -> None:
     service = pyvo.dal.SIA2Service(live_server.base_url)
     with pytest.raises(pyvo.dal.DALQueryError, match="UsageError: CALIB"):

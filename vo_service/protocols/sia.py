@@ -32,6 +32,11 @@ from vo_service.shapes import Circle, Polygon, Range
 
 SIA_STANDARD_ID = "ivo://ivoa.net/std/SIA#query-2.0"
 MAXREC_HARD_LIMIT = 100_000
+# Values of one parameter searched at once (they are OR-ed): each POS shape is tested
+# against every footprint (~50 ms with wide images), and a thousand values of another
+# parameter overflow SQLite's expression depth. Many positions: a TAP upload join.
+MAX_POS_VALUES = 64
+MAX_PARAMETER_VALUES = 256
 
 # SIA parameter -> keyword of ArchiveIndex.search (vo_service/archive/search.py).
 STRING_PARAMS = {
@@ -85,6 +90,14 @@ def format_matches(values: Sequence[str]) -> bool:
 
 def parse_query(params: dali.Params, maxrec_default: int) -> SIAQuery:
     """Turn DALI parameters into a :class:`SIAQuery`; a bad value is a UsageError."""
+    for name in params.names():
+        count, most = len(params.get_all(name)), (
+            MAX_POS_VALUES if name.upper() == "POS" else MAX_PARAMETER_VALUES)
+        if count > most:
+            raise dali.UsageError(
+                f"{name} is given {count} times; one query searches at most {most} values "
+                f"of {name}: split it into several queries, or for many positions upload "
+                "them to TAP (/tap) and join them with ivoa.obscore")
     constraints: dict[str, list[object]] = {}
     for name, keyword in STRING_PARAMS.items():
         if params.get_all(name):
