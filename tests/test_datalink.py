@@ -270,6 +270,18 @@ def test_errors_are_dali_votables(live_server: LiveServer, path: str, status: in
     assert value == "ERROR" and text.startswith(fragment)
 
 
+def test_a_catalog_has_no_preview_and_says_so(live_server: LiveServer) -> None:
+    from vo_service.archive.index import ArchiveIndex
+
+    catalog = next(r for r in ArchiveIndex(live_server.settings.index_path).records()
+                   if r.product_kind == "catalog")
+    response = httpx.get(live_server.url("preview"), params={"ID": catalog.obs_publisher_did},
+                         timeout=60)
+    assert response.status_code == 400, response.text
+    value, text = query_status(assert_valid_votable(response.content))
+    assert value == "ERROR" and "is a catalog" in text and "#this" in text
+
+
 def test_file_tokens_never_touch_the_filesystem() -> None:
     did = "ivo://a/b?../../etc/passwd"
     token = datalink.file_token(did)

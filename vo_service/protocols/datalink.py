@@ -421,6 +421,9 @@ async def preview_endpoint(request: Request) -> Response:
     requested = dali.parse_responseformat(params.get_single("RESPONSEFORMAT"),
                                           ["image/png", "image/jpeg"], default="image/png")
     record = await _record_or_404(request, did)
+    if record.product_kind == "catalog":  # its links offer no #preview either
+        raise dali.UsageError(f"{did!r} is a catalog (a FITS table), which has no picture to "
+                              "preview; fetch the table from its #this link")
     fmt = "jpeg" if requested.mime == "image/jpeg" else "png"
     try:
         key = await run_in_threadpool(preview_key, record, fmt)
