@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +49,8 @@ def valid_document(body: bytes) -> etree._Element:
 
 
 class StepJob:
-    """Test kind: STEPS steps of STEP_SECONDS each, one text result per step; FAIL=yes fails."""
+    """Test kind: STEPS steps of STEP_SECONDS each, one text result per step; FAIL=yes fails;
+    FINISH_STEP=yes goes on after an abort."""
 
     name = "steps"
 
@@ -73,8 +75,8 @@ class StepJob:
         if values.get("FAIL") == "yes":
             raise JobFailed("UsageError: no overlap for any combination")
         for step in range(steps):
-            if context.should_stop():
-                return
+            if context.should_stop() and values.get("FINISH_STEP") != "yes":
+                return  # FINISH_STEP: end the step under way, as a catalog job's unit does
             time.sleep(pause)
             path = context.job_dir / f"step-{step}.txt"
             path.write_text(f"step {step}\n")
@@ -278,6 +280,22 @@ def test_delete_then_404(client: httpx.Client, base: str) -> None:
     assert client.get(url).status_code == 404
     assert client.post(create(client, base, STEPS="1"), data={"STEPS": "3"}).status_code == 400
     assert client.get(f"{base}/async/nosuchjob").status_code == 404
+
+
+def test_deleting_a_running_job_is_no_failure_in_the_log(client: httpx.Client, base: str,
+                                                          caplog) -> None:
+    """A job deleted while it writes (its row and folder gone under it) is a deletion, not
+    a failure with a traceback."""
+    url = create(client, base, STEPS="3", STEP_SECONDS="0.3", FINISH_STEP="yes", PHASE="RUN")
+    deadline = time.monotonic() + 10
+    while client.get(f"{url}/phase").text != "EXECUTING" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with caplog.at_level(logging.INFO, logger="vo_service.jobs.service"):
+        assert client.delete(url, follow_redirects=False).status_code == 303
+        time.sleep(1.2)  # the job's next steps write progress and results, then it ends
+    assert client.get(url).status_code == 404
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "was deleted while it ran" in caplog.text
 
 
 def test_job_list_filters(client: httpx.Client, base: str) -> None:

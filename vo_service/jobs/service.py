@@ -497,6 +497,11 @@ class JobService:
         except JobFailed as failure:
             outcome, message = Phase.ERROR, str(failure)
         except Exception as failure:
+            if flag.is_set() and self.store.get(job_id) is None:
+                # deleted while it ran: its row and folder went under its feet, as asked
+                log.info("job %s was deleted while it ran (%s: %s)", job_id,
+                         type(failure).__name__, failure)
+                return
             outcome, message = Phase.ERROR, failure_message(job_id, failure)
         if self.stopping and not flag.is_set():
             # left EXECUTING on purpose: recover() re-queues it at the next start; a clean
