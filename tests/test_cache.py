@@ -167,6 +167,40 @@ def test_several_processes_share_one_cache(tmp_path: Path) -> None:
         assert cache.get(key) is not None
 
 
+def test_a_key_put_again_while_it_is_evicted_keeps_its_file(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """A put of a key that another writer is evicting at that moment: the evicting writer
+    deletes the key's file inside the index write that forgets it, so the put (its rename
+    and its record) comes wholly before or wholly after, never between; a file deleted
+    after its new record made the key recorded without a file."""
+    import threading
+
+    from vo_service.cache.index import CacheIndex
+
+    evicting = CutoutCache(tmp_path / "c", max_bytes=3000)
+    putting = CutoutCache(tmp_path / "c", max_bytes=10**6)  # another writer, same folder
+    key = key_of("old")
+    evicting.put(key, b"o" * 2000)
+    evict_over = CacheIndex.evict_over
+    racers: list[threading.Thread] = []
+
+    def evict_then_put_again(index, *args, **kwargs):  # noqa: ANN001, ANN202
+        victims = evict_over(index, *args, **kwargs)
+        if key in victims.keys and not racers:  # the other writer puts the key again now
+            racers.append(threading.Thread(target=putting.put, args=(key, b"o" * 2000)))
+            racers[0].start()
+            racers[0].join(1.0)  # it waits while this write is open
+        return victims
+
+    monkeypatch.setattr(CacheIndex, "evict_over", evict_then_put_again)
+    evicting.put(key_of("new"), b"n" * 2000)  # over budget: evicts the old key
+    racers[0].join(10)
+    monkeypatch.undo()
+    assert key in putting  # the second put came last
+    for cached in (putting.get(key), evicting.get(key_of("new"))):
+        assert cached is not None and cached.exists()
+
+
 def test_a_restart_keeps_entries_and_their_order(tmp_path: Path) -> None:
     first = CutoutCache(tmp_path / "c", max_bytes=3000)
     for name in "abc":

@@ -348,11 +348,11 @@ class CutoutCache:
 
     def _drop(self, key: str, *, expected_sha256: str, unlink: bool = False) -> None:
         """Forget the own-file entry ``key`` unless another writer has replaced it
-        meanwhile."""
-        self.index.forget(key, expected_sha256=expected_sha256)
-        if unlink:
-            with contextlib.suppress(FileNotFoundError):
-                self.path_for(key).unlink()
+        meanwhile (its file deleted in the same write: see :meth:`_install`)."""
+        with self.index.write():
+            self.index.forget(key, expected_sha256=expected_sha256)
+            if unlink:
+                self._delete([key], ())
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -368,19 +368,41 @@ class CutoutCache:
         """:meth:`put` for many (key, content) pairs: each file is written atomically as
         :meth:`put` does, then all are recorded in one index transaction and one eviction
         runs, which keeps every key of ``items``. Returns the paths by key."""
-        paths: dict[str, Path] = {}
+        written: list[tuple[str, Path]] = []
         entries: list[tuple[str, int, str]] = []
         incoming = sum(len(c) if isinstance(c, bytes | bytearray | memoryview)
                        else Path(c).stat().st_size for _, c in items)
         self._make_room(incoming, [key for key, _ in items])
         try:
             for key, content in items:
-                paths[key], size, digest = self._write_file(key, content)
+                temporary, size, digest = self._write_temporary(key, content)
+                written.append((key, temporary))
                 entries.append((key, size, digest))
-        finally:  # files already renamed into place are recorded even if a later one fails
-            self._replaced(self.index.record_many(entries))
+        finally:  # files written so far are put in place even if a later one fails
+            self._install(written, entries)
+        paths = {key: self.path_for(key) for key, _ in written}
         self.evict(keep=paths.keys())
         return paths
+
+    def _install(self, written: list[tuple[str, Path]],
+                 entries: list[tuple[str, int, str]]) -> None:
+        """Rename the ``written`` temporary files to their keys' paths and record their
+        ``entries``, in one index write. Eviction deletes own files inside its write too, so
+        no other process can delete a file between its rename and its record (a key put
+        again while it was being evicted would otherwise be left recorded without a file)."""
+        if not written:
+            return
+        try:
+            with self.index.write():
+                for key, temporary in written:
+                    os.replace(temporary, self.path_for(key))
+                replaced = self.index.record_many(entries)
+        except BaseException:
+            for _, temporary in written:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+            raise
+        self._replaced(replaced)
 
     def put_pack(self, items: list[tuple[str, bytes]],
                  crcs: Mapping[str, int] | None = None) -> None:
@@ -408,12 +430,14 @@ class CutoutCache:
                 entries.append((key, offset, len(content),
                                 zlib.crc32(content) if crc is None else crc))
         try:
-            replaced = self.index.record_packed(pack, entries)
+            with self.index.write():
+                replaced = self.index.record_packed(pack, entries)
+                self._delete(replaced.own_keys, ())  # in the write: see _install
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             raise
-        self._replaced(replaced)
+        self._delete((), replaced.empty_packs)
         self.evict(keep=layout.keys())
 
     def _replaced(self, replaced: Replaced) -> None:
@@ -428,13 +452,14 @@ class CutoutCache:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _write_file(self, key: str, content: bytes | Path) -> tuple[Path, int, str]:
-        """Write ``content`` to ``key``'s path atomically; (path, size, sha256)."""
+    def _write_temporary(self, key: str, content: bytes | Path) -> tuple[Path, int, str]:
+        """Write ``content`` to a temporary file beside ``key``'s path (renamed into place
+        by :meth:`_install`); (temporary path, size, sha256)."""
         path = self.path_for(key)
         hasher = hashlib.sha256()
         size = 0
         # a torn file fails the sha256 check on its next hit and is recomputed
-        with _atomic_file(path, f".{key[:16]}-") as out:
+        with _temporary_file(path, f".{key[:16]}-") as (out, temporary):
             if isinstance(content, bytes | bytearray | memoryview):
                 out.write(content)
                 hasher.update(content)
@@ -445,7 +470,7 @@ class CutoutCache:
                         out.write(chunk)
                         hasher.update(chunk)
                         size += len(chunk)
-        return path, size, hasher.hexdigest()
+        return temporary, size, hasher.hexdigest()
 
     def evict(self, keep: str | Collection[str] | None = None) -> list[str]:
         """Remove least recently used entries (never ``keep``) until the total fits the
@@ -454,8 +479,7 @@ class CutoutCache:
         The total is the running one (one row), so a put within budget costs O(1). The budget
         is also capped by the free space of the file system (see :meth:`spare_bytes`).
         """
-        victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=self.spare_bytes())
-        self._remove(victims)
+        victims = self._evict_over(keep, self.spare_bytes())
         return victims.keys
 
     def _make_room(self, incoming: int, keep: list[str]) -> None:
@@ -467,10 +491,8 @@ class CutoutCache:
                 return
             # the index's own pages (its write-ahead log grows as entries go) can take a few
             # KiB of what the evicted files gave back: measure again, evict again if short
-            victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare - incoming)
-            if not victims:
+            if not self._evict_over(keep, spare - incoming):
                 break
-            self._remove(victims)
             spare = self.spare_bytes()
         if spare is not None and spare < incoming:
             raise OSError(errno.ENOSPC, f"the cutout cache keeps {self.min_free_bytes} bytes "
@@ -485,12 +507,19 @@ class CutoutCache:
         except OSError:
             return None
 
-    def _remove(self, victims: Eviction) -> None:
-        """Delete the files of evicted entries: own files and whole packs."""
-        self._delete(victims.own_keys, victims.packs)
+    def _evict_over(self, keep: str | Collection[str] | None, spare_bytes: int | None
+                    ) -> Eviction:
+        """Evict as :meth:`CacheIndex.evict_over` says, deleting the own files of the
+        victims inside the same index write (see :meth:`_install`), then their packs
+        (whose names are never used again)."""
+        with self.index.write():
+            victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare_bytes)
+            self._delete(victims.own_keys, ())
+        self._delete((), victims.packs)
         if victims:
             log.info("cache over budget (cache_bytes or free disk space): evicted %d entries "
                      "(%d packs)", len(victims.keys), len(victims.packs))
+        return victims
 
     # -- both -------------------------------------------------------------------------------
 
@@ -577,11 +606,11 @@ class CutoutCache:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path, prefix: str) -> Iterator[BinaryIO]:
-    """A new file written under a temporary name (``prefix``…``.part``) in ``path``'s
-    folder, created if need be, and renamed to ``path`` when the block ends; deleted if the
-    block fails. No fsync: a torn file fails its checksum on its next hit and is
-    recomputed, so durability would only cost time."""
+def _temporary_file(path: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new file under a temporary name (``prefix``…``.part``) in ``path``'s folder,
+    created if need be, and that name; deleted if the block fails. No fsync: a torn file
+    fails its checksum on its next hit and is recomputed, so durability would only cost
+    time."""
     try:
         fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     except FileNotFoundError:  # the folder's first file (mkdir every time costs ~1 ms)
@@ -589,12 +618,20 @@ def _atomic_file(path: Path, prefix: str) -> Iterator[BinaryIO]:
         fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(temp_name, path)
+            yield out, Path(temp_name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path, prefix: str) -> Iterator[BinaryIO]:
+    """:func:`_temporary_file`, renamed to ``path`` when the block ends."""
+    with _temporary_file(path, prefix) as (out, temporary):
+        yield out
+        out.flush()
+        os.replace(temporary, path)  # a failure deletes the temporary file
 
 
 def remove_strays(directory: Path, known: Collection[str], cutoff: float) -> int:

@@ -110,9 +110,14 @@ class CacheIndex:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction that takes the lock up front (no upgrade deadlocks), after
-        this process's other threads' (see the module's docstring)."""
+        this process's other threads' (see the module's docstring). Inside this thread's
+        own write it is part of that transaction: the cache renames and deletes files
+        inside the write that records or forgets them."""
         db = self.db()
         with self._writing:
+            if db.conn.in_transaction:  # nested: the outer write commits or rolls back
+                yield db
+                return
             db.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield db
