@@ -169,6 +169,9 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
     ("SELECT 1", "needs a FROM", 1),
     ("SELECT " + "(" * 3000 + "1" + ")" * 3000 + " FROM ivoa.obscore", "nested too deeply",
      None),
+    ("SELECT TOP 99999999999999999999 s_ra FROM ivoa.obscore", "more than the largest", None),
+    ("SELECT s_ra FROM ivoa.obscore OFFSET 99999999999999999999", "OFFSET 9999", None),
+    ("SELECT s_ra FROM ivoa.obscore OFFSET -1", "OFFSET takes a whole number", None),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:

@@ -98,6 +98,9 @@ def _translate(text: str, tables: Sequence[TableMeta]) -> Translation:
 # --- parsing ------------------------------------------------------------------------------
 
 
+MAX_COUNT = 2**63 - 1  # SQLite's integers: a larger TOP or OFFSET is a datatype mismatch
+
+
 def _tokens(text: str) -> list[sqlglot.tokens.Token]:
     try:
         token_list = ADQL().tokenize(text)
@@ -262,15 +265,23 @@ def _column_error(message: str) -> AdqlError:
 
 
 def _top(tree: exp.Expression) -> int | None:
+    """The query's TOP (None without), after checking it and OFFSET are whole numbers that
+    SQLite can take."""
+    offset = tree.args.get("offset")
+    if offset is not None:
+        _count(offset.expression, "OFFSET")
     limit = tree.args.get("limit")
-    if limit is None and isinstance(tree, exp.Select):
-        return None
-    if limit is None:
-        return None
-    value = limit.expression
+    return None if limit is None else _count(limit.expression, "TOP")
+
+
+def _count(value: exp.Expression, clause: str) -> int:
+    """The number of a TOP or OFFSET clause: a whole number from 0 to 2**63 - 1."""
     if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
-        raise AdqlError("TOP takes a whole number")
-    return int(value.this)
+        raise AdqlError(f"{clause} takes a whole number, 0 or more")
+    number = int(value.this)
+    if number > MAX_COUNT:
+        raise AdqlError(f"{clause} {number} is more than the largest count, {MAX_COUNT}")
+    return number
 
 
 def _rename_sources(scopes: Sequence[Scope], by_name: Mapping[str, TableMeta]) -> None:
