@@ -219,6 +219,35 @@ def test_utf16_votable_is_refused_with_advice() -> None:
         read_catalog(data)
 
 
+@pytest.mark.parametrize(("data", "says"), [
+    ("ra,dec\n83.8,-5.4\n".encode("utf-16"), "UTF-16 encoded text; save it as UTF-8"),
+    ("ra,dec\n83.8,-5.4\n".encode("utf-16-le"), "UTF-16 encoded text; save it as UTF-8"),
+    (b'[{"ra": 83.8, "dec": -5.4}]', "JSON is not a catalog format"),
+    (b'{\n  "targets": []\n}', "JSON is not a catalog format"),
+])
+def test_text_in_another_encoding_or_format_is_named(data: bytes, says: str) -> None:
+    """A hostile test got "unrecognised catalog format" for UTF-16 CSV and "has columns
+    but no rows" for JSON: the message now names what the file is."""
+    with pytest.raises(CatalogError, match=says):
+        read_catalog(data)
+
+
+def test_a_damaged_fits_table_is_called_damaged_not_missing() -> None:
+    """A table whose header promises more data than the file holds (astropy drops such an
+    extension) is a damaged table, not 'no table extension'."""
+    buffer = io.BytesIO()
+    Table({"ra": [83.8, 83.9], "dec": [-5.4, -5.5]}).write(buffer, format="fits")
+    good = buffer.getvalue()
+    for card, damaged in ((b"NAXIS2  =                    2", b"NAXIS2  =             99999999"),
+                          (b"TFORM1  = 'D       ' ", b"TFORM1  = '99999999D'")):
+        assert card in good and len(card) == len(damaged)
+        with pytest.raises(CatalogError) as refused:
+            read_catalog(good.replace(card, damaged))
+        message = str(refused.value)
+        assert "no table extension" not in message and "complete" in message
+        assert "table extension is damaged" in message or "malformed FITS file" in message
+
+
 def test_parse_angle_reads_degrees_and_sexagesimal() -> None:
     from vo_service.catalogs import parse_angle
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,11 +119,28 @@ def _detect_format(data: bytes) -> str:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:200]:
         if b"<\x00" in head[:8] or b"\x00<" in head[:8]:
             raise CatalogError("the VOTable is UTF-16 encoded; save it as UTF-8")
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_text(head[:200]):
+            raise CatalogError("the catalog is UTF-16 encoded text; save it as UTF-8 (CSV "
+                               "or TSV with a header line)")
         raise CatalogError("unrecognised catalog format: expected a VOTable, a FITS table "
                            "or CSV/TSV text with a header line")
+    if re.match(rb"[\[{]\s*[\"\[{]", head):  # a JSON object or list, not a header line
+        raise CatalogError("JSON is not a catalog format this service reads: upload a "
+                           "VOTable, a FITS table or CSV/TSV text with a header line")
     if head[:1] == b"<":
         return "votable"
     return "text"
+
+
+def _utf16_text(head: bytes) -> bool:
+    """Whether ``head`` reads as UTF-16 text without a byte-order mark: every other byte a
+    NUL, the others printable ASCII."""
+    for zeros, text in ((head[0::2], head[1::2]), (head[1::2], head[0::2])):
+        if zeros and not zeros.strip(b"\x00") and text.isascii() and \
+                text.decode("ascii").replace("\r", "").replace("\n", "").replace(
+                    "\t", "").isprintable():
+            return True
+    return False
 
 
 def _read_votable(data: bytes, name: str, max_columns: int) -> Table:
@@ -154,8 +172,18 @@ def _read_fits(data: bytes, name: str, max_columns: int) -> Table:
     except Exception as error:
         raise CatalogError(f"{name}: malformed FITS file ({error}); check that the upload is "
                            "complete and is a FITS table") from None
+    if _has_table_header(data):  # astropy drops a table whose data would pass the end
+        raise CatalogError(f"{name}: its table extension is damaged: the header (NAXIS1, "
+                           "NAXIS2, TFORMn) describes more data than the file holds; check "
+                           "that the upload is complete, or write the table again")
     raise CatalogError(f"{name}: the FITS file holds no table extension; upload a FITS file with "
                        "a binary or ASCII table (not an image)")
+
+
+def _has_table_header(data: bytes) -> bool:
+    """Whether a FITS block after the first starts a table extension's header."""
+    return any(data.startswith((b"XTENSION= 'BINTABLE'", b"XTENSION= 'TABLE   '"), start)
+               for start in range(2880, len(data), 2880))
 
 
 def _decode(data: bytes) -> str:
