@@ -454,3 +454,25 @@ def test_shorter_execution_duration_applies_to_a_running_job(
     assert phase_of(root) == "ABORTED"
     assert "execution duration of 1 s" in root.findtext("uws:errorSummary/uws:message",
                                                         namespaces=UWS_NS)
+
+
+def test_progress_is_written_now_and_then_and_always_at_the_end(tmp_path: Path) -> None:
+    """A catalog job finishes units faster than clients poll: its progress is written at
+    most every PROGRESS_SECONDS (each write waits for the job store's lock), and the last
+    one, all done, always."""
+    from types import SimpleNamespace
+
+    from vo_service.jobs import context as job_context
+    from vo_service.jobs.context import JobContext
+
+    written: list[tuple[int, int]] = []
+    store = SimpleNamespace(update=lambda job_id, progress_done, progress_total:
+                            written.append((progress_done, progress_total)))
+    context = JobContext("j", [], {}, tmp_path, "http://x", None,
+                         SimpleNamespace(stopping=False, store=store))
+    for done in range(1, 101):
+        context.set_progress(done, 100)
+    assert written[0] == (1, 100) and written[-1] == (100, 100) and len(written) <= 3
+    time.sleep(job_context.PROGRESS_SECONDS)
+    context.set_progress(5, 200)  # long enough after the last write: written
+    assert written[-1] == (5, 200)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any, Protocol
 from vo_service.jobs.documents import result_url
 from vo_service.jobs.job_files import Upload
 from vo_service.jobs.store import JobStore, Parameter, ResultFile
+
+PROGRESS_SECONDS = 0.25  # least time between two progress writes of a job, until its end
 
 
 class JobParameterError(ValueError):
@@ -71,13 +75,20 @@ class JobContext:
     resources: Any
     _service: JobRunner
     _abort: threading.Event = field(default_factory=threading.Event)
+    _progress_written: float = field(default=-math.inf, init=False, repr=False)
 
     def should_stop(self) -> bool:
         """True once the job was aborted, expired or the service is shutting down."""
         return self._abort.is_set() or self._service.stopping
 
     def set_progress(self, done: int, total: int) -> None:
-        """Record how many units of work are done (shown in the job's jobInfo)."""
+        """Record how many units of work are done (shown in the job's jobInfo): at most
+        every PROGRESS_SECONDS, and always when all are; a catalog job finishes units
+        faster than a client polls, and each write waits for the job store's lock."""
+        written = time.monotonic()
+        if done < total and written - self._progress_written < PROGRESS_SECONDS:
+            return
+        self._progress_written = written
         self._service.store.update(self.job_id, progress_done=done, progress_total=total)
 
     def add_results(self, results: Sequence[ResultFile]) -> None:
