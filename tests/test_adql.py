@@ -172,6 +172,12 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
     ("SELECT TOP 99999999999999999999 s_ra FROM ivoa.obscore", "more than the largest", None),
     ("SELECT s_ra FROM ivoa.obscore OFFSET 99999999999999999999", "OFFSET 9999", None),
     ("SELECT s_ra FROM ivoa.obscore OFFSET -1", "OFFSET takes a whole number", None),
+    ("SELECT SUM(obs_id) FROM ivoa.obscore", "SUM takes numbers, but obs_id is text", 12),
+    ("SELECT AVG(s_region) FROM ivoa.obscore", "but s_region is a geometry", 12),
+    ("SELECT s_ra, s_region + 1 FROM ivoa.obscore", "arithmetic takes numbers", 14),
+    ("SELECT -s_region FROM ivoa.obscore", "s_region is a geometry", 9),
+    ("SELECT POINT('ICRS', s_ra, s_dec) * 2 FROM ivoa.obscore", "POINT is a geometry", 8),
+    ("SELECT s_ra FROM ivoa.obscore WHERE UPPER(obs_id) / 2 > 1", "UPPER is text", None),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:
@@ -179,6 +185,18 @@ def test_errors_say_what_and_where(query: str, says: str, column: int | None) ->
     assert says in str(raised.value)
     if column is not None:
         assert raised.value.column == column
+
+
+def test_numeric_operations_on_numbers_still_translate() -> None:
+    """The check of numeric operands refuses only operands known to be text or geometry:
+    SQLite would answer 0 for them without a word."""
+    for query in ("SELECT s_ra + 1, -s_dec, SUM(s_ra), AVG(t_min), ABS(s_dec), "
+                  "SQRT(s_fov), calib_level * 2 FROM ivoa.obscore",
+                  "SELECT DISTANCE(POINT('ICRS', s_ra, s_dec), POINT('ICRS', 1, 2)) * 3600 "
+                  "FROM ivoa.obscore",
+                  "SELECT SUM(x) FROM (SELECT s_ra AS x FROM ivoa.obscore) AS t",
+                  "SELECT MAX(obs_id), MIN(s_region), COUNT(*) FROM ivoa.obscore"):
+        translate(query, TABLES)
 
 
 def test_results_are_typed_from_metadata() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from sqlglot import exp
-from sqlglot.optimizer.scope import Scope
+from sqlglot.optimizer.scope import Scope, walk_in_scope
 
 from vo_service.archive.tap_schema import ColumnMeta, TableMeta
 
@@ -168,3 +168,50 @@ def _column(node: exp.Column, scope: Scope, tables: Mapping[str, TableMeta]) -> 
                 if projection.alias_or_name == name:
                     return infer(projection, source, None or tables)
     return TEXT
+
+
+# Operations that take numbers (ADQL 2.1 §2.3: numeric value expressions); SQLite would read
+# text or a geometry as 0 and answer without a word.
+_NUMERIC_OPERATIONS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs,
+                       exp.Sum, exp.Avg, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow,
+                       exp.Round, exp.Floor, exp.Ceil)
+_GEOMETRY_FUNCTIONS = {"POINT", "CIRCLE", "POLYGON", "BOX", "CENTROID"}
+
+
+def non_numeric_operand(scopes: list[Scope], tables: Mapping[str, TableMeta]
+                        ) -> tuple[exp.Expression, exp.Expression, str] | None:
+    """The first (operation, operand, what it is) where a numeric operation gets text or a
+    geometry, or None. Only operands known for sure count (a text or geometry column, a
+    string literal, a geometry constructor, text functions): anything else passes."""
+    for scope in scopes:
+        for node in walk_in_scope(scope.expression):
+            if not isinstance(node, _NUMERIC_OPERATIONS):
+                continue
+            for operand in (node.this, node.args.get("expression")):
+                what = _known_non_number(operand, scope, tables) \
+                    if isinstance(operand, exp.Expression) else None
+                if what:
+                    return node, operand, what
+    return None
+
+
+def _known_non_number(node: exp.Expression, scope: Scope, tables: Mapping[str, TableMeta]
+                      ) -> str | None:
+    while isinstance(node, exp.Paren | exp.Alias):
+        node = node.this
+    if isinstance(node, exp.Literal):
+        return "text" if node.is_string else None
+    if isinstance(node, exp.DPipe | exp.Lower | exp.Upper):
+        return "text"
+    if isinstance(node, exp.Anonymous):
+        return "a geometry" if str(node.this).upper() in _GEOMETRY_FUNCTIONS else None
+    if isinstance(node, exp.Column) and isinstance(scope.sources.get(node.table), exp.Table):
+        column = _column(node, scope, tables)
+        if column is TEXT:  # not found: not for this check to say
+            return None
+        if column.xtype and (column.xtype.lower() in ("point", "circle", "polygon")
+                             or column.xtype.lower().endswith("region")):
+            return "a geometry"
+        if column.datatype in ("char", "unicodeChar"):
+            return "text"
+    return None
