@@ -178,6 +178,10 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
     ("SELECT -s_region FROM ivoa.obscore", "s_region is a geometry", 9),
     ("SELECT POINT('ICRS', s_ra, s_dec) * 2 FROM ivoa.obscore", "POINT is a geometry", 8),
     ("SELECT s_ra FROM ivoa.obscore WHERE UPPER(obs_id) / 2 > 1", "UPPER is text", None),
+    ("SELECT s_region || 'x' FROM ivoa.obscore", "|| takes text, but s_region is a geometry",
+     8),
+    ("SELECT obs_id FROM ivoa.obscore WHERE s_region LIKE 'P%'", "LIKE takes text", 39),
+    ("SELECT COUNT(*), s_ra FROM ivoa.obscore", "s_ra is selected beside an aggregate", 18),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:
@@ -187,15 +191,20 @@ def test_errors_say_what_and_where(query: str, says: str, column: int | None) ->
         assert raised.value.column == column
 
 
-def test_numeric_operations_on_numbers_still_translate() -> None:
-    """The check of numeric operands refuses only operands known to be text or geometry:
-    SQLite would answer 0 for them without a word."""
-    for query in ("SELECT s_ra + 1, -s_dec, SUM(s_ra), AVG(t_min), ABS(s_dec), "
-                  "SQRT(s_fov), calib_level * 2 FROM ivoa.obscore",
+def test_operations_on_operands_of_their_type_still_translate() -> None:
+    """The checks of operands and grouping refuse only what is known to be wrong (SQLite
+    would answer 0, a geometry's inner form or some row's value without a word)."""
+    for query in ("SELECT s_ra + 1, -s_dec, ABS(s_dec), SQRT(s_fov), calib_level * 2 "
+                  "FROM ivoa.obscore",
+                  "SELECT SUM(s_ra), AVG(t_min), SUM(s_ra) * 2 + COUNT(*) FROM ivoa.obscore",
                   "SELECT DISTANCE(POINT('ICRS', s_ra, s_dec), POINT('ICRS', 1, 2)) * 3600 "
                   "FROM ivoa.obscore",
                   "SELECT SUM(x) FROM (SELECT s_ra AS x FROM ivoa.obscore) AS t",
-                  "SELECT MAX(obs_id), MIN(s_region), COUNT(*) FROM ivoa.obscore"):
+                  "SELECT MAX(obs_id), MIN(s_region), COUNT(*) FROM ivoa.obscore",
+                  "SELECT obs_id || 'x', UPPER(obs_id) FROM ivoa.obscore "
+                  "WHERE obs_id LIKE 'E%'",
+                  "SELECT band, COUNT(*) FROM ivoa.obscore GROUP BY band",
+                  "SELECT s_ra, (SELECT COUNT(*) FROM ivoa.obscore) FROM ivoa.obscore"):
         translate(query, TABLES)
 
 

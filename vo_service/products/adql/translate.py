@@ -85,14 +85,20 @@ def _translate(text: str, tables: Sequence[TableMeta]) -> Translation:
     if not scopes:
         raise AdqlError("the query selects nothing")
     columns = types.output_columns(tree, scopes[-1], by_name)
-    if (wrong := types.non_numeric_operand(scopes, by_name)) is not None:
-        operation, operand, what = wrong
-        name = operation.key.upper() if isinstance(operation, exp.Func) else "arithmetic"
+    if (column := types.ungrouped_column(scopes)) is not None:
+        raise AdqlError(f"{column.name} is selected beside an aggregate but is neither in a "
+                        f"GROUP BY nor aggregated; add GROUP BY {column.name}, or select "
+                        f"e.g. MIN({column.name})", *_locate(token_list, column.name))
+    if (wrong := types.wrong_operand(scopes, by_name)) is not None:
+        operation, operand, what, takes = wrong
+        name = operation.key.upper() if isinstance(operation, exp.Func) else \
+            "||" if isinstance(operation, exp.DPipe) else \
+            "LIKE" if isinstance(operation, exp.Like | exp.ILike) else "arithmetic"
         word = operand.name if isinstance(operand, exp.Column | exp.Literal) else \
             str(operand.this) if isinstance(operand, exp.Anonymous) else operand.key.upper()
         shown = repr(word) if isinstance(operand, exp.Literal) else word
-        raise AdqlError(f"{name} takes numbers, but {shown} is {what}; use a numeric "
-                        "column (see /tap/tables)", *_locate(token_list, word))
+        raise AdqlError(f"{name} takes {takes}, but {shown} is {what}; use a column of "
+                        f"{takes} (see /tap/tables)", *_locate(token_list, word))
     top = _top(tree)
     _rename_sources(scopes, by_name)
     _rewrite_functions(tree)

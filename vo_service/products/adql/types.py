@@ -170,28 +170,34 @@ def _column(node: exp.Column, scope: Scope, tables: Mapping[str, TableMeta]) -> 
     return TEXT
 
 
-# Operations that take numbers (ADQL 2.1 §2.3: numeric value expressions); SQLite would read
-# text or a geometry as 0 and answer without a word.
+# Operations that take numbers (ADQL 2.1 §2.3: numeric value expressions) or text; SQLite
+# would read text or a geometry as 0, or show a geometry's inner form, without a word.
 _NUMERIC_OPERATIONS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs,
                        exp.Sum, exp.Avg, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow,
                        exp.Round, exp.Floor, exp.Ceil)
+_TEXT_OPERATIONS = (exp.DPipe, exp.Lower, exp.Upper, exp.Like, exp.ILike)
 _GEOMETRY_FUNCTIONS = {"POINT", "CIRCLE", "POLYGON", "BOX", "CENTROID"}
 
 
-def non_numeric_operand(scopes: list[Scope], tables: Mapping[str, TableMeta]
-                        ) -> tuple[exp.Expression, exp.Expression, str] | None:
-    """The first (operation, operand, what it is) where a numeric operation gets text or a
-    geometry, or None. Only operands known for sure count (a text or geometry column, a
-    string literal, a geometry constructor, text functions): anything else passes."""
+def wrong_operand(scopes: list[Scope], tables: Mapping[str, TableMeta]
+                  ) -> tuple[exp.Expression, exp.Expression, str, str] | None:
+    """The first (operation, operand, what it is, what the operation takes) where a numeric
+    operation gets text or a geometry, or a text operation a geometry; or None. Only
+    operands known for sure count (a text or geometry column, a string literal, a geometry
+    constructor, text functions): anything else passes."""
     for scope in scopes:
         for node in walk_in_scope(scope.expression):
-            if not isinstance(node, _NUMERIC_OPERATIONS):
+            if isinstance(node, _NUMERIC_OPERATIONS):
+                takes, refused = "numbers", ("text", "a geometry")
+            elif isinstance(node, _TEXT_OPERATIONS):
+                takes, refused = "text", ("a geometry",)
+            else:
                 continue
             for operand in (node.this, node.args.get("expression")):
                 what = _known_non_number(operand, scope, tables) \
                     if isinstance(operand, exp.Expression) else None
-                if what:
-                    return node, operand, what
+                if what in refused:
+                    return node, operand, what, takes
     return None
 
 
@@ -214,4 +220,23 @@ def _known_non_number(node: exp.Expression, scope: Scope, tables: Mapping[str, T
             return "a geometry"
         if column.datatype in ("char", "unicodeChar"):
             return "text"
+    return None
+
+
+def ungrouped_column(scopes: list[Scope]) -> exp.Column | None:
+    """A column selected beside an aggregate (COUNT, SUM, ...) in a SELECT without GROUP
+    BY, or None. SQL refuses it; SQLite answers with the column of some row."""
+    for scope in scopes:
+        select = scope.expression
+        if not isinstance(select, exp.Select) or select.args.get("group"):
+            continue
+        aggregated = bare = None
+        for projection in select.expressions:
+            for node in walk_in_scope(projection):
+                if isinstance(node, exp.AggFunc):
+                    aggregated = aggregated or node
+                elif isinstance(node, exp.Column) and node.find_ancestor(exp.AggFunc) is None:
+                    bare = bare or node
+        if aggregated is not None and bare is not None:
+            return bare
     return None
