@@ -80,11 +80,13 @@ class SpatialIndex:
                 index = self.polygon_indices[row]
                 if not hit[index] and regions.footprint_meets(probe, self.vertices_of(row)):
                     hit[index] = True
-            if len(self.wide_indices):
-                ra, dec = probe.sample_points()
-                for index in self.wide_indices:
-                    if not hit[index]:
-                        hit[index] = self._wide_contains(self.records[index], ra, dec).any()
+        if len(self.wide_indices) and probes:  # each wide image's WCS once, for all probes
+            samples = [probe.sample_points() for probe in probes]
+            ra = np.concatenate([ra for ra, _ in samples])
+            dec = np.concatenate([dec for _, dec in samples])
+            for index in self.wide_indices:
+                if not hit[index]:
+                    hit[index] = self._wide_contains(self.records[index], ra, dec).any()
         return hit
 
     def contains(
