@@ -182,6 +182,9 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
      8),
     ("SELECT obs_id FROM ivoa.obscore WHERE s_region LIKE 'P%'", "LIKE takes text", 39),
     ("SELECT COUNT(*), s_ra FROM ivoa.obscore", "s_ra is selected beside an aggregate", 18),
+    ("SELECT SUM(x) FROM (SELECT obs_id AS x FROM ivoa.obscore) AS t", "x is text", 12),
+    ("WITH c AS (SELECT s_region FROM ivoa.obscore) SELECT AVG(s_region) FROM c",
+     "s_region is a geometry", None),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:

@@ -211,7 +211,14 @@ def _known_non_number(node: exp.Expression, scope: Scope, tables: Mapping[str, T
         return "text"
     if isinstance(node, exp.Anonymous):
         return "a geometry" if str(node.this).upper() in _GEOMETRY_FUNCTIONS else None
-    if isinstance(node, exp.Column) and isinstance(scope.sources.get(node.table), exp.Table):
+    source = scope.sources.get(node.table) if isinstance(node, exp.Column) else None
+    if isinstance(source, Scope) and isinstance(source.expression, exp.Select):
+        # a derived table's or CTE's column: what its SELECT gives under that name
+        for projection in source.expression.expressions:
+            if projection.alias_or_name == node.name:
+                return _known_non_number(projection, source, tables)
+        return None
+    if isinstance(node, exp.Column) and isinstance(source, exp.Table):
         column = _column(node, scope, tables)
         if column is TEXT:  # not found: not for this check to say
             return None
