@@ -65,7 +65,7 @@ class RunningManifest:
         self._unpublished.extend(results)
 
     def render(self, rows: Sequence[ManifestRow]) -> None:
-        """Render ``rows``, new since the last call, for the writes to come."""
+        """Render ``rows``, not rendered before, for the writes to come."""
         for row, text in zip(rows, render_rows(rows), strict=True):
             self._texts[id(row)] = (row, text)
 
@@ -92,9 +92,7 @@ class RunningManifest:
     def _write(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write ``rows`` in this order, rendering only those not rendered before."""
         self._publish_results()
-        missing = [row for row in rows if id(row) not in self._texts]
-        for row, text in zip(missing, render_rows(missing), strict=True):
-            self._texts[id(row)] = (row, text)
+        self.render([row for row in rows if id(row) not in self._texts])
         self._publish(write_rendered(self.path, [self._texts[id(row)][1] for row in rows],
                                      infos=infos))
 
