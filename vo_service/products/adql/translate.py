@@ -91,14 +91,10 @@ def _translate(text: str, tables: Sequence[TableMeta]) -> Translation:
                         f"e.g. MIN({column.name})", *_locate(token_list, column.name))
     if (wrong := types.wrong_operand(scopes, by_name)) is not None:
         operation, operand, what, takes = wrong
-        name = operation.key.upper() if isinstance(operation, exp.Func) else \
-            "||" if isinstance(operation, exp.DPipe) else \
-            "LIKE" if isinstance(operation, exp.Like | exp.ILike) else "arithmetic"
-        word = operand.name if isinstance(operand, exp.Column | exp.Literal) else \
-            str(operand.this) if isinstance(operand, exp.Anonymous) else operand.key.upper()
+        word = _spelled(operand)
         shown = repr(word) if isinstance(operand, exp.Literal) else word
-        raise AdqlError(f"{name} takes {takes}, but {shown} is {what}; use a column of "
-                        f"{takes} (see /tap/tables)", *_locate(token_list, word))
+        raise AdqlError(f"{_spelled(operation)} takes {takes}, but {shown} is {what}; use a "
+                        f"column of {takes} (see /tap/tables)", *_locate(token_list, word))
     top = _top(tree)
     _rename_sources(scopes, by_name)
     _rewrite_functions(tree)
@@ -154,6 +150,19 @@ def _parse(text: str, token_list: list[sqlglot.tokens.Token]) -> exp.Expression:
     if not isinstance(tree, exp.Select | exp.Union | exp.Intersect | exp.Except):
         raise AdqlError("a query must be one SELECT statement (SELECT ... FROM ...)")
     return tree
+
+
+def _spelled(node: exp.Expression) -> str:
+    """How a query spells an operation or an operand: for messages, and to find where."""
+    if isinstance(node, exp.Column | exp.Literal):
+        return node.name
+    if isinstance(node, exp.Anonymous):
+        return str(node.this)
+    if isinstance(node, exp.DPipe):
+        return "||"
+    if isinstance(node, exp.Like | exp.ILike):
+        return "LIKE"
+    return node.key.upper() if isinstance(node, exp.Func) else "arithmetic"
 
 
 def _locate(token_list: Sequence[sqlglot.tokens.Token], word: str

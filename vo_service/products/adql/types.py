@@ -194,14 +194,14 @@ def wrong_operand(scopes: list[Scope], tables: Mapping[str, TableMeta]
             else:
                 continue
             for operand in (node.this, node.args.get("expression")):
-                what = _known_non_number(operand, scope, tables) \
+                what = _text_or_geometry(operand, scope, tables) \
                     if isinstance(operand, exp.Expression) else None
                 if what in refused:
                     return node, operand, what, takes
     return None
 
 
-def _known_non_number(node: exp.Expression, scope: Scope, tables: Mapping[str, TableMeta]
+def _text_or_geometry(node: exp.Expression, scope: Scope, tables: Mapping[str, TableMeta]
                       ) -> str | None:
     while isinstance(node, exp.Paren | exp.Alias):
         node = node.this
@@ -216,7 +216,7 @@ def _known_non_number(node: exp.Expression, scope: Scope, tables: Mapping[str, T
         # a derived table's or CTE's column: what its SELECT gives under that name
         for projection in source.expression.expressions:
             if projection.alias_or_name == node.name:
-                return _known_non_number(projection, source, tables)
+                return _text_or_geometry(projection, source, tables)
         return None
     if isinstance(node, exp.Column) and isinstance(source, exp.Table):
         column = _column(node, scope, tables)
