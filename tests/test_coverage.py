@@ -4,7 +4,6 @@ astropy-regions as a client would read them."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -16,11 +15,12 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
+from lxml import etree
 from mocpy import MOC
 from pyvo.dal.adhoc import DatalinkResults
 from regions import PointSkyRegion, PolygonSkyRegion, Regions
 from server import LiveServer, error_text
-from uws_client import job_results, wait_final
+from uws_client import UWS, job_document, job_results, wait_final
 
 from vo_service.archive import coverage
 from vo_service.archive.index import ArchiveIndex, run_index
@@ -201,6 +201,13 @@ def test_order_from_pixel_scales_and_edge_budget() -> None:
     assert order < 16 and tiles / coverage.cell_arcsec(order) <= coverage.MAX_EDGE_CELLS
 
 
+def coverage_size(root: etree._Element) -> int | None:
+    """The size a UWS job document gives its result ``coverage`` (None: not given)."""
+    (element,) = root.iterfind("uws:results/uws:result[@id='coverage']", UWS)
+    size = element.get("size")
+    return None if size is None else int(size)
+
+
 def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
         live_server_factory, demo_archive: Path, tmp_path: Path) -> None:  # noqa: ANN001
     with open(demo_archive / "sources.csv", newline="") as handle:
@@ -218,7 +225,11 @@ def test_every_catalog_job_has_a_moc_of_its_targets_and_stamps(
         results = job_results(client, root)  # the stamps: reached from the manifest
         url, mime = results["coverage"]
         assert mime == "application/fits"
+        # drawn when first asked for: no size until then, the same bytes every time after
+        assert coverage_size(root) is None
         content = client.get(url).content
+        assert client.get(url).content == content
+        assert coverage_size(job_document(client, str(created.url))) == len(content)
         moc = load_moc(content, tmp_path)
         assert fits.getheader(io.BytesIO(content), 1)["MOCTYPE"] == "CATALOG"
         # the reference: targets as points, each FITS stamp's own WCS footprint
@@ -281,77 +292,3 @@ def test_many_polygons_are_built_in_calls_of_a_bounded_size_and_give_the_same_mo
     monkeypatch.setattr(coverage.MOC, "from_polygons", counted)
     assert coverage.polygons_moc(polygons, 16) == reference
     assert max(calls) <= 3 and sum(calls) == len(polygons)
-
-
-def test_a_jobs_moc_drawn_by_its_units_equals_the_one_drawn_from_its_manifest(
-        index, tmp_path: Path) -> None:  # noqa: ANN001
-    """Each unit of a catalog job draws the MOC of its stamps where it was cut (in
-    parallel, on the workers); united with the targets that is, at the same order, the MOC
-    of the whole manifest. The order the job chooses from its plan (requested sizes) is
-    never finer than the one from the stamps it made."""
-    from vo_service.jobs.job_coverage import (
-        planned_order,
-        sky_of_rows,
-        unit_coverage,
-        write_job_coverage,
-    )
-    from vo_service.products.manifest import ManifestRow
-
-    records = [r for r in index.records() if r.product_type in ("BGSUB", "RMS")][:6]
-    rows, parts = [], []
-    for n, record in enumerate(records):
-        boxes = []
-        for k in range(5):  # 30-pixel boxes along the image's diagonal, cut short at k = 0
-            x, y = 40 * k, 40 * k + 7
-            boxes.append(f"[{max(1, x - 14)}:{x + 15},{max(1, y - 14)}:{y + 15}]")
-            rows.append(ManifestRow(f"t{k}", k + 1, float(record.s_ra), float(record.s_dec),
-                                    "ok", image_id=record.obs_publisher_did,
-                                    band=record.band, pixel_box=boxes[-1]))
-        rows.append(ManifestRow(f"far{n}", 90 + n, 10.0 + n, -60.0, "no-overlap"))
-        parts.append(boxes)
-    expected = sky_of_rows(rows, index).moc()
-    order = expected.max_order
-    assert planned_order((record, [(30.0, "pix")] * 5) for record in records) <= order
-    drawn = [unit_coverage(record, boxes, order) for record, boxes in zip(records, parts,
-                                                                           strict=True)]
-    manifest = tmp_path / "manifest.xml"
-    write_job_coverage(manifest, index, rows, (order, drawn))
-    assert MOC.from_fits(tmp_path / "coverage.fits") == expected
-    assert unit_coverage(records[0], [], order).size == 0  # no stamps: an empty MOC
-
-
-def test_a_unit_drawn_before_reads_its_moc_from_the_cache(
-        index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """A catalog run again (same image on disk, same stamps) does not draw its units' MOCs
-    again: they come from the cutout cache, the same cells; a changed image draws anew."""
-    from vo_service.cache import CutoutCache
-    from vo_service.engine.cutout import StampStatus
-    from vo_service.jobs import bundle_parts
-    from vo_service.jobs.batch_cut import Outcome, StampTask, Target
-
-    source = next(r for r in index.records() if r.product_type == "BGSUB")
-    copy = tmp_path / source.path.name
-    shutil.copyfile(source.path, copy)
-    record = dataclasses.replace(source, path=copy)
-    outcomes = [Outcome(Target(k, f"t{k}", 0.0, 0.0, 30, "pix"), StampStatus.OK,
-                        ranges=((30 * k, 30 * k + 30), (30 * k + 5, 30 * k + 35)))
-                for k in range(4)]
-    task = StampTask(record, [])
-    drawn = []
-    drawing = bundle_parts.unit_coverage
-
-    def counted(*args):  # noqa: ANN002
-        drawn.append(args)
-        return drawing(*args)
-
-    monkeypatch.setattr(bundle_parts, "unit_coverage", counted)
-    cache = CutoutCache(tmp_path / "cache", 10**8)
-    first = bundle_parts._drawn(task, outcomes, 16, cache)
-    again = bundle_parts._drawn(task, outcomes, 16, cache)
-    assert len(drawn) == 1 and first.size and np.array_equal(first, again)
-    assert MOC.from_depth29_ranges(16, again) == MOC.from_depth29_ranges(16, first)
-    with open(copy, "r+b") as handle:  # the image changes on disk: drawn again
-        handle.seek(0, 2)
-        handle.write(b"\0" * 2880)
-    bundle_parts._drawn(task, outcomes, 16, cache)
-    assert len(drawn) == 2

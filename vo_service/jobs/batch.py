@@ -47,7 +47,7 @@ from vo_service.jobs.batch_photometry import (
 from vo_service.jobs.bundle_parts import PARTS_FOLDER
 from vo_service.jobs.collector import fewer_collections
 from vo_service.jobs.executors import as_finished
-from vo_service.jobs.job_coverage import add_coverage_result, planned_order
+from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.running_manifest import RunningManifest, row_order
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
@@ -247,13 +247,9 @@ class BatchJob:
         infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
         science: list = []  # (target, science image) stamps for photometry
-        order = planned_order((task.record, [(t.size, t.unit) for t, _ in task.entries])
-                              for task in plan.tasks if task.product is None)
-        drawn: list | None = []  # each unit's MOC of its stamps; None: draw at the end
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
             context.store, request.formats, context.job_dir, bundle.path,
-            coverage_order=order,
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop,
@@ -277,10 +273,6 @@ class BatchJob:
                                   "re-index the archive (vo-service index), then run again")
                     outcomes = [Outcome(target, StampStatus.ERROR, reason)
                                 for target, _ in task.entries]
-                if drawn is not None and packed is not None and packed.coverage is not None:
-                    drawn.append(packed.coverage)
-                elif any(outcome.ranges for outcome in outcomes):
-                    drawn = None  # a unit with stamps drew none: the whole MOC at the end
                 offsets: dict[str, int] = {}  # where each stamp's bytes are in the bundle
                 if packed is not None and packed.part is not None:
                     offsets = bundle.add_part(Path(packed.part), packed.entries)
@@ -326,8 +318,7 @@ class BatchJob:
         with contextlib.suppress(OSError):  # parts of units that never reported stay
             (context.job_dir / PARTS_FOLDER).rmdir()
         context.add_results([ResultFile("bundle", "bundle.zip", ZIP_MIME, bundle_size)])
-        add_coverage_result(context, manifest.path, self.resources.index, rows,  # coverage.fits
-                            (order, drawn) if drawn is not None else None)
+        add_coverage_result(context)  # coverage.fits, drawn when first asked for
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")

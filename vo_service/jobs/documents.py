@@ -49,7 +49,8 @@ def _results(parent: etree._Element, results: Iterable[ResultFile], job_url: str
         element.set("id", result.result_id)
         element.set(f"{{{XLINK_NS}}}type", "simple")
         element.set(f"{{{XLINK_NS}}}href", result_url(job_url, result.result_id))
-        element.set("size", str(result.size))
+        if result.size:  # a result made when first asked for has none until then
+            element.set("size", str(result.size))
         element.set("mime-type", result.mime_type)
 
 

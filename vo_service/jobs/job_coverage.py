@@ -1,18 +1,19 @@
 """Where a catalog job's results lie on the sky: its targets and its stamps' footprints.
 
-Made from the manifest's rows (the job passes the rows it just wrote; the web page reads
-them back from the file, a public, stable document), so that the MOC (``coverage.fits``, a
-result of every catalog job) and the region files the web page offers describe exactly
-what the manifest lists. A stamp's footprint is its pixel box mapped through the source
-image's WCS (distortions included), one WCS read and one call per source image.
+Made from the manifest (a public, stable document), so that the MOC (``coverage.fits``, a
+result of every catalog job, drawn when first asked for) and the region files the web page
+offers describe exactly what the manifest lists. A stamp's footprint is its pixel box
+mapped through the source image's WCS (distortions included), one WCS read and one call
+per source image.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,18 +30,16 @@ from vo_service.archive.coverage import (
     union,
 )
 from vo_service.archive.footprint import load_celestial_image
-from vo_service.archive.records import ImageRecord
 from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
 from vo_service.engine.cutout import StampStatus
+from vo_service.jobs.running_manifest import MANIFEST_FILE
 from vo_service.jobs.store import ResultFile
 from vo_service.products.manifest import ManifestRow, read_manifest
 
-log = logging.getLogger(__name__)
 COVERAGE_RESULT = "coverage"
 COVERAGE_FILE = "coverage.fits"
 COVERAGE_MIME = "application/fits"
 STAMP_STATUSES = (StampStatus.OK, StampStatus.PARTIAL)  # manifest rows with a stamp
-_ARCSEC = {"arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0}  # angular SIZE_UNITs
 _BOX = re.compile(r"^\[(\d+):(\d+),(\d+):(\d+)")
 
 
@@ -178,79 +177,22 @@ def _distinct_stamps(keys: list[tuple[int, str]], corners: np.ndarray) -> list[J
             for k, vertices in zip(kept.tolist(), chosen, strict=True)]
 
 
-def planned_order(images: Iterable[tuple[ImageRecord, Sequence[tuple[float, str]]]]) -> int:
-    """The order of a job's coverage MOC, chosen as it starts from what it plans: the pixel
-    scales of its images, and the summed edges of its stamps, each the square of its
-    requested size ((size, unit) per target); a stamp cut short at an image edge is
-    smaller, so the order errs coarse (:func:`vo_service.archive.coverage.coverage_order`)."""
-    scales: list[float | None] = []
-    perimeter = 0.0
-    for record, sizes in images:
-        scale = pixel_scale_arcsec(record)
-        scales.append(scale)
-        for size, unit in sizes:
-            side = size * (scale or 0.0) if unit == "pix" else size * _ARCSEC[unit]
-            perimeter += 4.0 * side
-    return coverage_order(scales, perimeter)
-
-
-def unit_coverage(record: ImageRecord, pixel_boxes: Sequence[str], order: int
-                  ) -> np.ndarray:
-    """The MOC at ``order`` of stamps on one image (their FITS sections, as the manifest
-    writes them), as depth-29 ranges (plain numpy: it travels back from worker
-    processes): the footprints the whole-manifest build draws for the same rows. Made
-    where the unit was cut, so a job's MOC is drawn on its workers, in parallel."""
-    corners, _ = box_corners(list(pixel_boxes))
-    celestial = load_celestial_image(record.path, record.hdu, record.mtime) \
-        if len(corners) else None  # a unit without stamps reads no WCS
-    if celestial is None:
-        return MOC.new_empty(order).to_depth29_ranges
-    ras, decs = celestial.pixel_to_icrs(corners[..., 0].ravel(), corners[..., 1].ravel())
-    vertices = np.stack([ras.reshape(-1, 4), decs.reshape(-1, 4)], axis=-1)
-    finite = np.isfinite(vertices).all(axis=(1, 2))
-    # one thread: units run side by side on every core already
-    return polygons_moc(list(vertices[finite]), order, n_threads=1).to_depth29_ranges
-
-
-def write_job_coverage(manifest_path: Path, index,  # noqa: ANN001 - ArchiveIndex
-                       rows: Sequence[ManifestRow] | None = None,
-                       drawn: tuple[int, Sequence[np.ndarray]] | None = None
-                       ) -> tuple[str, int]:
-    """Write ``coverage.fits`` (the MOC of the job's targets and stamps) next to the
-    manifest, atomically; returns (file name, size in bytes). ``rows``: the manifest's
-    rows when the caller has them (else they are read from the file). ``drawn``: (order,
-    every unit's :func:`unit_coverage`) when the units drew their stamps already; then
-    only the targets are added here."""
-    if drawn is not None and rows is not None:
-        order, parts = drawn
-        targets = [(row.ra, row.dec) for row in rows
-                   if row.ra is not None and row.dec is not None]
-        ras, decs = ([t[0] for t in targets], [t[1] for t in targets])
-        moc = union([points_moc(ras, decs, order),
-                     *(MOC.from_depth29_ranges(order, part) for part in parts)], order)
-    else:
-        sky = job_sky(manifest_path, index) if rows is None else sky_of_rows(rows, index)
-        moc = sky.moc()
-    content = moc_fits_bytes(moc, moc_type="CATALOG")
-    path = manifest_path.with_name(COVERAGE_FILE)
-    temporary = path.with_name(path.name + ".part")
+def draw_job_coverage(job_dir: Path, index) -> int:  # noqa: ANN001 - ArchiveIndex
+    """Write ``coverage.fits`` (the MOC of the targets and stamps the job's manifest lists)
+    in ``job_dir``, atomically, unless it is there already; its size in bytes."""
+    path = job_dir / COVERAGE_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return path.stat().st_size
+    content = moc_fits_bytes(job_sky(job_dir / MANIFEST_FILE, index).moc(),
+                             moc_type="CATALOG")
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")  # requests race
     temporary.write_bytes(content)
     os.replace(temporary, path)
-    return COVERAGE_FILE, len(content)
+    return len(content)
 
 
-def add_coverage_result(context, manifest_path: Path, index,  # noqa: ANN001
-                        rows: Sequence[ManifestRow] | None = None,
-                        drawn: tuple[int, Sequence[np.ndarray]] | None = None) -> None:
-    """Write the job's MOC and publish it as the result ``coverage`` (``rows``: the
-    manifest's, if at hand; ``drawn``: see :func:`write_job_coverage`). A MOC that cannot
-    be built (a bug) is logged and left out: it must not cost the job its stamps; a disk
-    failure (OSError) ends the job like any other."""
-    try:
-        name, size = write_job_coverage(manifest_path, index, rows, drawn)
-    except OSError:
-        raise
-    except Exception:
-        log.exception("job %s: its coverage MOC could not be built", context.job_id)
-        return
-    context.add_results([ResultFile(COVERAGE_RESULT, name, COVERAGE_MIME, size)])
+def add_coverage_result(context) -> None:  # noqa: ANN001 - JobContext
+    """Publish the job's MOC as the result ``coverage``: listed now, drawn from the
+    manifest when it is first asked for (:func:`draw_job_coverage`), so that a job spends
+    its time on its stamps, not on a map few open (size 0 until drawn)."""
+    context.add_results([ResultFile(COVERAGE_RESULT, COVERAGE_FILE, COVERAGE_MIME, 0)])

@@ -59,7 +59,6 @@ class WorkPlace:
     job_dir: str  # where the unit writes its bundle part
     delay_seconds: float = 0.0
     append_to: str | None = None  # the bundle itself, on the coordinator's machine
-    coverage_order: int | None = None  # the units draw their stamps' MOC at this order
 
 
 def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
@@ -71,8 +70,7 @@ def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
                                    place.cache_min_free_bytes, place.jobs_dir)
     return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
                         Path(place.job_dir),
-                        Path(place.append_to) if place.append_to else None,
-                        place.coverage_order)
+                        Path(place.append_to) if place.append_to else None)
 
 
 _handles_lock = threading.Lock()
@@ -206,8 +204,7 @@ class BatchExecutors:
 
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
-                formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None,
-                coverage_order: int | None = None
+                formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None
                 ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
         """(executor, function of a unit, units in flight) for one job; units on this
         machine (threads, processes) append their stamps to ``bundle_file`` themselves,
@@ -218,8 +215,7 @@ class BatchExecutors:
             place = WorkPlace(formats, max_pixels, str(self.settings.cache_dir),
                               limits.cache_bytes, limits.cache_min_free_bytes,
                               str(self.settings.jobs_dir),
-                              str(job_dir), TASK_DELAY_SECONDS,
-                              coverage_order=coverage_order)
+                              str(job_dir), TASK_DELAY_SECONDS)
             if self.kind == "dask":
                 executor: Any = self.dask()
                 in_flight = executor.max_workers * 2
@@ -231,7 +227,7 @@ class BatchExecutors:
             return
         with LocalExecutor(workers, name=name) as pool:
             yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
-                                                   job_dir, bundle_file, coverage_order)
+                                                   job_dir, bundle_file)
                          ), workers * 2
 
     def close(self) -> None:

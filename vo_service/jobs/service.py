@@ -23,7 +23,9 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from vo_service.config import Settings
@@ -37,11 +39,13 @@ from vo_service.jobs.context import (
     OwnerLimitError,
 )
 from vo_service.jobs.coordination import RunnerLock, StoreChanges
+from vo_service.jobs.job_coverage import COVERAGE_RESULT, draw_job_coverage
 from vo_service.jobs.job_files import (
     Upload,
     load_uploads,
     remove_result_files,
     remove_uploads,
+    result_location,
     save_uploads,
 )
 from vo_service.jobs.phases import (
@@ -55,6 +59,7 @@ from vo_service.jobs.store import (
     JobRecord,
     JobStore,
     Parameter,
+    ResultFile,
     format_time,
     now,
     parse_time,
@@ -384,6 +389,24 @@ class JobService:
         self.abort(job_id)
         self.store.delete(job_id)
         self._notify(job_id)
+
+    def result_file(self, job_id: str, result_id: str) -> tuple[ResultFile, Path] | None:
+        """A result and the file holding it (whole, or its byte range); None if there is
+        no such result or its file is gone. A catalog job's MOC is drawn from its manifest
+        on its first request (:func:`vo_service.jobs.job_coverage.draw_job_coverage`)."""
+        result = self.store.result(job_id, result_id)
+        if result is None:
+            return None
+        job_dir = self.store.job_dir(job_id)
+        if result_id == COVERAGE_RESULT and not result.size:
+            try:
+                size = draw_job_coverage(job_dir, self.resources.index)
+            except FileNotFoundError:  # the job was deleted meanwhile
+                return None
+            result = replace(result, size=size)
+            self.store.set_result_size(job_id, result_id, size)
+        path = result_location(job_dir, result)
+        return None if path is None else (result, path)
 
     def set_destruction(self, job_id: str, text: str) -> None:
         """New destruction time, clamped to the configured maximum from now."""

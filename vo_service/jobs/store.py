@@ -464,6 +464,12 @@ class JobStore:
             if not changed:
                 self._insert_results(job_id, [result])
 
+    def set_result_size(self, job_id: str, result_id: str, size: int) -> None:
+        """Record the size of a result made after it was listed (a job's MOC)."""
+        with self._lock, self._writing():
+            self._db.execute("UPDATE results SET size = ? WHERE job_id = ? AND result_id = ?",
+                             [size, job_id, result_id])
+
     def _insert_results(self, job_id: str, results: Sequence[ResultFile]) -> None:
         start = self._db.execute(
             "SELECT coalesce(max(seq) + 1, 0) FROM results WHERE job_id = ?",

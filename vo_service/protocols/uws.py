@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from vo_service.config import Settings
 from vo_service.jobs import documents
-from vo_service.jobs.job_files import iter_result, result_location
+from vo_service.jobs.job_files import iter_result
 from vo_service.jobs.phases import Phase, parse_phase
 from vo_service.jobs.service import JobParameterError, JobService, OwnerLimitError
 from vo_service.jobs.store import JobRecord, Parameter, format_time, parse_time
@@ -331,11 +331,11 @@ async def results_resource(request: Request) -> Response:
 async def result_file(request: Request) -> Response:
     """One result file with its MIME type."""
     job = _job(request)
-    store = _service(request).store
-    result = store.result(job.job_id, request.path_params["result_id"])
-    path = result_location(store.job_dir(job.job_id), result) if result else None
-    if result is None or path is None:
-        raise NotFound(f"job {job.job_id} has no result {request.path_params['result_id']!r}")
+    result_id = request.path_params["result_id"]
+    found = await run_in_threadpool(_service(request).result_file, job.job_id, result_id)
+    if found is None:
+        raise NotFound(f"job {job.job_id} has no result {result_id!r}")
+    result, path = found
     if result.offset is None:
         return FileResponse(path, media_type=result.mime_type, headers={
             "Content-Disposition": f'inline; filename="{Path(result.file).name}"'})

@@ -142,7 +142,7 @@ async def job_sky_endpoint(request: Request) -> Response:
     """A finished job's targets and stamp footprints, and where its MOC is."""
     sky = await _job_sky(request)
     job_id = request.path_params["job_id"]
-    has_moc = _result_path(_store(request), job_id, COVERAGE_RESULT) is not None
+    has_moc = _store(request).result(job_id, COVERAGE_RESULT) is not None
     return JSONResponse({
         "targets": [asdict(t) for t in sky.targets],
         "stamps": [{"row": s.row, "band": s.band, "vertices": [list(v) for v in s.vertices]}
