@@ -172,6 +172,39 @@ def test_same_catalog_again_is_served_from_the_cache(
         assert client.get(first[result_id][0]).content == client.get(second[result_id][0]).content
 
 
+def test_a_deleted_job_takes_its_stamps_out_of_the_cache(batch_server, client,
+                                                         demo_archive) -> None:
+    """A job's new stamps are cached where they lie in its bundle (no second copy); the
+    job deleted, the cache lets them go with it (the disk gets the space back), and the
+    same catalog is cut again, to the same bytes. Links of a job gone without the cache
+    hearing of it (deleted while it ran) go at the next sweep."""
+    cache = CutoutCache(batch_server.settings.cache_dir, batch_server.settings.limits.cache_bytes)
+    data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
+            "SIZE": "27", "PHASE": "RUN"}  # a size no other test cuts: new stamps
+    catalog = demo_catalog(demo_archive, 60)
+    first = create(client, batch_server, data, catalog)
+    first_root = wait_final(client, str(first.url))
+    job_id = str(first.url).rsplit("/", 1)[1]
+    assert job_id in cache.linked_groups()
+    stamps = {key: client.get(url).content for key, (url, _) in
+              job_results(client, first_root).items() if key.endswith(".fits")}
+    assert len(stamps) > 10
+    entries = cache.stats().entries
+    assert client.delete(str(first.url)).status_code == 303
+    assert job_id not in cache.linked_groups()
+    assert cache.stats().entries < entries - len(stamps) // 2
+
+    again = create(client, batch_server, data, catalog)
+    again_root = wait_final(client, str(again.url))
+    assert {key: client.get(url).content for key, (url, _) in
+            job_results(client, again_root).items() if key.endswith(".fits")} == stamps
+    again_id = str(again.url).rsplit("/", 1)[1]
+    service = batch_server.app.state.job_service
+    service.store.delete(again_id)  # gone behind the service's back
+    service.sweep()
+    assert again_id not in cache.linked_groups()
+
+
 def test_png_previews_and_fits_both(batch_server, client, demo_archive) -> None:
     data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
             "SIZE": "8", "SIZE_UNIT": "arcsec", "RESPONSEFORMAT": "both", "PHASE": "RUN"}

@@ -3,6 +3,8 @@ the same outcomes and bytes as target by target, in one lookup and one read."""
 
 from __future__ import annotations
 
+import errno
+import os
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,10 +14,16 @@ from astropy.wcs import WCS
 
 from tests import fits_factory
 from vo_service.cache import CutoutCache, pack_layout, read_pack_ranges
+from vo_service.engine.bundle import ZipAppender, member_data_offsets
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs import batch_cut
 from vo_service.jobs.batch_cut import StampKeys, StampTask, Target, cut_task
-from vo_service.jobs.unit_contents import UnitEntry, contents_bytes, read_contents
+from vo_service.jobs.unit_contents import (
+    UnitContents,
+    UnitEntry,
+    contents_bytes,
+    read_contents,
+)
 
 FORMATS = ("fits", "png")
 
@@ -152,10 +160,13 @@ def test_a_table_reads_back_and_refuses_what_it_did_not_write() -> None:
                          (("fits", 0, 8640, 123), ("png", 8640, 900, 456))),
                UnitEntry(StampStatus.NO_OVERLAP, "outside", None)]
     stored = contents_bytes(entries)
-    assert read_contents(stored, 2) == entries
+    assert read_contents(stored, 2) == UnitContents(None, entries)  # in the table's pack
+    assert read_contents(contents_bytes(entries, "ab12.pack"), 2) == UnitContents(
+        "ab12.pack", entries)  # in a job's bundle, linked
     assert read_contents(stored, 3) is None  # another unit's table
     assert read_contents(b"not json", 2) is None
-    assert read_contents(b'[["ok", "", null, [["fits", 0]]]]', 1) is None
+    assert read_contents(b'[["ok", "", null, [["fits", 0]]]]', 1) is None  # version 1
+    assert read_contents(b'{"pack": 7, "entries": []}', 0) is None
 
 
 def test_pack_ranges_are_read_in_one_piece_and_checked(tmp_path) -> None:
@@ -174,3 +185,87 @@ def test_pack_ranges_are_read_in_one_piece_and_checked(tmp_path) -> None:
     assert read_pack_ranges(pack, [(12, 14, 0)]) is None  # a wrong CRC
     assert read_pack_ranges(pack, [(20, 50, 0)]) is None  # past the end
     assert read_pack_ranges(tmp_path / "gone.pack", ranges) is None
+
+
+def test_ranges_far_apart_are_read_apart(tmp_path, monkeypatch) -> None:
+    """A unit's stamps in a job's bundle lie between other units': those are skipped."""
+    pack = tmp_path / "bundle.pack"
+    pack.write_bytes(b"a" * 10 + b"x" * 200_000 + b"b" * 10)
+    read: list[int] = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: read.append(n) or pread(fd, n, at))
+    ranges = [(0, 10, zlib.crc32(b"a" * 10)), (200_010, 10, zlib.crc32(b"b" * 10))]
+    pieces = read_pack_ranges(pack, ranges)
+    assert {offset: bytes(piece) for offset, piece in pieces.items()} == {
+        0: b"a" * 10, 200_010: b"b" * 10}
+    assert read == [10, 10]
+
+
+def cut_into_bundle(record, targets, job: str, cache, memory, bundle: Path) -> tuple:
+    """Cut a unit as a job's worker does: appending to the bundle, caching the new stamps
+    where they lie in it; (outcomes, each stamp's bytes by member name)."""
+    bundle.touch()
+    appender = ZipAppender(bundle)
+    outcomes = cut_task(task_of(record, targets, job), cache, memory, FORMATS, 10**6,
+                        appender, bundle)
+    entries = appender.close()
+    members = Members()
+    with open(bundle, "rb") as handle:
+        for name, offset in member_data_offsets(entries).items():
+            size = next(size for encoded, _, size, _ in entries if encoded.decode() == name)
+            handle.seek(offset)
+            members[name] = handle.read(size)
+    return outcomes, members
+
+
+def test_new_stamps_are_cached_where_they_lie_in_the_jobs_bundle(unit, tmp_path) -> None:
+    """No second copy: the bundle is linked into the cache (it outlives the job), and the
+    unit met again reads its stamps from there, the same bytes."""
+    record, targets = unit
+    cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
+    bundle = tmp_path / "4a0b" / "bundle.zip"  # in the folder of job 4a0b
+    bundle.parent.mkdir()
+    first, first_members = cut_into_bundle(record, targets, "a", cache, memory, bundle)
+    linked = [pack for pack in cache.packs_dir.glob("*.pack")
+              if pack.stat().st_ino == bundle.stat().st_ino]
+    assert len(linked) == 1 and bundle.stat().st_nlink == 2
+    assert cache.linked_groups() == {"4a0b"}
+    stamp_bytes = sum(size for o in first for _, size in o.files.values())
+    assert cache.stats().total_bytes < stamp_bytes + 10_000  # the stamps once, and the table
+    second_members = Members()
+    second = cut_task(task_of(record, targets, "b"), cache, memory, FORMATS, 10**6,
+                      second_members)
+    assert all(o.from_cache for o in second) and memory.lookups == 1  # from the table
+    assert summary(second, second_members) == summary(first, first_members)
+
+    # the job is deleted: the cache lets its bundle go, and the unit is cut again
+    assert cache.forget_linked("4a0b") == 1
+    bundle.unlink()
+    assert not linked[0].exists() and cache.linked_groups() == set()
+    assert cache.stats().total_bytes < 10_000  # the table alone
+    third_members = Members()
+    third = cut_task(task_of(record, targets, "c"), cache, memory, FORMATS, 10**6,
+                     third_members)
+    assert summary(third, third_members) == summary(first, first_members)
+    assert not any(o.from_cache and o.files for o in third)
+
+
+def test_a_cache_on_another_file_system_gets_copies(unit, tmp_path, monkeypatch) -> None:
+    record, targets = unit
+    cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
+
+    def cross_device(source, target) -> None:  # noqa: ANN001
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    bundle = tmp_path / "5b1c" / "bundle.zip"
+    bundle.parent.mkdir()
+    first, first_members = cut_into_bundle(record, targets, "a", cache, memory, bundle)
+    [pack] = list(cache.packs_dir.glob("*.pack"))  # copies and the table, one pack
+    assert pack.stat().st_ino != bundle.stat().st_ino
+    bundle.unlink()
+    second_members = Members()
+    second = cut_task(task_of(record, targets, "b"), cache, memory, FORMATS, 10**6,
+                      second_members)
+    assert all(o.from_cache for o in second) and memory.lookups == 1
+    assert summary(second, second_members) == summary(first, first_members)

@@ -63,6 +63,7 @@ MAKE_ROOM_ROUNDS = 4
 # Free space the cache leaves on its file system by default (Limits.cache_min_free_bytes).
 MIN_FREE_BYTES = 64 * 1024**2
 PACK_SUFFIX = ".pack"
+LINK_SEPARATOR = "L"  # <group>L<uuid hex>.pack: a job's bundle linked (hex has no "L")
 
 
 class PackedEntryError(LookupError):
@@ -167,6 +168,7 @@ class CutoutCache:
         self.objects_dir = self.directory / "objects"
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         self.packs_dir = self.directory / "packs"
+        self._linking = True  # whether put_linked may try (not across file systems)
         self.packs_dir.mkdir(exist_ok=True)
         self.index = CacheIndex(self.directory / "index.sqlite")
         self.index_path = self.index.path
@@ -429,16 +431,69 @@ class CutoutCache:
                 crc = crcs.get(key) if crcs else None
                 entries.append((key, offset, len(content),
                                 zlib.crc32(content) if crc is None else crc))
+        self._record_pack(pack, entries)
+
+    def put_linked(self, source: Path, entries: list[tuple[str, int, int, int]],
+                   group: str) -> str | None:
+        """Record ``entries`` (key, offset, size, crc32), byte ranges of the file
+        ``source``, without copying them: ``source`` (a catalog job's bundle, only ever
+        appended to) is hard-linked into the cache as a new pack of ``group`` (the job:
+        letters and digits); the pack's name, or None if the file cannot be linked
+        (another file system: the caller stores copies with :meth:`put_pack`).
+
+        The entries live as long as the group (:meth:`forget_linked` when the job is
+        deleted) or until evicted; the cache counts their bytes, the rest of the bundle
+        is the job's."""
+        if not entries or not self._linking:
+            return None
+        pack = f"{group}{LINK_SEPARATOR}{uuid.uuid4().hex}{PACK_SUFFIX}"
+        self.pack_path(pack)  # a group of letters and digits (raises ValueError)
+        try:
+            os.link(source, self.packs_dir / pack)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                self._linking = False  # this cache copies from now on
+                log.info("the cutout cache cannot link %s (%s): catalog stamps are copied "
+                         "into it", source, exc.strerror)
+            return None
+        self._record_pack(pack, entries)
+        return pack
+
+    def forget_linked(self, group: str) -> int:
+        """Forget the packs linked for ``group`` (a job deleted: its bundle's bytes go
+        with it); how many. Their files go first, so that a full disk gets its space
+        back; entries whose rows cannot be deleted then (a full disk) are dropped as
+        misses on their next lookup (the job service sweeps groups of jobs gone)."""
+        paths = list(self.packs_dir.glob(f"{group}{LINK_SEPARATOR}*{PACK_SUFFIX}"))
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        try:
+            for path in paths:
+                self.index.forget_packed(path.name)
+        except (OSError, sqlite3.Error) as exc:
+            if storage_failure(exc) is None:
+                raise
+        return len(paths)
+
+    def linked_groups(self) -> set[str]:
+        """The groups (jobs) with packs linked into the cache."""
+        return {pack.rsplit(LINK_SEPARATOR, 1)[0] for pack in self.index.packs()
+                if LINK_SEPARATOR in pack}
+
+    def _record_pack(self, pack: str, entries: list[tuple[str, int, int, int]]) -> None:
+        """Record the entries of the pack file ``pack`` just made (deleted if that
+        fails), delete what they replaced, then evict down to the budget, keeping them."""
         try:
             with self.index.write():
                 replaced = self.index.record_packed(pack, entries)
                 self._delete(replaced.own_keys, ())  # in the write: see _install
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                self.pack_path(pack).unlink()
             raise
         self._delete((), replaced.empty_packs)
-        self.evict(keep=layout.keys())
+        self.evict(keep=[key for key, *_ in entries])
 
     def _replaced(self, replaced: Replaced) -> None:
         """Delete what a record left over: own files of keys now packed, packs no entry
@@ -729,30 +784,49 @@ def pack_layout(items: Iterable[tuple[str, bytes]]) -> dict[str, tuple[int, byte
 def read_pack_ranges(path: Path, ranges: Collection[tuple[int, int, int]]
                      ) -> dict[int, memoryview] | None:
     """The verified bytes of the (offset, size, crc32) ``ranges`` of the pack file
-    ``path``, by offset, read in one piece from the first range to the end of the last;
+    ``path``, by offset, read in as few pieces as ranges less than ``RANGE_GAP`` apart
+    make (a unit's stamps in a job's bundle lie between other units' and ZIP headers);
     None if the pack is gone or shorter, or if any range fails its CRC (the caller then
     reads its entries one by one, through the index, which drops what is damaged)."""
     if not ranges:
         return {}
-    start = min(offset for offset, _, _ in ranges)
-    end = max(offset + size for offset, size, _ in ranges)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    pieces: dict[int, memoryview] = {}
     try:
-        data = memoryview(os.pread(fd, end - start, start))
+        for start, end, members in _runs(ranges):
+            data = memoryview(os.pread(fd, end - start, start))
+            if len(data) != end - start:
+                return None
+            for offset, size, crc in members:
+                piece = data[offset - start: offset - start + size]
+                if zlib.crc32(piece) != crc:
+                    return None
+                pieces[offset] = piece
     finally:
         os.close(fd)
-    if len(data) != end - start:
-        return None
-    pieces = {}
-    for offset, size, crc in ranges:
-        piece = data[offset - start: offset - start + size]
-        if zlib.crc32(piece) != crc:
-            return None
-        pieces[offset] = piece
     return pieces
+
+
+RANGE_GAP = 8 * 1024  # a gap read through rather than skipped (ZIP headers, small files)
+
+
+def _runs(ranges: Collection[tuple[int, int, int]]
+          ) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+    """``ranges`` (offset, size, crc32) grouped into runs read in one piece: (start, end,
+    the ranges in it), in file order."""
+    ordered = sorted(ranges)
+    start, end = ordered[0][0], ordered[0][0]
+    members: list[tuple[int, int, int]] = []
+    for offset, size, crc in ordered:
+        if members and offset - end > RANGE_GAP:
+            yield start, end, members
+            start, members = offset, []
+        members.append((offset, size, crc))
+        end = max(end, offset + size)
+    yield start, end, members
 
 
 def _crc_range(fd: int, offset: int, size: int) -> int | None:

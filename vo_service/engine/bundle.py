@@ -220,6 +220,10 @@ class ZipAppender:
                             for name, crc, size, offset in self._pending_entries)
         self._pending, self._pending_entries, self._pending_size = [], [], 0
 
+    def data_offsets(self) -> dict[str, int]:
+        """Where the bytes of each member written so far start in the file, by name."""
+        return member_data_offsets(self.entries)
+
     def close(self) -> list[tuple[bytes, int, int, int]]:
         """Flush and close; returns the entries (offsets in the file) for `adopt`."""
         try:

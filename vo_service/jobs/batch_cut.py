@@ -18,6 +18,7 @@ import operator
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from vo_service.cache import (
@@ -66,6 +67,15 @@ class StampSink(Protocol):
 
     def add(self, name: str, chunks: Iterable[bytes | memoryview],
             crc: int | None = None) -> None: ...
+
+
+class AppendingSink(StampSink, Protocol):
+    """A sink appending its members to a file on this machine (``ZipAppender``): the
+    cache records new stamps where they lie in it instead of copying them."""
+
+    def flush(self) -> None: ...
+
+    def data_offsets(self) -> dict[str, int]: ...
 
 
 def pickled_as_arguments(cls: type[D]) -> type[D]:
@@ -169,11 +179,14 @@ class StampKeys:
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
-             formats: tuple[str, ...], max_pixels: int, sink: StampSink) -> list[Outcome]:
+             formats: tuple[str, ...], max_pixels: int, sink: StampSink,
+             appended_to: Path | None = None) -> list[Outcome]:
     """Cut (or find in the cache) every target of one image; add its stamps to ``sink``.
 
     The cache index and the outcome memory are read and written once per task (one query,
-    one transaction), not once per stamp.
+    one transaction), not once per stamp. ``appended_to``: the file ``sink`` (then an
+    :class:`AppendingSink`) appends to; new stamps are cached where they lie in it, not
+    copied (:meth:`vo_service.cache.CutoutCache.put_linked`).
     """
     record = task.record
     try:
@@ -213,8 +226,9 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
                     cached.close()
     if misses:
         whole = len(misses) == len(keyed)  # the unit met none before: it gets a table
+        linked = (appended_to, sink) if appended_to is not None else None
         outcomes.extend(_cut_misses(record, misses, cache, memory, formats, max_pixels,
-                                    sink, task, unit_key if whole else None))
+                                    sink, task, unit_key if whole else None, linked))
     return outcomes
 
 
@@ -229,12 +243,16 @@ def _from_unit_contents(cache: CutoutCache, key: str, entries: list[tuple[Target
     contents = read_contents(b"".join(cached.iter_chunks()), len(entries))
     if contents is None:
         return None
-    pieces = read_pack_ranges(cached.path, [stamp[1:] for entry in contents
-                                            for stamp in entry.stamps])
+    try:
+        pack = cached.path if contents.pack is None else cache.pack_path(contents.pack)
+    except ValueError:  # not a pack name
+        return None
+    pieces = read_pack_ranges(pack, [stamp[1:] for entry in contents.entries
+                                     for stamp in entry.stamps])
     if pieces is None:  # a stamp evicted with its pack, or damaged: target by target
         return None
     outcomes = []
-    for (target, stem), entry in zip(entries, contents, strict=True):
+    for (target, stem), entry in zip(entries, contents.entries, strict=True):
         outcome = Outcome(target, entry.status, entry.message, entry.ranges,
                           from_cache=True)
         for fmt, offset, size, crc in entry.stamps:
@@ -277,9 +295,11 @@ def _stitch_key(task: StampTask) -> dict | None:
 
 def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 formats: tuple[str, ...], max_pixels: int, sink: StampSink,
-                task: StampTask, unit_key: str | None = None) -> list[Outcome]:
+                task: StampTask, unit_key: str | None = None,
+                linked: tuple[Path, AppendingSink] | None = None) -> list[Outcome]:
     """Cut the targets ``misses`` (target, stem, keys); with ``unit_key`` (they are the
-    whole unit, in its order), store the unit's table of contents with its stamps."""
+    whole unit, in its order), store the unit's table of contents with its stamps;
+    ``linked``: (file, sink appending to it), see :func:`cut_task`."""
     try:
         regions = [t.region for t, _, _ in misses]
         if task.product is not None:  # a PSF or a catalog: made per target, not cut
@@ -298,7 +318,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 for t, _, _ in misses]
     outcomes: list[Outcome] = []
     learned: dict[str, RememberedOutcome] = {}
-    pending = _PendingStamps(cache)
+    pending = _PendingStamps(cache, linked)
     table: dict[int, tuple[Outcome, list[tuple[str, str]]]] = {}  # index -> (fmt, key)s
     for result in results:
         target, stem, keys = misses[result.index]
@@ -319,7 +339,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 crc = zlib.crc32(content)  # once, for the bundle and the cache
                 sink.add(relative, (content,), crc=crc)
                 outcome.files[fmt] = (relative, len(content))
-                pending.add(keys[fmt], content, crc)
+                pending.add(keys[fmt], content, crc, relative)
                 stamp_keys.append((fmt, keys[fmt]))
         if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
             learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
@@ -335,50 +355,86 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
 
 
 def _table_of(table: dict[int, tuple[Outcome, list[tuple[str, str]]]]
-              ) -> Callable[[dict[str, tuple[int, int, int]]], bytes]:
+              ) -> Callable[[dict[str, tuple[int, int, int]], str | None], bytes]:
     """The unit's table of contents, given where its stamps lie in their pack (key ->
-    offset, size, crc32)."""
-    def contents(where: dict[str, tuple[int, int, int]]) -> bytes:
+    offset, size, crc32) and the pack's name (None: the table's own pack)."""
+    def contents(where: dict[str, tuple[int, int, int]], pack: str | None) -> bytes:
         return contents_bytes([
             UnitEntry(outcome.status, outcome.message, outcome.ranges,
                       tuple((fmt, *where[key]) for fmt, key in stamp_keys))
-            for outcome, stamp_keys in (table[index] for index in range(len(table)))])
+            for outcome, stamp_keys in (table[index] for index in range(len(table)))], pack)
     return contents
 
 
 class _PendingStamps:
-    """New stamps stored in the cache a batch at a time: one pack file and one index
-    transaction per batch, bounded in bytes so large stamps do not pile up."""
+    """New stamps stored in the cache: recorded where they lie in the job's bundle
+    (``linked``: the bundle's path and the sink appending to it), else copied a batch at
+    a time, one pack file and one index transaction per batch, bounded in bytes so large
+    stamps do not pile up."""
 
     MAX_BYTES = 32 * 1024 * 1024
 
-    def __init__(self, cache: CutoutCache) -> None:
+    def __init__(self, cache: CutoutCache,
+                 linked: tuple[Path, AppendingSink] | None = None) -> None:
         self.cache = cache
+        self._linked = linked
         self._items: list[tuple[str, bytes]] = []
         self._crcs: dict[str, int] = {}
+        self._members: dict[str, tuple[str, int]] = {}  # key -> (member name, size)
         self._bytes = 0
         self._batches = 0
 
-    def add(self, key: str, content: bytes, crc: int) -> None:
-        """Store ``content`` (whose CRC-32 is ``crc``) under ``key`` with the next batch."""
-        self._items.append((key, content))
+    def add(self, key: str, content: bytes, crc: int, member: str) -> None:
+        """Store ``content`` (whose CRC-32 is ``crc``, the sink's member ``member``) under
+        ``key`` with the next batch."""
         self._crcs[key] = crc
+        if self._linked is not None:
+            self._members[key] = (member, len(content))
+            return
+        self._items.append((key, content))
         self._bytes += len(content)
         if self._bytes >= self.MAX_BYTES:
             self.flush()
 
     def flush(self, contents_key: str | None = None,
-              contents: Callable[[dict[str, tuple[int, int, int]]], bytes] | None = None
-              ) -> None:
+              contents: Callable[[dict[str, tuple[int, int, int]], str | None], bytes]
+              | None = None) -> None:
         """Store the pending stamps; with ``contents_key``, and if they are all the stamps
-        stored (one pack), also a table of contents, last in their pack: ``contents``
-        makes its bytes from where each stamp lies (key -> offset, size, crc32)."""
+        stored (one pack), also a table of contents, in the pack of copies (last) or beside
+        the linked one: ``contents`` makes its bytes from where each stamp lies (key ->
+        offset, size, crc32) and the pack's name."""
+        if self._linked is not None and self._flush_linked(contents_key, contents):
+            return
         if contents_key is not None and contents is not None and not self._batches:
             where = {key: (offset, len(content), self._crcs[key])
                      for key, (offset, content) in pack_layout(self._items).items()}
-            self._items.append((contents_key, contents(where)))
+            self._items.append((contents_key, contents(where, None)))
         if not self._items:
             return
         self.cache.put_pack(self._items, self._crcs)
         self._items, self._crcs, self._bytes = [], {}, 0
         self._batches += 1
+
+    def _flush_linked(self, contents_key: str | None, contents: Callable | None) -> bool:
+        """Record the stamps where the sink put them in its file, and the table of
+        contents beside them; False if the cache cannot link the file (the stamps, read
+        back, are then pending as copies) or there are none (the table goes alone)."""
+        path, sink = self._linked
+        self._linked = None
+        if not self._members:
+            return False
+        sink.flush()
+        offsets = sink.data_offsets()
+        entries = [(key, offsets[member], size, self._crcs[key])
+                   for key, (member, size) in self._members.items()]
+        pack = self.cache.put_linked(path, entries, group=path.parent.name)  # the job
+        if pack is None:  # another file system: copies
+            pieces = read_pack_ranges(path, [entry[1:] for entry in entries])
+            if pieces is None:  # the file changed under the unit: nothing to cache
+                return True
+            self._items = [(key, bytes(pieces[offset])) for key, offset, _, _ in entries]
+            return False
+        if contents_key is not None and contents is not None:
+            where = {key: (offset, size, crc) for key, offset, size, crc in entries}
+            self.cache.put_pack([(contents_key, contents(where, pack))])
+        return True

@@ -7,7 +7,9 @@ workers anywhere, a unit writes its stamps into a part file (ZIP local records o
 :meth:`vo_service.engine.bundle.ZipStream.close_part`) in the job folder, which the
 coordinator appends to the bundle with one in-kernel copy. Either way each stamp is
 written once into the job, and the job serves it from the bundle (stamps are stored
-uncompressed, so a stamp is one byte range of the ZIP).
+uncompressed, so a stamp is one byte range of the ZIP). A unit appending to the bundle
+also caches its new stamps where they lie in it (the bundle hard-linked into the cutout
+cache): no second copy of their bytes.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...], max_p
     if append_to is not None:
         appender = ZipAppender(append_to)
         try:
-            outcomes = cut_task(task, cache, memory, formats, max_pixels, appender)
+            outcomes = cut_task(task, cache, memory, formats, max_pixels, appender,
+                                append_to)
         except BaseException:  # its bytes stay unlisted in the ZIP; its own error tells why
             with contextlib.suppress(OSError):  # e.g. the same full disk
                 appender.close()

@@ -196,6 +196,7 @@ class JobService:
             )
             return
         self.store.clear_results(job.job_id)
+        self._forget_cached_bundle(job.job_id)
         remove_result_files(self.store.job_dir(job.job_id))
         self.store.change_phase(
             job.job_id, Phase.QUEUED, only_from=[job.phase],
@@ -213,6 +214,10 @@ class JobService:
         with self._guard:
             running = list(self._aborts)
         self.store.forget_orphans(running)
+        if (cache := self._cache()) is not None:  # links of jobs deleted while they ran
+            for group in cache.linked_groups():
+                if group not in running and self.store.get(group) is None:
+                    cache.forget_linked(group)
         self.store.forget_stamp_outcomes(OUTCOME_DAYS * 86400)
         if not unsaved:
             self.reserve.fill()
@@ -385,10 +390,22 @@ class JobService:
             flag.set()
 
     def delete(self, job_id: str) -> None:
-        """Abort the job if it runs, then forget it and its files."""
+        """Abort the job if it runs, then forget it and its files (its stamps in the
+        cutout cache too: they lie in its bundle)."""
         self.abort(job_id)
+        self._forget_cached_bundle(job_id)
         self.store.delete(job_id)
         self._notify(job_id)
+
+    def _cache(self) -> Any:
+        """The cutout cache the jobs share, if any."""
+        return getattr(self.resources, "cache", None)
+
+    def _forget_cached_bundle(self, job_id: str) -> None:
+        """Let the cutout cache drop the job's bundle, which it links its new stamps from
+        (:meth:`vo_service.cache.CutoutCache.put_linked`)."""
+        if (cache := self._cache()) is not None:
+            cache.forget_linked(job_id)
 
     def result_file(self, job_id: str, result_id: str) -> tuple[ResultFile, Path] | None:
         """A result and the file holding it (whole, or its byte range); None if there is
