@@ -147,9 +147,11 @@ MATRIX = {  # --matrix: label -> (product types, photometry parameters)
 
 
 def run_job(state: Path, archive: Path, catalog: Path, workers: int,
-            variant: str | None = None, executor: str = "local") -> dict:
+            variant: str | None = None, executor: str = "local", keep_job: bool = False
+            ) -> dict:
     """Run one batch job in this process (its units on ``executor``); return its
-    figures."""
+    figures. ``keep_job``: leave the job in place (its new stamps stay cached only as
+    long as it exists, as for a user who runs the same catalog again)."""
     from vo_service.archive.index import ArchiveIndex
     from vo_service.config import Settings
     from vo_service.jobs.documents import job_document
@@ -193,7 +195,8 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         drawing = time.perf_counter()  # the MOC: drawn on its first request, after the job
         coverage = service.result_file(job.job_id, "coverage")
         coverage_s = time.perf_counter() - drawing if coverage is not None else None
-        service.delete(job.job_id)  # a kept state directory (--keep) must not fill the disk
+        if not keep_job:  # a kept state directory (--keep) must not fill the disk
+            service.delete(job.job_id)
         await service.stop()
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
                 "bundle_mb": bundle / 1e6, "error": job.error_message,
@@ -331,6 +334,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=3, metavar=("STATE", "ARCHIVE", "CATALOG"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-job", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         state, archive, catalog = map(Path, args.child)
@@ -338,7 +342,7 @@ def main() -> int:
             print(json.dumps(engine_bundle(state, archive, catalog, args.workers)))
         else:
             print(json.dumps(run_job(state, archive, catalog, args.workers, args.variant,
-                                     args.executor)))
+                                     args.executor, args.keep_job)))
         return 0
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vo-bench-batch-"))
@@ -361,9 +365,12 @@ def main() -> int:
         empty_cache(state)  # a cold start
         runs = {}
         for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
+            # the cold job is kept for the warm one: its new stamps are cached in its bundle
             runs[label] = run_child(args, state, archive, catalog, "--executor", executor,
-                                    *(["--engine"] * (label == "engine")))
+                                    *(["--engine"] * (label == "engine")),
+                                    *(["--keep-job"] * (label == "cold")))
         measured.append((executor, runs))
+        empty_cache(state)  # the cold job goes too
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
     summary = [(executor, report(args, executor, runs, baseline))
                for executor, runs in measured]
@@ -422,15 +429,18 @@ def report(args: argparse.Namespace, executor: str, runs: dict, baseline: float
 
 
 def empty_cache(state: Path) -> None:
-    """Remove every cached cutout and every remembered (target, image) outcome: the next
-    job starts cold, as on a catalog never seen (with outcomes left from an earlier run, a
-    job would look each target up, find its stamp evicted, cut it and remember it again)."""
+    """Remove every cached cutout, every job and every remembered (target, image)
+    outcome: the next job starts cold, as on a catalog never seen (with outcomes left from
+    an earlier run, a job would look each target up, find its stamp evicted, cut it and
+    remember it again)."""
     from vo_service.jobs.store import JobStore
 
     for cached in (state / "cache").glob("*"):
         subprocess.run(["rm", "-rf", str(cached)], check=True)
     if (state / "jobs" / "jobs.sqlite").exists():
         store = JobStore(state / "jobs")
+        for job in store.list():
+            store.delete(job.job_id)
         store.forget_stamp_outcomes(0.0)
         store.close()
 
