@@ -53,3 +53,13 @@ def test_without_retry_on_a_dead_worker_is_handed_over_at_once() -> None:
     [(item, future)] = list(as_finished(executor, str.upper, ["died"], in_flight=1))
     assert item == "died" and isinstance(future.exception(), BrokenProcessPool)
     assert executor.runs == ["died"]
+
+
+def test_the_next_unit_starts_before_a_finished_one_is_handed_over() -> None:
+    """While the job handles a finished unit (its rows, results, manifest), the workers
+    already have the next: the units in flight never drop below ``in_flight`` for it."""
+    executor = Scripted({name: [None] for name in "abcde"})
+    submitted_when_handed = []
+    for _item, _future in as_finished(executor, str.upper, list("abcde"), in_flight=2):
+        submitted_when_handed.append(len(executor.runs))
+    assert submitted_when_handed == [3, 4, 5, 5, 5]  # a, b in flight; c goes in as a ends

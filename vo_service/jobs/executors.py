@@ -52,8 +52,10 @@ def as_finished(
         done, _ = wait(list(running), timeout=poll_seconds, return_when=FIRST_COMPLETED)
         for future in done:
             item = running.pop(future)
-            if not again(future, item):
-                yield item, future
+            if again(future, item):
+                continue
+            fill()  # the workers go on while the caller handles what ended
+            yield item, future
         if should_stop():  # drop work that has not started; what runs finishes
             for future in [f for f in running if f.cancel()]:
                 running.pop(future)
