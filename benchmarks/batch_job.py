@@ -10,13 +10,15 @@ per task, ``--workers`` processes, one ZIP: what ``benchmarks/batch_cutouts.py``
 and warm / engine (aim >= 0.9).
 
 The job's own bookkeeping is timed by wrapping, in the job's process only, the calls that
-do it (see ``BOOKKEEPING``): the manifest (building the rows, writing the VOTable), the
-results (job-store rows), progress (job-store updates) and the cache index (the cutout
-cache's SQLite index and the remembered stamp outcomes). Its share is the seconds spent
-inside those calls, summed over all threads of the job, over the job's wall time: an upper
-bound, since calls on different threads may overlap, and waits for the GIL count (aim
-< 15 %); beside it, the CPU seconds of those calls (``time.thread_time``) over the CPU
-seconds of the job's process, which a busy machine disturbs less.
+do it (see ``BOOKKEEPING``): the manifest (taking the rows and their texts, which the
+worker processes make and render with the stamps, and writing the VOTable now and then),
+the results (job-store rows), progress (job-store updates) and the cache index (the cutout
+cache's SQLite index and the remembered stamp outcomes, when the job's own process cuts).
+Its share is the seconds spent inside those calls, summed over all threads of the job, over
+the job's wall time: an upper bound, since calls on different threads may overlap, and
+waits for the GIL count (aim < 15 %); beside it, the CPU seconds of those calls
+(``time.thread_time``) over the CPU seconds of the job's process, which a busy machine
+disturbs less.
 
 On a shared machine wall times vary with the load; the CPU seconds per stamp (user +
 system, the engine's worker processes included) are printed too, as a steadier check of
@@ -84,7 +86,9 @@ def make_catalog(archive: Path, n_targets: int, seed: int = 1) -> bytes:
 
 # The job's bookkeeping: part -> (module, attribute path) of the calls timed.
 BOOKKEEPING = {
-    "manifest": [("vo_service.jobs.batch", "BatchJob._row"),
+    "manifest": [("vo_service.jobs.batch", "manifest_row"),  # rows of units that failed
+                 ("vo_service.jobs.running_manifest", "RunningManifest.render"),
+                 ("vo_service.jobs.running_manifest", "write_rendered"),
                  ("vo_service.jobs.running_manifest", "write_manifest")],
     "results": [("vo_service.jobs.store", "JobStore.add_results"),
                 ("vo_service.jobs.store", "JobStore.put_result")],

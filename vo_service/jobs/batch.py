@@ -51,10 +51,11 @@ from vo_service.jobs.job_coverage import add_coverage_result
 from vo_service.jobs.running_manifest import RunningManifest, row_order
 from vo_service.jobs.service import JobContext, JobFailed, Upload
 from vo_service.jobs.store import Parameter, ResultFile
+from vo_service.jobs.unit_rows import MIME, manifest_row, stamp_result_id
 from vo_service.products import stitching
 from vo_service.products.cutouts import changed_since_indexed
 from vo_service.products.job_products import lookup_targets, product_plan
-from vo_service.products.manifest import ZIP_MIME, Bundle, ManifestRow, format_pixel_box
+from vo_service.products.manifest import ZIP_MIME, Bundle, ManifestRow
 from vo_service.products.stamp_photometry import measure_unit, photometry_units
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 # large enough that one image open + one world->pixel call serves many stamps.
 CHUNK_TARGETS = 256
 ROW_DIGITS = 6  # r000123: names sort by row in catalogs of up to a million rows
-MIME = {"fits": "application/fits", "png": "image/png"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -98,10 +98,10 @@ def stamp_path(target: Target, folder: str, image: str, row_digits: int,
     unique in the job: also as a result id (``taken`` holds the result ids given so far)."""
     path = f"{folder}/r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}__{image}"
     base, number = path, 1
-    while _result_id(path) in taken:  # only band names that mimic "<band>_r<row>" get here
+    while stamp_result_id(path) in taken:  # only band names that mimic "<band>_r<row>" get here
         number += 1
         path = f"{base}_{number}"
-    taken.add(_result_id(path))
+    taken.add(stamp_result_id(path))
     return path
 
 
@@ -247,9 +247,11 @@ class BatchJob:
         infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
         science: list = []  # (target, science image) stamps for photometry
+        job_url = f"{context.base_url}/{context.job_id}"
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
             context.store, request.formats, context.job_dir, bundle.path,
+            job_url,  # the units make their manifest rows
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop,
@@ -279,18 +281,21 @@ class BatchJob:
                 elif packed is not None and packed.entries:  # appended by the unit itself
                     offsets = bundle.adopt(packed.entries)
                 results = []
-                unit_rows = []
+                if packed is not None and packed.rows is not None:
+                    unit_rows, texts = packed.rows, packed.texts
+                else:  # the unit failed: its error rows are made here
+                    unit_rows, texts = [manifest_row(task.record, outcome, job_url)
+                                        for outcome in outcomes], None
                 for outcome in outcomes:
-                    unit_rows.append(self._row(context, task, outcome))
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
                         results.append(ResultFile(  # not listed: reached from the manifest
-                            _result_id(relative), bundle.path.name, MIME[fmt], size,
+                            stamp_result_id(relative), bundle.path.name, MIME[fmt], size,
                             listed=False, offset=offsets[relative]))
                     produced += bool(outcome.files)
                 rows += unit_rows
-                manifest.render(unit_rows)  # now, while the workers cut: not all at the end
+                manifest.render(unit_rows, texts)  # now, not all at the end
                 manifest.add_results(results)  # published with the manifest listing them
                 done += len(outcomes)
                 context.set_progress(done, total)
@@ -322,27 +327,3 @@ class BatchJob:
         if produced == 0 and not context.should_stop():
             raise JobFailed(f"UsageError: no overlap: none of the {len(catalog)} targets gave "
                             "a cutout; the manifest says why for each")
-
-    def _row(self, context: JobContext, task: StampTask, outcome: Outcome) -> ManifestRow:
-        record = task.record
-        target = outcome.target
-        fits_file = outcome.files.get("fits")
-        png_file = outcome.files.get("png")
-        primary = fits_file or png_file
-        return ManifestRow(
-            target.target_id, target.row + 1, target.ra, target.dec, outcome.status,
-            outcome.message or None, collection=record.obs_collection,
-            instrument=record.instrument_name, band=record.band, product_type=record.product_type,
-            image_id=record.obs_publisher_did,
-            access_url=context.result_url(_result_id(primary[0])) if primary else None,
-            content_type=(MIME["fits"] if fits_file else MIME["png"]) if primary else None,
-            preview_url=context.result_url(_result_id(png_file[0])) if png_file else None,
-            file=primary[0] if primary else None,
-            pixel_box=format_pixel_box(outcome.ranges), bytes=primary[1] if primary else None,
-            stitched_from=" ".join(stitching.sources_described(outcome.message)) or None,
-        )
-
-
-def _result_id(relative: str | Path) -> str:
-    """A stamp's result id: its path in the bundle with '/' replaced (one path segment)."""
-    return str(relative).replace("/", "_")

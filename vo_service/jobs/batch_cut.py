@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import operator
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from vo_service.cache import (
     CachedFile,
@@ -31,6 +30,7 @@ from vo_service.cache import (
 )
 from vo_service.engine.batch import IMAGE_FAILED, ImageTask, cut_unit
 from vo_service.engine.cutout import StampStatus
+from vo_service.engine.executors import pickled_as_arguments
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
@@ -51,7 +51,6 @@ OPEN_TARGETS = 64
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
 # 2: previews of physical values (BSCALE/BZERO, BLANK as missing); 3: keys hashed in parts
 KEY_VERSION = 3
-D = TypeVar("D")
 
 
 class OutcomeMemory(Protocol):
@@ -76,15 +75,6 @@ class AppendingSink(StampSink, Protocol):
     def flush(self) -> None: ...
 
     def data_offsets(self) -> dict[str, int]: ...
-
-
-def pickled_as_arguments(cls: type[D]) -> type[D]:
-    """Make a dataclass pickle as its fields, the arguments of its constructor: targets
-    and outcomes travel to and from worker processes by the hundred, and unpickling
-    them this way takes a third of the default's time."""
-    values = operator.attrgetter(*(f.name for f in fields(cls)))
-    cls.__reduce__ = lambda self: (cls, values(self))  # type: ignore[assignment]
-    return cls
 
 
 @pickled_as_arguments

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from vo_service.engine.bundle import ZipAppender, ZipStream
 from vo_service.jobs.batch_cut import Outcome, StampTask, cut_task
+from vo_service.jobs.unit_rows import manifest_row
+from vo_service.products.manifest import ManifestRow, render_rows
 
 PARTS_FOLDER = "bundle-parts"
 
@@ -29,18 +31,33 @@ PARTS_FOLDER = "bundle-parts"
 class PackedTask:
     """The outcomes of one unit and where its stamps went: a bundle part (``part``, with
     ``entries`` at offsets in the part), or the bundle itself (``part`` None, ``entries``
-    at offsets in the bundle)."""
+    at offsets in the bundle); and the outcomes' manifest rows and their ``<TR>`` texts
+    (None unless asked for)."""
 
     outcomes: list[Outcome]
     part: str | None = None
     entries: list[tuple[bytes, int, int, int]] = field(default_factory=list)
+    rows: list[ManifestRow] | None = None
+    texts: list[str] | None = None
 
 
 def cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...], max_pixels: int,
-                 job_dir: Path, append_to: Path | None = None) -> PackedTask:
+                 job_dir: Path, append_to: Path | None = None,
+                 job_url: str | None = None) -> PackedTask:
     """:func:`vo_service.jobs.batch_cut.cut_task` with its stamps appended to the bundle
     file ``append_to`` (same machine as the coordinator), or else written into a new part
-    in ``job_dir``."""
+    in ``job_dir``; with ``job_url`` (where the job is served), the outcomes' manifest
+    rows made and rendered too (:mod:`vo_service.jobs.unit_rows`)."""
+    packed = _cut_and_pack(task, cache, memory, formats, max_pixels, job_dir, append_to)
+    if job_url is not None:
+        packed.rows = [manifest_row(task.record, outcome, job_url)
+                       for outcome in packed.outcomes]
+        packed.texts = render_rows(packed.rows)
+    return packed
+
+
+def _cut_and_pack(task: StampTask, cache, memory, formats: tuple[str, ...],
+                  max_pixels: int, job_dir: Path, append_to: Path | None) -> PackedTask:
     if append_to is not None:
         appender = ZipAppender(append_to)
         try:

@@ -59,6 +59,7 @@ class WorkPlace:
     job_dir: str  # where the unit writes its bundle part
     delay_seconds: float = 0.0
     append_to: str | None = None  # the bundle itself, on the coordinator's machine
+    job_url: str | None = None  # where the job is served: the units make its manifest rows
 
 
 def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
@@ -70,7 +71,7 @@ def run_remote_unit(place: WorkPlace, task: StampTask) -> PackedTask:
                                    place.cache_min_free_bytes, place.jobs_dir)
     return cut_and_pack(task, cache, store, place.formats, place.max_pixels,
                         Path(place.job_dir),
-                        Path(place.append_to) if place.append_to else None)
+                        Path(place.append_to) if place.append_to else None, place.job_url)
 
 
 _handles_lock = threading.Lock()
@@ -204,18 +205,19 @@ class BatchExecutors:
 
     @contextlib.contextmanager
     def for_job(self, workers: int, name: str, cache: Any, store: Any,
-                formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None
+                formats: tuple[str, ...], job_dir: Path, bundle_file: Path | None = None,
+                job_url: str | None = None
                 ) -> Iterator[tuple[Executor, Callable[[StampTask], PackedTask], int]]:
         """(executor, function of a unit, units in flight) for one job; units on this
         machine (threads, processes) append their stamps to ``bundle_file`` themselves,
-        Dask units write parts."""
+        Dask units write parts; with ``job_url``, units make their manifest rows."""
         max_pixels = self.settings.limits.max_cutout_pixels
         if self.kind in ("dask", "processes"):
             limits = self.settings.limits
             place = WorkPlace(formats, max_pixels, str(self.settings.cache_dir),
                               limits.cache_bytes, limits.cache_min_free_bytes,
                               str(self.settings.jobs_dir),
-                              str(job_dir), TASK_DELAY_SECONDS)
+                              str(job_dir), TASK_DELAY_SECONDS, job_url=job_url)
             if self.kind == "dask":
                 executor: Any = self.dask()
                 in_flight = executor.max_workers * 2
@@ -227,7 +229,7 @@ class BatchExecutors:
             return
         with LocalExecutor(workers, name=name) as pool:
             yield pool, (lambda task: cut_and_pack(task, cache, store, formats, max_pixels,
-                                                   job_dir, bundle_file)
+                                                   job_dir, bundle_file, job_url)
                          ), workers * 2
 
     def close(self) -> None:

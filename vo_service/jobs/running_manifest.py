@@ -64,9 +64,12 @@ class RunningManifest:
         """Results that rows added since the last write refer to (published with it)."""
         self._unpublished.extend(results)
 
-    def render(self, rows: Sequence[ManifestRow]) -> None:
-        """Render ``rows``, not rendered before, for the writes to come."""
-        for row, text in zip(rows, render_rows(rows), strict=True):
+    def render(self, rows: Sequence[ManifestRow], texts: Sequence[str] | None = None
+               ) -> None:
+        """Render ``rows``, not rendered before, for the writes to come (``texts``: their
+        ``<TR>`` texts, rendered already by the worker that made them)."""
+        for row, text in zip(rows, render_rows(rows) if texts is None else texts,
+                             strict=True):
             self._texts[id(row)] = (row, text)
 
     def update(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:

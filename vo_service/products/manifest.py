@@ -28,6 +28,7 @@ from astropy.utils.xml.writer import xml_escape_cdata
 
 from vo_service.engine.bundle import ZipStream, member_data_offsets
 from vo_service.engine.cutout import StampStatus
+from vo_service.engine.executors import pickled_as_arguments
 from vo_service.votables import load_template, votable_bytes
 
 MANIFEST_MIME = "application/x-votable+xml"
@@ -35,6 +36,7 @@ ZIP_MIME = "application/zip"
 ROWS_PER_BLOCK = 4096  # rows made at once: column-wise speed, bounded memory
 
 
+@pickled_as_arguments  # rows come back from worker processes, a unit at a time
 @dataclass(slots=True)
 class ManifestRow:
     """One manifest row: a target on one image, or a target no image answered (a bad
