@@ -196,6 +196,7 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         rows = read_manifest(service.store.job_dir(job.job_id) / "manifest.xml")
         stamps = sum(row.content_type == "application/fits" for row in rows)
         bundle = next(r.size for r in results if r.result_id == "bundle")
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the job's
         drawing = time.perf_counter()  # the MOC: drawn on its first request, after the job
         coverage = service.result_file(job.job_id, "coverage")
         coverage_s = time.perf_counter() - drawing if coverage is not None else None
@@ -205,13 +206,11 @@ def run_job(state: Path, archive: Path, catalog: Path, workers: int,
         return {"phase": job.phase.value, "wall_s": wall, "stamps": stamps,
                 "bundle_mb": bundle / 1e6, "error": job.error_message,
                 "document_kb": len(document) / 1e3, "cpu_s": cpu,
-                "pool_start_s": pool_start, "coverage_s": coverage_s,
+                "pool_start_s": pool_start, "coverage_s": coverage_s, "peak_rss_mb": peak_rss,
                 "bookkeeping_s": dict(timers.seconds),
                 "bookkeeping_cpu_s": dict(timers.cpu_seconds)}
 
-    figures = asyncio.run(main())
-    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return figures
+    return asyncio.run(main())
 
 
 def start_worker_processes(executors, workers: int) -> float:
