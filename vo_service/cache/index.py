@@ -297,12 +297,14 @@ class CacheIndex:
         costs O(1), and an eviction reads only as many entries, oldest first, as it removes.
         """
         evicted = Eviction()
+        if _fits(self.totals()[0], max_bytes, spare_bytes):  # most puts: no write taken
+            return evicted
         with self.write() as db:
             total = int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
+            if _fits(total, max_bytes, spare_bytes):  # another writer evicted meanwhile
+                return evicted
             if spare_bytes is not None:
                 max_bytes = min(max_bytes, total + spare_bytes)
-            if total <= max_bytes:
-                return evicted
             kept = {keep} if isinstance(keep, str) else set(keep or ())
             protected: set[str] = set()  # packs holding a kept key
             packs: dict[str, tuple[int, list[tuple[str, int]]]] = {}  # freshest, members
@@ -376,3 +378,8 @@ def _key_batches(keys: list[str], size: int = 500) -> Iterator[tuple[str, list[s
     for start in range(0, len(keys), size):
         part = keys[start:start + size]
         yield f"key IN ({', '.join('?' * len(part))})", part
+
+
+def _fits(total: int, max_bytes: int, spare_bytes: int | None) -> bool:
+    """Whether ``total`` bytes fit the budget and leave ``spare_bytes`` on the disk."""
+    return total <= max_bytes and (spare_bytes is None or spare_bytes >= 0)
