@@ -185,6 +185,11 @@ def test_the_execution_duration_ends_a_long_query(sky_index: Path) -> None:
     ("SELECT SUM(x) FROM (SELECT obs_id AS x FROM ivoa.obscore) AS t", "x is text", 12),
     ("WITH c AS (SELECT s_region FROM ivoa.obscore) SELECT AVG(s_region) FROM c",
      "s_region is a geometry", None),
+    ("SELECT SUM(x) FROM (SELECT obs_id AS x FROM ivoa.obscore UNION "
+     "SELECT obs_collection FROM ivoa.obscore) AS t", "x is text", 12),
+    ("SELECT AVG(r) FROM (SELECT s_ra AS a, s_region AS r FROM ivoa.obscore UNION ALL "
+     "SELECT s_dec, s_region FROM ivoa.obscore UNION SELECT 1, s_region FROM ivoa.obscore) "
+     "AS t", "r is a geometry", 12),
 ])
 def test_errors_say_what_and_where(query: str, says: str, column: int | None) -> None:
     with pytest.raises(AdqlError) as raised:
@@ -203,6 +208,8 @@ def test_operations_on_operands_of_their_type_still_translate() -> None:
                   "SELECT DISTANCE(POINT('ICRS', s_ra, s_dec), POINT('ICRS', 1, 2)) * 3600 "
                   "FROM ivoa.obscore",
                   "SELECT SUM(x) FROM (SELECT s_ra AS x FROM ivoa.obscore) AS t",
+                  "SELECT SUM(x) FROM (SELECT s_ra AS x FROM ivoa.obscore UNION "
+                  "SELECT s_dec FROM ivoa.obscore) AS t",
                   "SELECT MAX(obs_id), MIN(s_region), COUNT(*) FROM ivoa.obscore",
                   "SELECT obs_id || 'x', UPPER(obs_id) FROM ivoa.obscore "
                   "WHERE obs_id LIKE 'E%'",

@@ -218,6 +218,18 @@ def _text_or_geometry(node: exp.Expression, scope: Scope, tables: Mapping[str, T
             if projection.alias_or_name == node.name:
                 return _text_or_geometry(projection, source, tables)
         return None
+    if isinstance(source, Scope) and isinstance(source.expression, exp.SetOperation):
+        # a UNION's (INTERSECT's, EXCEPT's) column: named by its first SELECT, the column at
+        # that place in every SELECT; known only when they all agree
+        branches = _set_operation_branches(source)
+        names = [projection.alias_or_name for projection in branches[0].expression.expressions]
+        if node.name not in names:
+            return None
+        place = names.index(node.name)
+        found = {_text_or_geometry(branch.expression.expressions[place], branch, tables)
+                 if place < len(branch.expression.expressions) else None
+                 for branch in branches}
+        return found.pop() if len(found) == 1 else None
     if isinstance(node, exp.Column) and isinstance(source, exp.Table):
         column = _column(node, scope, tables)
         if column is TEXT:  # not found: not for this check to say
@@ -228,6 +240,14 @@ def _text_or_geometry(node: exp.Expression, scope: Scope, tables: Mapping[str, T
         if column.datatype in ("char", "unicodeChar"):
             return "text"
     return None
+
+
+def _set_operation_branches(scope: Scope) -> list[Scope]:
+    """The SELECT scopes of a set operation's scope, left to right (nested ones too)."""
+    if not isinstance(scope.expression, exp.SetOperation):
+        return [scope] if isinstance(scope.expression, exp.Select) else []
+    return [branch for part in scope.set_operation_scopes
+            for branch in _set_operation_branches(part)]
 
 
 def ungrouped_column(scopes: list[Scope]) -> exp.Column | None:
