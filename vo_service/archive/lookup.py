@@ -75,11 +75,14 @@ class SpatialIndex:
         """Which records' footprints meet (overlap or touch) any of the probed regions."""
         hit = np.zeros(len(self.records), dtype=bool)
         for probe in probes:
-            near = regions.cones_may_meet(probe, self.centres, self.radii)
-            for row in np.flatnonzero(near):
-                index = self.polygon_indices[row]
-                if not hit[index] and regions.footprint_meets(probe, self.vertices_of(row)):
-                    hit[index] = True
+            rows = np.flatnonzero(regions.cones_may_meet(probe, self.centres, self.radii)
+                                  & ~hit[self.polygon_indices])
+            if probe.circle is not None:  # the usual POS: every footprint at once
+                met = self._circle_meets(*probe.circle, rows)
+            else:
+                met = np.array([regions.footprint_meets(probe, self.vertices_of(row))
+                                for row in rows], dtype=bool)
+            hit[self.polygon_indices[rows[met]]] = True
         if len(self.wide_indices) and probes:  # each wide image's WCS once, for all probes
             samples = [probe.sample_points() for probe in probes]
             ra = np.concatenate([ra for ra, _ in samples])
@@ -133,6 +136,21 @@ class SpatialIndex:
         record_index = np.concatenate(found_records).astype(np.int64)
         order = np.lexsort((record_index, point_index))
         return point_index[order], record_index[order]
+
+    def _circle_meets(self, centre: NDArray[np.float64], radius: float, rows: IntArray
+                      ) -> NDArray[np.bool_]:
+        """Which footprints ``rows`` a circle (unit-vector centre, radius deg) overlaps or
+        touches: its centre inside, or an edge within its radius (as
+        :func:`vo_service.archive.regions.footprint_meets`, for many footprints at once)."""
+        if not len(rows):
+            return np.zeros(0, dtype=bool)
+        inside = self._inside(np.broadcast_to(centre, (len(rows), 3)), rows)
+        lengths = self.lengths[rows][:, None]
+        corner = np.arange(self.vertices.shape[1])[None, :]
+        a = self.vertices[rows]  # (rows, most vertices, 3), padded past each length
+        b = np.take_along_axis(a, ((corner + 1) % lengths)[..., None], axis=1)
+        distances = np.where(corner < lengths, sphere.arc_distances(centre, a, b), np.inf)
+        return inside | (distances.min(axis=1) <= radius)
 
     def _inside(self, points: NDArray[np.float64], rows: IntArray) -> NDArray[np.bool_]:
         """Exact containment of points[i] in polygon rows[i] (after the cone check)."""

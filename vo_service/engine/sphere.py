@@ -209,16 +209,23 @@ def polygons_intersect(first: ArrayLike, second: ArrayLike) -> bool:
 
 def distance_to_polygon_edges(point: ArrayLike, vertices: ArrayLike) -> float:
     """Smallest angle (deg) from a unit vector to the boundary arcs of a polygon."""
-    p = np.asarray(point, dtype=float)
     a = np.asarray(vertices, dtype=float)
-    b = np.roll(a, -1, axis=0)
+    return float(arc_distances(point, a, np.roll(a, -1, axis=0)).min())
+
+
+def arc_distances(point: ArrayLike, a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
+    """Angles (deg) from a unit vector to the great-circle arcs from ``a`` to ``b`` (unit
+    vectors, broadcast over leading axes: the edges of many polygons at once)."""
+    p = np.asarray(point, dtype=float)
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
     normal = np.cross(a, b)
     length = np.linalg.norm(normal, axis=-1)
     ok = length > 1e-15
-    normal = normal / np.where(ok, length, 1.0)[:, None]
+    normal = normal / np.where(ok, length, 1.0)[..., None]
     within = ok & (np.sum(np.cross(a, p) * normal, axis=-1) >= 0) & (
         np.sum(np.cross(p, b) * normal, axis=-1) >= 0
     )
-    to_circle = np.degrees(np.arcsin(np.clip(np.abs(normal @ p), 0.0, 1.0)))
+    to_circle = np.degrees(np.arcsin(np.clip(np.abs(np.sum(normal * p, axis=-1)), 0.0, 1.0)))
     to_ends = np.minimum(angle_deg(a, p), angle_deg(b, p))
-    return float(np.where(within, to_circle, to_ends).min())
+    return np.where(within, to_circle, to_ends)
