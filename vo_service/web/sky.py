@@ -3,16 +3,13 @@ sky``, ``/api/jobs/<id>/regions``).
 
 The archive's footprints as JSON polygons for the sky view; a finished job's targets (with
 the manifest row SAMP's ``table.highlight.row`` names) and its stamps' footprints; the same
-as a DS9 or CRTF region file. A job's sky is read from its manifest once per file version.
+as a DS9 or CRTF region file.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -29,9 +26,6 @@ from vo_service.protocols.datalink import PREVIEW_SIDE
 from vo_service.web.routes import _job, _result_path, _store
 
 MAX_FOOTPRINTS = 5000  # polygons the page draws at once; more: narrow the selection
-_CACHE_SIZE = 4
-_skies: OrderedDict[tuple[str, int], JobSky] = OrderedDict()
-_skies_lock = threading.Lock()
 
 
 def routes() -> list[BaseRoute]:
@@ -116,26 +110,12 @@ async def preview_wcs_endpoint(request: Request) -> Response:
     return JSONResponse(keywords)
 
 
-def _sky_of(manifest: Path, index) -> JobSky:  # noqa: ANN001
-    key = (str(manifest), manifest.stat().st_mtime_ns)
-    with _skies_lock:
-        if key in _skies:
-            _skies.move_to_end(key)
-            return _skies[key]
-    sky = job_sky(manifest, index)
-    with _skies_lock:
-        _skies[key] = sky
-        while len(_skies) > _CACHE_SIZE:
-            _skies.popitem(last=False)
-    return sky
-
-
 async def _job_sky(request: Request) -> JobSky:
     job = _job(request)
     manifest = _result_path(_store(request), job.job_id, "manifest")
     if manifest is None:
         raise dali.NotFound(f"job {job.job_id} has no manifest yet (phase {job.phase.value})")
-    return await run_in_threadpool(_sky_of, manifest, request.app.state.index)
+    return await run_in_threadpool(job_sky, manifest, request.app.state.index)
 
 
 async def job_sky_endpoint(request: Request) -> Response:
