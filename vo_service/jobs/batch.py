@@ -92,16 +92,18 @@ def unique_image_name(record, taken: set[str]) -> str:
     return name
 
 
-def stamp_path(target: Target, folder: str, image: str, row_digits: int,
+def stamp_path(target: Target, target_name: str, folder: str, image: str, row_digits: int,
                taken: set[str]) -> str:
-    """A stamp's path in the bundle without extension, ``<band>/r<row>_<id>__<image>``,
-    unique in the job: also as a result id (``taken`` holds the result ids given so far)."""
-    path = f"{folder}/r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}__{image}"
-    base, number = path, 1
-    while stamp_result_id(path) in taken:  # only band names that mimic "<band>_r<row>" get here
+    """A stamp's path in the bundle without extension, ``<band>/r<row>_<id>__<image>``
+    (``target_name``: the target's id as :func:`safe_name` makes it), unique in the job:
+    also as a result id (``taken`` holds the result ids given so far)."""
+    path = f"{folder}/r{target.row + 1:0{row_digits}d}_{target_name}__{image}"
+    base, number, result_id = path, 1, stamp_result_id(path)
+    while result_id in taken:  # only band names that mimic "<band>_r<row>" get here
         number += 1
         path = f"{base}_{number}"
-    taken.add(stamp_result_id(path))
+        result_id = stamp_result_id(path)
+    taken.add(result_id)
     return path
 
 
@@ -157,6 +159,7 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     image_names: set[str] = set()
     result_ids: set[str] = set()
     row_digits = max(ROW_DIGITS, len(str(len(catalog))))
+    target_names = [safe_name(target.target_id) for target in targets]  # once, not per image
     for record_index in np.unique(found):
         chosen = order[found[order] == record_index]
         record = records[int(record_index)]
@@ -165,10 +168,10 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
                                            else "no-band"))
         product = product_plan(index, record, request.products, request.bandnames)
         entries = []
-        for point in points[chosen]:
-            target = targets[int(point)]
-            entries.append((target, stamp_path(target, folder, image, row_digits,
-                                               result_ids)))
+        for point in points[chosen].tolist():
+            target = targets[point]
+            entries.append((target, stamp_path(target, target_names[point], folder, image,
+                                               row_digits, result_ids)))
         neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
         # neighbouring targets (by declination) share a chunk, which then covers a band of
         # the image: a tile-compressed image is decoded about once, not once per chunk
