@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from vo_service.archive.region_files import LabelledPoint, LabelledPolygon
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs.running_manifest import MANIFEST_FILE
 from vo_service.jobs.store import ResultFile
+from vo_service.products.file_versions import PerVersion
 from vo_service.products.manifest import ManifestRow, read_manifest
 
 COVERAGE_RESULT = "coverage"
@@ -118,22 +117,10 @@ def box_corners(pixel_boxes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 def job_sky(manifest_path: Path, index) -> JobSky:  # noqa: ANN001 - ArchiveIndex
     """The targets and stamp footprints listed in a job's manifest, read once per version
     of the file (the sky view, its region files and the MOC drawn on request share it)."""
-    key = (str(manifest_path), manifest_path.stat().st_mtime_ns)
-    with _skies_lock:
-        if key in _skies:
-            _skies.move_to_end(key)
-            return _skies[key]
-    sky = sky_of_rows(read_manifest(manifest_path), index)
-    with _skies_lock:
-        _skies[key] = sky
-        while len(_skies) > SKIES_KEPT:
-            _skies.popitem(last=False)
-    return sky
+    return _skies.get(manifest_path, lambda path: sky_of_rows(read_manifest(path), index))
 
 
-SKIES_KEPT = 4  # jobs whose skies are kept in memory, most recently used
-_skies: OrderedDict[tuple[str, int], JobSky] = OrderedDict()
-_skies_lock = threading.Lock()
+_skies: PerVersion[JobSky] = PerVersion(4)  # the most recently used jobs' skies
 
 
 def sky_of_rows(rows: Sequence[ManifestRow], index) -> JobSky:  # noqa: ANN001 - ArchiveIndex

@@ -9,8 +9,6 @@ tiles overlap, so a target can have several); the first ``ok`` one is shown.
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,8 @@ from vo_service.engine.composite import render_composite
 from vo_service.engine.cutout import StampStatus
 from vo_service.engine.physical import header_scaling, physical_values
 from vo_service.engine.preview import PreviewOptions
+from vo_service.jobs.unit_rows import stamp_result_id
+from vo_service.products.file_versions import PerVersion
 from vo_service.products.manifest import ManifestRow, read_manifest
 from vo_service.web.choices import product_rank
 
@@ -31,9 +31,7 @@ FITS_MIME = "application/fits"
 # Lupton linear range for gallery composites: the engine's 0.5 shows the sky noise of faint
 # targets as coloured speckle at stamp sizes; 1.0 keeps the noise dark and sources in colour.
 COMPOSITE_STRETCH = 1.0
-_CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, int], Gallery] = OrderedDict()
-_cache_lock = threading.Lock()
+_galleries: PerVersion[Gallery] = PerVersion(4)  # the most recently used jobs' galleries
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +173,9 @@ def build_gallery(rows: Sequence[ManifestRow], band_wavelength: dict[str, float]
         column = columns.get((band, product))
         if column is None:
             column = columns[band, product] = GalleryColumn(band, product)
+        file = _text(row.file)
         target.cells.setdefault(column, []).append(GalleryStamp(
-            _result_id(_text(row.file)), row.status, message, _text(row.image_id),
+            stamp_result_id(file) if file else None, row.status, message, _text(row.image_id),
             _text(row.access_url), _text(row.preview_url), _text(row.content_type),
             _text(row.pixel_box)))
     for target in targets.values():
@@ -201,24 +200,10 @@ def _composite_bands(bands: list[str]) -> list[str]:
     return [bands[-1], bands[len(bands) // 2], bands[0]]
 
 
-def _result_id(file: str | None) -> str | None:
-    """The job result id of a stamp from its path in the bundle (see jobs/batch.py)."""
-    return file.replace("/", "_") if file else None
-
-
 def load_gallery(manifest: Path, band_wavelength: dict[str, float]) -> Gallery:
     """The gallery of a manifest, parsed once per file version (a few kept in memory)."""
-    key = (str(manifest), manifest.stat().st_mtime_ns)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    gallery = build_gallery(read_manifest(manifest), band_wavelength)
-    with _cache_lock:
-        _cache[key] = gallery
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return gallery
+    return _galleries.get(manifest, lambda path: build_gallery(read_manifest(path),
+                                                               band_wavelength))
 
 
 def stamp_pixels(stamp: bytes) -> np.ndarray:

@@ -1,0 +1,36 @@
+"""Values made from a file, kept for each version of it: a finished job's manifest is read
+once for its gallery and once for its sky, not on every request of the web page."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerVersion(Generic[T]):
+    """The values ``make(path)`` of the ``size`` most recently used file versions (path,
+    modification time in ns); a file rewritten (a running job's manifest) is made again."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[tuple[str, int], T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, make: Callable[[Path], T]) -> T:
+        """The value of the file's current version, made now if it is not kept."""
+        key = (str(path), path.stat().st_mtime_ns)
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = make(path)  # outside the lock: requests for other files go on
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
