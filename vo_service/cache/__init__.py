@@ -566,7 +566,9 @@ class CutoutCache:
                     ) -> Eviction:
         """Evict as :meth:`CacheIndex.evict_over` says, deleting the own files of the
         victims inside the same index write (see :meth:`_install`), then their packs
-        (whose names are never used again)."""
+        (whose names are never used again). Most puts fit: they take no write lock."""
+        if self.index.fits(self.max_bytes, spare_bytes):
+            return Eviction()
         with self.index.write():
             victims = self.index.evict_over(self.max_bytes, keep, spare_bytes=spare_bytes)
             self._delete(victims.own_keys, ())

@@ -297,8 +297,6 @@ class CacheIndex:
         costs O(1), and an eviction reads only as many entries, oldest first, as it removes.
         """
         evicted = Eviction()
-        if _fits(self.totals()[0], max_bytes, spare_bytes):  # most puts: no write taken
-            return evicted
         with self.write() as db:
             total = int(db.execute(f"SELECT bytes FROM {_TOTALS} WHERE id = 1").fetchone()[0])
             if _fits(total, max_bytes, spare_bytes):  # another writer evicted meanwhile
@@ -355,6 +353,11 @@ class CacheIndex:
         """The names of the pack files that entries refer to."""
         return {row[0] for row in self.db().execute(
             f"SELECT DISTINCT pack FROM {_TABLE} WHERE pack IS NOT NULL")}
+
+    def fits(self, max_bytes: int, spare_bytes: int | None = None) -> bool:
+        """Whether the running total fits ``max_bytes`` and ``spare_bytes`` (see
+        :meth:`evict_over`) is not negative: read without taking the write lock."""
+        return _fits(self.totals()[0], max_bytes, spare_bytes)
 
     def totals(self) -> tuple[int, int]:
         """(bytes, entries): the running totals."""
