@@ -50,7 +50,7 @@ from typing import BinaryIO
 
 import sqlite_utils
 
-from vo_service.cache.index import CacheIndex, Eviction, Replaced
+from vo_service.cache.index import CacheIndex, Eviction
 from vo_service.errors import storage_failure
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ class CutoutCache:
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
             raise
-        self._replaced(replaced)
+        self._delete((), replaced.empty_packs)  # own files are replaced by the renames
 
     def put_pack(self, items: list[tuple[str, bytes]],
                  crcs: Mapping[str, int] | None = None) -> None:
@@ -469,8 +469,9 @@ class CutoutCache:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         try:
-            for path in paths:
-                self.index.forget_packed(path.name)
+            with self.index.write():  # one transaction for all the job's packs
+                for path in paths:
+                    self.index.forget_packed(path.name)
         except (OSError, sqlite3.Error) as exc:
             if storage_failure(exc) is None:
                 raise
@@ -494,11 +495,6 @@ class CutoutCache:
             raise
         self._delete((), replaced.empty_packs)
         self.evict(keep=[key for key, *_ in entries])
-
-    def _replaced(self, replaced: Replaced) -> None:
-        """Delete what a record left over: own files of keys now packed, packs no entry
-        refers to any more."""
-        self._delete(replaced.own_keys, replaced.empty_packs)
 
     def _delete(self, own_keys: Iterable[str], packs: Iterable[str]) -> None:
         """Delete the own files of ``own_keys`` and the pack files ``packs`` (gone already
