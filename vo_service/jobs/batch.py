@@ -250,11 +250,10 @@ class BatchJob:
         infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
         science: list = []  # (target, science image) stamps for photometry
-        job_url = f"{context.base_url}/{context.job_id}"
         with self.resources.executors.for_job(
             request.workers, f"vo-batch-{context.job_id[:6]}", self.resources.cache,
             context.store, request.formats, context.job_dir, bundle.path,
-            job_url,  # the units make their manifest rows
+            context.job_url,  # the units make their manifest rows
         ) as (pool, cut_unit, in_flight):
             work = as_finished(pool, cut_unit, plan.tasks, in_flight=in_flight,
                                should_stop=context.should_stop,
@@ -287,7 +286,7 @@ class BatchJob:
                 if packed is not None and packed.rows is not None:
                     unit_rows, texts = packed.rows, packed.texts
                 else:  # the unit failed: its error rows are made here
-                    unit_rows, texts = [manifest_row(task.record, outcome, job_url)
+                    unit_rows, texts = [manifest_row(task.record, outcome, context.job_url)
                                         for outcome in outcomes], None
                 for outcome in outcomes:
                     if photometry and outcome.ranges and outcome.status in MEASURED:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vo_service.jobs.documents import result_url
 from vo_service.jobs.job_files import Upload
 from vo_service.jobs.store import JobStore, Parameter, ResultFile
 
@@ -105,6 +104,8 @@ class JobContext:
         """The job store (batch jobs remember stamp outcomes there)."""
         return self._service.store
 
-    def result_url(self, result_id: str) -> str:
-        """The absolute URL a result is served at."""
-        return result_url(f"{self.base_url}/{self.job_id}", result_id)
+    @property
+    def job_url(self) -> str:
+        """The job's absolute URL: its results are served under it (see
+        :func:`vo_service.jobs.documents.result_url`)."""
+        return f"{self.base_url}/{self.job_id}"
