@@ -73,7 +73,8 @@ def test_arc_crossings_and_polygon_intersection():
                                                      (15.0, 0.0, 3.0), (14.0, 3.0, 2.0 ** 1.5)])
 def test_distance_to_edges(ra, dec, expected):
     polygon = square(11.0, 0.0, 1.0)  # RA 10..12, Dec -1..1
-    distance = sphere.distance_to_polygon_edges(sphere.radec_to_xyz(ra, dec), polygon)
+    distance = sphere.arc_distances(sphere.radec_to_xyz(ra, dec), polygon,
+                                    np.roll(polygon, -1, axis=0)).min()
     assert distance == pytest.approx(expected, abs=0.02)
 
 

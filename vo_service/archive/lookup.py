@@ -140,8 +140,7 @@ class SpatialIndex:
     def _circle_meets(self, centre: NDArray[np.float64], radius: float, rows: IntArray
                       ) -> NDArray[np.bool_]:
         """Which footprints ``rows`` a circle (unit-vector centre, radius deg) overlaps or
-        touches: its centre inside, or an edge within its radius (as
-        :func:`vo_service.archive.regions.footprint_meets`, for many footprints at once)."""
+        touches: its centre inside, or an edge within its radius."""
         if not len(rows):
             return np.zeros(0, dtype=bool)
         inside = self._inside(np.broadcast_to(centre, (len(rows), 3)), rows)

@@ -91,12 +91,11 @@ def _range_probe(shape: Range) -> Probe:
 
 
 def footprint_meets(probe: Probe, vertices: NDArray[np.float64]) -> bool:
-    """Whether a footprint polygon (unit vectors) overlaps or touches the probe's region."""
+    """Whether a footprint polygon (unit vectors) overlaps or touches the probe's RA range
+    or polygon (a circle meets every footprint at once: see
+    :meth:`vo_service.archive.lookup.SpatialIndex.meeting`)."""
     if probe.circle is not None:
-        centre, radius = probe.circle
-        if sphere.points_in_polygon(centre, vertices)[0]:
-            return True
-        return sphere.distance_to_polygon_edges(centre, vertices) <= radius
+        raise ValueError("a circle is met by SpatialIndex.meeting, all footprints at once")
     if probe.dec_band is not None:
         lo, hi = probe.dec_band
         _, decs = sphere.xyz_to_radec(vertices)

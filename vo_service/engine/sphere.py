@@ -207,12 +207,6 @@ def polygons_intersect(first: ArrayLike, second: ArrayLike) -> bool:
     return bool(arcs_cross(*(np.broadcast_to(v, shape) for v in (a, b, c, d))).any())
 
 
-def distance_to_polygon_edges(point: ArrayLike, vertices: ArrayLike) -> float:
-    """Smallest angle (deg) from a unit vector to the boundary arcs of a polygon."""
-    a = np.asarray(vertices, dtype=float)
-    return float(arc_distances(point, a, np.roll(a, -1, axis=0)).min())
-
-
 def arc_distances(point: ArrayLike, a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
     """Angles (deg) from a unit vector to the great-circle arcs from ``a`` to ``b`` (unit
     vectors, broadcast over leading axes: the edges of many polygons at once)."""
