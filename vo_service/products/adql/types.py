@@ -212,17 +212,13 @@ def _text_or_geometry(node: exp.Expression, scope: Scope, tables: Mapping[str, T
     if isinstance(node, exp.Anonymous):
         return "a geometry" if str(node.this).upper() in _GEOMETRY_FUNCTIONS else None
     source = scope.sources.get(node.table) if isinstance(node, exp.Column) else None
-    if isinstance(source, Scope) and isinstance(source.expression, exp.Select):
-        # a derived table's or CTE's column: what its SELECT gives under that name
-        for projection in source.expression.expressions:
-            if projection.alias_or_name == node.name:
-                return _text_or_geometry(projection, source, tables)
-        return None
-    if isinstance(source, Scope) and isinstance(source.expression, exp.SetOperation):
-        # a UNION's (INTERSECT's, EXCEPT's) column: named by its first SELECT, the column at
-        # that place in every SELECT; known only when they all agree
+    if isinstance(source, Scope):
+        # a derived table's or CTE's column: what its SELECT gives under that name; of a
+        # UNION (INTERSECT, EXCEPT), named by its first SELECT, the column at that place in
+        # every SELECT, known only when they all agree
         branches = _set_operation_branches(source)
-        names = [projection.alias_or_name for projection in branches[0].expression.expressions]
+        names = [projection.alias_or_name for projection in
+                 (branches[0].expression.expressions if branches else ())]
         if node.name not in names:
             return None
         place = names.index(node.name)
