@@ -32,9 +32,10 @@ from vo_service.shapes import Circle, Polygon, Range
 
 SIA_STANDARD_ID = "ivo://ivoa.net/std/SIA#query-2.0"
 MAXREC_HARD_LIMIT = 100_000
-# Values of one parameter searched at once (they are OR-ed): each POS shape is tested
-# against every footprint (~50 ms with wide images), and a thousand values of another
-# parameter overflow SQLite's expression depth. Many positions: a TAP upload join.
+# Values of one parameter searched at once (they are OR-ed): a POS polygon or range is
+# tested footprint by footprint (~12 ms on a busy machine; a circle meets them all at
+# once) and wide images through their WCS, and a thousand values of another parameter
+# overflow SQLite's expression depth. Many positions: a TAP upload join.
 MAX_POS_VALUES = 64
 MAX_PARAMETER_VALUES = 256
 
