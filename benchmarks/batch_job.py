@@ -12,8 +12,9 @@ and warm / engine (aim >= 0.9).
 The job's own bookkeeping is timed by wrapping, in the job's process only, the calls that
 do it (see ``BOOKKEEPING``): the manifest (taking the rows and their texts, which the
 worker processes make and render with the stamps, and writing the VOTable now and then),
-the results (job-store rows), progress (job-store updates) and the cache index (the cutout
-cache's SQLite index and the remembered stamp outcomes, when the job's own process cuts).
+the results (the stamps file and job-store rows), progress (job-store updates) and the
+cache index (the cutout cache's SQLite index and the remembered stamp outcomes, when the
+job's own process cuts).
 Its share is the seconds spent inside those calls, summed over all threads of the job, over
 the job's wall time: an upper bound, since calls on different threads may overlap, and
 waits for the GIL count (aim < 15 %); beside it, the CPU seconds of those calls
@@ -90,7 +91,8 @@ BOOKKEEPING = {
                  ("vo_service.jobs.running_manifest", "RunningManifest.render"),
                  ("vo_service.jobs.running_manifest", "write_rendered"),
                  ("vo_service.jobs.running_manifest", "write_manifest")],
-    "results": [("vo_service.jobs.store", "JobStore.add_results"),
+    "results": [("vo_service.jobs.stamp_directory", "StampDirectory.append"),
+                ("vo_service.jobs.store", "JobStore.add_results"),
                 ("vo_service.jobs.store", "JobStore.put_result")],
     "progress": [("vo_service.jobs.store", "JobStore.update")],
     "cache index": [("vo_service.cache.index", "CacheIndex.rows"),

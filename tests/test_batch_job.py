@@ -152,6 +152,13 @@ def test_catalog_job_completes_with_manifest_bundle_and_stamps(
         for row in with_stamp[1:: max(1, len(with_stamp) // 5)]:
             assert archive.read(str(row["file"])) == client.get(str(row["access_url"])).content
 
+    # a stamp is served from the bundle, not a job-store row of its own: the owner's bytes
+    # count it once, in the bundle
+    service = batch_server.app.state.job_service
+    job_id, stamp_id = url.rsplit("/", 1)[1], str(first["access_url"]).rsplit("/", 1)[1]
+    assert service.store.result(job_id, stamp_id) is None
+    assert service.result_file(job_id, stamp_id)[0].file == "bundle.zip"
+
 
 def test_same_catalog_again_is_served_from_the_cache(
     finished_job, client, batch_server, demo_archive

@@ -10,8 +10,10 @@ import pytest
 from test_outcome_memo import V1_DUMP
 
 from vo_service.engine.cutout import StampStatus
+from vo_service.jobs import running_manifest
 from vo_service.jobs.job_files import iter_result, read_result, result_location
 from vo_service.jobs.running_manifest import MIN_INTERVAL_SECONDS, RunningManifest
+from vo_service.jobs.stamp_directory import STAMPS_FILE, StampDirectory, find_result
 from vo_service.jobs.store import JobStore, ResultFile
 from vo_service.products.manifest import ManifestRow, manifest_bytes, read_manifest
 
@@ -70,13 +72,9 @@ class FakeContext:
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
         self.published: list[ResultFile] = []
-        self.added: list[list[ResultFile]] = []  # one list per job-store transaction
 
     def put_result(self, result: ResultFile) -> None:
         self.published.append(result)
-
-    def add_results(self, results: list[ResultFile]) -> None:
-        self.added.append(list(results))
 
 
 def rows(count: int) -> list[ManifestRow]:
@@ -117,7 +115,6 @@ def test_rows_rendered_as_units_finish_are_not_rendered_again(tmp_path: Path,
     """A job renders each unit's rows as the unit finishes (while the workers still cut);
     the writes, the final one included, render only what was not rendered yet, and the
     manifest is the same bytes as written in one go."""
-    from vo_service.jobs import running_manifest
 
     rendered: list[int] = []
     render = running_manifest.render_rows
@@ -137,7 +134,6 @@ def test_rows_rendered_as_units_finish_are_not_rendered_again(tmp_path: Path,
 
 def test_a_slow_rewrite_waits_in_proportion(tmp_path: Path, monkeypatch) -> None:
     """A rewrite that took t seconds is followed by one no sooner than t / COST_SHARE."""
-    from vo_service.jobs import running_manifest
 
     now = [0.0]
 
@@ -176,27 +172,78 @@ def test_a_store_another_process_just_upgraded_opens(tmp_path: Path, monkeypatch
     store.close()
 
 
-def test_stamps_results_are_published_together_before_the_manifest_listing_them(
-        tmp_path: Path) -> None:
-    """A unit's stamp results wait for the next manifest write, then go into the store in
-    one transaction before the manifest file that points at them: never a row whose
-    stamp is not there yet, and not one commit per unit."""
+class StampRows:
+    """The job store's side of ``find_result`` for one job whose folder is ``job_dir``:
+    ``rows`` are its job-store results (stamps of a job run by an earlier version)."""
+
+    def __init__(self, job_dir: Path, rows: tuple[ResultFile, ...] = ()) -> None:
+        self._dir, self._rows = job_dir, {row.result_id: row for row in rows}
+
+    def result(self, job_id: str, result_id: str) -> ResultFile | None:
+        return self._rows.get(result_id)
+
+    def job_dir(self, job_id: str) -> Path:
+        return self._dir
+
+
+def test_stamps_are_published_together_before_the_manifest_listing_them(
+        tmp_path: Path, monkeypatch) -> None:
+    """A unit's stamps wait for the next manifest write, then are listed in the job's
+    stamps file before the manifest file that points at them: never a URL whose stamp is
+    not found yet."""
     now = [100.0]
-    context = FakeContext(tmp_path)
-    manifest = RunningManifest(context, clock=lambda: now[0])
+    manifest = RunningManifest(FakeContext(tmp_path), clock=lambda: now[0])
     done = rows(6)
     stamps = [ResultFile(f"s{n}", "bundle.zip", "application/fits", 10, listed=False,
                          offset=n * 10) for n in range(6)]
-    manifest.add_results(stamps[:2])
+    found: list[list[str]] = []  # the stamps found as each manifest is written
+    writing = running_manifest.write_rendered
+
+    def write(*args, **kwargs):
+        found.append([s.result_id for s in stamps
+                      if find_result(StampRows(tmp_path), "j", s.result_id) == s])
+        return writing(*args, **kwargs)
+
+    monkeypatch.setattr(running_manifest, "write_rendered", write)
+    manifest.add_stamps(stamps[:2])
     manifest.update(done[:2], {"job_id": "j"})  # the first write: at once
-    assert context.added == [stamps[:2]] and manifest.writes == 1
     for n in (2, 3, 4):  # three units, too soon for a write: kept
-        manifest.add_results(stamps[n:n + 1])
+        manifest.add_stamps(stamps[n:n + 1])
         manifest.update(done[:n + 1], {"job_id": "j"})
-    assert context.added == [stamps[:2]] and manifest.writes == 1
+    assert found == [["s0", "s1"]] and manifest.writes == 1
     now[0] += MIN_INTERVAL_SECONDS
-    manifest.add_results(stamps[5:])
+    manifest.add_stamps(stamps[5:])
     manifest.update(done, {"job_id": "j"})
-    assert context.added == [stamps[:2], stamps[2:]] and manifest.writes == 2
     manifest.finish(sorted(done, key=lambda r: r.row), {"job_id": "j"})
-    assert len(context.added) == 2  # nothing left to publish
+    every = [s.result_id for s in stamps]
+    assert found == [["s0", "s1"], every, every] and manifest.writes == 3
+    assert len((tmp_path / STAMPS_FILE).read_text().splitlines()) == 6  # each stamp once
+
+
+def test_a_stamp_is_found_in_the_stamps_file_as_it_grows_or_in_an_older_jobs_rows(
+        tmp_path: Path) -> None:
+    """The stamps file is read again once it grows; a line still being written is not a
+    stamp yet; a job of an earlier version finds its stamps as job-store rows; a deleted
+    job finds nothing."""
+    stamp = ResultFile("VIS_r000001_a__img", "bundle.zip", "image/png", 100, listed=False,
+                       offset=53)
+    directory = StampDirectory(tmp_path)
+    rows_of_job = StampRows(tmp_path)
+    assert find_result(rows_of_job, "j", stamp.result_id) is None
+    directory.append([stamp])
+    assert find_result(rows_of_job, "j", stamp.result_id) == stamp
+    with open(tmp_path / STAMPS_FILE, "a") as out:  # the next stamp, half written
+        out.write("VIS_r000002_b__img\tbundle.zip\tapplication/fits\t20")
+    assert find_result(rows_of_job, "j", "VIS_r000002_b__img") is None
+    assert find_result(rows_of_job, "j", stamp.result_id) == stamp
+    with open(tmp_path / STAMPS_FILE, "a") as out:
+        out.write("0\t153\n")
+    assert find_result(rows_of_job, "j", "VIS_r000002_b__img") == ResultFile(
+        "VIS_r000002_b__img", "bundle.zip", "application/fits", 200, listed=False,
+        offset=153)
+    older = ResultFile("old_stamp", "bundle.zip", "application/fits", 7, listed=False,
+                       offset=0)
+    assert find_result(StampRows(tmp_path, (older,)), "j", "old_stamp") == older
+    assert find_result(StampRows(tmp_path / "deleted"), "j", stamp.result_id) is None
+    StampDirectory(tmp_path)  # the job runs again: its stamps are listed anew
+    assert find_result(rows_of_job, "j", stamp.result_id) is None

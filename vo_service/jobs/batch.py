@@ -282,7 +282,7 @@ class BatchJob:
                     offsets = bundle.add_part(Path(packed.part), packed.entries)
                 elif packed is not None and packed.entries:  # appended by the unit itself
                     offsets = bundle.adopt(packed.entries)
-                results = []
+                stamps = []
                 if packed is not None and packed.rows is not None:
                     unit_rows, texts = packed.rows, packed.texts
                 else:  # the unit failed: its error rows are made here
@@ -292,13 +292,13 @@ class BatchJob:
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
-                        results.append(ResultFile(  # not listed: reached from the manifest
+                        stamps.append(ResultFile(  # not listed: reached from the manifest
                             stamp_result_id(relative), bundle.path.name, MIME[fmt], size,
                             listed=False, offset=offsets[relative]))
                     produced += bool(outcome.files)
                 rows += unit_rows
                 manifest.render(unit_rows, texts)  # now, not all at the end
-                manifest.add_results(results)  # published with the manifest listing them
+                manifest.add_stamps(stamps)  # published with the manifest listing them
                 done += len(outcomes)
                 context.set_progress(done, total)
                 manifest.update(rows, {**infos, "stamps": str(produced)})

@@ -11,9 +11,9 @@ every row so far, marked incomplete; each rewrite waits until the job has run at
 the workers still cut, rather than all at the end), and that text serves every rewrite
 and the final manifest.
 
-The stamps' results (unlisted, reached from the rows' ``access_url``) are published with
-the manifest that first lists them, just before it: one job-store transaction per write
-instead of one per unit of work (each commit rewrote the same index pages).
+The stamps (reached from the rows' ``access_url``) are published with the manifest that
+first lists them, just before it, in the job's stamps file
+(:mod:`vo_service.jobs.stamp_directory`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from vo_service.jobs.context import JobContext
+from vo_service.jobs.stamp_directory import StampDirectory
 from vo_service.jobs.store import ResultFile
 from vo_service.products.manifest import (
     MANIFEST_MIME,
@@ -57,12 +58,14 @@ class RunningManifest:
         self._next_write = clock()  # the first unit's rows are written at once
         # id(row) -> (row, its <TR> text): holding the row keeps its id from being reused
         self._texts: dict[int, tuple[ManifestRow, str]] = {}
-        self._unpublished: list[ResultFile] = []  # results of rows not yet written
+        self._stamps = StampDirectory(context.job_dir)
+        self._unpublished: list[ResultFile] = []  # stamps of rows not yet written
         self.writes = 0
 
-    def add_results(self, results: Sequence[ResultFile]) -> None:
-        """Results that rows added since the last write refer to (published with it)."""
-        self._unpublished.extend(results)
+    def add_stamps(self, stamps: Sequence[ResultFile]) -> None:
+        """Stamps (byte ranges of the job's bundle) that rows added since the last write
+        refer to (published with it)."""
+        self._unpublished.extend(stamps)
 
     def render(self, rows: Sequence[ManifestRow], texts: Sequence[str] | None = None
                ) -> None:
@@ -86,24 +89,23 @@ class RunningManifest:
         """Write the final manifest (``rows`` in their order; extra FIELDs, whose values
         came after the rows were rendered, render every row anew)."""
         if extra_fields:
-            self._publish_results()
+            self._publish_stamps()
             size = write_manifest(self.path, rows, infos=infos, extra_fields=extra_fields)
             self._publish(size)
             return
-        self._write(rows, infos)  # publishes the results first, too
+        self._write(rows, infos)  # publishes the stamps first, too
 
     def _write(self, rows: Sequence[ManifestRow], infos: Mapping[str, str]) -> None:
         """Write ``rows`` in this order, rendering only those not rendered before."""
-        self._publish_results()
+        self._publish_stamps()
         self.render([row for row in rows if id(row) not in self._texts])
         self._publish(write_rendered(self.path, [self._texts[id(row)][1] for row in rows],
                                      infos=infos))
 
-    def _publish_results(self) -> None:
-        """Publish the stamps' results before the manifest file that points at them."""
-        if self._unpublished:
-            self.context.add_results(self._unpublished)
-            self._unpublished = []
+    def _publish_stamps(self) -> None:
+        """Publish the stamps before the manifest file that points at them."""
+        self._stamps.append(self._unpublished)
+        self._unpublished = []
 
     def _publish(self, size: int) -> None:
         self.context.put_result(ResultFile(MANIFEST_RESULT, MANIFEST_FILE, MANIFEST_MIME,

@@ -55,6 +55,7 @@ from vo_service.jobs.phases import (
     Phase,
 )
 from vo_service.jobs.reserve import SpaceReserve
+from vo_service.jobs.stamp_directory import find_result
 from vo_service.jobs.store import (
     JobRecord,
     JobStore,
@@ -411,7 +412,7 @@ class JobService:
         """A result and the file holding it (whole, or its byte range); None if there is
         no such result or its file is gone. A catalog job's MOC is drawn from its manifest
         on its first request (:func:`vo_service.jobs.job_coverage.draw_job_coverage`)."""
-        result = self.store.result(job_id, result_id)
+        result = find_result(self.store, job_id, result_id)
         if result is None:
             return None
         job_dir = self.store.job_dir(job_id)

@@ -81,7 +81,8 @@ class ResultFile:
 
     ``listed``: shown in the job document and the results list. A catalog job's stamps are
     not (they are reached from its manifest, so that the job document stays small); they
-    are served at their URL all the same and count towards the owner's bytes.
+    are served at their URL all the same. Such rows come from earlier versions: stamps
+    are now listed in the job's stamps file (:mod:`vo_service.jobs.stamp_directory`).
     ``offset``: the result is the ``size`` bytes at this offset of ``file`` (a catalog
     job's stamp inside its ZIP bundle, where stamps are stored uncompressed); None: the
     whole file.

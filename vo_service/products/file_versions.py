@@ -14,16 +14,18 @@ T = TypeVar("T")
 
 class PerVersion(Generic[T]):
     """The values ``make(path)`` of the ``size`` most recently used file versions (path,
-    modification time in ns); a file rewritten (a running job's manifest) is made again."""
+    inode, modification time in ns, size); a file rewritten (a running job's manifest) or
+    grown (its stamps file) is made again."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._values: OrderedDict[tuple[str, int], T] = OrderedDict()
+        self._values: OrderedDict[tuple[str, int, int, int], T] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: Path, make: Callable[[Path], T]) -> T:
         """The value of the file's current version, made now if it is not kept."""
-        key = (str(path), path.stat().st_mtime_ns)
+        stat = path.stat()
+        key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)

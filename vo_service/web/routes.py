@@ -21,6 +21,7 @@ from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
 from vo_service.jobs.job_files import read_result, result_location
+from vo_service.jobs.stamp_directory import find_result
 from vo_service.jobs.store import JobRecord, JobStore
 from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import NotFound, UsageError, parse_int, read_params
@@ -153,7 +154,7 @@ def _result_path(store: JobStore, job_id: str, result_id: str) -> Path | None:
 
 def _result_bytes(store: JobStore, job_id: str, result_id: str) -> bytes | None:
     """The bytes of a FITS stamp result (a file, or a member of the job's bundle)."""
-    result = store.result(job_id, result_id)
+    result = find_result(store, job_id, result_id)
     if result is None or result.mime_type != "application/fits":
         return None
     path = result_location(store.job_dir(job_id), result)
