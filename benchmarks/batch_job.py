@@ -28,7 +28,11 @@ running server has it (once per index generation). For scale, the same stamps cu
 one with astropy's Cutout2D (open + cut + write per stamp, on a sample) as a peer baseline.
 
     .venv/bin/python benchmarks/batch_job.py [--targets 10000] [--workers 2] [--keep DIR]
-        [--executor local|processes|local,processes,local,processes]
+        [--executor local|processes|local,processes,local,processes] [--repeat 3]
+
+``--repeat N`` runs cold, warm and engine N times in turn and reports the best (shortest)
+run of each, as ``batch_cutouts.py --repeat`` does: on a shared machine a run slowed by
+other load says little about either side.
 
 ``--executor`` says where the job's units run (the ``executor`` setting, by default the
 service's): ``local`` threads of the job's process, or ``processes``, ``--workers`` worker
@@ -53,6 +57,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -228,7 +233,6 @@ def start_worker_processes(executors, workers: int) -> float:
 def descendants_cpu_seconds() -> float:
     """User + system CPU seconds of the running processes below this one (the forkserver
     and its worker processes: not this process's children, so not in RUSAGE_CHILDREN)."""
-    import os
 
     ticks = os.sysconf("SC_CLK_TCK")
     stats = {}
@@ -333,6 +337,9 @@ def main() -> int:
     parser.add_argument("--executor", default=Settings().executor,
                         help="where the job's units run: local (threads), processes, or a "
                              "comma-separated list of them run in turn on the same state")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="cold, warm and engine runs of each executor, in turn; the "
+                             "best of each is reported (noisy machines)")
     parser.add_argument("--matrix", action="store_true",
                         help="images alone, + CATALOG-PSF, + photometry (three cold jobs)")
     parser.add_argument("--variant", choices=sorted(MATRIX), help=argparse.SUPPRESS)
@@ -367,15 +374,22 @@ def main() -> int:
         return run_matrix(state, archive, catalog, args)
     measured = []
     for executor in args.executor.split(","):
-        empty_cache(state)  # a cold start
-        runs = {}
-        for label in ("cold", "warm", "engine"):  # the engine after the jobs: images in memory
-            # the cold job is kept for the warm one: its new stamps are cached in its bundle
-            runs[label] = run_child(args, state, archive, catalog, "--executor", executor,
-                                    *(["--engine"] * (label == "engine")),
-                                    *(["--keep-job"] * (label == "cold")))
-        measured.append((executor, runs))
-        empty_cache(state)  # the cold job goes too
+        tries: dict[str, list[dict]] = {"cold": [], "warm": [], "engine": []}
+        for _ in range(args.repeat):
+            empty_cache(state)  # a cold start
+            for label in tries:  # the engine after the jobs: images in memory
+                # the cold job is kept for the warm one: its new stamps are cached in its bundle
+                tries[label].append(run_child(
+                    args, state, archive, catalog, "--executor", executor,
+                    *(["--engine"] * (label == "engine")),
+                    *(["--keep-job"] * (label == "cold"))))
+            empty_cache(state)  # the cold job goes too
+        if args.repeat > 1:
+            print(f"{executor}: wall seconds of each run, the best kept: " + "; ".join(
+                f"{label} " + " ".join(f"{run['wall_s']:.2f}" for run in runs)
+                for label, runs in tries.items()))
+        measured.append((executor, {label: min(runs, key=lambda run: run["wall_s"])
+                                    for label, runs in tries.items()}))
     baseline = cutout2d_baseline(state, archive, catalog, args.baseline_sample)
     summary = [(executor, report(args, executor, runs, baseline))
                for executor, runs in measured]
@@ -453,7 +467,9 @@ def empty_cache(state: Path) -> None:
 def run_child(args: argparse.Namespace, state: Path, archive: Path, catalog: Path,
               *extra: str) -> dict:
     """One measurement in a process of its own (its peak RSS is its own): the figures it
-    prints as JSON on its last line."""
+    prints as JSON on its last line. The disk's writeback of the runs before (a GB of
+    bundle each) is waited for first, so that it does not fall into this run."""
+    os.sync()
     output = subprocess.run(
         [sys.executable, __file__, "--workers", str(args.workers), *extra,
          "--child", str(state), str(archive), str(catalog)],
