@@ -233,7 +233,6 @@ def start_worker_processes(executors, workers: int) -> float:
 def descendants_cpu_seconds() -> float:
     """User + system CPU seconds of the running processes below this one (the forkserver
     and its worker processes: not this process's children, so not in RUSAGE_CHILDREN)."""
-
     ticks = os.sysconf("SC_CLK_TCK")
     stats = {}
     for name in os.listdir("/proc"):
