@@ -92,13 +92,13 @@ def unique_image_name(record, taken: set[str]) -> str:
     return name
 
 
-def stamp_path(target: Target, target_name: str, folder: str, image: str, row_digits: int,
-               taken: set[str]) -> str:
+def stamp_path(folder: str, row_name: str, image: str, taken: set[str]) -> str:
     """A stamp's path in the bundle without extension, ``<band>/r<row>_<id>__<image>``
-    (``target_name``: the target's id as :func:`safe_name` makes it), unique in the job:
-    also as a result id (``taken`` holds the result ids given so far)."""
-    path = f"{folder}/r{target.row + 1:0{row_digits}d}_{target_name}__{image}"
-    base, number, result_id = path, 1, stamp_result_id(path)
+    (``row_name``: ``r<row>_<id>``, its parts made safe by :func:`safe_name`, so the
+    path's one ``/`` is the folder's), unique in the job: also as a result id (``taken``
+    holds the result ids given so far)."""
+    path, result_id = f"{folder}/{row_name}__{image}", f"{folder}_{row_name}__{image}"
+    base, number = path, 1
     while result_id in taken:  # only band names that mimic "<band>_r<row>" get here
         number += 1
         path = f"{base}_{number}"
@@ -159,23 +159,23 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     image_names: set[str] = set()
     result_ids: set[str] = set()
     row_digits = max(ROW_DIGITS, len(str(len(catalog))))
-    target_names = [safe_name(target.target_id) for target in targets]  # once, not per image
+    row_names = [f"r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}"
+                 for target in targets]  # once per target, not per image
     for record_index in np.unique(found):
-        chosen = order[found[order] == record_index]
+        chosen = points[order[found[order] == record_index]]
         record = records[int(record_index)]
         image = unique_image_name(record, image_names)
         folder = safe_name(record.band or ("catalogs" if record.product_kind == "catalog"
                                            else "no-band"))
         product = product_plan(index, record, request.products, request.bandnames)
-        entries = []
-        for point in points[chosen].tolist():
-            target = targets[point]
-            entries.append((target, stamp_path(target, target_names[point], folder, image,
-                                               row_digits, result_ids)))
+        chosen_points = chosen.tolist()
+        names = [stamp_path(folder, row_names[point], image, result_ids)
+                 for point in chosen_points]  # in catalog order: who gets "_2" is stable
         neighbours = stitching.mosaic_neighbours(index, record) if request.stitch else ()
         # neighbouring targets (by declination) share a chunk, which then covers a band of
         # the image: a tile-compressed image is decoded about once, not once per chunk
-        entries.sort(key=lambda entry: entry[0].dec)
+        entries = [(targets[chosen_points[k]], names[k])
+                   for k in np.argsort(dec[chosen], kind="stable").tolist()]
         for start in range(0, len(entries), CHUNK_TARGETS):
             tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
                                    request.stitch, neighbours, product))
