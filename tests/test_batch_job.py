@@ -619,3 +619,37 @@ def test_the_targets_of_one_image_are_chunked_by_declination(batch_server, demo_
     for ranges in bands.values():
         ranges.sort()
         assert all(low[1] <= high[0] for low, high in zip(ranges, ranges[1:], strict=False))
+
+
+def test_a_catalog_is_read_once_for_its_jobs_creation_and_run(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A job created and run at once reads its upload once (it is read at creation to
+    refuse a bad catalog at once); other columns, or a file written anew, read again."""
+    from vo_service.config import Limits
+    from vo_service.jobs import batch_params
+    from vo_service.jobs.job_files import Upload
+    from vo_service.jobs.store import Parameter
+
+    reads: list[str | None] = []
+    real = batch_params.read_catalog
+
+    def counted(path, **options):  # noqa: ANN001, ANN003, ANN202
+        reads.append(options["ra_column"])
+        return real(path, **options)
+
+    monkeypatch.setattr(batch_params, "read_catalog", counted)
+    path = tmp_path / "content"
+    path.write_text("name,ra,dec,ra2\na,52.9,-28.1,53.0\nb,53.1,-28.2,53.2\n")
+    uploads = {"cat": Upload("cat", "targets.csv", path)}
+
+    def load(*parameters: Parameter):  # noqa: ANN202
+        request = batch_params.parse_batch_request(
+            [Parameter("UPLOAD", "cat,param:cat"), *parameters], Limits())
+        return batch_params.load_catalog(request, uploads, Limits())
+
+    made = load()
+    assert load() is made and reads == [None]  # created, then run: read once
+    assert list(load(Parameter("RA_COLUMN", "ra2")).ra) == [53.0, 53.2]
+    assert reads == [None, "ra2"]
+    path.write_text("name,ra,dec\nc,10.0,-5.0\n")  # another file of the same name
+    assert load().ids == ["c"] and reads == [None, "ra2", None]

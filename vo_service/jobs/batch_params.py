@@ -17,6 +17,7 @@ from vo_service.jobs.service import Upload
 from vo_service.jobs.store import Parameter
 from vo_service.products import stitching
 from vo_service.products.catalog_products import SCIENCE_TYPES
+from vo_service.products.file_versions import PerVersion
 from vo_service.products.parameters import parse_float, parse_int, parse_interval
 from vo_service.products.product_options import (
     ProductOptions,
@@ -32,6 +33,8 @@ SINGLE_VALUED = {"UPLOAD", "RA_COLUMN", "DEC_COLUMN", "ID_COLUMN", "SIZE_COLUMN"
                  "APERTURE_UNIT", "ANNULUS"}
 SIZE_UNITS = ("pix", "arcsec", "arcmin", "deg")
 DEFAULT_SIZE_PIX = 64.0
+# catalogs read lately: a job created and run at once reads its upload once
+_READ: PerVersion[Catalog] = PerVersion(2)
 FORMATS = {"fits": ("fits",), "application/fits": ("fits",), "png": ("png",),
            "image/png": ("png",), "both": ("fits", "png"), "fits,png": ("fits", "png"),
            "fits+png": ("fits", "png")}
@@ -162,13 +165,16 @@ def load_catalog(request: BatchRequest, uploads: Mapping[str, Upload], limits: L
     if upload is None:
         raise UsageError(f"UPLOAD names the part {request.upload_name!r} but the request has "
                          "no file in a multipart part of that name")
-    try:
-        catalog = read_catalog(
-            upload.path, filename=upload.filename, ra_column=request.ra_column,
-            dec_column=request.dec_column, id_column=request.id_column,
-            size_column=request.size_column, max_rows=limits.max_upload_rows,
-            max_columns=limits.max_upload_columns,
-        )
+    options = {"filename": upload.filename, "ra_column": request.ra_column,
+               "dec_column": request.dec_column, "id_column": request.id_column,
+               "size_column": request.size_column, "max_rows": limits.max_upload_rows,
+               "max_columns": limits.max_upload_columns}
+    try:  # read when the job is made (to refuse a bad catalog at once), kept for its run
+        catalog = _READ.get(upload.path, lambda path: read_catalog(path, **options),
+                            how=tuple(options.items()))
+    except OSError as exc:  # the job's folder is gone (deleted meanwhile)
+        raise UsageError(f"UPLOAD {request.upload_name}: the uploaded file cannot be "
+                         f"read ({exc.strerror}); upload it again") from exc
     except CatalogError as exc:
         raise UsageError(f"UPLOAD {request.upload_name}: {exc}") from exc
     if len(catalog) == 0:

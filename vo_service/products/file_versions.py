@@ -1,11 +1,12 @@
 """Values made from a file, kept for each version of it: a finished job's manifest is read
-once for its gallery and once for its sky, not on every request of the web page."""
+once for its gallery and once for its sky, not on every request of the web page, and a
+catalog job's upload once when the job is created and run at once."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -19,13 +20,14 @@ class PerVersion(Generic[T]):
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._values: OrderedDict[tuple[str, int, int, int], T] = OrderedDict()
+        self._values: OrderedDict[tuple[str, int, int, int, Hashable], T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: Path, make: Callable[[Path], T]) -> T:
-        """The value of the file's current version, made now if it is not kept."""
+    def get(self, path: Path, make: Callable[[Path], T], how: Hashable = None) -> T:
+        """The value of the file's current version, made now if it is not kept; ``how``:
+        what else ``make`` depends on (values made differently are kept apart)."""
         stat = path.stat()
-        key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size, how)
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)
