@@ -157,6 +157,11 @@ def read_angles(column, *, is_ra: bool, problems: dict[int, str]) -> np.ndarray:
             scale = (1.0 * u.Unit(column_unit)).to_value(u.deg)
         except (ValueError, u.UnitsError):
             scale = 1.0  # an unknown or non-angular unit: take the numbers as degrees
+    if column.dtype.kind in "iufUS" and not np.ma.is_masked(column):
+        try:  # every cell a number (or decimal text): all at once, as the loop would
+            return np.asarray(column).astype(float) * scale
+        except ValueError:  # an empty, sexagesimal or unreadable cell: cell by cell
+            pass
     for row, value in enumerate(_cells(column)):
         if value is None or (isinstance(value, str) and not value.strip()):
             problems.setdefault(row, f"{role} is missing")
