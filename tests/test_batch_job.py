@@ -604,15 +604,15 @@ def test_the_targets_of_one_image_are_chunked_by_declination(batch_server, demo_
         size=32.0, size_unit="pix", collections=[], instruments=[], bandnames=["VIS"],
         product_types=["BGSUB"], formats=("fits",), workers=1)
     index = ArchiveIndex(batch_server.settings.index_path)
-    whole = batch.plan_batch(catalog, request, index)  # one chunk per image
+    whole = list(batch.plan_batch(catalog, request, index).tasks)  # one chunk per image
     monkeypatch.setattr(batch, "CHUNK_TARGETS", 16)
-    chunked = batch.plan_batch(catalog, request, index)
-    names = {(t.record.obs_publisher_did, target.row): name for t in whole.tasks
+    chunked = list(batch.plan_batch(catalog, request, index).tasks)
+    names = {(t.record.obs_publisher_did, target.row): name for t in whole
              for target, name in t.entries}
-    assert names == {(t.record.obs_publisher_did, target.row): name for t in chunked.tasks
+    assert names == {(t.record.obs_publisher_did, target.row): name for t in chunked
                      for target, name in t.entries}
     bands: dict[str, list[tuple[float, float]]] = {}
-    for task in chunked.tasks:
+    for task in chunked:
         decs = [target.dec for target, _ in task.entries]
         bands.setdefault(task.record.obs_publisher_did, []).append((min(decs), max(decs)))
     assert max(len(ranges) for ranges in bands.values()) >= 4

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vo_service.archive.mapping import load_mapping
+from vo_service.archive.records import ImageRecord
 from vo_service.catalogs import Catalog
 from vo_service.engine.cutout import StampStatus
 from vo_service.errors import UsageError, storage_failure
@@ -109,16 +110,18 @@ def stamp_path(folder: str, row_name: str, image: str, taken: set[str]) -> str:
 
 @dataclass
 class BatchPlan:
-    """All the work of a job: tasks per image, and targets that need no cutting."""
+    """All the work of a job: its tasks, one image each, made as they are taken (the first
+    ones run while the rest are named), and targets that need no cutting."""
 
-    tasks: list[StampTask]
+    tasks: Iterator[StampTask]
+    images: list[tuple[ImageRecord, int]]  # each image with its count of targets
     unmatched: list[Target]  # inside no image footprint
     bad_rows: list[tuple[int, str, str]]  # (row, target id, problem)
 
     @property
     def total(self) -> int:
         """Units of progress: one per (target, image) pair plus one per unmatched target."""
-        return sum(len(t.entries) for t in self.tasks) + len(self.unmatched) + len(
+        return sum(count for _, count in self.images) + len(self.unmatched) + len(
             self.bad_rows)
 
 
@@ -145,7 +148,8 @@ def targets_of(catalog: Catalog, request: BatchRequest) -> tuple[list[Target], l
 
 
 def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
-    """Find the images of every target at once and group the pairs per image."""
+    """Find the images of every target at once and group the pairs per image (each
+    image's tasks are made when the job takes them)."""
     targets, bad = targets_of(catalog, request)
     ra = np.array([t.ra for t in targets], dtype=float)
     dec = np.array([t.dec for t in targets], dtype=float)
@@ -154,11 +158,24 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         bandnames=request.bandnames, product_types=request.product_types)
     if request.times:  # TIME: only images whose [t_min, t_max] meets one of the intervals
         points, found = _in_time(points, found, records, request.times)
+    images, counts = np.unique(found, return_counts=True)
+    matched = set(points.tolist())
+    return BatchPlan(
+        _image_tasks(index, request, targets, dec, points, found, records, len(catalog)),
+        [(records[int(i)], int(count)) for i, count in zip(images, counts, strict=True)],
+        [t for i, t in enumerate(targets) if i not in matched], bad)
+
+
+def _image_tasks(index, request: BatchRequest, targets: list[Target], dec: np.ndarray,
+                 points: np.ndarray, found: np.ndarray, records, rows: int
+                 ) -> Iterator[StampTask]:
+    """The tasks of each image in turn, its targets named and chunked by declination
+    (``points`` index ``targets`` and their ``dec``, ``found`` ``records``; ``rows``: the
+    catalog's)."""
     order = np.lexsort((points, found))
-    tasks: list[StampTask] = []
     image_names: set[str] = set()
     result_ids: set[str] = set()
-    row_digits = max(ROW_DIGITS, len(str(len(catalog))))
+    row_digits = max(ROW_DIGITS, len(str(rows)))
     row_names = [f"r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}"
                  for target in targets]  # once per target, not per image
     for record_index in np.unique(found):
@@ -177,11 +194,8 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
         entries = [(targets[chosen_points[k]], names[k])
                    for k in np.argsort(dec[chosen], kind="stable").tolist()]
         for start in range(0, len(entries), CHUNK_TARGETS):
-            tasks.append(StampTask(record, entries[start:start + CHUNK_TARGETS],
-                                   request.stitch, neighbours, product))
-    matched = set(points.tolist())
-    unmatched = [t for i, t in enumerate(targets) if i not in matched]
-    return BatchPlan(tasks, unmatched, bad)
+            yield StampTask(record, entries[start:start + CHUNK_TARGETS], request.stitch,
+                            neighbours, product)
 
 
 def _in_time(points: np.ndarray, found: np.ndarray, records, intervals
@@ -243,7 +257,7 @@ class BatchJob:
         ]
         done = len(rows)
         photometry = request.products.photometry
-        total = plan.total + (photometry_planned(plan.tasks) if photometry else 0)
+        total = plan.total + (photometry_planned(plan.images) if photometry else 0)
         context.set_progress(done, total)
         bundle = Bundle(context.job_dir / "bundle.zip")
         manifest = RunningManifest(context)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vo_service.archive.records import ImageRecord
 from vo_service.engine.cutout import StampStatus
-from vo_service.jobs.batch_cut import Outcome, StampTask
+from vo_service.jobs.batch_cut import Outcome
 from vo_service.jobs.service import JobContext
 from vo_service.jobs.store import ResultFile
 from vo_service.products.manifest import MANIFEST_MIME, Bundle, ExtraField, ManifestRow
@@ -27,9 +28,10 @@ PHOTOMETRY_FILE = "photometry.xml"
 MEASURED = (StampStatus.OK, StampStatus.PARTIAL)
 
 
-def photometry_planned(tasks: Sequence[StampTask]) -> int:
-    """Units of progress photometry adds: one per (target, science image) pair."""
-    return sum(len(task.entries) for task in tasks if is_science(task.record))
+def photometry_planned(images: Sequence[tuple[ImageRecord, int]]) -> int:
+    """Units of progress photometry adds: one per (target, science image) pair, of the
+    job's ``images`` (each with its count of targets)."""
+    return sum(count for record, count in images if is_science(record))
 
 
 def photometry_target(outcome: Outcome) -> PhotometryTarget:
