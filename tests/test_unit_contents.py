@@ -3,6 +3,7 @@ the same outcomes and bytes as target by target, in one lookup and one read."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import zlib
@@ -218,6 +219,27 @@ def cut_into_bundle(record, targets, job: str, cache, memory, bundle: Path) -> t
     return outcomes, members
 
 
+def count_transactions(cache: CutoutCache) -> list[bool]:
+    """A list that gets a True for each write transaction of ``cache``'s index."""
+    started: list[bool] = []
+    depth = [0]
+    write = cache.index.write
+
+    @contextlib.contextmanager
+    def counted():  # noqa: ANN202
+        if depth[0] == 0:
+            started.append(True)
+        depth[0] += 1
+        try:
+            with write() as db:
+                yield db
+        finally:
+            depth[0] -= 1
+
+    cache.index.write = counted
+    return started
+
+
 def test_new_stamps_are_cached_where_they_lie_in_the_jobs_bundle(unit, tmp_path) -> None:
     """No second copy: the bundle is linked into the cache (it outlives the job), and the
     unit met again reads its stamps from there, the same bytes."""
@@ -225,7 +247,9 @@ def test_new_stamps_are_cached_where_they_lie_in_the_jobs_bundle(unit, tmp_path)
     cache, memory = CutoutCache(tmp_path / "cache", 10**8), Memory()
     bundle = tmp_path / "4a0b" / "bundle.zip"  # in the folder of job 4a0b
     bundle.parent.mkdir()
+    transactions = count_transactions(cache)
     first, first_members = cut_into_bundle(record, targets, "a", cache, memory, bundle)
+    assert transactions == [True]  # the stamps and the table recorded at once
     linked = [pack for pack in cache.packs_dir.glob("*.pack")
               if pack.stat().st_ino == bundle.stat().st_ino]
     assert len(linked) == 1 and bundle.stat().st_nlink == 2

@@ -417,29 +417,40 @@ class CutoutCache:
         The budget, free-space and ENOSPC rules are those of :meth:`put_many`; after an
         error nothing of the pack is recorded or left behind.
         """
+        if packed := self._write_pack(items, crcs):
+            self._record_packs(dict([packed]))
+
+    def _write_pack(self, items: list[tuple[str, bytes]],
+                    crcs: Mapping[str, int] | None = None
+                    ) -> tuple[str, list[tuple[str, int, int, int]]] | None:
+        """Write the (key, bytes) ``items`` as a new pack file, atomically, after making
+        room for them (see :meth:`put_pack`); (its name, its entries as (key, offset, size,
+        crc32)) to record, or None without items."""
         layout = pack_layout(items)
         if not layout:
-            return
+            return None
         incoming = sum(len(content) for _, content in layout.values())
         self._make_room(incoming, list(layout))
         pack = uuid.uuid4().hex + PACK_SUFFIX
-        path = self.packs_dir / pack
         entries: list[tuple[str, int, int, int]] = []
-        with _atomic_file(path, ".") as out:  # a torn pack fails its size or CRC check
+        with _atomic_file(self.packs_dir / pack, ".") as out:  # torn: fails size or CRC
             for key, (offset, content) in layout.items():
                 out.write(content)
                 crc = crcs.get(key) if crcs else None
                 entries.append((key, offset, len(content),
                                 zlib.crc32(content) if crc is None else crc))
-        self._record_pack(pack, entries)
+        return pack, entries
 
     def put_linked(self, source: Path, entries: list[tuple[str, int, int, int]],
-                   group: str) -> str | None:
+                   group: str, beside: Callable[[str], list[tuple[str, bytes]]] | None = None
+                   ) -> str | None:
         """Record ``entries`` (key, offset, size, crc32), byte ranges of the file
         ``source``, without copying them: ``source`` (a catalog job's bundle, only ever
         appended to) is hard-linked into the cache as a new pack of ``group`` (the job:
         letters and digits); the pack's name, or None if the file cannot be linked
         (another file system: the caller stores copies with :meth:`put_pack`).
+        ``beside``: makes, from that name, small (key, bytes) items (a unit's table of
+        contents) stored as copies and recorded in the same index transaction.
 
         The entries live as long as the group (:meth:`forget_linked` when the job is
         deleted) or until evicted; the cache counts their bytes, the rest of the bundle
@@ -456,7 +467,15 @@ class CutoutCache:
                 log.info("the cutout cache cannot link %s (%s): catalog stamps are copied "
                          "into it", source, exc.strerror)
             return None
-        self._record_pack(pack, entries)
+        packs = {pack: entries}
+        try:
+            if beside is not None and (copies := self._write_pack(beside(pack))):
+                packs[copies[0]] = copies[1]
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                self.pack_path(pack).unlink()
+            raise
+        self._record_packs(packs)
         return pack
 
     def forget_linked(self, group: str) -> int:
@@ -482,19 +501,23 @@ class CutoutCache:
         return {pack.rsplit(LINK_SEPARATOR, 1)[0] for pack in self.index.packs()
                 if LINK_SEPARATOR in pack}
 
-    def _record_pack(self, pack: str, entries: list[tuple[str, int, int, int]]) -> None:
-        """Record the entries of the pack file ``pack`` just made (deleted if that
-        fails), delete what they replaced, then evict down to the budget, keeping them."""
+    def _record_packs(self, packs: dict[str, list[tuple[str, int, int, int]]]) -> None:
+        """Record the entries (key, offset, size, crc32) of the pack files ``packs`` just
+        made in one transaction (their files deleted if that fails), delete what they
+        replaced, then evict down to the budget, keeping them."""
         try:
             with self.index.write():
-                replaced = self.index.record_packed(pack, entries)
-                self._delete(replaced.own_keys, ())  # in the write: see _install
+                replaced = [self.index.record_packed(pack, entries)
+                            for pack, entries in packs.items()]
+                # in the write: see _install
+                self._delete([key for each in replaced for key in each.own_keys], ())
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                self.pack_path(pack).unlink()
+            for pack in packs:
+                with contextlib.suppress(FileNotFoundError):
+                    self.pack_path(pack).unlink()
             raise
-        self._delete((), replaced.empty_packs)
-        self.evict(keep=[key for key, *_ in entries])
+        self._delete((), {pack for each in replaced for pack in each.empty_packs})
+        self.evict(keep=[key for entries in packs.values() for key, *_ in entries])
 
     def _delete(self, own_keys: Iterable[str], packs: Iterable[str]) -> None:
         """Delete the own files of ``own_keys`` and the pack files ``packs`` (gone already

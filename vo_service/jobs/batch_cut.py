@@ -417,14 +417,19 @@ class _PendingStamps:
         offsets = sink.data_offsets()
         entries = [(key, offsets[member], size, self._crcs[key])
                    for key, (member, size) in self._members.items()]
-        pack = self.cache.put_linked(path, entries, group=path.parent.name)  # the job
+        beside = None
+        if contents_key is not None and contents is not None:
+            where = {key: (offset, size, crc) for key, offset, size, crc in entries}
+
+            def beside(pack: str) -> list[tuple[str, bytes]]:
+                return [(contents_key, contents(where, pack))]
+
+        # the job's bundle, with the table naming it in the same transaction
+        pack = self.cache.put_linked(path, entries, group=path.parent.name, beside=beside)
         if pack is None:  # another file system: copies
             pieces = read_pack_ranges(path, [entry[1:] for entry in entries])
             if pieces is None:  # the file changed under the unit: nothing to cache
                 return True
             self._items = [(key, bytes(pieces[offset])) for key, offset, _, _ in entries]
             return False
-        if contents_key is not None and contents is not None:
-            where = {key: (offset, size, crc) for key, offset, size, crc in entries}
-            self.cache.put_pack([(contents_key, contents(where, pack))])
         return True
