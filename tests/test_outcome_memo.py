@@ -3,18 +3,19 @@ written by the previous version (JSON pixel boxes) opening and answering as befo
 
 from __future__ import annotations
 
-import csv
-import io
 import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
-from server import assert_valid_votable, serve_archive
-from uws_client import UWS, results_of, wait_final
 
 from vo_service.engine.cutout import StampStatus
-from vo_service.jobs.outcome_memo import RememberedOutcome, decode_ranges, encode_ranges
+from vo_service.jobs.outcome_memo import (
+    RememberedOutcome,
+    decode_ranges,
+    encode_ranges,
+    outcome_of_stamp,
+    stamp_meta,
+)
 from vo_service.jobs.phases import Phase
 from vo_service.jobs.store import JobStore
 
@@ -89,47 +90,13 @@ def test_a_job_store_of_the_previous_version_opens_with_its_outcomes(tmp_path: P
     assert store.stamp_outcomes(["k-new"])["k-new"].ranges == ((1, 2), (3, 4))
 
 
-def _catalog(demo_archive: Path, count: int) -> bytes:
-    with open(demo_archive / "sources.csv", newline="") as handle:
-        sources = list(csv.DictReader(handle))[:count]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["name", "ra", "dec"])
-    writer.writerows([f"s{s['id']}", s["ra"], s["dec"]] for s in sources)
-    writer.writerow(["far", "10.0", "10.0"])
-    return out.getvalue().encode()
-
-
-def _run(client: httpx.Client, server, catalog: bytes) -> list[tuple]:
-    data = {"UPLOAD": "cat,param:cat", "BANDNAME": "VIS", "PRODUCTTYPE": "BGSUB",
-            "SIZE": "24", "PHASE": "RUN"}
-    response = client.post(server.url("async"), data=data,
-                           files={"cat": ("targets.csv", catalog, "text/csv")},
-                           follow_redirects=True)
-    root = wait_final(client, str(response.url))
-    assert root.findtext("uws:phase", namespaces=UWS) == "COMPLETED"
-    manifest = results_of(root)["manifest"][0]
-    table = assert_valid_votable(client.get(manifest).content).get_first_table().to_table()
-    return sorted((int(r["row"]), str(r["image_id"]), str(r["pixel_box"]), str(r["status"]))
-                  for r in table)
-
-
-def test_outcomes_remembered_as_json_by_the_previous_version_answer_a_job(
-        tmp_path: Path, demo_archive: Path) -> None:
-    """A state dir whose memo holds JSON pixel boxes (as the previous version wrote them)
-    opens, and a repeated job answered from that memo gives the same manifest."""
-    state = tmp_path / "state"
-    catalog = _catalog(demo_archive, 6)
-    with serve_archive(demo_archive, state) as server, httpx.Client(timeout=60) as client:
-        first = _run(client, server, catalog)
-    assert sum(status in ("ok", "partial") for *_, status in first) >= 6
-    with sqlite3.connect(state / "jobs" / "jobs.sqlite") as connection:
-        rows = connection.execute("SELECT key, ranges FROM stamp_outcomes").fetchall()
-        assert rows and all(text is None or "[" not in text for _, text in rows)
-        connection.executemany(  # back to the previous version's JSON
-            "UPDATE stamp_outcomes SET ranges = ? WHERE key = ?",
-            [("[" + ", ".join(f"[{a}, {b}]" for a, b in decode_ranges(text)) + "]", key)
-             for key, text in rows if text])
-    connection.close()
-    with serve_archive(demo_archive, state) as server, httpx.Client(timeout=60) as client:
-        assert _run(client, server, catalog) == first
+def test_a_stamps_outcome_is_kept_with_it_as_text() -> None:
+    """The outcome a stamp's cache entry keeps reads back whole; text it did not write
+    (or none: an entry of an earlier version) reads as nothing known."""
+    kept = RememberedOutcome(StampStatus.PARTIAL, "stitched from <a> & b",
+                             ((0, 12), (5, 30)), True)
+    assert outcome_of_stamp(stamp_meta(kept)) == kept
+    assert outcome_of_stamp(stamp_meta(RememberedOutcome(StampStatus.OK, has_stamp=True))) \
+        == RememberedOutcome(StampStatus.OK, "", None, True)
+    for text in (None, "", "[1, 2]", '["nonsense", "", null]', "not json"):
+        assert outcome_of_stamp(text) is None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import sqlite3
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +16,13 @@ import pytest
 from astropy.wcs import WCS
 
 from tests import fits_factory
-from vo_service.cache import CutoutCache, pack_layout, read_pack_ranges
+from vo_service.cache import CutoutCache, pack_layout, read_pack_ranges, source_identity
 from vo_service.engine.bundle import ZipAppender, member_data_offsets
 from vo_service.engine.cutout import StampStatus
 from vo_service.jobs import batch_cut
 from vo_service.jobs.batch_cut import StampKeys, StampTask, Target, cut_task
+from vo_service.jobs.outcome_memo import RememberedOutcome
+from vo_service.jobs.store import JobStore
 from vo_service.jobs.unit_contents import (
     UnitContents,
     UnitEntry,
@@ -293,3 +297,35 @@ def test_a_cache_on_another_file_system_gets_copies(unit, tmp_path, monkeypatch)
                       second_members)
     assert all(o.from_cache for o in second) and memory.lookups == 1
     assert summary(second, second_members) == summary(first, first_members)
+
+
+def test_stamps_outcomes_remembered_by_an_earlier_version_still_answer(unit, tmp_path
+                                                                       ) -> None:
+    """A cache and job store of an earlier version: stamps' entries without their outcome,
+    which the job store remembers, with JSON pixel boxes. A unit not met whole before is
+    answered from them, target by target, without cutting; new stamps keep their outcome
+    and leave the job store alone."""
+    record, targets = unit
+    cache, store = CutoutCache(tmp_path / "cache", 10**8), JobStore(tmp_path / "jobs")
+    first_members = Members()
+    first = cut_task(task_of(record, targets, "a"), cache, store, FORMATS, 10**6,
+                     first_members)
+    keyer = StampKeys(source_identity(record.path, 0), FORMATS)
+    with_stamps = {keyer.of(o.target)["outcome"]: o for o in first if o.files}
+    assert with_stamps and not store.stamp_outcomes(list(with_stamps))  # kept in the cache
+
+    # back to the earlier version's state
+    with contextlib.closing(sqlite3.connect(cache.index_path)) as index, index:
+        index.execute("UPDATE entries SET meta = NULL")
+    store.save_stamp_outcomes({key: RememberedOutcome(o.status, o.message, o.ranges, True)
+                               for key, o in with_stamps.items()})
+    with contextlib.closing(sqlite3.connect(tmp_path / "jobs" / "jobs.sqlite")) as jobs, jobs:
+        jobs.executemany("UPDATE stamp_outcomes SET ranges = ? WHERE key = ?", [
+            (json.dumps([list(pair) for pair in o.ranges]), key)
+            for key, o in with_stamps.items()])
+
+    second_members = Members()
+    second = cut_task(task_of(record, targets[1:], "b"), cache, store, FORMATS, 10**6,
+                      second_members)  # not the unit met whole: target by target
+    assert all(o.from_cache for o in second)
+    assert summary(second, second_members) == summary(first, first_members)[1:]

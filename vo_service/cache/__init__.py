@@ -105,12 +105,14 @@ class CachedFile:
     on: the entry's own file (``offset`` 0), or for a packed entry (``packed``) the pack
     file, shared with other entries — callers must not hard-link or copy it as if it were
     the stamp. ``crc32`` is the verified CRC-32 of a packed entry's bytes (None for own-file
-    entries, which are checked by sha256).
+    entries, which are checked by sha256). ``meta``: the text stored with a packed entry
+    (:meth:`CutoutCache.put_pack`), or None.
     """
 
     def __init__(self, handle: BinaryIO, path: Path, size: int,
                  content: bytes | None = None, *, offset: int = 0,
-                 crc32: int | None = None, packed: bool = False) -> None:
+                 crc32: int | None = None, packed: bool = False,
+                 meta: str | None = None) -> None:
         self.handle = handle
         self.path = path
         self.size = size
@@ -118,6 +120,7 @@ class CachedFile:
         self.offset = offset
         self.crc32 = crc32
         self.packed = packed
+        self.meta = meta
 
     def iter_chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         """Yield the entry's bytes from the start, then close it."""
@@ -306,11 +309,13 @@ class CutoutCache:
                     content = os.pread(fd, size, offset)
                     good = len(content) == size and zlib.crc32(content) == crc
                     cached = CachedFile(io.BytesIO(content), path, size, content,
-                                        offset=offset, crc32=crc, packed=True)
+                                        offset=offset, crc32=crc, packed=True,
+                                        meta=row["meta"])
                 else:
                     good = _crc_range(fd, offset, size) == crc
                     cached = CachedFile(_RangeReader(shared, offset, size), path, size,
-                                        offset=offset, crc32=crc, packed=True)
+                                        offset=offset, crc32=crc, packed=True,
+                                        meta=row["meta"])
                 if good:
                     opened[key] = cached
                 else:
@@ -407,18 +412,20 @@ class CutoutCache:
         self._delete((), replaced.empty_packs)  # own files are replaced by the renames
 
     def put_pack(self, items: list[tuple[str, bytes]],
-                 crcs: Mapping[str, int] | None = None) -> None:
+                 crcs: Mapping[str, int] | None = None,
+                 metas: Mapping[str, str] | None = None) -> None:
         """Store the (key, bytes) ``items`` as one new pack file, atomically, then record
         one index entry per key (its offset, size and CRC-32) in one transaction; a key
         already present is replaced. Eviction follows and keeps every key of ``items``.
         ``crcs``: the CRC-32 of some keys' bytes, known to the caller (computed once for
         the cache and a ZIP member); a wrong one only makes the entry a miss later.
+        ``metas``: text to keep with some keys' entries (:attr:`CachedFile.meta`).
 
         The budget, free-space and ENOSPC rules are those of :meth:`put_many`; after an
         error nothing of the pack is recorded or left behind.
         """
         if packed := self._write_pack(items, crcs):
-            self._record_packs(dict([packed]))
+            self._record_packs(dict([packed]), metas)
 
     def _write_pack(self, items: list[tuple[str, bytes]],
                     crcs: Mapping[str, int] | None = None
@@ -442,15 +449,16 @@ class CutoutCache:
         return pack, entries
 
     def put_linked(self, source: Path, entries: list[tuple[str, int, int, int]],
-                   group: str, beside: Callable[[str], list[tuple[str, bytes]]] | None = None
-                   ) -> str | None:
+                   group: str, beside: Callable[[str], list[tuple[str, bytes]]] | None = None,
+                   metas: Mapping[str, str] | None = None) -> str | None:
         """Record ``entries`` (key, offset, size, crc32), byte ranges of the file
         ``source``, without copying them: ``source`` (a catalog job's bundle, only ever
         appended to) is hard-linked into the cache as a new pack of ``group`` (the job:
         letters and digits); the pack's name, or None if the file cannot be linked
         (another file system: the caller stores copies with :meth:`put_pack`).
         ``beside``: makes, from that name, small (key, bytes) items (a unit's table of
-        contents) stored as copies and recorded in the same index transaction.
+        contents) stored as copies and recorded in the same index transaction; ``metas``
+        as for :meth:`put_pack`.
 
         The entries live as long as the group (:meth:`forget_linked` when the job is
         deleted) or until evicted; the cache counts their bytes, the rest of the bundle
@@ -475,7 +483,7 @@ class CutoutCache:
             with contextlib.suppress(FileNotFoundError):
                 self.pack_path(pack).unlink()
             raise
-        self._record_packs(packs)
+        self._record_packs(packs, metas)
         return pack
 
     def forget_linked(self, group: str) -> int:
@@ -501,13 +509,15 @@ class CutoutCache:
         return {pack.rsplit(LINK_SEPARATOR, 1)[0] for pack in self.index.packs()
                 if LINK_SEPARATOR in pack}
 
-    def _record_packs(self, packs: dict[str, list[tuple[str, int, int, int]]]) -> None:
+    def _record_packs(self, packs: dict[str, list[tuple[str, int, int, int]]],
+                      metas: Mapping[str, str] | None = None) -> None:
         """Record the entries (key, offset, size, crc32) of the pack files ``packs`` just
-        made in one transaction (their files deleted if that fails), delete what they
-        replaced, then evict down to the budget, keeping them."""
+        made (with the ``metas`` of their keys) in one transaction (their files deleted if
+        that fails), delete what they replaced, then evict down to the budget, keeping
+        them."""
         try:
             with self.index.write():
-                replaced = [self.index.record_packed(pack, entries)
+                replaced = [self.index.record_packed(pack, entries, metas)
                             for pack, entries in packs.items()]
                 # in the write: see _install
                 self._delete([key for each in replaced for key in each.own_keys], ())

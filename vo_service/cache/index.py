@@ -21,7 +21,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,7 @@ _ADDED_COLUMNS = {
     "pack": "TEXT",
     "offset": "INTEGER NOT NULL DEFAULT 0",
     "crc32": "INTEGER",
+    "meta": "TEXT",
 }
 # Finding the rows of one pack (eviction, drops) without a scan; own-file rows stay out.
 _PACK_INDEX = (f"CREATE INDEX IF NOT EXISTS {_TABLE}_pack ON {_TABLE} (pack) "
@@ -142,6 +143,7 @@ class CacheIndex:
                         "pack": str,
                         "offset": int,
                         "crc32": int,
+                        "meta": str,  # what the caller keeps with the bytes (an outcome)
                     },
                     pk="key",
                     not_null={"offset"},
@@ -235,19 +237,23 @@ class CacheIndex:
     def record_many(self, entries: list[tuple[str, int, str]]) -> Replaced:
         """Record (or replace) entries (key, size, sha256) of files just written, in this
         order as the most recent, in one transaction; what they replaced in packs."""
-        return self._upsert([(key, size, sha256, None, 0, None)
+        return self._upsert([(key, size, sha256, None, 0, None, None)
                              for key, size, sha256 in entries])
 
-    def record_packed(self, pack: str, entries: list[tuple[str, int, int, int]]) -> Replaced:
+    def record_packed(self, pack: str, entries: list[tuple[str, int, int, int]],
+                      metas: Mapping[str, str] | None = None) -> Replaced:
         """Record (or replace) the entries (key, offset, size, crc32) of the pack file
         ``pack`` just written, in this order as the most recent, in one transaction; what
-        they replaced (own files now left over, packs no row refers to any more)."""
-        return self._upsert([(key, size, None, pack, offset, crc)
+        they replaced (own files now left over, packs no row refers to any more).
+        ``metas``: text kept with some keys' entries (``row["meta"]``)."""
+        metas = metas or {}
+        return self._upsert([(key, size, None, pack, offset, crc, metas.get(key))
                              for key, offset, size, crc in entries])
 
-    def _upsert(self, rows: list[tuple[str, int, str | None, str | None, int, int | None]]
-                ) -> Replaced:
-        """Insert or replace rows (key, size, sha256, pack, offset, crc32) as the most recent."""
+    def _upsert(self, rows: list[tuple[str, int, str | None, str | None, int, int | None,
+                                       str | None]]) -> Replaced:
+        """Insert or replace rows (key, size, sha256, pack, offset, crc32, meta) as the most
+        recent."""
         replaced = Replaced()
         if not rows:
             return replaced
@@ -257,11 +263,12 @@ class CacheIndex:
             # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers.
             db.conn.executemany(
                 f"INSERT INTO {_TABLE} "
-                '(key, size, sha256, pack, "offset", crc32, created_at, used_at, used_seq, hits) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                '(key, size, sha256, pack, "offset", crc32, meta, created_at, used_at, '
+                "used_seq, hits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 f"(SELECT COALESCE(MAX(used_seq), 0) + 1 FROM {_TABLE}), 0) "
                 "ON CONFLICT(key) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
                 'pack = excluded.pack, "offset" = excluded."offset", crc32 = excluded.crc32, '
+                "meta = excluded.meta, "
                 "created_at = excluded.created_at, used_at = excluded.used_at, "
                 "used_seq = excluded.used_seq, hits = 0",
                 [(*row, now, now) for row in rows],

@@ -1,7 +1,8 @@
 """One unit of batch work: the targets of one image, cut in one pass, through the cache.
 
 Runs on a worker thread. Stamps live in the cutout cache; the outcome of each
-(target, image) — status, pixel box, message — is remembered in the job store, so a target
+(target, image) — status, pixel box, message — is remembered, with its stamps' cache entries
+if it had stamps, else in the job store (:mod:`vo_service.jobs.outcome_memo`), so a target
 met before is answered without opening the image: from the cache if it had a stamp, at
 once if it had none. A unit met as a whole before (the same catalog, run again) is answered
 from its table of contents (:mod:`vo_service.jobs.unit_contents`). Each stamp of the unit,
@@ -34,7 +35,12 @@ from vo_service.engine.executors import pickled_as_arguments
 from vo_service.engine.preview import render_preview
 from vo_service.engine.reading import OpenImage, OpenImagePool
 from vo_service.engine.spectral import CutoutError
-from vo_service.jobs.outcome_memo import PixelRanges, RememberedOutcome
+from vo_service.jobs.outcome_memo import (
+    PixelRanges,
+    RememberedOutcome,
+    outcome_of_stamp,
+    stamp_meta,
+)
 from vo_service.jobs.unit_contents import (
     CONTENTS_VERSION,
     UnitEntry,
@@ -54,7 +60,8 @@ KEY_VERSION = 3
 
 
 class OutcomeMemory(Protocol):
-    """Where outcomes of (target, image) pairs are remembered (the job store)."""
+    """Where outcomes of (target, image) pairs without stamps are remembered (the job
+    store; also stamps' outcomes of earlier versions)."""
 
     def stamp_outcomes(self, keys: list[str]) -> dict[str, RememberedOutcome]: ...
 
@@ -174,7 +181,9 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     """Cut (or find in the cache) every target of one image; add its stamps to ``sink``.
 
     The cache index and the outcome memory are read and written once per task (one query,
-    one transaction), not once per stamp. ``appended_to``: the file ``sink`` (then an
+    one transaction; reads per part of ``OPEN_TARGETS`` targets), not once per stamp; a
+    target met before with stamps is answered from what their entries keep, one without
+    from the outcome memory. ``appended_to``: the file ``sink`` (then an
     :class:`AppendingSink`) appends to; new stamps are cached where they lie in it, not
     copied (:meth:`vo_service.cache.CutoutCache.put_linked`).
     """
@@ -191,21 +200,20 @@ def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
     if (outcomes := _from_unit_contents(cache, unit_key, task.entries, sink)) is not None:
         return outcomes
     keyed = [(target, stem, keyer.of(target)) for target, stem in task.entries]
-    known = memory.stamp_outcomes([keys["outcome"] for _, _, keys in keyed])
     outcomes: list[Outcome] = []
     misses = []
     for start in range(0, len(keyed), OPEN_TARGETS):  # bounded open files (large stamps)
         part = keyed[start:start + OPEN_TARGETS]
-        with_stamps = [keys[fmt] for _, _, keys in part
-                       if _had_stamp(known.get(keys["outcome"])) for fmt in formats]
-        opened = cache.open_many(with_stamps)
+        opened = cache.open_many([keys[fmt] for _, _, keys in part for fmt in formats])
         try:
+            remembered = {keys["outcome"]: _kept_with_stamps(opened, keys, formats)
+                          for _, _, keys in part}
+            if unknown := [key for key, outcome in remembered.items() if outcome is None]:
+                remembered.update(memory.stamp_outcomes(unknown))  # without stamps, or old
             for target, stem, keys in part:
-                remembered = known.get(keys["outcome"])
                 outcome = None
-                if remembered is not None:
-                    outcome = _from_cache(opened, target, stem, keys, remembered, formats,
-                                          sink)
+                if (known := remembered.get(keys["outcome"])) is not None:
+                    outcome = _from_cache(opened, target, stem, keys, known, formats, sink)
                 if outcome is None:
                     misses.append((target, stem, keys))
                 else:
@@ -253,8 +261,13 @@ def _from_unit_contents(cache: CutoutCache, key: str, entries: list[tuple[Target
     return outcomes
 
 
-def _had_stamp(remembered: RememberedOutcome | None) -> bool:
-    return remembered is not None and remembered.has_stamp
+def _kept_with_stamps(opened: dict[str, CachedFile | None], keys: dict[str, str],
+                      formats: tuple[str, ...]) -> RememberedOutcome | None:
+    """The outcome a target's stamps keep with their cache entries, if all are there."""
+    stamps = [opened.get(keys[fmt]) for fmt in formats]
+    if any(stamp is None for stamp in stamps):
+        return None
+    return outcome_of_stamp(stamps[0].meta)
 
 
 def _from_cache(opened: dict[str, CachedFile | None], target: Target, stem: str,
@@ -317,6 +330,7 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
         if images := stitching.stitched_images(result):
             outcome.message = stitching.describe_sources(images)
         stamp_keys: list[tuple[str, str]] = []
+        stamps = []
         if result.has_stamp:
             for fmt in formats:
                 try:
@@ -329,11 +343,17 @@ def _cut_misses(record, misses, cache: CutoutCache, memory: OutcomeMemory,
                 crc = zlib.crc32(content)  # once, for the bundle and the cache
                 sink.add(relative, (content,), crc=crc)
                 outcome.files[fmt] = (relative, len(content))
-                pending.add(keys[fmt], content, crc, relative)
+                stamps.append((keys[fmt], content, crc, relative))
                 stamp_keys.append((fmt, keys[fmt]))
         if result.reason != IMAGE_FAILED:  # the image may answer next time: remember nothing
-            learned[keys["outcome"]] = RememberedOutcome(outcome.status, outcome.message,
-                                                         ranges, result.has_stamp)
+            known = RememberedOutcome(outcome.status, outcome.message, ranges,
+                                      result.has_stamp)
+            if result.has_stamp:  # kept with the stamps' entries
+                meta = stamp_meta(known)
+                for key, content, crc, relative in stamps:
+                    pending.add(key, content, crc, relative, meta)
+            else:
+                learned[keys["outcome"]] = known
             table[result.index] = (outcome, stamp_keys)
         outcomes.append(outcome)
     if unit_key is not None and len(table) == len(misses):
@@ -370,14 +390,16 @@ class _PendingStamps:
         self._linked = linked
         self._items: list[tuple[str, bytes]] = []
         self._crcs: dict[str, int] = {}
+        self._metas: dict[str, str] = {}  # the outcome each stamp keeps (stamp_meta)
         self._members: dict[str, tuple[str, int]] = {}  # key -> (member name, size)
         self._bytes = 0
         self._batches = 0
 
-    def add(self, key: str, content: bytes, crc: int, member: str) -> None:
+    def add(self, key: str, content: bytes, crc: int, member: str, meta: str) -> None:
         """Store ``content`` (whose CRC-32 is ``crc``, the sink's member ``member``) under
-        ``key`` with the next batch."""
+        ``key``, keeping ``meta`` with it, with the next batch."""
         self._crcs[key] = crc
+        self._metas[key] = meta
         if self._linked is not None:
             self._members[key] = (member, len(content))
             return
@@ -401,8 +423,8 @@ class _PendingStamps:
             self._items.append((contents_key, contents(where, None)))
         if not self._items:
             return
-        self.cache.put_pack(self._items, self._crcs)
-        self._items, self._crcs, self._bytes = [], {}, 0
+        self.cache.put_pack(self._items, self._crcs, self._metas)
+        self._items, self._crcs, self._metas, self._bytes = [], {}, {}, 0
         self._batches += 1
 
     def _flush_linked(self, contents_key: str | None, contents: Callable | None) -> bool:
@@ -425,7 +447,8 @@ class _PendingStamps:
                 return [(contents_key, contents(where, pack))]
 
         # the job's bundle, with the table naming it in the same transaction
-        pack = self.cache.put_linked(path, entries, group=path.parent.name, beside=beside)
+        pack = self.cache.put_linked(path, entries, group=path.parent.name, beside=beside,
+                                     metas=self._metas)
         if pack is None:  # another file system: copies
             pieces = read_pack_ranges(path, [entry[1:] for entry in entries])
             if pieces is None:  # the file changed under the unit: nothing to cache

@@ -1,9 +1,13 @@
-"""What the job store remembers of one (target, image) pair, and how its pixel box is stored.
+"""What is remembered of one (target, image) pair, and how its pixel box is stored.
 
-A catalog job meeting a target it met before (same image, position and size) answers from
-this memo without opening the image. The pixel box is stored as text in the
-``stamp_outcomes.ranges`` column through one function pair, :func:`encode_ranges` and
-:func:`decode_ranges`, which also reads what earlier versions wrote there.
+A catalog job meeting a target it met before (same image, position and size) answers
+without opening the image. A target that gave a stamp has its outcome kept with the
+stamp's cache entry (:func:`stamp_meta`), so a new stamp costs one index row, not two;
+a target without a stamp (no overlap, too large …) is remembered in the job store, as are
+stamps' outcomes written by earlier versions. The pixel box is stored as text
+(``stamp_outcomes.ranges``, and inside the entry's text) through one function pair,
+:func:`encode_ranges` and :func:`decode_ranges`, which also reads what earlier versions
+wrote there.
 """
 
 from __future__ import annotations
@@ -50,3 +54,23 @@ def decode_ranges(text: str | None) -> PixelRanges | None:
         start, _, stop = axis.partition(":")
         pairs.append((int(start), int(stop)))
     return tuple(pairs)
+
+
+def stamp_meta(outcome: RememberedOutcome) -> str:
+    """The outcome of a target with a stamp as text kept with the stamp's cache entry
+    (:attr:`vo_service.cache.CachedFile.meta`): status, message and pixel box."""
+    return json.dumps([str(outcome.status), outcome.message, encode_ranges(outcome.ranges)],
+                      separators=(",", ":"))
+
+
+def outcome_of_stamp(meta: str | None) -> RememberedOutcome | None:
+    """The outcome :func:`stamp_meta` kept with a stamp, or None (an entry of an earlier
+    version, or text it did not write)."""
+    if not meta:
+        return None
+    try:
+        status, message, ranges = json.loads(meta)
+        return RememberedOutcome(StampStatus(status), str(message), decode_ranges(ranges),
+                                 has_stamp=True)
+    except (TypeError, ValueError):
+        return None
