@@ -93,10 +93,10 @@ def test_a_job_store_of_the_previous_version_opens_with_its_outcomes(tmp_path: P
 def test_a_stamps_outcome_is_kept_with_it_as_text() -> None:
     """The outcome a stamp's cache entry keeps reads back whole; text it did not write
     (or none: an entry of an earlier version) reads as nothing known."""
-    kept = RememberedOutcome(StampStatus.PARTIAL, "stitched from <a> & b",
+    kept = RememberedOutcome(StampStatus.PARTIAL, "stitched from <a> | b,\tc",
                              ((0, 12), (5, 30)), True)
     assert outcome_of_stamp(stamp_meta(kept)) == kept
     assert outcome_of_stamp(stamp_meta(RememberedOutcome(StampStatus.OK, has_stamp=True))) \
         == RememberedOutcome(StampStatus.OK, "", None, True)
-    for text in (None, "", "[1, 2]", '["nonsense", "", null]', "not json"):
+    for text in (None, "", "ok", "ok|0:12", "nonsense||", "ok|0-12|", "ok|a:b|", "ok|[1]|"):
         assert outcome_of_stamp(text) is None

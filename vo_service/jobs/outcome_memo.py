@@ -58,9 +58,9 @@ def decode_ranges(text: str | None) -> PixelRanges | None:
 
 def stamp_meta(outcome: RememberedOutcome) -> str:
     """The outcome of a target with a stamp as text kept with the stamp's cache entry
-    (:attr:`vo_service.cache.CachedFile.meta`): status, message and pixel box."""
-    return json.dumps([str(outcome.status), outcome.message, encode_ranges(outcome.ranges)],
-                      separators=(",", ":"))
+    (:attr:`vo_service.cache.CachedFile.meta`): ``status|box|message`` (the box as
+    :func:`encode_ranges` writes it; the message last, so it may hold anything)."""
+    return f"{outcome.status}|{encode_ranges(outcome.ranges) or ''}|{outcome.message}"
 
 
 def outcome_of_stamp(meta: str | None) -> RememberedOutcome | None:
@@ -69,8 +69,8 @@ def outcome_of_stamp(meta: str | None) -> RememberedOutcome | None:
     if not meta:
         return None
     try:
-        status, message, ranges = json.loads(meta)
-        return RememberedOutcome(StampStatus(status), str(message), decode_ranges(ranges),
+        status, ranges, message = meta.split("|", 2)
+        return RememberedOutcome(StampStatus(status), message, decode_ranges(ranges or None),
                                  has_stamp=True)
     except (TypeError, ValueError):
         return None
