@@ -329,3 +329,19 @@ def test_stamps_outcomes_remembered_by_an_earlier_version_still_answer(unit, tmp
                       second_members)  # not the unit met whole: target by target
     assert all(o.from_cache for o in second)
     assert summary(second, second_members) == summary(first, first_members)[1:]
+
+
+def test_the_keys_of_one_image_begin_alike(unit, tmp_path) -> None:
+    """An image's keys share their first digits, so that a unit's rows lie side by side
+    in the cache index; another image's begin otherwise. Each is still a whole digest."""
+    record, targets = unit
+    keyer = StampKeys(source_identity(record.path, 0), FORMATS)
+    keys = [key for target in targets for key in keyer.of(target).values()]
+    keys.append(keyer.unit(targets, 10**6))
+    assert len(set(keys)) == 3 * 5 + 1  # outcome, fits, png of 5 positions (one twice)
+    assert {key[:batch_cut.IMAGE_DIGITS] for key in keys} == {keys[0][:batch_cut.IMAGE_DIGITS]}
+    assert all(len(key) == 64 and int(key, 16) >= 0 for key in keys)
+    other = fits_factory.sip_image(tmp_path / "other.fits", crval=(10.0, 10.0))
+    other_keys = StampKeys(source_identity(other, 0), FORMATS).of(targets[0]).values()
+    assert all(key[:batch_cut.IMAGE_DIGITS] != keys[0][:batch_cut.IMAGE_DIGITS]
+               for key in other_keys)

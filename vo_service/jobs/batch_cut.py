@@ -55,8 +55,13 @@ SUFFIX = {"fits": ".fits", "png": ".png"}
 # Targets whose cached stamps are opened at once (one index query and transaction each).
 OPEN_TARGETS = 64
 # Bump when the bytes of a stamp change for the same request (old entries are then unused).
-# 2: previews of physical values (BSCALE/BZERO, BLANK as missing); 3: keys hashed in parts
-KEY_VERSION = 3
+# 2: previews of physical values (BSCALE/BZERO, BLANK as missing); 3: keys hashed in parts;
+# 4: an image's keys share their first digits
+KEY_VERSION = 4
+# Hex digits of an image's own digest that begin each of its keys: a unit's index rows
+# then lie side by side in the cache index (and the job store), so recording 256 of them
+# rewrites a few pages, not one page each (SQLite's time per unit roughly halved).
+IMAGE_DIGITS = 16
 
 
 class OutcomeMemory(Protocol):
@@ -139,7 +144,8 @@ class StampKeys:
     for stitched stamps the method and the neighbours, for a PSF or catalog product what
     else makes its bytes) is hashed once; each target's keys continue that hash with the
     target's position and size, then with what is keyed: the outcome, or a stamp format
-    and its rendering.
+    and its rendering. Every key begins with ``IMAGE_DIGITS`` digits of the image's own
+    digest, the rest from the continued hash.
     """
 
     def __init__(self, identity: dict, formats: tuple[str, ...], stitch: dict | None = None,
@@ -147,6 +153,7 @@ class StampKeys:
         request = {"product": "batch-stamp", "version": KEY_VERSION, "source": identity,
                    "pad": False, "stitch": stitch, "made": product}
         self._image = hashlib.sha256(canonical_json(request) + b"|")
+        self._prefix = self._image.hexdigest()[:IMAGE_DIGITS]
         self._formats = list(formats)
         self._what = {"outcome": b"|" + canonical_json({"what": "outcome"})}
         for fmt in formats:
@@ -162,7 +169,7 @@ class StampKeys:
         for what, suffix in self._what.items():
             key = hashed.copy()
             key.update(suffix)
-            keys[what] = key.hexdigest()
+            keys[what] = self._prefix + key.hexdigest()[IMAGE_DIGITS:]
         return keys
 
     def unit(self, targets: Sequence[Target], max_pixels: int) -> str:
@@ -172,7 +179,7 @@ class StampKeys:
             "what": "unit-contents", "version": CONTENTS_VERSION, "formats": self._formats,
             "max_pixels": max_pixels,
             "targets": [[t.ra, t.dec, t.size, t.unit] for t in targets]}))
-        return hashed.hexdigest()
+        return self._prefix + hashed.hexdigest()[IMAGE_DIGITS:]
 
 
 def cut_task(task: StampTask, cache: CutoutCache, memory: OutcomeMemory,
