@@ -194,14 +194,14 @@ def test_stamps_are_published_together_before_the_manifest_listing_them(
     now = [100.0]
     manifest = RunningManifest(FakeContext(tmp_path), clock=lambda: now[0])
     done = rows(6)
-    stamps = [ResultFile(f"s{n}", "bundle.zip", "application/fits", 10, listed=False,
-                         offset=n * 10) for n in range(6)]
+    stamps = [(f"s{n}", "bundle.zip", "application/fits", 10, n * 10) for n in range(6)]
     found: list[list[str]] = []  # the stamps found as each manifest is written
     writing = running_manifest.write_rendered
 
     def write(*args, **kwargs):
-        found.append([s.result_id for s in stamps
-                      if find_result(StampRows(tmp_path), "j", s.result_id) == s])
+        found.append([result_id for result_id, file, mime, size, offset in stamps
+                      if find_result(StampRows(tmp_path), "j", result_id) == ResultFile(
+                          result_id, file, mime, size, listed=False, offset=offset)])
         return writing(*args, **kwargs)
 
     monkeypatch.setattr(running_manifest, "write_rendered", write)
@@ -215,7 +215,7 @@ def test_stamps_are_published_together_before_the_manifest_listing_them(
     manifest.add_stamps(stamps[5:])
     manifest.update(done, {"job_id": "j"})
     manifest.finish(sorted(done, key=lambda r: r.row), {"job_id": "j"})
-    every = [s.result_id for s in stamps]
+    every = [result_id for result_id, *_ in stamps]
     assert found == [["s0", "s1"], every, every] and manifest.writes == 3
     assert len((tmp_path / STAMPS_FILE).read_text().splitlines()) == 6  # each stamp once
 
@@ -230,7 +230,8 @@ def test_a_stamp_is_found_in_the_stamps_file_as_it_grows_or_in_an_older_jobs_row
     directory = StampDirectory(tmp_path)
     rows_of_job = StampRows(tmp_path)
     assert find_result(rows_of_job, "j", stamp.result_id) is None
-    directory.append([stamp])
+    directory.append([(stamp.result_id, stamp.file, stamp.mime_type, stamp.size,
+                       stamp.offset)])
     assert find_result(rows_of_job, "j", stamp.result_id) == stamp
     with open(tmp_path / STAMPS_FILE, "a") as out:  # the next stamp, half written
         out.write("VIS_r000002_b__img\tbundle.zip\tapplication/fits\t20")

@@ -260,6 +260,7 @@ class BatchJob:
         total = plan.total + (photometry_planned(plan.images) if photometry else 0)
         context.set_progress(done, total)
         bundle = Bundle(context.job_dir / "bundle.zip")
+        bundle_name = bundle.path.name
         manifest = RunningManifest(context)
         infos = {"job_id": context.job_id, "targets": str(len(catalog))}
         produced = 0
@@ -306,9 +307,8 @@ class BatchJob:
                     if photometry and outcome.ranges and outcome.status in MEASURED:
                         science.append((photometry_target(outcome), task.record))
                     for fmt, (relative, size) in outcome.files.items():
-                        stamps.append(ResultFile(  # not listed: reached from the manifest
-                            stamp_result_id(relative), bundle.path.name, MIME[fmt], size,
-                            listed=False, offset=offsets[relative]))
+                        stamps.append((stamp_result_id(relative), bundle_name, MIME[fmt],
+                                       size, offsets[relative]))  # reached from the manifest
                     produced += bool(outcome.files)
                 rows += unit_rows
                 manifest.render(unit_rows, texts)  # now, not all at the end

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from vo_service.jobs.context import JobContext
-from vo_service.jobs.stamp_directory import StampDirectory
+from vo_service.jobs.stamp_directory import StampDirectory, StampPlace
 from vo_service.jobs.store import ResultFile
 from vo_service.products.manifest import (
     MANIFEST_MIME,
@@ -59,10 +59,10 @@ class RunningManifest:
         # id(row) -> (row, its <TR> text): holding the row keeps its id from being reused
         self._texts: dict[int, tuple[ManifestRow, str]] = {}
         self._stamps = StampDirectory(context.job_dir)
-        self._unpublished: list[ResultFile] = []  # stamps of rows not yet written
+        self._unpublished: list[StampPlace] = []  # stamps of rows not yet written
         self.writes = 0
 
-    def add_stamps(self, stamps: Sequence[ResultFile]) -> None:
+    def add_stamps(self, stamps: Sequence[StampPlace]) -> None:
         """Stamps (byte ranges of the job's bundle) that rows added since the last write
         refer to (published with it)."""
         self._unpublished.extend(stamps)

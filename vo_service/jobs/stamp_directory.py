@@ -23,6 +23,8 @@ from vo_service.jobs.store import ResultFile
 from vo_service.products.file_versions import PerVersion
 
 STAMPS_FILE = "stamps.tsv"
+# Where one stamp lies: (result id, file of the job, MIME type, size, offset in the file)
+StampPlace = tuple[str, str, str, int, int]
 # (file, MIME type, size, offset) by result id, of the most recently read versions
 _Places = dict[str, tuple[str, str, int, int]]
 _READ: PerVersion[_Places] = PerVersion(size=4)
@@ -44,13 +46,12 @@ class StampDirectory:
         self.path = job_dir / STAMPS_FILE
         self.path.write_bytes(b"")
 
-    def append(self, stamps: Sequence[ResultFile]) -> None:
+    def append(self, stamps: Sequence[StampPlace]) -> None:
         """List ``stamps`` (byte ranges of a file of the job) at the end of the file."""
         if not stamps:
             return
         with open(self.path, "a", encoding="utf-8") as out:
-            out.write("".join(f"{s.result_id}\t{s.file}\t{s.mime_type}\t{s.size}\t{s.offset}\n"
-                              for s in stamps))
+            out.write("".join("\t".join(map(str, place)) + "\n" for place in stamps))
 
 
 def find_result(store: ResultRows, job_id: str, result_id: str) -> ResultFile | None:
