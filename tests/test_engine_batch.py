@@ -415,7 +415,8 @@ def test_zip_appender_writes_a_few_members_at_a_time(tmp_path, monkeypatch):
     archive = bundle.ZipStream(target)
     archive.flush()
     appender = bundle.ZipAppender(target)
-    members = {f"s{number}.fits": bytes([number]) * 10_000 for number in range(60)}
+    members = {f"s{number}.fits": bytes([number]) * (bundle.APPEND_BYTES // 6)
+               for number in range(60)}  # five to a write
     members["large.fits"] = b"L" * (3 * bundle.APPEND_BYTES)
     for name, payload in members.items():
         appender.add(name, [payload])
