@@ -20,8 +20,8 @@ from starlette.routing import BaseRoute, Route
 from vo_service.catalogs import CatalogError, describe_catalog
 from vo_service.engine.composite import CompositeError
 from vo_service.engine.preview import PreviewOptions
-from vo_service.jobs.job_files import read_result, result_location
-from vo_service.jobs.stamp_directory import find_result
+from vo_service.jobs.job_files import read_result
+from vo_service.jobs.service import JobService
 from vo_service.jobs.store import JobRecord, JobStore
 from vo_service.protocols.auth import request_owner
 from vo_service.protocols.dali import NotFound, UsageError, parse_int, read_params
@@ -49,8 +49,12 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+def _service(request: Request) -> JobService:
+    return request.app.state.job_service
+
+
 def _store(request: Request) -> JobStore:
-    return request.app.state.job_service.store
+    return _service(request).store
 
 
 def _job(request: Request) -> JobRecord:
@@ -144,25 +148,23 @@ def _band_wavelengths(request: Request) -> dict[str, float]:
     return choices.band_order(request.app.state.index.combinations())
 
 
-def _result_path(store: JobStore, job_id: str, result_id: str) -> Path | None:
+def _result_path(service: JobService, job_id: str, result_id: str) -> Path | None:
     """The file of a whole-file result (a manifest, a MOC), or None."""
-    result = store.result(job_id, result_id)
-    if result is None or result.offset is not None:
-        return None
-    return result_location(store.job_dir(job_id), result)
+    found = service.result_file(job_id, result_id)
+    return found[1] if found is not None and found[0].offset is None else None
 
 
-def _result_bytes(store: JobStore, job_id: str, result_id: str) -> bytes | None:
+def _result_bytes(service: JobService, job_id: str, result_id: str) -> bytes | None:
     """The bytes of a FITS stamp result (a file, or a member of the job's bundle)."""
-    result = find_result(store, job_id, result_id)
-    if result is None or result.mime_type != "application/fits":
+    found = service.result_file(job_id, result_id)
+    if found is None or found[0].mime_type != "application/fits":
         return None
-    path = result_location(store.job_dir(job_id), result)
-    return read_result(path, result) if path is not None else None
+    result, path = found
+    return read_result(path, result)
 
 
 def _load_gallery(request: Request, job: JobRecord) -> gallery.Gallery | None:
-    manifest = _result_path(_store(request), job.job_id, "manifest")
+    manifest = _result_path(_service(request), job.job_id, "manifest")
     if manifest is None:
         return None
     return gallery.load_gallery(manifest, _band_wavelengths(request))
@@ -200,9 +202,9 @@ async def thumb_endpoint(request: Request) -> Response:
     result_id = request.path_params["result_id"]
     params = await read_params(request)
     options = _preview_options(params, 160)
-    store = _store(request)
+    service = _service(request)
     try:
-        stamp = await run_in_threadpool(_result_bytes, store, job.job_id, result_id)
+        stamp = await run_in_threadpool(_result_bytes, service, job.job_id, result_id)
         if stamp is None:
             raise NotFound(f"job {job.job_id} has no FITS stamp {result_id!r}")
         content = await run_in_threadpool(gallery.render_thumbnail, stamp, options)
@@ -221,12 +223,12 @@ async def composite_endpoint(request: Request) -> Response:
     target = found.target(row) if found is not None else None
     if found is None or target is None or not found.composite_bands:
         raise NotFound(f"job {job.job_id} has no colour composite for row {row}")
-    store, stamps = _store(request), []
+    service, stamps = _service(request), []
     try:
         for band, cells in zip(found.composite_bands, found.composite_stamps(target),
                                strict=True):
             fits_ids = [s.result_id for s in cells if s.is_fits and s.result_id]
-            stamp = await run_in_threadpool(_result_bytes, store, job.job_id,
+            stamp = await run_in_threadpool(_result_bytes, service, job.job_id,
                                             fits_ids[0]) if fits_ids else None
             if stamp is None:
                 raise NotFound(f"target {target.target_id} has no {band} "

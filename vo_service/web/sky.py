@@ -23,7 +23,7 @@ from vo_service.jobs.job_coverage import COVERAGE_RESULT, JobSky, job_sky
 from vo_service.protocols import dali
 from vo_service.protocols.coverage import selection_of
 from vo_service.protocols.datalink import PREVIEW_SIDE
-from vo_service.web.routes import _job, _result_path, _store
+from vo_service.web.routes import _job, _result_path, _service, _store
 
 MAX_FOOTPRINTS = 5000  # polygons the page draws at once; more: narrow the selection
 
@@ -112,7 +112,7 @@ async def preview_wcs_endpoint(request: Request) -> Response:
 
 async def _job_sky(request: Request) -> JobSky:
     job = _job(request)
-    manifest = _result_path(_store(request), job.job_id, "manifest")
+    manifest = _result_path(_service(request), job.job_id, "manifest")
     if manifest is None:
         raise dali.NotFound(f"job {job.job_id} has no manifest yet (phase {job.phase.value})")
     return await run_in_threadpool(job_sky, manifest, request.app.state.index)
