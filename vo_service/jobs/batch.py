@@ -95,15 +95,14 @@ def unique_image_name(record, taken: set[str]) -> str:
 
 def stamp_path(folder: str, row_name: str, image: str, taken: set[str]) -> str:
     """A stamp's path in the bundle without extension, ``<band>/r<row>_<id>__<image>``
-    (``row_name``: ``r<row>_<id>``, its parts made safe by :func:`safe_name`, so the
-    path's one ``/`` is the folder's), unique in the job: also as a result id (``taken``
+    (``row_name``: ``r<row>_<id>``), unique in the job: also as a result id (``taken``
     holds the result ids given so far)."""
-    path, result_id = f"{folder}/{row_name}__{image}", f"{folder}_{row_name}__{image}"
-    base, number = path, 1
-    while result_id in taken:  # only band names that mimic "<band>_r<row>" get here
+    path = base = f"{folder}/{row_name}__{image}"
+    number = 1
+    # taken already: only when band names mimic "<band>_r<row>"
+    while (result_id := stamp_result_id(path)) in taken:
         number += 1
         path = f"{base}_{number}"
-        result_id = stamp_result_id(path)
     taken.add(result_id)
     return path
 
@@ -161,24 +160,25 @@ def plan_batch(catalog: Catalog, request: BatchRequest, index) -> BatchPlan:
     images, counts = np.unique(found, return_counts=True)
     matched = set(points.tolist())
     return BatchPlan(
-        _image_tasks(index, request, targets, dec, points, found, records, len(catalog)),
+        _image_tasks(index, request, targets, dec, points, found, records, images,
+                     len(catalog)),
         [(records[int(i)], int(count)) for i, count in zip(images, counts, strict=True)],
         [t for i, t in enumerate(targets) if i not in matched], bad)
 
 
 def _image_tasks(index, request: BatchRequest, targets: list[Target], dec: np.ndarray,
-                 points: np.ndarray, found: np.ndarray, records, rows: int
-                 ) -> Iterator[StampTask]:
+                 points: np.ndarray, found: np.ndarray, records, images: np.ndarray,
+                 rows: int) -> Iterator[StampTask]:
     """The tasks of each image in turn, its targets named and chunked by declination
-    (``points`` index ``targets`` and their ``dec``, ``found`` ``records``; ``rows``: the
-    catalog's)."""
+    (``points`` index ``targets`` and their ``dec``, ``found`` ``records``; ``images``:
+    the distinct values of ``found``; ``rows``: the catalog's)."""
     order = np.lexsort((points, found))
     image_names: set[str] = set()
     result_ids: set[str] = set()
     row_digits = max(ROW_DIGITS, len(str(rows)))
     row_names = [f"r{target.row + 1:0{row_digits}d}_{safe_name(target.target_id)}"
                  for target in targets]  # once per target, not per image
-    for record_index in np.unique(found):
+    for record_index in images:
         chosen = points[order[found[order] == record_index]]
         record = records[int(record_index)]
         image = unique_image_name(record, image_names)
