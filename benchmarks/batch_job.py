@@ -14,12 +14,11 @@ do it (see ``BOOKKEEPING``): the manifest (taking the rows and their texts, whic
 worker processes make and render with the stamps, and writing the VOTable now and then),
 the results (the stamps file and job-store rows), progress (job-store updates) and the
 cache index (the cutout cache's SQLite index and the remembered stamp outcomes, when the
-job's own process cuts).
-Its share is the seconds spent inside those calls, summed over all threads of the job, over
-the job's wall time: an upper bound, since calls on different threads may overlap, and
-waits for the GIL count (aim < 15 %); beside it, the CPU seconds of those calls
-(``time.thread_time``) over the CPU seconds of the job's process, which a busy machine
-disturbs less.
+job's own process cuts). Its share is the seconds spent inside those calls, summed over
+all threads of the job, over the job's wall time: an upper bound, since calls on different
+threads may overlap, and waits for the GIL count (aim < 15 %); beside it, the CPU seconds
+of those calls (``time.thread_time``) over the CPU seconds of the job's process, which a
+busy machine disturbs less.
 
 On a shared machine wall times vary with the load; the CPU seconds per stamp (user +
 system, the engine's worker processes included) are printed too, as a steadier check of
